@@ -1,0 +1,206 @@
+"""Python API: :func:`train` (a plain teacher or baseline student) and :func:`distill`, the same functions the CLI,
+the pipeline steps and the tests call.
+
+Both run Ultralytics' own task trainers in-process and write Ultralytics' layout into ``out``:
+``weights/best.pt``, ``weights/last.pt``, ``results.csv``, ``args.yaml`` — plus ``distill.json`` (the resolved
+distillation plan) and, in online mode, ``weights/teacher.pt``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ultralytics.nn.tasks import guess_model_task, load_checkpoint, yaml_model_load
+
+from .config import DistillConfig
+from .errors import DistillError
+from .model import KDModel
+from .trainer import DISTILL_TRAINERS, PLAIN_TRAINERS, TEACHER_WEIGHTS, DistillCallbacks
+
+
+@dataclass
+class RunResult:
+    """What a training or distillation run wrote, and its final validation metrics."""
+
+    save_dir: Path
+    best: Path
+    last: Path
+    results_csv: Path
+    metrics: dict[str, float] = field(default_factory=dict)
+    distill_json: Path | None = None
+    teacher: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable summary."""
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+
+
+def model_task(model: str) -> str:
+    """Return the task of a model ``.yaml`` (path or Ultralytics built-in name) or a local ``.pt`` checkpoint.
+
+    Raises:
+        DistillError: The file is missing, is neither ``.yaml`` nor ``.pt``, or is not a detect/segment/pose model.
+    """
+    suffix = Path(model).suffix.lower()
+    if suffix in {".yaml", ".yml"}:
+        try:
+            task = guess_model_task(yaml_model_load(model))
+        except FileNotFoundError:
+            raise DistillError(f"model yaml '{model}' not found (a path, or an Ultralytics name like yolov8n.yaml)")
+    elif suffix == ".pt":
+        if not Path(model).is_file():
+            raise DistillError(f"model weights '{model}' not found (weights are never downloaded: give a local .pt)")
+        weights = load_checkpoint(model)[0]
+        task = getattr(weights, "task", None) or guess_model_task(weights)
+    else:
+        raise DistillError(f"model '{model}' must be a .yaml (random init) or a local .pt checkpoint")
+    if task not in PLAIN_TRAINERS:
+        raise DistillError(f"model '{model}' is a {task} model; supported tasks: {', '.join(PLAIN_TRAINERS)}")
+    return task
+
+
+def _check_data(data: str | Path) -> str:
+    path = Path(data)
+    if path.suffix.lower() not in {".yaml", ".yml"}:
+        raise DistillError(f"data '{data}' must be a dataset .yaml file")
+    if not path.is_file():
+        raise DistillError(f"data '{data}' not found (datasets are never downloaded: give a local data.yaml)")
+    return str(path.resolve())
+
+
+def _overrides(out: str | Path, **kwargs: Any) -> dict[str, Any]:
+    out = Path(out).resolve()
+    extra = {k: v for k, v in kwargs.items() if v is not None}
+    return {"project": str(out.parent), "name": out.name, "exist_ok": True, **extra}
+
+
+def _run(trainer_cls: type, overrides: dict[str, Any], callbacks: dict[str, list] | None) -> Any:
+    """Construct and run an Ultralytics trainer, turning its argument errors into :class:`DistillError`."""
+    from ultralytics.utils import callbacks as ul_callbacks
+
+    cbs = ul_callbacks.get_default_callbacks()
+    for event, handlers in (callbacks or {}).items():
+        cbs[event].extend(handlers)
+    try:
+        trainer = trainer_cls(overrides=overrides, _callbacks=cbs)
+    except SyntaxError as e:  # Ultralytics' message for unknown arguments
+        raise DistillError(str(e).strip()) from None
+    trainer.train()
+    return trainer
+
+
+def _result(trainer: Any) -> RunResult:
+    wdir = Path(trainer.wdir)
+    metrics = {k: float(v) for k, v in (trainer.metrics or {}).items() if isinstance(v, int | float)}
+    distill_json = Path(trainer.save_dir) / "distill.json"
+    teacher = wdir / TEACHER_WEIGHTS
+    return RunResult(
+        save_dir=Path(trainer.save_dir),
+        best=wdir / "best.pt",
+        last=wdir / "last.pt",
+        results_csv=Path(trainer.csv),
+        metrics=metrics,
+        distill_json=distill_json if distill_json.exists() else None,
+        teacher=teacher if teacher.exists() else None,
+    )
+
+
+def train(
+    data: str | Path,
+    model: str,
+    *,
+    epochs: int = 100,
+    imgsz: int = 640,
+    batch: int = 16,
+    device: str | None = None,
+    seed: int = 0,
+    out: str | Path = "runs/train",
+    **overrides: Any,
+) -> RunResult:
+    """Train a model without distillation (the teacher, or the baseline student).
+
+    Args:
+        data: Local dataset yaml.
+        model: Model ``.yaml`` (random init) or local ``.pt`` (fine-tune).
+        epochs, imgsz, batch, device, seed: As in Ultralytics.
+        out: Output folder (``weights/``, ``results.csv``, ...).
+        **overrides: Any other Ultralytics train argument (``lr0=0.01``, ``plots=False``, ...).
+
+    Examples:
+        >>> from distill import train
+        >>> run = train("coco8/data.yaml", "yolov8s.yaml", epochs=1, imgsz=64, out="runs/teacher")  # doctest: +SKIP
+        >>> run.best  # doctest: +SKIP
+        PosixPath('.../runs/teacher/weights/best.pt')
+    """
+    task = model_task(model)
+    args = _overrides(
+        out, model=model, data=_check_data(data), epochs=epochs, imgsz=imgsz, batch=batch, device=device, seed=seed,
+        task=task, **overrides,
+    )
+    return _result(_run(PLAIN_TRAINERS[task], args, None))
+
+
+def distill(
+    data: str | Path | None,
+    student: str | None,
+    config: DistillConfig | None = None,
+    *,
+    epochs: int = 100,
+    imgsz: int = 640,
+    batch: int = 16,
+    device: str | None = None,
+    seed: int = 0,
+    out: str | Path = "runs/distill",
+    resume: str | Path | None = None,
+    **overrides: Any,
+) -> RunResult:
+    """Distil ``config.teacher`` into ``student`` on ``data``.
+
+    Args:
+        data: Local dataset yaml (ignored on resume unless given).
+        student: Student ``.yaml`` (random init) or local ``.pt``.
+        config: What to distil (teacher, loss, layers, weights, mode, schedule).
+        epochs, imgsz, batch, device, seed: As in Ultralytics.
+        out: Output folder.
+        resume: An interrupted run's ``weights/last.pt``: continue it (config, adapters and generators restored).
+        **overrides: Any other Ultralytics train argument.
+
+    Examples:
+        >>> from distill import DistillConfig, distill
+        >>> cfg = DistillConfig(teacher="runs/teacher/weights/best.pt", loss="cwd")
+        >>> run = distill("coco8/data.yaml", "yolov8n.yaml", cfg, epochs=1, imgsz=64)  # doctest: +SKIP
+    """
+    if resume is not None:
+        return _resume(resume, data=data, device=device, **overrides)
+    if config is None:
+        raise DistillError("distill needs a DistillConfig (at least the teacher)")
+    if student is None:
+        raise DistillError("distill needs a student model")
+    task = model_task(student)
+    args = _overrides(
+        out, model=student, data=_check_data(data), epochs=epochs, imgsz=imgsz, batch=batch, device=device,
+        seed=seed, task=task, **overrides,
+    )
+    callbacks = DistillCallbacks(config).attach({})
+    return _result(_run(DISTILL_TRAINERS[task], args, callbacks))
+
+
+def _resume(last: str | Path, data: str | Path | None, device: str | None, **overrides: Any) -> RunResult:
+    path = Path(last)
+    if not path.is_file():
+        raise DistillError(f"resume checkpoint '{last}' not found")
+    weights, ckpt = load_checkpoint(path)
+    if not isinstance(weights, KDModel):
+        raise DistillError(
+            f"'{last}' is not an interrupted distillation checkpoint (finished runs keep only the student); "
+            "start a new run instead"
+        )
+    config = DistillConfig.from_dict(weights.distill_config)
+    task = ckpt["train_args"]["task"]
+    args = {"resume": str(path.resolve()), **({"data": _check_data(data)} if data else {}), **overrides}
+    if device is not None:
+        args["device"] = device
+    callbacks = DistillCallbacks(config).attach({})
+    return _result(_run(DISTILL_TRAINERS[task], args, callbacks))

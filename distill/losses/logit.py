@@ -1,0 +1,64 @@
+"""Logit distillation: the student's head outputs regress the teacher's.
+
+Every raw head output that both models produce in the same shape is compared with a mean squared error and the
+per-output errors are summed: the box distribution (``boxes``, DFL logits) and class scores (``scores``) of a detect
+head, plus ``mask_coefficient`` for segment and ``kpts`` for pose. End-to-end heads (YOLO26, YOLOv10) are compared
+on their one-to-many branch, the one their task loss trains densely. Default weight 0.25 (the seed implementation's).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: Raw head outputs that are per-anchor predictions (``feats`` and ``proto`` are intermediate maps, not logits).
+HEAD_OUTPUTS = ("boxes", "scores", "mask_coefficient", "kpts")
+
+
+def head_outputs(preds: Any) -> dict[str, torch.Tensor]:
+    """Return the raw per-anchor head outputs of a model's forward result (train or eval mode).
+
+    Args:
+        preds: A train-mode head dict, an eval-mode ``(decoded, dict)`` tuple, or an end-to-end dict with
+            ``one2many`` / ``one2one`` branches.
+
+    Returns:
+        (dict[str, torch.Tensor]): Outputs named in :data:`HEAD_OUTPUTS` that are present.
+    """
+    if isinstance(preds, tuple | list):
+        preds = next((p for p in preds if isinstance(p, dict)), {})
+    if isinstance(preds, dict) and "one2many" in preds:
+        preds = preds["one2many"]
+    if not isinstance(preds, dict):
+        return {}
+    return {k: preds[k] for k in HEAD_OUTPUTS if isinstance(preds.get(k), torch.Tensor)}
+
+
+def shared_outputs(student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the head outputs both models produce in the same shape (ignoring the batch dimension)."""
+    return [k for k in HEAD_OUTPUTS if k in student and k in teacher and student[k].shape[1:] == teacher[k].shape[1:]]
+
+
+class LogitLoss(nn.Module):
+    """Sum over shared head outputs of MSE(student, teacher).
+
+    Args:
+        keys (list[str]): The output names to compare, fixed when the pair is validated.
+
+    Examples:
+        >>> loss = LogitLoss(["scores"])
+        >>> p = {"scores": torch.ones(2, 3, 5)}
+        >>> float(loss(p, p))
+        0.0
+    """
+
+    def __init__(self, keys: list[str]) -> None:
+        super().__init__()
+        self.keys = list(keys)
+
+    def forward(self, student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Return Σ_k mean((student[k] − teacher[k])²)."""
+        return sum(F.mse_loss(student[k].float(), teacher[k].detach().float()) for k in self.keys)

@@ -1,0 +1,303 @@
+"""The distillation model: student + teacher + adapters + losses in one ``nn.Module`` the trainer already knows.
+
+:class:`KDModel` subclasses Ultralytics' own ``DistillationModel``. The unmodified trainer recognises that type and,
+for it, freezes ``teacher_model.*``, strips the teacher from the EMA, saves only the student in the final
+``best.pt``/``last.pt`` (``strip_optimizer``), and fuses to the student. We reuse its picklable feature hooks and
+their (de)serialisation, and replace what it hard-codes: which layers, how channels are aligned, which losses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from ultralytics.nn.distill_model import DistillationModel
+from ultralytics.nn.tasks import guess_model_task, load_checkpoint, yaml_model_load
+from ultralytics.utils.torch_utils import copy_attr
+
+from .config import DistillConfig
+from .connectors import ChannelAdapter
+from .errors import DistillError
+from .layers import LayerShape, probe, resolve_layers
+from .losses import ChannelWiseDistillationLoss, LogitLoss, MaskedGenerativeLoss, MimicLoss, head_outputs
+from .losses.logit import shared_outputs
+
+
+class KDModel(DistillationModel):
+    """Student + teacher wrapper computing the task loss plus the configured KD losses in one student forward.
+
+    Offline (default) the teacher is registered as ``teacher_model``: the trainer freezes it, it stays in eval mode
+    and runs without autograd (in half precision on CUDA). Online it is registered as ``online_teacher`` so the
+    trainer optimises it with the student on its own task loss; its features are detached inside the KD losses.
+    ``teacher_model`` names whichever is present, the attribute Ultralytics' EMA and checkpoint code look for.
+
+    Args:
+        student (nn.Module): Student YOLO model (its names/nc/args already set by the trainer).
+        teacher (nn.Module): Teacher YOLO model on the same device.
+        config (DistillConfig): What to distil.
+        student_shapes (list[LayerShape]): Student layers to distil, with their probed shapes.
+        teacher_shapes (list[LayerShape]): Paired teacher layers.
+        logit_keys (list[str]): Head outputs compared by the logit loss (empty when it is off).
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        config: DistillConfig,
+        student_shapes: list[LayerShape],
+        teacher_shapes: list[LayerShape],
+        logit_keys: list[str],
+    ) -> None:
+        nn.Module.__init__(self)  # DistillationModel.__init__ hard-codes layers and projector: build our own parts
+        self.distill_config = config.to_dict()
+        self.online = config.online
+        self.student_model = student
+        if config.online:
+            self.online_teacher = teacher
+        else:
+            self.teacher_model = teacher
+        self.feats_idx = [s.index for s in student_shapes]
+        self.teacher_feats_idx = [t.index for t in teacher_shapes]
+        self.connectors = nn.ModuleList(
+            ChannelAdapter(s.channels, t.channels) for s, t in zip(student_shapes, teacher_shapes)
+        )
+        self.feature_losses = nn.ModuleList(build_feature_loss(config, t.channels) for t in teacher_shapes)
+        self.logit_loss = LogitLoss(logit_keys) if logit_keys else None
+        self.feat_weight = config.feat_weight
+        self.logit_weight = config.logit_weight
+        self.kd_scale = 1.0  # set each epoch by the schedule callback
+        self.kd_loss_names = kd_loss_names(config)
+        self._teacher_feats: dict[int, torch.Tensor] = {}
+        self._student_feats: dict[int, torch.Tensor] = {}
+        self._teacher_hooks: list = []
+        self._student_hooks: list = []
+        self._register_feature_hooks()
+        copy_attr(self, student)
+        self.train(student.training)
+
+    # -- the teacher under whichever name the mode needs ------------------------------------------------------------
+    @property
+    def teacher_model(self) -> nn.Module | None:
+        """The teacher (offline or online); ``None`` in EMA copies and after stripping."""
+        for name in ("teacher_model", "online_teacher"):
+            if self._modules.get(name) is not None:
+                return self._modules[name]
+        return None
+
+    @teacher_model.setter
+    def teacher_model(self, value: nn.Module | None) -> None:
+        """Set the teacher under the registered name (reached for ``None`` assignments by the EMA)."""
+        self._modules["online_teacher" if "online_teacher" in self._modules else "teacher_model"] = value
+
+    def train(self, mode: bool = True) -> KDModel:
+        """Set train/eval mode; an offline teacher always stays frozen in eval mode."""
+        nn.Module.train(self, mode)
+        if not self.online:
+            self._freeze_teacher()
+        return self
+
+    def kd_state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Return the trainable KD parts (adapters, MGD generators) for restoring on resume."""
+        return {"connectors": self.connectors.state_dict(), "feature_losses": self.feature_losses.state_dict()}
+
+    def load_kd_state_dict(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
+        """Restore adapters and generators saved by :meth:`kd_state_dict`."""
+        self.connectors.load_state_dict(state["connectors"])
+        self.feature_losses.load_state_dict(state["feature_losses"])
+
+    # -- loss -------------------------------------------------------------------------------------------------------
+    def loss(self, batch: dict, preds: Any = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Return the student's task loss with the KD terms appended, and the loss items including the KD columns.
+
+        Every term is multiplied by the batch size, as Ultralytics' criteria do, so KD weights mean the same at any
+        batch size; loss items are per-image values, as the criteria report them.
+        """
+        img = batch["img"]
+        if not self.training:  # validation during training: the student's loss, KD columns at zero
+            if preds is None:
+                preds = self.student_model(img)
+            task_loss, items = self.student_model.loss(batch, preds)
+            zero = torch.zeros(1, device=img.device)
+            for name in self.kd_loss_names:
+                items[name] = zero
+            return torch.cat([task_loss, zero.expand(len(self.kd_loss_names))]), items
+
+        self._teacher_feats.clear()
+        self._student_feats.clear()
+        teacher = self.teacher_model
+        scale = float(self.kd_scale)
+        teacher_preds = None
+        if self.online:
+            teacher_preds = teacher(img)
+        elif scale > 0:
+            with torch.no_grad():
+                teacher_preds = teacher(img.to(next(teacher.parameters()).dtype))
+        preds = self.student_model(img)  # the one student forward; hooks capture its features
+        task_loss, items = self.student_model.loss(batch, preds)
+
+        bs = img.shape[0]
+        terms = []
+        zero = torch.zeros((), device=img.device)
+        if self.distill_config["loss"] != "none":
+            feat = zero
+            if scale > 0:
+                for i, (adapter, criterion) in enumerate(zip(self.connectors, self.feature_losses)):
+                    student_feat = adapter(self._student_feats[i])
+                    feat = feat + criterion(student_feat, self._teacher_feats[i].detach())
+                feat = feat * (self.feat_weight * scale)
+            terms.append(feat)
+        if self.logit_loss is not None:
+            logit = zero
+            if scale > 0:
+                logit = self.logit_loss(head_outputs(preds), head_outputs(teacher_preds)) * (self.logit_weight * scale)
+            terms.append(logit)
+        if self.online:
+            teacher_loss, teacher_items = teacher.loss(batch, teacher_preds)
+            terms.append(teacher_loss.sum() / bs)
+        for name, term in zip(self.kd_loss_names, terms):
+            items[name] = term.detach().reshape(1)
+        self._teacher_feats.clear()
+        self._student_feats.clear()
+        return torch.cat([task_loss, torch.stack(terms) * bs]), items
+
+
+def kd_loss_names(config: DistillConfig) -> list[str]:
+    """Loss-item names the KD terms get (columns of ``results.csv`` and the console table)."""
+    names = [f"{config.loss}_loss"] if config.has_features else []
+    if config.logit:
+        names.append("logit_loss")
+    if config.online:
+        names.append("teacher_loss")
+    return names
+
+
+def build_feature_loss(config: DistillConfig, teacher_channels: int) -> nn.Module:
+    """Return one layer pair's feature-loss module (MGD's owns that layer's generator)."""
+    if config.loss == "cwd":
+        return ChannelWiseDistillationLoss(tau=config.tau)
+    if config.loss == "mgd":
+        return MaskedGenerativeLoss(teacher_channels, ratio=config.mgd_ratio, alpha=config.mgd_alpha)
+    return MimicLoss()
+
+
+def load_teacher(source: str, trainer: Any) -> nn.Module:
+    """Load the teacher: a ``.pt`` checkpoint, or a model ``.yaml`` built by the trainer (random init, for tests).
+
+    Args:
+        source (str): Local path to ``.pt`` weights, or a model yaml (a path or an Ultralytics built-in name).
+        trainer: The Ultralytics trainer; its ``get_model`` builds a yaml teacher for this dataset (nc, kpt_shape).
+    """
+    suffix = Path(source).suffix.lower()
+    if suffix in {".yaml", ".yml"}:
+        try:
+            task = guess_model_task(yaml_model_load(source))
+        except FileNotFoundError:
+            raise DistillError(f"teacher model yaml '{source}' not found") from None
+        _check_task(task, trainer.args.task, source)
+        return trainer.get_model(cfg=source, weights=None, verbose=False)
+    if suffix != ".pt":
+        raise DistillError(f"teacher '{source}' must be a .pt checkpoint or a model .yaml")
+    if not Path(source).is_file():
+        raise DistillError(f"teacher weights '{source}' not found")
+    teacher, _ = load_checkpoint(source)
+    if isinstance(teacher, DistillationModel):
+        teacher = teacher.student_model
+    _check_task(getattr(teacher, "task", None) or guess_model_task(teacher), trainer.args.task, source)
+    return teacher
+
+
+def _check_task(teacher_task: str, student_task: str, source: str) -> None:
+    if teacher_task != student_task:
+        raise DistillError(f"task mismatch: teacher '{source}' is a {teacher_task} model, the student is {student_task}")
+
+
+def build_kd_model(
+    student: nn.Module, trainer: Any, config: DistillConfig, resume_state: dict | None = None
+) -> tuple[KDModel, dict[str, Any]]:
+    """Load the teacher, validate the pair, probe shapes and wire the :class:`KDModel`.
+
+    Validation happens here, before any training step: same task, same number of classes (and ``kpt_shape`` for
+    pose), every layer index exists, each pair has the same spatial size at a probe input, and the logit loss has
+    at least one head output in common. Each failure raises :class:`DistillError` naming the bad value.
+
+    Args:
+        student (nn.Module): The trainer's student model (attributes already set).
+        trainer: The Ultralytics trainer (for ``args``, ``data``, ``device`` and ``get_model``).
+        config (DistillConfig): What to distil.
+        resume_state (dict | None): Adapter/generator weights from a checkpoint being resumed.
+
+    Returns:
+        (tuple[KDModel, dict]): The model, and the resolved plan (written to ``distill.json``).
+    """
+    teacher_source = config.teacher
+    if config.online and resume_state is not None and resume_state.get("teacher"):
+        teacher_source = resume_state["teacher"]  # the online teacher as trained so far
+    teacher = load_teacher(teacher_source, trainer)
+    data = trainer.data
+    teacher_nc = int(getattr(teacher, "nc", None) or teacher.yaml.get("nc"))
+    if teacher_nc != int(data["nc"]):
+        raise DistillError(
+            f"class mismatch: teacher '{config.teacher}' has nc={teacher_nc}, the dataset/student has nc={data['nc']}"
+        )
+    if trainer.args.task == "pose":
+        t_kpt = list(getattr(teacher, "kpt_shape", None) or teacher.yaml.get("kpt_shape") or [])
+        if t_kpt != list(data["kpt_shape"]):
+            raise DistillError(
+                f"kpt_shape mismatch: teacher '{config.teacher}' has {t_kpt}, the dataset has {list(data['kpt_shape'])}"
+            )
+
+    device = next(student.parameters()).device
+    teacher = teacher.to(device).float()
+    student_layers = resolve_layers(config.layers, student, "student") if config.has_features else []
+    teacher_spec = config.teacher_layers if config.teacher_layers is not None else config.layers
+    teacher_layers = resolve_layers(teacher_spec, teacher, "teacher") if config.has_features else []
+    if len(student_layers) != len(teacher_layers):
+        raise DistillError(
+            f"layer count mismatch: student layers {student_layers} vs teacher layers {teacher_layers}; "
+            "pass --teacher-layers with one teacher layer per student layer"
+        )
+    stride = int(max(float(student.stride.max()), float(teacher.stride.max()), 32))
+    probe_size = 2 * stride
+    ch = int(data.get("channels", 3))
+    student_shapes, student_out = probe(student, student_layers, probe_size, ch)
+    teacher_shapes, teacher_out = probe(teacher, teacher_layers, probe_size, ch)
+    for s, t in zip(student_shapes, teacher_shapes):
+        if (s.height, s.width) != (t.height, t.width):
+            raise DistillError(
+                f"spatial mismatch at a {probe_size}px probe: student layer {s.index} is {s.height}x{s.width}, "
+                f"teacher layer {t.index} is {t.height}x{t.width}; pair layers of the same stride"
+            )
+    logit_keys: list[str] = []
+    if config.logit:
+        logit_keys = shared_outputs(head_outputs(student_out), head_outputs(teacher_out))
+        if not logit_keys:
+            raise DistillError(
+                "logit loss: the teacher's and student's heads share no output of the same shape "
+                "(different reg_max or head type); use --no-logit"
+            )
+
+    if config.online:
+        teacher.args = trainer.args  # its own task loss uses the run's box/cls/dfl gains
+        teacher.train()
+    model = KDModel(student, teacher, config, student_shapes, teacher_shapes, logit_keys).to(device)
+    if resume_state is not None:
+        model.load_kd_state_dict(resume_state)
+    if device.type == "cuda" and not config.online:
+        model.teacher_model.half()  # frozen teacher: inference only, half the memory and time
+    plan = {
+        "config": config.to_dict(),
+        "mode": "online" if config.online else "offline",
+        "task": trainer.args.task,
+        "pairs": [
+            {"student": asdict(s), "teacher": asdict(t), "adapter": f"conv1x1 {s.channels}->{t.channels}"}
+            for s, t in zip(student_shapes, teacher_shapes)
+        ],
+        "logit_outputs": logit_keys,
+        "loss_columns": model.kd_loss_names,
+        "probe_imgsz": probe_size,
+    }
+    return model, plan

@@ -1,0 +1,60 @@
+"""Keep Ultralytics offline and self-contained, so a user never has to configure it.
+
+Ultralytics reaches the network in a few places that have nothing to do with training: analytics and update checks
+(off when ``YOLO_OFFLINE`` is set), a font download on every dataset check (skipped when ``Arial.ttf`` already sits in
+its config directory) and third-party logger integrations enabled in its global settings (its MLflow callback, for
+one, would write a file store of its own). :func:`configure` settles all three *before* Ultralytics is imported;
+``import distill`` calls it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+#: Ultralytics' integration switches, all turned off: yolo-distill logs to MLflow itself, explicitly.
+_SETTINGS_OFF = ("sync", "hub", "clearml", "comet", "dvc", "mlflow", "neptune", "raytune", "tensorboard", "wandb")
+_FONTS = ("Arial.ttf", "Arial.Unicode.ttf")
+
+
+def default_config_dir() -> Path:
+    """Return the writable folder used as ``YOLO_CONFIG_DIR`` when the user has not chosen one."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "yolo-distill"
+
+
+def configure() -> Path:
+    """Set the offline environment, place a local font and switch off Ultralytics' integrations.
+
+    Existing ``YOLO_OFFLINE`` / ``YOLO_CONFIG_DIR`` values are respected. Safe to call repeatedly.
+
+    Returns:
+        (Path): Ultralytics' user config directory (``$YOLO_CONFIG_DIR/Ultralytics``).
+    """
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(default_config_dir()))
+    user_dir = Path(os.environ["YOLO_CONFIG_DIR"]).expanduser() / "Ultralytics"
+    user_dir.mkdir(parents=True, exist_ok=True)
+    _place_fonts(user_dir)
+
+    from ultralytics.utils import SETTINGS  # after the environment is set: it is read at import
+
+    off = {k: False for k in _SETTINGS_OFF if k in SETTINGS and SETTINGS[k] is not False}
+    if off:
+        SETTINGS.update(off)
+    return user_dir
+
+
+def _place_fonts(user_dir: Path) -> None:
+    """Copy matplotlib's DejaVu Sans in as Ultralytics' plotting fonts, so ``check_font`` never downloads."""
+    missing = [name for name in _FONTS if not (user_dir / name).exists()]
+    if not missing:
+        return
+    import matplotlib  # a dependency of ultralytics; ships DejaVu Sans
+
+    source = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    for name in missing:
+        tmp = user_dir / f".{name}.{os.getpid()}.tmp"
+        shutil.copyfile(source, tmp)
+        tmp.replace(user_dir / name)  # atomic: concurrent processes never see a half-written font

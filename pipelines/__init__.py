@@ -1,0 +1,1 @@
+"""Kubeflow Pipelines pipelines (installed as `distill.pipelines`); they arrive with the pipeline issue."""
