@@ -85,8 +85,9 @@ def _run(trainer_cls: type, overrides: dict[str, Any], callbacks: dict[str, list
         cbs[event].extend(handlers)
     try:
         trainer = trainer_cls(overrides=overrides, _callbacks=cbs)
-    except SyntaxError as e:  # Ultralytics' message for unknown arguments
-        raise DistillError(str(e).strip()) from None
+    except SyntaxError as e:  # Ultralytics' message for unknown arguments, followed by its whole CLI help
+        lines = [line.strip() for line in str(e).splitlines() if "not a valid YOLO argument" in line]
+        raise DistillError(" ".join(lines) or str(e).strip().splitlines()[0]) from None
     trainer.train()
     return trainer
 
@@ -117,6 +118,7 @@ def train(
     device: str | None = None,
     seed: int = 0,
     out: str | Path = "runs/train",
+    callbacks: dict[str, list] | None = None,
     **overrides: Any,
 ) -> RunResult:
     """Train a model without distillation (the teacher, or the baseline student).
@@ -126,6 +128,7 @@ def train(
         model: Model ``.yaml`` (random init) or local ``.pt`` (fine-tune).
         epochs, imgsz, batch, device, seed: As in Ultralytics.
         out: Output folder (``weights/``, ``results.csv``, ...).
+        callbacks: Extra Ultralytics callbacks ``{event: [fn(trainer), ...]}`` (progress, tracking).
         **overrides: Any other Ultralytics train argument (``lr0=0.01``, ``plots=False``, ...).
 
     Examples:
@@ -139,7 +142,7 @@ def train(
         out, model=model, data=_check_data(data), epochs=epochs, imgsz=imgsz, batch=batch, device=device, seed=seed,
         task=task, **overrides,
     )
-    return _result(_run(PLAIN_TRAINERS[task], args, None))
+    return _result(_run(PLAIN_TRAINERS[task], args, callbacks))
 
 
 def distill(
@@ -154,6 +157,7 @@ def distill(
     seed: int = 0,
     out: str | Path = "runs/distill",
     resume: str | Path | None = None,
+    callbacks: dict[str, list] | None = None,
     **overrides: Any,
 ) -> RunResult:
     """Distil ``config.teacher`` into ``student`` on ``data``.
@@ -165,6 +169,7 @@ def distill(
         epochs, imgsz, batch, device, seed: As in Ultralytics.
         out: Output folder.
         resume: An interrupted run's ``weights/last.pt``: continue it (config, adapters and generators restored).
+        callbacks: Extra Ultralytics callbacks ``{event: [fn(trainer), ...]}`` (progress, tracking).
         **overrides: Any other Ultralytics train argument.
 
     Examples:
@@ -173,7 +178,7 @@ def distill(
         >>> run = distill("coco8/data.yaml", "yolov8n.yaml", cfg, epochs=1, imgsz=64)  # doctest: +SKIP
     """
     if resume is not None:
-        return _resume(resume, data=data, device=device, **overrides)
+        return _resume(resume, data=data, device=device, callbacks=callbacks, **overrides)
     if config is None:
         raise DistillError("distill needs a DistillConfig (at least the teacher)")
     if student is None:
@@ -183,11 +188,12 @@ def distill(
         out, model=student, data=_check_data(data), epochs=epochs, imgsz=imgsz, batch=batch, device=device,
         seed=seed, task=task, **overrides,
     )
-    callbacks = DistillCallbacks(config).attach({})
-    return _result(_run(DISTILL_TRAINERS[task], args, callbacks))
+    return _result(_run(DISTILL_TRAINERS[task], args, DistillCallbacks(config).attach(callbacks or {})))
 
 
-def _resume(last: str | Path, data: str | Path | None, device: str | None, **overrides: Any) -> RunResult:
+def _resume(
+    last: str | Path, data: str | Path | None, device: str | None, callbacks: dict[str, list] | None, **overrides: Any
+) -> RunResult:
     path = Path(last)
     if not path.is_file():
         raise DistillError(f"resume checkpoint '{last}' not found")
@@ -202,5 +208,4 @@ def _resume(last: str | Path, data: str | Path | None, device: str | None, **ove
     args = {"resume": str(path.resolve()), **({"data": _check_data(data)} if data else {}), **overrides}
     if device is not None:
         args["device"] = device
-    callbacks = DistillCallbacks(config).attach({})
-    return _result(_run(DISTILL_TRAINERS[task], args, callbacks))
+    return _result(_run(DISTILL_TRAINERS[task], args, DistillCallbacks(config).attach(callbacks or {})))

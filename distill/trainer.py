@@ -49,10 +49,11 @@ class DistillCallbacks:
         self.config = config
 
     def attach(self, callbacks: dict[str, list]) -> dict[str, list]:
-        """Register this object's handlers in an Ultralytics callbacks dict and return it."""
-        callbacks.setdefault("on_train_epoch_start", []).append(self.on_train_epoch_start)
-        callbacks.setdefault("on_model_save", []).append(self.on_model_save)
-        return callbacks
+        """Return a copy of an Ultralytics callbacks dict with this object's handlers added (the input is untouched)."""
+        out = {event: list(handlers) for event, handlers in callbacks.items()}
+        out.setdefault("on_train_epoch_start", []).append(self.on_train_epoch_start)
+        out.setdefault("on_model_save", []).append(self.on_model_save)
+        return out
 
     @staticmethod
     def find(callbacks: dict[str, list]) -> DistillCallbacks:
