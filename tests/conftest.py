@@ -1,0 +1,116 @@
+"""Shared fixtures: the real datasets in ../shared/data, a network guard, and teachers trained once per session."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import distill  # noqa: F401  (configures Ultralytics offline before anything imports it)
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+TASK_DATA = {
+    "detect": DATA / "coco8" / "data.yaml",
+    "segment": DATA / "coco8-seg" / "data.yaml",
+    "pose": DATA / "coco8-pose" / "data.yaml",
+}
+STUDENT = {"detect": "yolov8n.yaml", "segment": "yolov8n-seg.yaml", "pose": "yolov8n-pose.yaml"}
+TEACHER = {"detect": "yolov8s.yaml", "segment": "yolov8s-seg.yaml", "pose": "yolov8s-pose.yaml"}
+TINY = {"epochs": 1, "imgsz": 64, "batch": 4, "device": "cpu", "plots": False, "workers": 0}
+
+
+def _is_loopback(address) -> bool:
+    host = address[0] if isinstance(address, tuple) else address
+    if not isinstance(host, str):
+        return True
+    if host in {"localhost", ""}:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: would need DNS, i.e. the network
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Fail any test whose in-process code opens a non-loopback connection (the product must stay offline)."""
+    real_connect = socket.socket.connect
+
+    def guarded(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address):
+            raise AssertionError(f"network access attempted: {address!r}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    monkeypatch.setattr(socket, "getaddrinfo", _guard_getaddrinfo(socket.getaddrinfo))
+
+
+def _guard_getaddrinfo(real):
+    def guarded(host, *args, **kwargs):
+        if isinstance(host, str) and host not in {"localhost", ""}:
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                raise AssertionError(f"DNS lookup attempted: {host!r}") from None
+        return real(host, *args, **kwargs)
+
+    return guarded
+
+
+def cli(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``yolo-distill`` in a fresh process of this interpreter."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "distill.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=900
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"yolo-distill {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def teachers(tmp_path_factory) -> dict[str, Path]:
+    """A small (yolov8s-scale) teacher per task, trained 1 epoch: detect through the CLI, the others via the API."""
+    root = tmp_path_factory.mktemp("teachers")
+    out = {}
+    proc = cli(
+        "train", "--data", str(TASK_DATA["detect"]), "--model", TEACHER["detect"], "--epochs", "1", "--imgsz", "64",
+        "--batch", "4", "--device", "cpu", "--out", str(root / "detect"), "plots=False",
+    )
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["detect"] = Path(result["best"])
+    for task in ("segment", "pose"):
+        out[task] = distill.train(TASK_DATA[task], TEACHER[task], out=root / task, **TINY).best
+    for path in out.values():
+        assert path.is_file()
+    return out
+
+
+def fresh_process_check(best: Path, task: str, student_yaml: str, image: Path) -> dict:
+    """Load ``best`` with plain Ultralytics in a new process that never imports distill; predict; compare keys."""
+    code = f"""
+import json, sys
+from ultralytics import YOLO
+from ultralytics.nn.tasks import DetectionModel, PoseModel, SegmentationModel
+m = YOLO({str(best)!r})
+res = m.predict({str(image)!r}, imgsz=64, device="cpu", verbose=False)
+cls = {{"detect": DetectionModel, "segment": SegmentationModel, "pose": PoseModel}}[{task!r}]
+kw = {{"data_kpt_shape": m.model.kpt_shape}} if {task!r} == "pose" else {{}}
+plain = cls({student_yaml!r}, nc=m.model.nc, verbose=False, **kw)
+print(json.dumps({{
+    "distill_imported": any(k == "distill" or k.startswith("distill.") for k in sys.modules),
+    "task": m.task, "n_results": len(res), "boxes": res[0].boxes is not None,
+    "same_keys": set(m.model.state_dict()) == set(plain.state_dict()),
+    "extra": sorted(set(m.model.state_dict()) ^ set(plain.state_dict()))[:5],
+}}))
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONPATH")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])

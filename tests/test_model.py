@@ -1,0 +1,144 @@
+"""The KD model built through the real trainer seam: wiring, gradients, presets and up-front validation errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import STUDENT, TASK_DATA, TEACHER
+from ultralytics.utils import callbacks as ul_callbacks
+
+from distill import DistillConfig, DistillError
+from distill.model import KDModel
+from distill.trainer import DISTILL_TRAINERS, DistillCallbacks
+
+
+def make_trainer(tmp_path, task: str, config: DistillConfig, student: str | None = None, data=None):
+    """A real Ultralytics trainer of ours, set up as far as the KD seam (no training)."""
+    cbs = DistillCallbacks(config).attach(ul_callbacks.get_default_callbacks())
+    overrides = {
+        "model": student or STUDENT[task], "data": str(data or TASK_DATA[task]), "imgsz": 64, "batch": 2,
+        "device": "cpu", "plots": False, "project": str(tmp_path), "name": "run", "exist_ok": True, "workers": 0,
+    }
+    trainer = DISTILL_TRAINERS[task](overrides=overrides, _callbacks=cbs)
+    trainer.model = trainer.get_model(cfg=overrides["model"], verbose=False)
+    trainer.set_model_attributes()
+    return trainer
+
+
+def real_batch(trainer, n: int = 2) -> dict:
+    loader = trainer.get_dataloader(trainer.data["train"], batch_size=n, rank=-1, mode="train")
+    return trainer.preprocess_batch(next(iter(loader)))
+
+
+@pytest.mark.parametrize("loss", ["cwd", "mgd", "mimic"])
+def test_gradients_reach_student_and_adapters_never_a_frozen_teacher(tmp_path, loss):
+    trainer = make_trainer(tmp_path, "detect", DistillConfig(teacher=TEACHER["detect"], loss=loss))
+    model = trainer.model
+    assert isinstance(model, KDModel)
+    model.train()
+    teacher_state = {k: v.clone() for k, v in model.teacher_model.state_dict().items()}
+    total, items = model(real_batch(trainer))
+    assert items[f"{loss}_loss"] > 0 and items["logit_loss"] > 0
+    total.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.connectors.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.student_model.parameters())
+    assert all(p.grad is None for p in model.teacher_model.parameters())
+    assert not model.teacher_model.training
+    if loss == "mgd":
+        assert all(p.grad is not None for p in model.feature_losses.parameters())
+    for k, v in model.teacher_model.state_dict().items():  # BN statistics included
+        assert torch.equal(v, teacher_state[k]), k
+
+
+def test_adapters_match_channels_and_kd_parts_are_submodules(tmp_path):
+    trainer = make_trainer(tmp_path, "detect", DistillConfig(teacher=TEACHER["detect"], loss="mgd"))
+    model = trainer.model
+    assert [(a.student_channels, a.teacher_channels) for a in model.connectors] == [(64, 128), (128, 256), (256, 512)]
+    names = {n for n, _ in model.named_parameters()}
+    assert any(n.startswith("connectors.") for n in names)
+    assert any(n.startswith("feature_losses.0.generator.") for n in names)
+    plan = trainer.distill_plan
+    assert [p["student"]["index"] for p in plan["pairs"]] == [15, 18, 21]
+    assert (trainer.save_dir / "distill.json").is_file()
+
+
+def test_online_teacher_is_trainable_and_gets_gradients(tmp_path):
+    trainer = make_trainer(tmp_path, "detect", DistillConfig(teacher=TEACHER["detect"], online=True))
+    model = trainer.model
+    model.train()
+    assert model.teacher_model.training
+    total, items = model(real_batch(trainer))
+    assert items["teacher_loss"] > 0
+    total.sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.teacher_model.parameters())
+
+
+def test_eval_mode_loss_reports_zero_kd_columns(tmp_path):
+    trainer = make_trainer(tmp_path, "detect", DistillConfig(teacher=TEACHER["detect"]))
+    model = trainer.model.eval()
+    total, items = model.loss(real_batch(trainer))
+    assert float(items["cwd_loss"]) == 0 and float(items["logit_loss"]) == 0
+    assert total.shape[0] == 3 + 2
+
+
+@pytest.mark.parametrize(
+    ("student", "teacher", "preset", "expected"),
+    [
+        ("yolov8n.yaml", "yolov8s.yaml", "neck", [15, 18, 21]),
+        ("yolov8n.yaml", "yolov8s.yaml", "backbone-neck", [2, 4, 6, 8, 12, 15, 18, 21]),
+        ("yolo11n.yaml", "yolo11s.yaml", "neck", [16, 19, 22]),
+        ("yolo11n.yaml", "yolo11s.yaml", "backbone-neck", [2, 4, 6, 8, 13, 16, 19, 22]),
+    ],
+)
+def test_layer_presets_resolve_from_the_model(tmp_path, student, teacher, preset, expected):
+    trainer = make_trainer(tmp_path, "detect", DistillConfig(teacher=teacher, layers=preset), student=student)
+    assert trainer.model.feats_idx == expected
+    assert trainer.model.teacher_feats_idx == expected
+
+
+def test_teacher_layers_may_differ_from_student_layers(tmp_path):
+    cfg = DistillConfig(teacher="yolo11s.yaml", layers="15,18,21", teacher_layers="neck")
+    trainer = make_trainer(tmp_path, "detect", cfg, student="yolov8n.yaml")
+    assert trainer.model.feats_idx == [15, 18, 21]
+    assert trainer.model.teacher_feats_idx == [16, 19, 22]
+
+
+def test_cross_family_pair_distils_the_outputs_it_shares(tmp_path):
+    # YOLO26 has reg_max=1 (no box distribution): the logit loss keeps to the class scores; neck layers map per model.
+    trainer = make_trainer(tmp_path, "detect", DistillConfig(teacher="yolo26s.yaml"), student="yolov8n.yaml")
+    assert trainer.distill_plan["logit_outputs"] == ["scores"]
+    assert (trainer.model.feats_idx, trainer.model.teacher_feats_idx) == ([15, 18, 21], [16, 19, 22])
+
+
+def _nc1_data(tmp_path):
+    data = tmp_path / "one-class.yaml"
+    data.write_text(f"path: {TASK_DATA['detect'].parent}\ntrain: images/train\nval: images/val\nnames:\n  0: person\n")
+    return data
+
+
+@pytest.mark.parametrize(
+    ("config", "kwargs", "message"),
+    [
+        ({"layers": "15,18,40"}, {}, "student layer 40 does not exist"),
+        ({"layers": "15,18,22"}, {}, "layer 22 is the Detect head"),
+        ({"layers": "15,18,21", "teacher_layers": "18,21,15"}, {}, "spatial mismatch"),
+        ({"layers": "15,18", "teacher_layers": "15,18,21"}, {}, "layer count mismatch"),
+        ({"teacher": "yolov8s-seg.yaml"}, {}, "task mismatch"),
+        ({"teacher": "missing/teacher.pt"}, {}, "teacher weights 'missing/teacher.pt' not found"),
+    ],
+)
+def test_bad_pairs_fail_before_training_with_one_clear_error(tmp_path, config, kwargs, message):
+    cfg = DistillConfig(**{"teacher": TEACHER["detect"], **config})
+    with pytest.raises(DistillError, match=message):
+        make_trainer(tmp_path, "detect", cfg, **kwargs)
+
+
+def test_class_mismatch_names_both_counts(tmp_path, teachers):
+    cfg = DistillConfig(teacher=str(teachers["detect"]))
+    with pytest.raises(DistillError, match=r"class mismatch: teacher .* has nc=80, the dataset/student has nc=1"):
+        make_trainer(tmp_path, "detect", cfg, data=_nc1_data(tmp_path))
+
+
+def test_pose_teacher_for_detect_student_is_a_task_mismatch(tmp_path, teachers):
+    with pytest.raises(DistillError, match="is a pose model, the student is detect"):
+        make_trainer(tmp_path, "detect", DistillConfig(teacher=str(teachers["pose"])))
