@@ -1,5 +1,7 @@
-"""Python API: :func:`train` (a plain teacher or baseline student) and :func:`distill`, the same functions the CLI,
-the pipeline steps and the tests call.
+"""Python API: :func:`train` and :func:`distill`, the functions the CLI, the pipeline steps and the tests all call.
+
+:func:`train` trains a plain model (the teacher, or the baseline student); :func:`distill` distils a teacher into a
+student.
 
 Both run Ultralytics' own task trainers in-process and write Ultralytics' layout into ``out``:
 ``weights/best.pt``, ``weights/last.pt``, ``results.csv``, ``args.yaml`` — plus ``distill.json`` (the resolved
@@ -48,7 +50,9 @@ def model_task(model: str) -> str:
         try:
             task = guess_model_task(yaml_model_load(model))
         except FileNotFoundError:
-            raise DistillError(f"model yaml '{model}' not found (a path, or an Ultralytics name like yolov8n.yaml)")
+            raise DistillError(
+                f"model yaml '{model}' not found (a path, or an Ultralytics name like yolov8n.yaml)"
+            ) from None
     elif suffix == ".pt":
         if not Path(model).is_file():
             raise DistillError(f"model weights '{model}' not found (weights are never downloaded: give a local .pt)")
@@ -126,7 +130,11 @@ def train(
     Args:
         data: Local dataset yaml.
         model: Model ``.yaml`` (random init) or local ``.pt`` (fine-tune).
-        epochs, imgsz, batch, device, seed: As in Ultralytics.
+        epochs: Training epochs.
+        imgsz: Square training image size.
+        batch: Batch size (total, over all devices).
+        device: ``cpu``, ``0``, ``0,1`` ...; default: first GPU, else CPU.
+        seed: Random seed (Ultralytics trains deterministically by default).
         out: Output folder (``weights/``, ``results.csv``, ...).
         callbacks: Extra Ultralytics callbacks ``{event: [fn(trainer), ...]}`` (progress, tracking).
         **overrides: Any other Ultralytics train argument (``lr0=0.01``, ``plots=False``, ...).
@@ -139,8 +147,16 @@ def train(
     """
     task = model_task(model)
     args = _overrides(
-        out, model=model, data=_check_data(data), epochs=epochs, imgsz=imgsz, batch=batch, device=device, seed=seed,
-        task=task, **overrides,
+        out,
+        model=model,
+        data=_check_data(data),
+        epochs=epochs,
+        imgsz=imgsz,
+        batch=batch,
+        device=device,
+        seed=seed,
+        task=task,
+        **overrides,
     )
     return _result(_run(PLAIN_TRAINERS[task], args, callbacks))
 
@@ -166,7 +182,11 @@ def distill(
         data: Local dataset yaml (ignored on resume unless given).
         student: Student ``.yaml`` (random init) or local ``.pt``.
         config: What to distil (teacher, loss, layers, weights, mode, schedule).
-        epochs, imgsz, batch, device, seed: As in Ultralytics.
+        epochs: Training epochs.
+        imgsz: Square training image size.
+        batch: Batch size (total, over all devices).
+        device: ``cpu``, ``0``, ``0,1`` ...; default: first GPU, else CPU.
+        seed: Random seed (Ultralytics trains deterministically by default).
         out: Output folder.
         resume: An interrupted run's ``weights/last.pt``: continue it (config, adapters and generators restored).
         callbacks: Extra Ultralytics callbacks ``{event: [fn(trainer), ...]}`` (progress, tracking).
@@ -185,8 +205,16 @@ def distill(
         raise DistillError("distill needs a student model")
     task = model_task(student)
     args = _overrides(
-        out, model=student, data=_check_data(data), epochs=epochs, imgsz=imgsz, batch=batch, device=device,
-        seed=seed, task=task, **overrides,
+        out,
+        model=student,
+        data=_check_data(data),
+        epochs=epochs,
+        imgsz=imgsz,
+        batch=batch,
+        device=device,
+        seed=seed,
+        task=task,
+        **overrides,
     )
     return _result(_run(DISTILL_TRAINERS[task], args, DistillCallbacks(config).attach(callbacks or {})))
 

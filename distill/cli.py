@@ -57,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--teacher-layers", default=None, help="teacher layers if they differ from the student's")
     d.add_argument("--online", action="store_true", help="train the teacher jointly (default: offline, frozen)")
     d.add_argument(
-        "--feat-weight", type=float, default=None,
+        "--feat-weight",
+        type=float,
+        default=None,
         help=f"feature-loss weight (default per loss: {DEFAULT_FEATURE_WEIGHTS})",
     )
     d.add_argument("--logit-weight", type=float, default=0.25, help="logit-loss weight (default: 0.25)")
@@ -92,10 +94,19 @@ def main(argv: list[str] | None = None) -> int:
                 if not getattr(args, flag):
                     raise DistillError(f"--{flag} is required")
             config = DistillConfig(
-                teacher=args.teacher, loss=args.loss, logit=args.logit, layers=args.layers,
-                teacher_layers=args.teacher_layers, online=args.online, feat_weight=args.feat_weight,
-                logit_weight=args.logit_weight, tau=args.tau, mgd_ratio=args.mgd_ratio, mgd_alpha=args.mgd_alpha,
-                schedule=args.schedule, distill_off_epochs=args.distill_off_epochs,
+                teacher=args.teacher,
+                loss=args.loss,
+                logit=args.logit,
+                layers=args.layers,
+                teacher_layers=args.teacher_layers,
+                online=args.online,
+                feat_weight=args.feat_weight,
+                logit_weight=args.logit_weight,
+                tau=args.tau,
+                mgd_ratio=args.mgd_ratio,
+                mgd_alpha=args.mgd_alpha,
+                schedule=args.schedule,
+                distill_off_epochs=args.distill_off_epochs,
             )
             result = api.distill(args.data, args.student, config, **common, **extra)
     except DistillError as e:

@@ -63,7 +63,7 @@ class KDModel(DistillationModel):
         self.feats_idx = [s.index for s in student_shapes]
         self.teacher_feats_idx = [t.index for t in teacher_shapes]
         self.connectors = nn.ModuleList(
-            ChannelAdapter(s.channels, t.channels) for s, t in zip(student_shapes, teacher_shapes)
+            ChannelAdapter(s.channels, t.channels) for s, t in zip(student_shapes, teacher_shapes, strict=True)
         )
         self.feature_losses = nn.ModuleList(build_feature_loss(config, t.channels) for t in teacher_shapes)
         self.logit_loss = LogitLoss(logit_keys) if logit_keys else None
@@ -145,7 +145,7 @@ class KDModel(DistillationModel):
         if self.distill_config["loss"] != "none":
             feat = zero
             if scale > 0:
-                for i, (adapter, criterion) in enumerate(zip(self.connectors, self.feature_losses)):
+                for i, (adapter, criterion) in enumerate(zip(self.connectors, self.feature_losses, strict=True)):
                     student_feat = adapter(self._student_feats[i])
                     feat = feat + criterion(student_feat, self._teacher_feats[i].detach())
                 feat = feat * (self.feat_weight * scale)
@@ -158,7 +158,7 @@ class KDModel(DistillationModel):
         if self.online:
             teacher_loss, teacher_items = teacher.loss(batch, teacher_preds)
             terms.append(teacher_loss.sum() / bs)
-        for name, term in zip(self.kd_loss_names, terms):
+        for name, term in zip(self.kd_loss_names, terms, strict=True):
             items[name] = term.detach().reshape(1)
         self._teacher_feats.clear()
         self._student_feats.clear()
@@ -212,7 +212,9 @@ def load_teacher(source: str, trainer: Any) -> nn.Module:
 
 def _check_task(teacher_task: str, student_task: str, source: str) -> None:
     if teacher_task != student_task:
-        raise DistillError(f"task mismatch: teacher '{source}' is a {teacher_task} model, the student is {student_task}")
+        raise DistillError(
+            f"task mismatch: teacher '{source}' is a {teacher_task} model, the student is {student_task}"
+        )
 
 
 def build_kd_model(
@@ -265,7 +267,7 @@ def build_kd_model(
     ch = int(data.get("channels", 3))
     student_shapes, student_out = probe(student, student_layers, probe_size, ch)
     teacher_shapes, teacher_out = probe(teacher, teacher_layers, probe_size, ch)
-    for s, t in zip(student_shapes, teacher_shapes):
+    for s, t in zip(student_shapes, teacher_shapes, strict=True):
         if (s.height, s.width) != (t.height, t.width):
             raise DistillError(
                 f"spatial mismatch at a {probe_size}px probe: student layer {s.index} is {s.height}x{s.width}, "
@@ -294,7 +296,7 @@ def build_kd_model(
         "task": trainer.args.task,
         "pairs": [
             {"student": asdict(s), "teacher": asdict(t), "adapter": f"conv1x1 {s.channels}->{t.channels}"}
-            for s, t in zip(student_shapes, teacher_shapes)
+            for s, t in zip(student_shapes, teacher_shapes, strict=True)
         ],
         "logit_outputs": logit_keys,
         "loss_columns": model.kd_loss_names,

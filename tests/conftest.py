@@ -80,8 +80,22 @@ def teachers(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("teachers")
     out = {}
     proc = cli(
-        "train", "--data", str(TASK_DATA["detect"]), "--model", TEACHER["detect"], "--epochs", "1", "--imgsz", "64",
-        "--batch", "4", "--device", "cpu", "--out", str(root / "detect"), "plots=False",
+        "train",
+        "--data",
+        str(TASK_DATA["detect"]),
+        "--model",
+        TEACHER["detect"],
+        "--epochs",
+        "1",
+        "--imgsz",
+        "64",
+        "--batch",
+        "4",
+        "--device",
+        "cpu",
+        "--out",
+        str(root / "detect"),
+        "plots=False",
     )
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     out["detect"] = Path(result["best"])

@@ -89,14 +89,18 @@ def test_online_mode_trains_the_teacher_and_saves_it(tmp_path, teachers):
     original = load_checkpoint(teachers["detect"])[0].state_dict()
     saved = load_checkpoint(run.teacher)[0].state_dict()
     assert set(saved) == set(original)
-    assert any(not torch.allclose(saved[k].float(), original[k].float()) for k in original if original[k].is_floating_point())
+    assert any(
+        not torch.allclose(saved[k].float(), original[k].float()) for k in original if original[k].is_floating_point()
+    )
     check = fresh_process_check(run.teacher, "detect", TEACHER["detect"], IMAGE)
     assert check["same_keys"] and check["distill_imported"] is False
 
 
 def test_resume_restores_adapters_and_generators(tmp_path, teachers):
     cfg = DistillConfig(teacher=str(teachers["detect"]), loss="mgd")
-    first = distill(TASK_DATA["detect"], STUDENT["detect"], cfg, out=tmp_path / "kd", save_period=1, **{**TINY, "epochs": 2})
+    first = distill(
+        TASK_DATA["detect"], STUDENT["detect"], cfg, out=tmp_path / "kd", save_period=1, **{**TINY, "epochs": 2}
+    )
     interrupted = first.save_dir / "weights" / "epoch0.pt"  # saved mid-run, before the final strip: a preemption point
     saved = load_checkpoint(interrupted)[0]
     assert isinstance(saved, KDModel)
@@ -115,8 +119,25 @@ def test_resume_restores_adapters_and_generators(tmp_path, teachers):
 def test_cli_distill_writes_the_documented_layout(tmp_path, teachers):
     out = tmp_path / "cli"
     proc = cli(
-        "distill", "--data", str(TASK_DATA["detect"]), "--student", "yolov8n.yaml", "--teacher", str(teachers["detect"]),
-        "--loss", "cwd", "--epochs", "1", "--imgsz", "64", "--batch", "4", "--device", "cpu", "--out", str(out),
+        "distill",
+        "--data",
+        str(TASK_DATA["detect"]),
+        "--student",
+        "yolov8n.yaml",
+        "--teacher",
+        str(teachers["detect"]),
+        "--loss",
+        "cwd",
+        "--epochs",
+        "1",
+        "--imgsz",
+        "64",
+        "--batch",
+        "4",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
         "plots=False",
     )
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -139,8 +160,23 @@ def test_cli_distill_writes_the_documented_layout(tmp_path, teachers):
 )
 def test_cli_bad_input_is_one_clear_error_and_nonzero_exit(tmp_path, teachers, args, message):
     proc = cli(
-        "distill", "--data", str(TASK_DATA["detect"]), "--student", "yolov8n.yaml", "--teacher", str(teachers["detect"]),
-        "--epochs", "1", "--imgsz", "64", "--device", "cpu", "--out", str(tmp_path / "bad"), *args, check=False,
+        "distill",
+        "--data",
+        str(TASK_DATA["detect"]),
+        "--student",
+        "yolov8n.yaml",
+        "--teacher",
+        str(teachers["detect"]),
+        "--epochs",
+        "1",
+        "--imgsz",
+        "64",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "bad"),
+        *args,
+        check=False,
     )
     assert proc.returncode == 2
     assert message in proc.stderr
@@ -148,7 +184,24 @@ def test_cli_bad_input_is_one_clear_error_and_nonzero_exit(tmp_path, teachers, a
 
 
 def test_cli_missing_data_and_teacher_are_named(tmp_path):
-    proc = cli("distill", "--data", str(tmp_path / "nope.yaml"), "--student", "yolov8n.yaml", "--teacher", "t.pt", check=False)
+    proc = cli(
+        "distill", "--data", str(tmp_path / "nope.yaml"), "--student", "yolov8n.yaml", "--teacher", "t.pt", check=False
+    )
     assert proc.returncode == 2 and "nope.yaml' not found" in proc.stderr
     proc = cli("train", "--data", str(TASK_DATA["detect"]), "--model", str(tmp_path / "w.pt"), check=False)
     assert proc.returncode == 2 and "w.pt' not found" in proc.stderr
+
+
+def test_distill_off_epochs_stops_kd_for_the_last_epochs(tmp_path):
+    cfg = DistillConfig(teacher=TEACHER["detect"], loss="cwd", distill_off_epochs=1)
+    run = distill(TASK_DATA["detect"], STUDENT["detect"], cfg, out=tmp_path / "kd", **{**TINY, "epochs": 2})
+    df = pl.read_csv(run.results_csv)
+    assert df["train/cwd_loss"].to_list()[0] > 0 and df["train/logit_loss"].to_list()[0] > 0
+    assert df["train/cwd_loss"].to_list()[1] == 0 and df["train/logit_loss"].to_list()[1] == 0
+
+
+@pytest.mark.parametrize(("student", "teacher"), [("yolo11n.yaml", "yolo11s.yaml"), ("yolo26n.yaml", "yolo26s.yaml")])
+def test_yolo11_and_yolo26_pairs_distil(tmp_path, student, teacher):
+    run = distill(TASK_DATA["detect"], student, DistillConfig(teacher=teacher), out=tmp_path / "kd", **TINY)
+    cols = kd_columns(run.results_csv)
+    assert cols["train/cwd_loss"] > 0 and cols["train/logit_loss"] > 0

@@ -16,8 +16,16 @@ def make_trainer(tmp_path, task: str, config: DistillConfig, student: str | None
     """A real Ultralytics trainer of ours, set up as far as the KD seam (no training)."""
     cbs = DistillCallbacks(config).attach(ul_callbacks.get_default_callbacks())
     overrides = {
-        "model": student or STUDENT[task], "data": str(data or TASK_DATA[task]), "imgsz": 64, "batch": 2,
-        "device": "cpu", "plots": False, "project": str(tmp_path), "name": "run", "exist_ok": True, "workers": 0,
+        "model": student or STUDENT[task],
+        "data": str(data or TASK_DATA[task]),
+        "imgsz": 64,
+        "batch": 2,
+        "device": "cpu",
+        "plots": False,
+        "project": str(tmp_path),
+        "name": "run",
+        "exist_ok": True,
+        "workers": 0,
     }
     trainer = DISTILL_TRAINERS[task](overrides=overrides, _callbacks=cbs)
     trainer.model = trainer.get_model(cfg=overrides["model"], verbose=False)
@@ -142,3 +150,19 @@ def test_class_mismatch_names_both_counts(tmp_path, teachers):
 def test_pose_teacher_for_detect_student_is_a_task_mismatch(tmp_path, teachers):
     with pytest.raises(DistillError, match="is a pose model, the student is detect"):
         make_trainer(tmp_path, "detect", DistillConfig(teacher=str(teachers["pose"])))
+
+
+def test_adapters_and_generators_join_the_optimizer(tmp_path):
+    trainer = make_trainer(tmp_path, "detect", DistillConfig(teacher=TEACHER["detect"], loss="mgd"))
+    optimizer = trainer.build_optimizer(trainer.model, name="SGD", lr=0.01)
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    kd_params = [*trainer.model.connectors.parameters(), *trainer.model.feature_losses.parameters()]
+    assert kd_params and all(id(p) in in_optimizer for p in kd_params)
+
+
+def test_pose_kpt_shape_mismatch_is_named(tmp_path, teachers):
+    src = TASK_DATA["pose"].parent
+    data = tmp_path / "pose2d.yaml"
+    data.write_text(f"path: {src}\ntrain: images/train\nval: images/val\nkpt_shape: [17, 2]\nnames:\n  0: person\n")
+    with pytest.raises(DistillError, match=r"kpt_shape mismatch: teacher .* has \[17, 3\], the dataset has \[17, 2\]"):
+        make_trainer(tmp_path, "pose", DistillConfig(teacher=str(teachers["pose"])), data=data)
