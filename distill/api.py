@@ -10,7 +10,7 @@ distillation plan) and, in online mode, ``weights/teacher.pt``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -121,8 +121,9 @@ def train(
     batch: int = 16,
     device: str | None = None,
     seed: int = 0,
-    out: str | Path = "runs/train",
+    out: str | Path | None = None,
     callbacks: dict[str, list] | None = None,
+    resume: str | Path | None = None,
     **overrides: Any,
 ) -> RunResult:
     """Train a model without distillation (the teacher, or the baseline student).
@@ -135,8 +136,9 @@ def train(
         batch: Batch size (total, over all devices).
         device: ``cpu``, ``0``, ``0,1`` ...; default: first GPU, else CPU.
         seed: Random seed (Ultralytics trains deterministically by default).
-        out: Output folder (``weights/``, ``results.csv``, ...).
+        out: Output folder (``weights/``, ``results.csv``, ...); default ``runs/train``, or in place on resume.
         callbacks: Extra Ultralytics callbacks ``{event: [fn(trainer), ...]}`` (progress, tracking).
+        resume: An interrupted run's ``last.pt``: continue it (``data``/``out`` may point to new locations).
         **overrides: Any other Ultralytics train argument (``lr0=0.01``, ``plots=False``, ...).
 
     Examples:
@@ -145,9 +147,14 @@ def train(
         >>> run.best  # doctest: +SKIP
         PosixPath('.../runs/teacher/weights/best.pt')
     """
+    if resume is not None:
+        path = _checkpoint(resume)
+        task = torch_load_args(path)["task"]
+        args = _resume_overrides(path, data, out, device, overrides)
+        return _result(_run(PLAIN_TRAINERS[task], args, callbacks))
     task = model_task(model)
     args = _overrides(
-        out,
+        out or "runs/train",
         model=model,
         data=_check_data(data),
         epochs=epochs,
@@ -171,7 +178,7 @@ def distill(
     batch: int = 16,
     device: str | None = None,
     seed: int = 0,
-    out: str | Path = "runs/distill",
+    out: str | Path | None = None,
     resume: str | Path | None = None,
     callbacks: dict[str, list] | None = None,
     **overrides: Any,
@@ -187,8 +194,9 @@ def distill(
         batch: Batch size (total, over all devices).
         device: ``cpu``, ``0``, ``0,1`` ...; default: first GPU, else CPU.
         seed: Random seed (Ultralytics trains deterministically by default).
-        out: Output folder.
-        resume: An interrupted run's ``weights/last.pt``: continue it (config, adapters and generators restored).
+        out: Output folder; default ``runs/distill``, or in place on resume.
+        resume: An interrupted run's ``weights/last.pt``: continue it (config, adapters and generators restored;
+            ``config`` may then give the teacher's current location, ``out`` a new output folder).
         callbacks: Extra Ultralytics callbacks ``{event: [fn(trainer), ...]}`` (progress, tracking).
         **overrides: Any other Ultralytics train argument.
 
@@ -198,14 +206,16 @@ def distill(
         >>> run = distill("coco8/data.yaml", "yolov8n.yaml", cfg, epochs=1, imgsz=64)  # doctest: +SKIP
     """
     if resume is not None:
-        return _resume(resume, data=data, device=device, callbacks=callbacks, **overrides)
+        return _resume(resume, data, out, device, config, callbacks, overrides)
     if config is None:
         raise DistillError("distill needs a DistillConfig (at least the teacher)")
     if student is None:
         raise DistillError("distill needs a student model")
+    if Path(config.teacher).is_file():  # an absolute path keeps resume working from any directory
+        config = replace(config, teacher=str(Path(config.teacher).resolve()))
     task = model_task(student)
     args = _overrides(
-        out,
+        out or "runs/distill",
         model=student,
         data=_check_data(data),
         epochs=epochs,
@@ -219,21 +229,52 @@ def distill(
     return _result(_run(DISTILL_TRAINERS[task], args, DistillCallbacks(config).attach(callbacks or {})))
 
 
-def _resume(
-    last: str | Path, data: str | Path | None, device: str | None, callbacks: dict[str, list] | None, **overrides: Any
-) -> RunResult:
-    path = Path(last)
+def _checkpoint(path: str | Path) -> Path:
+    path = Path(path)
     if not path.is_file():
-        raise DistillError(f"resume checkpoint '{last}' not found")
+        raise DistillError(f"resume checkpoint '{path}' not found")
+    return path.resolve()
+
+
+def torch_load_args(path: Path) -> dict[str, Any]:
+    """Return the ``train_args`` stored in a checkpoint."""
+    return load_checkpoint(path)[1]["train_args"]
+
+
+def _resume_overrides(
+    path: Path, data: str | Path | None, out: str | Path | None, device: str | None, overrides: dict[str, Any]
+) -> dict[str, Any]:
+    args: dict[str, Any] = {"resume": str(path), **overrides}
+    if data:
+        args["data"] = _check_data(data)
+    if out is not None:
+        args["save_dir"] = str(Path(out).resolve())  # continue in a new place (e.g. another pod)
+    if device is not None:
+        args["device"] = device
+    return args
+
+
+def _resume(
+    last: str | Path,
+    data: str | Path | None,
+    out: str | Path | None,
+    device: str | None,
+    config: DistillConfig | None,
+    callbacks: dict[str, list] | None,
+    overrides: dict[str, Any],
+) -> RunResult:
+    path = _checkpoint(last)
     weights, ckpt = load_checkpoint(path)
     if not isinstance(weights, KDModel):
         raise DistillError(
             f"'{last}' is not an interrupted distillation checkpoint (finished runs keep only the student); "
             "start a new run instead"
         )
-    config = DistillConfig.from_dict(weights.distill_config)
+    saved = DistillConfig.from_dict(weights.distill_config)
+    if config is not None:  # the teacher may live elsewhere now; everything else comes from the checkpoint
+        saved = replace(
+            saved, teacher=str(Path(config.teacher).resolve()) if Path(config.teacher).is_file() else config.teacher
+        )
     task = ckpt["train_args"]["task"]
-    args = {"resume": str(path.resolve()), **({"data": _check_data(data)} if data else {}), **overrides}
-    if device is not None:
-        args["device"] = device
-    return _result(_run(DISTILL_TRAINERS[task], args, DistillCallbacks(config).attach(callbacks or {})))
+    args = _resume_overrides(path, data, out, device, overrides)
+    return _result(_run(DISTILL_TRAINERS[task], args, DistillCallbacks(saved).attach(callbacks or {})))

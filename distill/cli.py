@@ -35,7 +35,7 @@ def _common(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--device", default=None, help="cpu, 0, 0,1 ... (default: first GPU, else CPU)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=default_out, help=f"output folder (default: {default_out})")
+    p.add_argument("--out", default=None, help=f"output folder (default: {default_out}; in place on --resume)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="extra Ultralytics train arguments")
 
 
@@ -51,31 +51,103 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("distill", help="distil a teacher into a student")
     d.add_argument("--student", help="student .yaml (random init) or local .pt")
     d.add_argument("--teacher", help="teacher .pt (or .yaml for tests)")
-    d.add_argument("--loss", default="cwd", choices=FEATURE_LOSSES, help="feature loss (default: cwd)")
-    d.add_argument("--logit", action=argparse.BooleanOptionalAction, default=True, help="logit loss (default: on)")
-    d.add_argument("--layers", default="neck", help="neck | backbone-neck | I,J,K (default: neck)")
-    d.add_argument("--teacher-layers", default=None, help="teacher layers if they differ from the student's")
-    d.add_argument("--online", action="store_true", help="train the teacher jointly (default: offline, frozen)")
-    d.add_argument(
-        "--feat-weight",
-        type=float,
-        default=None,
-        help=f"feature-loss weight (default per loss: {DEFAULT_FEATURE_WEIGHTS})",
-    )
-    d.add_argument("--logit-weight", type=float, default=0.25, help="logit-loss weight (default: 0.25)")
-    d.add_argument("--tau", type=float, default=1.0, help="CWD temperature (default: 1.0)")
+    _kd_flags(d)
     d.add_argument("--mgd-ratio", type=float, default=0.65, help="MGD masked fraction (default: 0.65)")
     d.add_argument("--mgd-alpha", type=float, default=2e-5, help="MGD loss scale (default: 2e-5)")
-    d.add_argument("--schedule", default="constant", choices=SCHEDULES, help="KD weight over epochs")
-    d.add_argument("--distill-off-epochs", type=int, default=0, help="switch KD off for the last N epochs")
     d.add_argument("--resume", default=None, help="continue an interrupted run from its weights/last.pt")
     _common(d, "runs/distill")
+
+    _step_parsers(sub.add_parser("step", help="pipeline steps (S3 artifacts, MLflow tracking)"))
+
+    st = sub.add_parser("stack", help="local SeaweedFS S3 + MLflow servers on loopback")
+    st.add_argument("action", choices=("up", "down", "status", "env"))
+    st.add_argument("--dir", default=None, help="state folder (default: $YOLO_DISTILL_STACK_DIR or ./.stack)")
     return parser
+
+
+def _kd_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--loss", default="cwd", choices=FEATURE_LOSSES, help="feature loss (default: cwd)")
+    p.add_argument("--logit", action=argparse.BooleanOptionalAction, default=True, help="logit loss (default: on)")
+    p.add_argument("--layers", default="neck", help="neck | backbone-neck | I,J,K (default: neck)")
+    p.add_argument("--teacher-layers", default=None, help="teacher layers if they differ from the student's")
+    p.add_argument("--online", action="store_true", help="train the teacher jointly (default: offline, frozen)")
+    p.add_argument(
+        "--feat-weight", type=float, default=None,
+        help=f"feature-loss weight (default per loss: {DEFAULT_FEATURE_WEIGHTS})",
+    )  # fmt: skip
+    p.add_argument("--logit-weight", type=float, default=0.25, help="logit-loss weight (default: 0.25)")
+    p.add_argument("--tau", type=float, default=1.0, help="CWD temperature (default: 1.0)")
+    p.add_argument("--schedule", default="constant", choices=SCHEDULES, help="KD weight over epochs")
+    p.add_argument("--distill-off-epochs", type=int, default=0, help="switch KD off for the last N epochs")
+
+
+def _step_parsers(step: argparse.ArgumentParser) -> None:
+    sub = step.add_subparsers(dest="step", required=True)
+
+    def tracked(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--run-id", required=True, help="the pipeline run this step belongs to")
+        p.add_argument("--prefix", default=None, help="s3://bucket/prefix (default: $YOLO_DISTILL_S3_PREFIX)")
+        p.add_argument("--experiment", default=None, help="MLflow experiment (default: yolo-distill)")
+        p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
+
+    def training(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data", required=True, help="dataset URI from prepare-data (or a local data.yaml)")
+        p.add_argument("--epochs", type=int, default=100)
+        p.add_argument("--imgsz", type=int, default=640)
+        p.add_argument("--batch", type=int, default=16)
+        p.add_argument("--device", default=None)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--checkpoint-every", type=int, default=1, help="upload a resumable checkpoint every N epochs")
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="extra Ultralytics train arguments")
+        tracked(p)
+
+    p = sub.add_parser("prepare-data", help="import, normalise, validate and publish a dataset")
+    p.add_argument("--source", required=True, help="local folder or .zip, s3:// prefix or .zip")
+    p.add_argument("--format", default="yolo", choices=("yolo", "coco", "voc"))
+    p.add_argument("--classes", default=None, help="class names in index order, comma-separated")
+    p.add_argument("--dest", default=None, help="s3://bucket/prefix (default: $YOLO_DISTILL_S3_PREFIX)")
+    p.add_argument("--run-id", default=None, help="the pipeline run this step belongs to (recorded only)")
+
+    p = sub.add_parser("train", help="train a teacher or baseline student")
+    p.add_argument("--model", required=True, help="model .yaml or weights URI (local or s3://)")
+    p.add_argument("--name", required=True, help="step name, e.g. teacher or student")
+    training(p)
+
+    p = sub.add_parser("distill", help="distil a teacher into a student")
+    p.add_argument("--teacher", required=True, help="teacher weights URI (local or s3://)")
+    p.add_argument("--student", required=True, help="student .yaml or weights URI")
+    p.add_argument("--name", default="distill", help="step name (default: distill)")
+    _kd_flags(p)
+    training(p)
+
+
+def _run_step(args: argparse.Namespace) -> dict[str, Any]:
+    if args.step == "prepare-data":
+        from .steps.prepare_data import prepare_data
+
+        return prepare_data(args.source, args.format, dest=args.dest, classes=args.classes)
+    from .steps import training
+
+    common = dict(
+        run_id=args.run_id, prefix=args.prefix, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
+        device=args.device, seed=args.seed, checkpoint_every=args.checkpoint_every, experiment=args.experiment,
+        tracking_uri=args.tracking_uri, **parse_overrides(args.overrides),
+    )  # fmt: skip
+    if args.step == "train":
+        return training.train(args.data, args.model, args.name, **common)
+    return training.distill(
+        args.data, args.teacher, args.student, name=args.name, loss=args.loss, logit=args.logit,
+        layers=args.layers, teacher_layers=args.teacher_layers, online=args.online, feat_weight=args.feat_weight,
+        logit_weight=args.logit_weight, tau=args.tau, schedule=args.schedule,
+        distill_off_epochs=args.distill_off_epochs, **common,
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the process exit status."""
     args = build_parser().parse_args(argv)
+    if args.command == "stack":
+        return _stack(args)
     try:
         from . import api  # imported here so `--help` stays fast
 
@@ -83,12 +155,15 @@ def main(argv: list[str] | None = None) -> int:
         common = dict(
             epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, device=args.device, seed=args.seed, out=args.out
         )
+        if args.command == "step":
+            print(json.dumps(_run_step(args)))
+            return 0
         if args.command == "train":
             if not args.data:
                 raise DistillError("--data is required")
             result = api.train(args.data, args.model, **common, **extra)
         elif args.resume:
-            result = api.distill(args.data, None, resume=args.resume, device=args.device, **extra)
+            result = api.distill(args.data, None, resume=args.resume, device=args.device, out=args.out, **extra)
         else:
             for flag in ("data", "student", "teacher"):
                 if not getattr(args, flag):
@@ -117,6 +192,23 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(json.dumps(result.to_dict()))
     return 0
+
+
+def _stack(args: argparse.Namespace) -> int:
+    from . import stack
+
+    try:
+        if args.action == "env":
+            print(stack.env_lines(args.dir))
+            return 0
+        result = {"up": stack.up, "down": stack.down, "status": stack.status}[args.action](args.dir)
+    except DistillError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if args.action == "up":
+        print(f'stack ready; use it with: eval "$(yolo-distill stack env --dir {result["dir"]})"', file=sys.stderr)
+    print(json.dumps(result))
+    return 0 if args.action != "status" or result["running"] else 3
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def test_mgd_loss_is_alpha_times_sum_squared_error_over_batch():
     for p in loss.generator.parameters():  # a zero generator outputs zeros: the loss is α·Σ t² / N exactly
         torch.nn.init.zeros_(p)
     s, t = torch.randn(3, 4, 5, 5), torch.randn(3, 4, 5, 5)
-    assert float(loss(s, t)) == pytest.approx(2e-5 * float((t**2).sum()) / 3, rel=1e-5)
+    assert float(loss(s, t).detach()) == pytest.approx(2e-5 * float((t**2).sum()) / 3, rel=1e-5)
 
 
 def test_mgd_generator_gets_gradients():
