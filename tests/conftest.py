@@ -128,3 +128,28 @@ print(json.dumps({{
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def stack_env(tmp_path_factory):
+    """The real local stack (SeaweedFS S3 + MLflow server) for the whole session, its environment exported."""
+    from distill import stack, storage
+
+    folder = tmp_path_factory.mktemp("stack")
+    stack.up(folder)
+    env = {
+        **stack.environment(folder),
+        "YOLO_DISTILL_CACHE": str(tmp_path_factory.mktemp("cache")),
+        "YOLO_DISTILL_WORKDIR": str(tmp_path_factory.mktemp("work")),
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    storage._client.cache_clear()
+    yield {**env, "STACK_DIR": str(folder)}
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    storage._client.cache_clear()
+    stack.down(folder)

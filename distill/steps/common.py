@@ -1,0 +1,74 @@
+"""What every step shares: the S3 prefix, fetching inputs by URI, and the scratch folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import yaml
+
+from .. import storage
+from ..errors import DistillError
+from ..storage import S3Uri
+
+PREFIX_ENV = "YOLO_DISTILL_S3_PREFIX"
+
+
+def resolve_prefix(prefix: str | None) -> S3Uri:
+    """Return the S3 prefix to write under: the given one, else ``$YOLO_DISTILL_S3_PREFIX``."""
+    value = prefix or os.environ.get(PREFIX_ENV)
+    if not value:
+        raise DistillError(f"no S3 destination: pass an s3://bucket/prefix or set {PREFIX_ENV}")
+    return storage.parse_s3_uri(value)
+
+
+def cache_dir() -> Path:
+    """Local cache for downloaded inputs (``$YOLO_DISTILL_CACHE``, default ``~/.cache/yolo-distill/inputs``)."""
+    path = Path(os.environ.get("YOLO_DISTILL_CACHE") or Path.home() / ".cache" / "yolo-distill" / "inputs")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def fetch(uri: str) -> Path:
+    """Return a local path for a local file or an ``s3://`` object (downloaded once, sha256-verified)."""
+    if not storage.is_s3(uri):
+        path = Path(uri)
+        if not path.is_file():
+            raise DistillError(f"'{uri}' not found")
+        return path
+    meta = storage.head(uri)
+    if meta is None:
+        raise storage.StorageError(f"'{uri}' not found")
+    key = hashlib.sha256(f"{uri}\0{meta.get('sha256')}".encode()).hexdigest()[:16]
+    local = cache_dir() / key / Path(storage.parse_s3_uri(uri).key).name
+    if not local.is_file():
+        storage.download_file(uri, local)
+    return local
+
+
+def fetch_dataset(uri: str) -> Path:
+    """Return a local ``data.yaml`` for a dataset URI.
+
+    Accepts a dataset published by prepare-data (``s3://.../datasets/<hash>[/data.yaml]``) or a local dataset yaml;
+    S3 datasets are downloaded once into the cache and every file is checked against the manifest.
+    """
+    if not storage.is_s3(uri):
+        path = Path(uri)
+        if not path.is_file():
+            raise DistillError(f"dataset '{uri}' not found")
+        return path
+    root = storage.parse_s3_uri(uri[: -len("/data.yaml")] if uri.endswith("/data.yaml") else uri)
+    manifest = json.loads(storage.read_bytes(root.join("manifest.json")))
+    local = cache_dir() / "datasets" / manifest["hash"]
+    ok = local / ".complete"
+    if not ok.is_file():
+        for rel, digest in manifest["files"].items():
+            target = local / rel
+            if not (target.is_file() and storage.sha256_file(target) == digest):
+                storage.download_file(root.join(rel), target)
+        ok.write_text(manifest["hash"])
+    data = local / "data.yaml"
+    yaml.safe_load(data.read_text())  # readable
+    return data

@@ -1,0 +1,241 @@
+"""Steps 2 and 3, train (teacher or baseline student) and distill: the engine run as a resumable pipeline step.
+
+Outputs go to ``<prefix>/runs/<pipeline-run-id>/<step-name>/``: ``best.pt``, ``last.pt``, ``results.csv``,
+``args.yaml`` (+ ``distill.json``, and ``teacher.pt`` online) and, last, ``result.json`` — the step's result, whose
+presence means the step finished (running it again returns it instead of training again).
+
+Preemption: every ``checkpoint_every`` epochs the in-progress ``last.pt`` — which carries the KD adapters and MGD
+generators — and the online teacher are uploaded to ``checkpoint/``. Running the same step again with the same
+pipeline run id downloads them and resumes with Ultralytics' own resume, so the epoch count continues.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ultralytics.utils import LOGGER
+
+from .. import api, storage
+from ..config import DistillConfig
+from ..errors import DistillError
+from ..storage import S3Uri
+from ..trainer import TEACHER_WEIGHTS
+from . import tracking
+from .common import fetch, fetch_dataset, resolve_prefix
+
+OUTPUTS = (
+    "weights/best.pt",
+    "weights/last.pt",
+    "results.csv",
+    "args.yaml",
+    "distill.json",
+    f"weights/{TEACHER_WEIGHTS}",
+)
+
+
+class CheckpointUploader:
+    """``on_model_save`` callback: upload the in-progress ``last.pt`` (and online teacher) every N epochs."""
+
+    def __init__(self, target: S3Uri, every: int = 1) -> None:
+        self.target = target
+        self.every = max(1, int(every))
+
+    def __call__(self, trainer: Any) -> None:
+        """Upload when the finished epoch count is a multiple of ``every``."""
+        if (trainer.epoch + 1) % self.every:
+            return
+        wdir = Path(trainer.wdir)
+        teacher = wdir / TEACHER_WEIGHTS
+        if teacher.is_file():
+            storage.upload_file(teacher, self.target.join(TEACHER_WEIGHTS))
+        storage.upload_file(wdir / "last.pt", self.target.join("last.pt"))  # last: it marks a usable checkpoint
+        LOGGER.info(f"checkpoint: epoch {trainer.epoch + 1} uploaded to {self.target}")
+
+
+def workdir(run_id: str, name: str) -> Path:
+    """Local scratch folder of a step (``$YOLO_DISTILL_WORKDIR`` or the system temp folder)."""
+    base = Path(os.environ.get("YOLO_DISTILL_WORKDIR") or Path(tempfile.gettempdir()) / "yolo-distill-work")
+    return base / run_id / name
+
+
+def train(
+    data: str,
+    model: str,
+    name: str,
+    run_id: str,
+    prefix: str | None = None,
+    epochs: int = 100,
+    imgsz: int = 640,
+    batch: int = 16,
+    device: str | None = None,
+    seed: int = 0,
+    checkpoint_every: int = 1,
+    experiment: str | None = None,
+    tracking_uri: str | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Train a teacher or baseline student as a pipeline step; return URIs, metrics and the MLflow run ids.
+
+    Args:
+        data: Dataset URI from prepare-data (or a local data.yaml).
+        model: Model ``.yaml`` or weights URI (local or ``s3://``).
+        name: Step name (``teacher``, ``student``), the folder under ``runs/<run_id>/``.
+        run_id: The pipeline run this step belongs to.
+        prefix: ``s3://bucket/prefix`` (default ``$YOLO_DISTILL_S3_PREFIX``).
+        epochs: Training epochs.
+        imgsz: Image size.
+        batch: Batch size.
+        device: Ultralytics device string.
+        seed: Random seed.
+        checkpoint_every: Upload the resumable checkpoint every N epochs.
+        experiment: MLflow experiment (default ``$MLFLOW_EXPERIMENT_NAME`` or ``yolo-distill``).
+        tracking_uri: MLflow tracking URI (default ``$MLFLOW_TRACKING_URI``).
+        **overrides: Other Ultralytics train arguments.
+    """
+    params = {"step": "train", "model": model, "data": data, "epochs": epochs, "imgsz": imgsz, "batch": batch,
+              "device": device, "seed": seed, **overrides}  # fmt: skip
+    return _run_step(name, run_id, prefix, params, checkpoint_every, experiment, tracking_uri, config=None)
+
+
+def distill(
+    data: str,
+    teacher: str,
+    student: str,
+    run_id: str,
+    name: str = "distill",
+    prefix: str | None = None,
+    loss: str = "cwd",
+    logit: bool = True,
+    layers: str = "neck",
+    teacher_layers: str | None = None,
+    online: bool = False,
+    feat_weight: float | None = None,
+    logit_weight: float = 0.25,
+    tau: float = 1.0,
+    schedule: str = "constant",
+    distill_off_epochs: int = 0,
+    epochs: int = 100,
+    imgsz: int = 640,
+    batch: int = 16,
+    device: str | None = None,
+    seed: int = 0,
+    checkpoint_every: int = 1,
+    experiment: str | None = None,
+    tracking_uri: str | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Distil a teacher (weights URI) into a student as a pipeline step; KD settings as in :class:`DistillConfig`."""
+    config = DistillConfig(
+        teacher=teacher,
+        loss=loss,
+        logit=logit,
+        layers=layers,
+        teacher_layers=teacher_layers,
+        online=online,
+        feat_weight=feat_weight,
+        logit_weight=logit_weight,
+        tau=tau,
+        schedule=schedule,
+        distill_off_epochs=distill_off_epochs,
+    )  # fmt: skip  (validated before any download)
+    params = {"step": "distill", "model": student, "teacher": teacher, "data": data, "epochs": epochs,
+              "imgsz": imgsz, "batch": batch, "device": device, "seed": seed, **overrides}  # fmt: skip
+    return _run_step(name, run_id, prefix, params, checkpoint_every, experiment, tracking_uri, config=config)
+
+
+def _run_step(
+    name: str,
+    run_id: str,
+    prefix: str | None,
+    params: dict[str, Any],
+    checkpoint_every: int,
+    experiment: str | None,
+    tracking_uri: str | None,
+    config: DistillConfig | None,
+) -> dict[str, Any]:
+    if not run_id:
+        raise DistillError("a pipeline run id is required (--run-id)")
+    out = resolve_prefix(prefix).join("runs", run_id, name)
+    storage.check_bucket(out)
+    done = storage.head(out.join("result.json"))
+    if done is not None:
+        result = json.loads(storage.read_bytes(out.join("result.json")))
+        LOGGER.info(f"step '{name}' of run {run_id} already finished: {out}/result.json")
+        return {**result, "reused": True}
+
+    local = workdir(run_id, name)
+    data_yaml = fetch_dataset(params["data"])
+    model = params["model"]
+    model_local = model if Path(model).suffix.lower() in {".yaml", ".yml"} else str(fetch(model))
+    if config is not None and Path(config.teacher).suffix.lower() not in {".yaml", ".yml"}:
+        config = DistillConfig.from_dict({**config.to_dict(), "teacher": str(fetch(config.teacher))})
+
+    checkpoint = out.join("checkpoint")
+    resume_from = _download_checkpoint(checkpoint, local)
+    mlflow, parent_id, child_id = tracking.step_run(run_id, name, experiment, tracking_uri)
+    kd_params = {f"kd/{k}": v for k, v in (config.to_dict() if config else {}).items() if k not in {"teacher", "extra"}}
+    tracking.log_params(mlflow, child_id, {**params, **kd_params, "output": str(out)})
+    callbacks = {
+        "on_model_save": [CheckpointUploader(checkpoint, checkpoint_every)],
+        "on_fit_epoch_end": [tracking.EpochLogger(mlflow, child_id)],
+    }
+    train_kw = {k: params[k] for k in ("epochs", "imgsz", "batch", "device", "seed")}
+    extra = {k: v for k, v in params.items() if k not in {"step", "model", "teacher", "data", *train_kw}}
+    started = time.time()
+    try:
+        if resume_from is not None:
+            LOGGER.info(f"resuming step '{name}' of run {run_id} from {checkpoint}/last.pt")
+            if config is not None:
+                run = api.distill(data_yaml, None, config, resume=resume_from, out=local, callbacks=callbacks)
+            else:
+                run = api.train(data_yaml, None, resume=resume_from, out=local, callbacks=callbacks)
+        elif config is not None:
+            run = api.distill(data_yaml, model_local, config, out=local, callbacks=callbacks, **train_kw, **extra)
+        else:
+            run = api.train(data_yaml, model_local, out=local, callbacks=callbacks, **train_kw, **extra)
+        uploaded = {}
+        for rel in OUTPUTS:
+            path = run.save_dir / rel
+            if path.is_file():
+                uploaded[Path(rel).name] = {
+                    "uri": str(out.join(Path(rel).name)),
+                    "sha256": storage.upload_file(path, out.join(Path(rel).name)),
+                }
+        for rel in ("results.csv", "args.yaml", "distill.json"):
+            if (run.save_dir / rel).is_file():
+                mlflow.log_artifact(child_id, str(run.save_dir / rel))
+        tracking.log_metrics(mlflow, child_id, run.metrics, step=int(train_kw["epochs"]) + 1)
+        result = {
+            "step": name,
+            "run_id": run_id,
+            "best": uploaded["best.pt"]["uri"],
+            "last": uploaded["last.pt"]["uri"],
+            "teacher": uploaded.get(TEACHER_WEIGHTS, {}).get("uri"),
+            "outputs": uploaded,
+            "metrics": run.metrics,
+            "resumed": resume_from is not None,
+            "seconds": round(time.time() - started, 1),
+            "mlflow_run_id": child_id,
+            "mlflow_parent_run_id": parent_id,
+        }
+        storage.upload_bytes(json.dumps(result, indent=2).encode(), out.join("result.json"), "application/json")
+        mlflow.set_terminated(child_id, "FINISHED")
+        return {**result, "reused": False}
+    except BaseException:
+        mlflow.set_terminated(child_id, "FAILED")
+        raise
+
+
+def _download_checkpoint(checkpoint: S3Uri, local: Path) -> Path | None:
+    """Fetch an earlier attempt's checkpoint (and online teacher) into the local run folder; ``None`` if absent."""
+    if storage.head(checkpoint.join("last.pt")) is None:
+        return None
+    weights = local / "weights"
+    if storage.head(checkpoint.join(TEACHER_WEIGHTS)) is not None:
+        storage.download_file(checkpoint.join(TEACHER_WEIGHTS), weights / TEACHER_WEIGHTS)
+    return storage.download_file(checkpoint.join("last.pt"), weights / "last.pt")

@@ -1,0 +1,283 @@
+"""S3 storage through boto3: URI parsing, checksummed managed transfers, and errors that name the URI.
+
+Configuration is the standard AWS one — credentials from the default chain (environment, shared files, instance
+roles), the endpoint from ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (SeaweedFS, MinIO, or AWS when unset).
+Addressing style: ``YOLO_DISTILL_S3_ADDRESSING`` = ``path`` | ``virtual`` | ``auto``; path-style by default when a
+custom endpoint is set (what SeaweedFS and MinIO need), boto3's ``auto`` otherwise. Retries with backoff come from
+botocore's ``standard`` retry mode.
+
+Every upload records the file's sha256 in the object metadata (``x-amz-meta-sha256``); every download verifies it.
+Errors are :class:`StorageError` with one message naming the URI (never a secret).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from .errors import DistillError
+
+SHA256_META = "sha256"
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+_CHUNK = 8 * 1024 * 1024
+
+
+class StorageError(DistillError):
+    """An S3 operation failed: unreachable endpoint, missing bucket/key, bad credentials, checksum mismatch."""
+
+
+@dataclass(frozen=True)
+class S3Uri:
+    """A parsed ``s3://bucket/key`` URI."""
+
+    bucket: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}" if self.key else f"s3://{self.bucket}"
+
+    def join(self, *parts: str) -> S3Uri:
+        """Return the URI with path parts appended (``/``-separated)."""
+        key = "/".join(p.strip("/") for p in (self.key, *parts) if p and p.strip("/"))
+        return S3Uri(self.bucket, key)
+
+
+def is_s3(uri: str | Path) -> bool:
+    """Whether ``uri`` is an ``s3://`` URI."""
+    return str(uri).startswith("s3://")
+
+
+def parse_s3_uri(uri: str) -> S3Uri:
+    """Parse and validate ``s3://bucket[/key]``.
+
+    Examples:
+        >>> parse_s3_uri("s3://models/runs/a/best.pt")
+        S3Uri(bucket='models', key='runs/a/best.pt')
+    """
+    text = str(uri)
+    if not text.startswith("s3://"):
+        raise StorageError(f"'{text}' is not an s3:// URI")
+    bucket, _, key = text[5:].partition("/")
+    if not _BUCKET_RE.match(bucket) or ".." in bucket:
+        raise StorageError(f"'{text}': '{bucket}' is not a valid S3 bucket name")
+    if "//" in key or any(part in {".", ".."} for part in key.split("/")):
+        raise StorageError(f"'{text}': the key has empty, '.' or '..' segments")
+    return S3Uri(bucket, key.rstrip("/") if key.endswith("/") else key)
+
+
+def endpoint_url() -> str | None:
+    """Return the S3 endpoint from the standard environment, if any."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def _client_key() -> tuple:
+    keys = (
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_DEFAULT_REGION",
+        "YOLO_DISTILL_S3_ADDRESSING",
+    )
+    return tuple(os.environ.get(k) for k in keys)
+
+
+def client():
+    """Return a boto3 S3 client for the current environment (cached per configuration)."""
+    return _client(_client_key())
+
+
+@lru_cache(maxsize=8)
+def _client(_key: tuple):
+    import boto3
+    from botocore.config import Config
+
+    endpoint = endpoint_url()
+    style = os.environ.get("YOLO_DISTILL_S3_ADDRESSING") or ("path" if endpoint else "auto")
+    if style not in {"path", "virtual", "auto"}:
+        raise StorageError(f"YOLO_DISTILL_S3_ADDRESSING='{style}' must be path, virtual or auto")
+    config = Config(
+        retries={"max_attempts": 5, "mode": "standard"},
+        connect_timeout=5,
+        read_timeout=60,
+        s3={"addressing_style": style},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
+    return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=region, config=config)
+
+
+def _transfer_config():
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(multipart_threshold=_CHUNK, multipart_chunksize=_CHUNK, max_concurrency=4)
+
+
+def translate(error: Exception, uri: S3Uri | str) -> StorageError:
+    """Turn a boto3/botocore exception into one :class:`StorageError` naming the URI (never credentials)."""
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, PartialCredentialsError
+
+    where = f"'{uri}'"
+    if isinstance(error, EndpointConnectionError | ConnectionError):
+        return StorageError(f"cannot reach the S3 endpoint {endpoint_url() or '(AWS default)'} for {where}")
+    if isinstance(error, NoCredentialsError | PartialCredentialsError):
+        return StorageError(
+            f"no usable S3 credentials for {where}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile)"
+        )
+    if isinstance(error, ClientError):
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        if code in {"NoSuchBucket"}:
+            return StorageError(f"bucket '{S3Uri(*_split(uri)).bucket}' does not exist ({where})")
+        if code in {"NoSuchKey", "404", "NotFound"}:
+            return StorageError(f"{where} not found")
+        if code in {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "InvalidToken"}:
+            return StorageError(f"S3 rejected the credentials for {where} ({code})")
+        return StorageError(f"S3 error for {where}: {code or error}")
+    return StorageError(f"S3 error for {where}: {type(error).__name__}: {error}")
+
+
+def _split(uri: S3Uri | str) -> tuple[str, str]:
+    u = uri if isinstance(uri, S3Uri) else parse_s3_uri(str(uri))
+    return u.bucket, u.key
+
+
+def sha256_file(path: str | Path) -> str:
+    """Return the hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_bucket(uri: str | S3Uri) -> None:
+    """Fail fast (before any work) when the bucket is missing, unreachable or the credentials are rejected."""
+    u = uri if isinstance(uri, S3Uri) else parse_s3_uri(str(uri))
+    try:
+        client().head_bucket(Bucket=u.bucket)
+    except Exception as e:
+        err = translate(e, u)
+        if "404" in str(getattr(e, "response", {}).get("Error", {}).get("Code", "")):
+            err = StorageError(f"bucket '{u.bucket}' does not exist ('{u}')")
+        raise err from None
+
+
+def upload_file(path: str | Path, uri: str | S3Uri, sha256: str | None = None) -> str:
+    """Upload a file (multipart above 8 MiB) with its sha256 in the metadata; return the sha256."""
+    u = uri if isinstance(uri, S3Uri) else parse_s3_uri(str(uri))
+    digest = sha256 or sha256_file(path)
+    try:
+        client().upload_file(
+            str(path), u.bucket, u.key, ExtraArgs={"Metadata": {SHA256_META: digest}}, Config=_transfer_config()
+        )
+    except Exception as e:
+        raise translate(e, u) from None
+    return digest
+
+
+def upload_bytes(data: bytes, uri: str | S3Uri, content_type: str = "application/octet-stream") -> str:
+    """Upload a small in-memory object with its sha256; return the sha256."""
+    u = uri if isinstance(uri, S3Uri) else parse_s3_uri(str(uri))
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        client().put_object(
+            Bucket=u.bucket, Key=u.key, Body=data, ContentType=content_type, Metadata={SHA256_META: digest}
+        )
+    except Exception as e:
+        raise translate(e, u) from None
+    return digest
+
+
+def head(uri: str | S3Uri) -> dict | None:
+    """Return the object's metadata (``size``, ``sha256``) or ``None`` when it does not exist."""
+    u = uri if isinstance(uri, S3Uri) else parse_s3_uri(str(uri))
+    try:
+        r = client().head_object(Bucket=u.bucket, Key=u.key)
+    except Exception as e:
+        err = translate(e, u)
+        if str(err).endswith("not found"):
+            return None
+        raise err from None
+    return {"size": r["ContentLength"], "sha256": r.get("Metadata", {}).get(SHA256_META)}
+
+
+def download_file(uri: str | S3Uri, path: str | Path, verify: bool = True) -> Path:
+    """Download an object to ``path`` atomically and verify its recorded sha256."""
+    u = uri if isinstance(uri, S3Uri) else parse_s3_uri(str(uri))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = head(u)
+    if meta is None:
+        raise StorageError(f"'{u}' not found")
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        client().download_file(u.bucket, u.key, str(tmp), Config=_transfer_config())
+    except Exception as e:
+        tmp.unlink(missing_ok=True)
+        raise translate(e, u) from None
+    if verify and meta.get("sha256") and sha256_file(tmp) != meta["sha256"]:
+        tmp.unlink(missing_ok=True)
+        raise StorageError(f"'{u}' failed its sha256 check (corrupt or modified object)")
+    tmp.replace(path)
+    return path
+
+
+def read_bytes(uri: str | S3Uri) -> bytes:
+    """Return a small object's content, verified against its recorded sha256."""
+    u = uri if isinstance(uri, S3Uri) else parse_s3_uri(str(uri))
+    try:
+        r = client().get_object(Bucket=u.bucket, Key=u.key)
+        data = r["Body"].read()
+    except Exception as e:
+        raise translate(e, u) from None
+    expected = r.get("Metadata", {}).get(SHA256_META)
+    if expected and hashlib.sha256(data).hexdigest() != expected:
+        raise StorageError(f"'{u}' failed its sha256 check (corrupt or modified object)")
+    return data
+
+
+def list_keys(uri: str | S3Uri) -> Iterator[str]:
+    """Yield the keys under a prefix."""
+    u = uri if isinstance(uri, S3Uri) else parse_s3_uri(str(uri))
+    prefix = f"{u.key}/" if u.key else ""
+    try:
+        for page in client().get_paginator("list_objects_v2").paginate(Bucket=u.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                yield obj["Key"]
+    except Exception as e:
+        raise translate(e, u) from None
+
+
+def upload_dir(folder: str | Path, uri: str | S3Uri) -> dict[str, str]:
+    """Upload every file under ``folder`` to ``uri``; return ``{relative path: sha256}``."""
+    u = uri if isinstance(uri, S3Uri) else parse_s3_uri(str(uri))
+    folder = Path(folder)
+    out = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder).as_posix()
+        out[rel] = upload_file(path, u.join(rel))
+    return out
+
+
+def download_prefix(uri: str | S3Uri, folder: str | Path) -> list[Path]:
+    """Download every object under a prefix into ``folder`` (keys must stay inside it); return the files."""
+    u = uri if isinstance(uri, S3Uri) else parse_s3_uri(str(uri))
+    folder = Path(folder).resolve()
+    files = []
+    for key in list_keys(u):
+        rel = key[len(u.key) :].lstrip("/") if u.key else key
+        target = (folder / rel).resolve()
+        if not target.is_relative_to(folder):
+            raise StorageError(f"'s3://{u.bucket}/{key}' would be written outside {folder}")
+        files.append(download_file(S3Uri(u.bucket, key), target))
+    if not files:
+        raise StorageError(f"'{u}' not found (no objects under this prefix)")
+    return files
