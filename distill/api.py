@@ -18,7 +18,7 @@ from ultralytics.nn.tasks import guess_model_task, load_checkpoint, yaml_model_l
 
 from .config import DistillConfig
 from .errors import DistillError
-from .model import KDModel
+from .model import KDModel, load_weights
 from .trainer import DISTILL_TRAINERS, PLAIN_TRAINERS, TEACHER_WEIGHTS, DistillCallbacks
 
 
@@ -56,7 +56,7 @@ def model_task(model: str) -> str:
     elif suffix == ".pt":
         if not Path(model).is_file():
             raise DistillError(f"model weights '{model}' not found (weights are never downloaded: give a local .pt)")
-        weights = load_checkpoint(model)[0]
+        weights = load_weights(model, "model")
         task = getattr(weights, "task", None) or guess_model_task(weights)
     else:
         raise DistillError(f"model '{model}' must be a .yaml (random init) or a local .pt checkpoint")
@@ -149,8 +149,9 @@ def train(
     """
     if resume is not None:
         path = _checkpoint(resume)
-        task = torch_load_args(path)["task"]
-        args = _resume_overrides(path, data, out, device, overrides)
+        ckpt = load_checkpoint(path)[1]
+        task = ckpt["train_args"]["task"]
+        args = _resume_overrides(path, ckpt, data, out, device, overrides)
         return _result(_run(PLAIN_TRAINERS[task], args, callbacks))
     task = model_task(model)
     args = _overrides(
@@ -236,21 +237,33 @@ def _checkpoint(path: str | Path) -> Path:
     return path.resolve()
 
 
-def torch_load_args(path: Path) -> dict[str, Any]:
-    """Return the ``train_args`` stored in a checkpoint."""
-    return load_checkpoint(path)[1]["train_args"]
-
-
 def _resume_overrides(
-    path: Path, data: str | Path | None, out: str | Path | None, device: str | None, overrides: dict[str, Any]
+    path: Path,
+    ckpt: dict[str, Any],
+    data: str | Path | None,
+    out: str | Path | None,
+    device: str | None,
+    overrides: dict[str, Any],
 ) -> dict[str, Any]:
+    """Build the trainer arguments of a resume, and put back the checkpoint's ``results.csv``.
+
+    The checkpoint's own copy of ``results.csv`` (``train_results``) replaces the one in the output folder: on
+    another machine there is none, and after a kill the local file can hold rows of an epoch the checkpoint has not.
+    """
     args: dict[str, Any] = {"resume": str(path), **overrides}
     if data:
         args["data"] = _check_data(data)
+    save_dir = Path(out).resolve() if out is not None else Path(ckpt["train_args"]["save_dir"])
     if out is not None:
-        args["save_dir"] = str(Path(out).resolve())  # continue in a new place (e.g. another pod)
+        args["save_dir"] = str(save_dir)  # continue in a new place (e.g. another pod)
     if device is not None:
         args["device"] = device
+    results = ckpt.get("train_results")
+    if results:
+        import polars as pl
+
+        save_dir.mkdir(parents=True, exist_ok=True)
+        pl.DataFrame(results).write_csv(save_dir / "results.csv")
     return args
 
 
@@ -276,5 +289,5 @@ def _resume(
             saved, teacher=str(Path(config.teacher).resolve()) if Path(config.teacher).is_file() else config.teacher
         )
     task = ckpt["train_args"]["task"]
-    args = _resume_overrides(path, data, out, device, overrides)
+    args = _resume_overrides(path, ckpt, data, out, device, overrides)
     return _result(_run(DISTILL_TRAINERS[task], args, DistillCallbacks(saved).attach(callbacks or {})))

@@ -149,15 +149,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "stack":
         return _stack(args)
     try:
+        if args.command == "step":
+            print(json.dumps(_run_step(args)))
+            return 0
         from . import api  # imported here so `--help` stays fast
 
         extra = parse_overrides(args.overrides)
         common = dict(
             epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, device=args.device, seed=args.seed, out=args.out
         )
-        if args.command == "step":
-            print(json.dumps(_run_step(args)))
-            return 0
         if args.command == "train":
             if not args.data:
                 raise DistillError("--data is required")

@@ -203,11 +203,21 @@ def load_teacher(source: str, trainer: Any) -> nn.Module:
         raise DistillError(f"teacher '{source}' must be a .pt checkpoint or a model .yaml")
     if not Path(source).is_file():
         raise DistillError(f"teacher weights '{source}' not found")
-    teacher, _ = load_checkpoint(source)
+    teacher = load_weights(source, "teacher")
     if isinstance(teacher, DistillationModel):
         teacher = teacher.student_model
     _check_task(getattr(teacher, "task", None) or guess_model_task(teacher), trainer.args.task, source)
     return teacher
+
+
+def load_weights(path: str | Path, role: str) -> nn.Module:
+    """Load an Ultralytics ``.pt``; a corrupt or foreign file is a :class:`DistillError` naming it."""
+    try:
+        return load_checkpoint(path)[0]
+    except Exception as e:
+        raise DistillError(
+            f"{role} weights '{path}' are not a readable Ultralytics checkpoint ({type(e).__name__})"
+        ) from None
 
 
 def _check_task(teacher_task: str, student_task: str, source: str) -> None:

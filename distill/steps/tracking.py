@@ -104,6 +104,13 @@ class EpochLogger:
         self.run_id = run_id
 
     def __call__(self, trainer: Any) -> None:
-        """Log the epoch's metrics at step = epoch number (1-based)."""
-        metrics = {**trainer.label_loss_items(trainer.tloss, prefix="train"), **(trainer.metrics or {}), **trainer.lr}
-        log_metrics(self.client, self.run_id, metrics, step=trainer.epoch + 1)
+        """Log the epoch's metrics at step = epoch number (1-based).
+
+        Ultralytics calls this once more after training for the final validation of ``best.pt``, at step
+        ``epochs + 1``: then only those validation metrics are logged.
+        """
+        step = trainer.epoch + 1
+        metrics = dict(trainer.metrics or {})
+        if step <= trainer.epochs:
+            metrics.update({**trainer.label_loss_items(trainer.tloss, prefix="train"), **trainer.lr})
+        log_metrics(self.client, self.run_id, metrics, step=step)

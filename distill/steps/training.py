@@ -171,9 +171,9 @@ def _run_step(
     local = workdir(run_id, name)
     data_yaml = fetch_dataset(params["data"])
     model = params["model"]
-    model_local = model if Path(model).suffix.lower() in {".yaml", ".yml"} else str(fetch(model))
-    if config is not None and Path(config.teacher).suffix.lower() not in {".yaml", ".yml"}:
-        config = DistillConfig.from_dict({**config.to_dict(), "teacher": str(fetch(config.teacher))})
+    model_local = _fetch_model(model, "model")
+    if config is not None:
+        config = DistillConfig.from_dict({**config.to_dict(), "teacher": _fetch_model(config.teacher, "teacher")})
 
     checkpoint = out.join("checkpoint")
     resume_from = _download_checkpoint(checkpoint, local)
@@ -229,6 +229,18 @@ def _run_step(
     except BaseException:
         mlflow.set_terminated(child_id, "FAILED")
         raise
+
+
+def _fetch_model(uri: str, role: str) -> str:
+    """Return a local model: a ``.yaml`` as is, weights fetched by URI and checked to load (error names the URI)."""
+    if Path(uri).suffix.lower() in {".yaml", ".yml"}:
+        return uri
+    local = str(fetch(uri))
+    try:
+        api.model_task(local)
+    except DistillError as e:
+        raise DistillError(f"{role} '{uri}': {e}") from None
+    return local
 
 
 def _download_checkpoint(checkpoint: S3Uri, local: Path) -> Path | None:
