@@ -72,3 +72,17 @@ def fetch_dataset(uri: str) -> Path:
     data = local / "data.yaml"
     yaml.safe_load(data.read_text())  # readable
     return data
+
+
+def fetch_model(uri: str, role: str) -> str:
+    """Return a local model: a ``.yaml`` as is, weights fetched by URI and checked to load (error names the URI)."""
+    from ..api import model_task
+
+    if Path(uri).suffix.lower() in {".yaml", ".yml"}:
+        return uri
+    local = str(fetch(uri))
+    try:
+        model_task(local)
+    except DistillError as e:
+        raise DistillError(f"{role} '{uri}': {e}") from None
+    return local

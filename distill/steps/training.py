@@ -26,7 +26,7 @@ from ..errors import DistillError
 from ..storage import S3Uri
 from ..trainer import TEACHER_WEIGHTS
 from . import tracking
-from .common import fetch, fetch_dataset, resolve_prefix
+from .common import fetch_dataset, fetch_model, resolve_prefix
 
 OUTPUTS = (
     "weights/best.pt",
@@ -171,9 +171,9 @@ def _run_step(
     local = workdir(run_id, name)
     data_yaml = fetch_dataset(params["data"])
     model = params["model"]
-    model_local = _fetch_model(model, "model")
+    model_local = fetch_model(model, "model")
     if config is not None:
-        config = DistillConfig.from_dict({**config.to_dict(), "teacher": _fetch_model(config.teacher, "teacher")})
+        config = DistillConfig.from_dict({**config.to_dict(), "teacher": fetch_model(config.teacher, "teacher")})
 
     checkpoint = out.join("checkpoint")
     resume_from = _download_checkpoint(checkpoint, local)
@@ -229,18 +229,6 @@ def _run_step(
     except BaseException:
         mlflow.set_terminated(child_id, "FAILED")
         raise
-
-
-def _fetch_model(uri: str, role: str) -> str:
-    """Return a local model: a ``.yaml`` as is, weights fetched by URI and checked to load (error names the URI)."""
-    if Path(uri).suffix.lower() in {".yaml", ".yml"}:
-        return uri
-    local = str(fetch(uri))
-    try:
-        api.model_task(local)
-    except DistillError as e:
-        raise DistillError(f"{role} '{uri}': {e}") from None
-    return local
 
 
 def _download_checkpoint(checkpoint: S3Uri, local: Path) -> Path | None:

@@ -1,0 +1,225 @@
+"""Step 4, evaluate: teacher, baseline student and distilled student on the same split with identical settings.
+
+The split is the dataset's ``test`` split when it has one, else ``val``. Per model: mAP50-95 and mAP50 (box, plus
+mask for segment and pose for pose), parameters, GFLOPs, weights size, and latency per image (batch 1, median of
+``latency_images`` predictions after a warm-up) on the named device. Writes ``metrics.json``, ``report.md`` and
+``comparison.png`` to ``<prefix>/runs/<run-id>/<name>/`` and to the step's MLflow run, and returns the verdict:
+distilled minus baseline, and distilled versus teacher.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .. import storage
+from ..errors import DistillError
+from . import tracking
+from .common import fetch_dataset, fetch_model, resolve_prefix
+
+ROLES = ("teacher", "baseline", "distilled")
+SUFFIX = {"detect": ("B",), "segment": ("B", "M"), "pose": ("B", "P")}
+
+
+def evaluate(
+    data: str,
+    teacher: str,
+    baseline: str,
+    distilled: str,
+    run_id: str,
+    prefix: str | None = None,
+    name: str = "evaluate",
+    imgsz: int = 640,
+    batch: int = 16,
+    device: str | None = None,
+    latency_images: int = 16,
+    experiment: str | None = None,
+    tracking_uri: str | None = None,
+) -> dict[str, Any]:
+    """Validate the three models and publish the comparison; return URIs, per-model figures and the verdict."""
+    out = resolve_prefix(prefix).join("runs", run_id, name)
+    storage.check_bucket(out)
+    data_yaml = fetch_dataset(data)
+    spec = yaml.safe_load(data_yaml.read_text())
+    split = "test" if spec.get("test") else "val"
+    locals_ = {role: fetch_model(uri, role) for role, uri in zip(ROLES, (teacher, baseline, distilled), strict=True)}
+    mlflow, parent_id, child_id = tracking.step_run(run_id, name, experiment, tracking_uri)
+    try:
+        models = {
+            role: _measure(path, data_yaml, split, imgsz, batch, device, latency_images)
+            for role, path in locals_.items()
+        }
+        tasks = {m["task"] for m in models.values()}
+        if len(tasks) != 1:
+            raise DistillError(f"the three models are of different tasks: {sorted(tasks)}")
+        task = tasks.pop()
+        verdict = _verdict(models, task)
+        report = {
+            "run_id": run_id, "task": task, "split": split, "data": data, "imgsz": imgsz, "batch": batch,
+            "uris": dict(zip(ROLES, (teacher, baseline, distilled), strict=True)), "models": models,
+            "verdict": verdict, "ok": True,
+        }  # fmt: skip
+        with tempfile.TemporaryDirectory() as tmp:
+            files = {
+                "metrics.json": Path(tmp) / "metrics.json",
+                "report.md": Path(tmp) / "report.md",
+                "comparison.png": Path(tmp) / "comparison.png",
+            }
+            files["metrics.json"].write_text(json.dumps(report, indent=2))
+            files["report.md"].write_text(_markdown(report))
+            _chart(report, files["comparison.png"])
+            uris = {k: str(out.join(k)) for k in files}
+            for k, path in files.items():
+                storage.upload_file(path, out.join(k))
+                mlflow.log_artifact(child_id, str(path))
+        flat = {f"{role}/{k}": v for role, m in models.items() for k, v in m["metrics"].items()}
+        flat.update({f"{role}/latency_ms": m["latency_ms"] for role, m in models.items()})
+        flat.update({f"verdict/{k}": v for k, v in verdict.items() if isinstance(v, int | float)})
+        tracking.log_metrics(mlflow, child_id, flat, step=0)
+        mlflow.set_terminated(child_id, "FINISHED")
+    except BaseException:
+        mlflow.set_terminated(child_id, "FAILED")
+        raise
+    return {
+        "metrics": uris["metrics.json"], "report": uris["report.md"], "chart": uris["comparison.png"],
+        "split": split, "task": task, "models": models, "verdict": verdict,
+        "mlflow_run_id": child_id, "mlflow_parent_run_id": parent_id,
+    }  # fmt: skip
+
+
+def _device_name(device: str | None) -> str:
+    import torch
+
+    if device not in (None, "", "cpu") and torch.cuda.is_available():
+        index = int(str(device).split(",")[0]) if str(device).split(",")[0].isdigit() else 0
+        return f"cuda:{index} {torch.cuda.get_device_name(index)}"
+    if device is None and torch.cuda.is_available():
+        return f"cuda:0 {torch.cuda.get_device_name(0)}"
+    return f"cpu {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+def _measure(
+    weights: str, data_yaml: Path, split: str, imgsz: int, batch: int, device: str | None, latency_images: int
+) -> dict[str, Any]:
+    """Validate one model and time it; every model gets exactly the same settings."""
+    from ultralytics import YOLO
+    from ultralytics.utils.torch_utils import get_flops, get_num_params
+
+    model = YOLO(weights)
+    with tempfile.TemporaryDirectory() as tmp:
+        results = model.val(
+            data=str(data_yaml), split=split, imgsz=imgsz, batch=batch, device=device, plots=False,
+            verbose=False, project=tmp, name="val", exist_ok=True,
+        )  # fmt: skip
+    task = model.task
+    metrics = {}
+    for suffix in SUFFIX.get(task, ("B",)):
+        for key in (f"metrics/mAP50-95({suffix})", f"metrics/mAP50({suffix})"):
+            metrics[key] = round(float(results.results_dict.get(key, 0.0)), 5)
+    images = _split_images(data_yaml, split)[: max(1, latency_images)]
+    for image in images[:2]:  # warm-up
+        model.predict(str(image), imgsz=imgsz, device=device, verbose=False)
+    times = []
+    for image in images:
+        start = time.perf_counter()
+        model.predict(str(image), imgsz=imgsz, device=device, verbose=False)
+        times.append((time.perf_counter() - start) * 1000)
+    return {
+        "task": task,
+        "metrics": metrics,
+        "params": int(get_num_params(model.model)),
+        "gflops": round(float(get_flops(model.model, imgsz) or 0.0), 3),
+        "size_mb": round(Path(weights).stat().st_size / 1e6, 3) if Path(weights).is_file() else None,
+        "latency_ms": round(statistics.median(times), 3),
+        "latency_images": len(times),
+        "device": _device_name(device),
+    }
+
+
+def _split_images(data_yaml: Path, split: str) -> list[Path]:
+    from ultralytics.data.utils import check_det_dataset
+
+    data = check_det_dataset(str(data_yaml), autodownload=False)
+    entries = data[split] if isinstance(data[split], list) else [data[split]]
+    images = []
+    for entry in entries:
+        p = Path(entry)
+        images += sorted(q for q in p.rglob("*") if q.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp"})
+    if not images:
+        raise DistillError(f"no images in the {split} split of {data_yaml}")
+    return images
+
+
+def _verdict(models: dict[str, dict], task: str) -> dict[str, Any]:
+    primary = f"metrics/mAP50-95({SUFFIX.get(task, ('B',))[-1]})"
+    t, b, d = (models[r]["metrics"][primary] for r in ROLES)
+    return {
+        "primary_metric": primary,
+        "distilled": d,
+        "baseline": b,
+        "teacher": t,
+        "gain_over_baseline": round(d - b, 5),
+        "gap_to_teacher": round(t - d, 5),
+        "distilled_beats_baseline": d > b,
+        "speedup_vs_teacher": round(models["teacher"]["latency_ms"] / max(models["distilled"]["latency_ms"], 1e-9), 3),
+    }
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    models = report["models"]
+    keys = list(next(iter(models.values()))["metrics"])
+    head = ["model", *keys, "params", "GFLOPs", "size MB", "latency ms/img"]
+    rows = [
+        [role, *(f"{m['metrics'][k]:.4f}" for k in keys), f"{m['params']:,}", f"{m['gflops']:.2f}",
+         f"{m['size_mb']}", f"{m['latency_ms']:.1f}"]
+        for role, m in models.items()
+    ]  # fmt: skip
+    v = report["verdict"]
+    lines = [
+        f"# Distillation report — pipeline run `{report['run_id']}`",
+        "",
+        f"Task **{report['task']}**, split **{report['split']}** of `{report['data']}`, imgsz {report['imgsz']}, "
+        f"latency on {next(iter(models.values()))['device']}.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+        *("| " + " | ".join(r) + " |" for r in rows),
+        "",
+        f"**Verdict** ({v['primary_metric']}): distilled − baseline = **{v['gain_over_baseline']:+.4f}**; "
+        f"teacher − distilled = {v['gap_to_teacher']:+.4f}; "
+        f"distilled is {v['speedup_vs_teacher']}× the teacher's speed.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _chart(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = report["models"]
+    keys = list(next(iter(models.values()))["metrics"])
+    fig, ax = plt.subplots(figsize=(2 + 1.6 * len(keys), 3.6))
+    width = 0.8 / len(models)
+    for i, (role, m) in enumerate(models.items()):
+        xs = [k + i * width for k in range(len(keys))]
+        ax.bar(xs, [m["metrics"][k] for k in keys], width, label=role)
+    ax.set_xticks([k + width * (len(models) - 1) / 2 for k in range(len(keys))])
+    ax.set_xticklabels([k.replace("metrics/", "") for k in keys])
+    top = max((m["metrics"][k] for m in models.values() for k in keys), default=0.0)
+    ax.set_ylim(0, max(0.05, top * 1.15))
+    ax.set_ylabel("score")
+    ax.set_title(f"{report['task']} — {report['split']} split")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

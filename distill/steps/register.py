@@ -1,0 +1,218 @@
+"""Step 5, register: the distilled student into the MLflow model registry, with a champion/challenger gate.
+
+The version is a pyfunc model wrapping the ``.pt`` (see :mod:`distill.steps.pyfunc_model`), with the raw weights as
+its artifact and the evaluation report attached to the run; tags record the dataset hash, teacher, loss and layers,
+the metric, the code version and the pipeline run. The new version gets alias ``challenger``; ``champion`` moves to
+it only when it beats the current champion by at least ``min_gain`` on the *same* data — the champion is evaluated
+again on the candidate's dataset when its recorded dataset hash differs — and never when the evaluation failed.
+Registering again for the same pipeline run returns the existing version.
+
+Everything that can fail is checked before the registry is touched, so a failure leaves nothing half-registered.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .. import __version__, storage
+from ..errors import DistillError
+from . import tracking
+from .common import fetch_dataset, fetch_model
+from .evaluate import _measure
+
+TAG_RUN = "yolo_distill.pipeline_run_id"
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+#: The pyfunc's output columns (pyfunc_model.py is logged as self-contained code, so it keeps its own copy).
+COLUMNS = ["image", "class_id", "class_name", "confidence", "x1", "y1", "x2", "y2"]
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+
+def _read_json(uri: str) -> dict[str, Any]:
+    if storage.is_s3(uri):
+        return json.loads(storage.read_bytes(uri))
+    path = Path(uri)
+    if not path.is_file():
+        raise DistillError(f"'{uri}' not found")
+    return json.loads(path.read_text())
+
+
+def dataset_hash(data_uri: str) -> str:
+    """Content hash of a dataset URI: prepare-data's manifest hash, or the sha256 of a local data.yaml."""
+    match = re.search(r"/datasets/([0-9a-f]{16})(/|$)", data_uri)
+    if storage.is_s3(data_uri) and match:
+        return match.group(1)
+    return storage.sha256_file(fetch_dataset(data_uri))[:16]
+
+
+def register(
+    model: str,
+    evaluation: str,
+    name: str,
+    run_id: str,
+    min_gain: float = 0.0,
+    experiment: str | None = None,
+    tracking_uri: str | None = None,
+    step: str = "register",
+) -> dict[str, Any]:
+    """Register ``model`` (the evaluated distilled student) and decide on ``champion``; return version and aliases.
+
+    Args:
+        model: Weights URI of the distilled student (must be the one the evaluation measured).
+        evaluation: The evaluate step's ``metrics.json`` URI (or its folder).
+        name: Registered model name.
+        run_id: Pipeline run id (one version per pipeline run).
+        min_gain: Minimum improvement of the primary metric over the champion to promote (≥ 0).
+        experiment: MLflow experiment.
+        tracking_uri: MLflow tracking URI.
+        step: Step name in MLflow.
+    """
+    if not _NAME_RE.match(name or ""):
+        raise DistillError(f"registered model name '{name}' is invalid (letters, digits, _ . -)")
+    if min_gain < 0:
+        raise DistillError(f"min_gain must be >= 0, got {min_gain}")
+    metrics_uri = evaluation if evaluation.endswith(".json") else f"{evaluation.rstrip('/')}/metrics.json"
+    report = _read_json(metrics_uri)
+    if not report.get("ok") or "verdict" not in report:
+        raise DistillError(f"evaluation '{metrics_uri}' did not succeed; nothing registered")
+    if report["uris"]["distilled"] != model:
+        raise DistillError(
+            f"model '{model}' is not the distilled model evaluated in '{metrics_uri}' ({report['uris']['distilled']})"
+        )
+    weights = fetch_model(model, "model")
+    data_hash = dataset_hash(report["data"])
+    primary = report["verdict"]["primary_metric"]
+    score = float(report["verdict"]["distilled"])
+    plan = _distill_plan(model)
+
+    mlflow_client, parent_id, child_id = tracking.step_run(run_id, step, experiment, tracking_uri)
+    existing = _version_for_run(mlflow_client, name, run_id)
+    if existing is not None:
+        mlflow_client.set_terminated(child_id, "FINISHED")
+        return {**_summary(mlflow_client, name, existing), "promoted": None, "reused": True, "mlflow_run_id": child_id}
+    try:
+        version = _log_and_register(mlflow_client, child_id, name, weights, metrics_uri, report)
+        tags = {
+            TAG_RUN: run_id, "dataset_hash": data_hash, "teacher": report["uris"]["teacher"], "weights_uri": model,
+            "evaluation": metrics_uri, "metric_name": primary, "metric": f"{score:.6f}",
+            "gain_over_baseline": str(report["verdict"]["gain_over_baseline"]), "code_version": __version__,
+            "loss": plan.get("loss", ""), "layers": str(plan.get("layers", "")), "logit": str(plan.get("logit", "")),
+            "mode": plan.get("mode", ""), "split": report["split"], "imgsz": str(report["imgsz"]),
+        }  # fmt: skip
+        for key, value in tags.items():
+            mlflow_client.set_model_version_tag(name, version, key, value)
+        mlflow_client.set_registered_model_alias(name, "challenger", version)
+        promoted, reason, champion_score = _gate(mlflow_client, name, version, report, data_hash, score, min_gain)
+        if promoted:
+            mlflow_client.set_registered_model_alias(name, "champion", version)
+        mlflow_client.set_tag(child_id, "promotion", reason)
+        mlflow_client.set_terminated(child_id, "FINISHED")
+    except BaseException:
+        mlflow_client.set_terminated(child_id, "FAILED")
+        raise
+    return {
+        **_summary(mlflow_client, name, version), "promoted": promoted, "reason": reason, "score": score,
+        "champion_score": champion_score, "reused": False, "mlflow_run_id": child_id,
+    }  # fmt: skip
+
+
+def _distill_plan(model: str) -> dict[str, Any]:
+    """Loss/layers/mode from the ``distill.json`` written beside the weights by the distill step, if any."""
+    sibling = model.rsplit("/", 1)[0] + "/distill.json"
+    try:
+        plan = _read_json(sibling) if storage.is_s3(model) and storage.head(sibling) else {}
+    except DistillError:
+        plan = {}
+    config = plan.get("config", {})
+    return {"loss": config.get("loss"), "layers": config.get("layers"), "logit": config.get("logit"),
+            "mode": plan.get("mode")}  # fmt: skip
+
+
+def _version_for_run(mlflow_client, name: str, run_id: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = mlflow_client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return None
+    for v in versions:
+        if v.tags.get(TAG_RUN) == run_id:
+            return v.version
+    return None
+
+
+def _log_and_register(mlflow_client, child_id: str, name: str, weights: str, metrics_uri: str, report: dict) -> str:
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "metrics.json").write_text(json.dumps(report, indent=2))
+        mlflow_client.log_artifact(child_id, str(Path(tmp) / "metrics.json"), "evaluation")
+        report_md = metrics_uri.rsplit("/", 1)[0] + "/report.md"
+        if storage.is_s3(report_md) and storage.head(report_md):
+            (Path(tmp) / "report.md").write_bytes(storage.read_bytes(report_md))
+            mlflow_client.log_artifact(child_id, str(Path(tmp) / "report.md"), "evaluation")
+    import pandas as pd
+    import ultralytics
+    from mlflow.models import infer_signature
+
+    signature = infer_signature(
+        model_input=pd.DataFrame({"image": ["image.jpg"]}),
+        model_output=pd.DataFrame([[0, 0, "name", 0.5, 0.0, 0.0, 1.0, 1.0]], columns=COLUMNS),
+        params={"conf": 0.25, "imgsz": 640},
+    )
+    with mlflow.start_run(run_id=child_id, nested=True):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(PYFUNC_CODE),
+            artifacts={"weights": weights},
+            signature=signature,
+            pip_requirements=[f"ultralytics=={ultralytics.__version__}", "pandas"],
+        )
+    version = mlflow.register_model(info.model_uri, name)
+    return str(version.version)
+
+
+def _gate(
+    mlflow_client, name: str, version: str, report: dict, data_hash: str, score: float, min_gain: float
+) -> tuple[bool, str, float | None]:
+    """Decide whether ``version`` becomes champion; re-evaluate the champion on this data when needed."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        champion = mlflow_client.get_model_version_by_alias(name, "champion")
+    except MlflowException:
+        return True, "first version: no champion yet", None
+    if champion.version == version:
+        return True, "already champion", score
+    if (
+        champion.tags.get("dataset_hash") == data_hash
+        and champion.tags.get("metric_name") == report["verdict"]["primary_metric"]
+        and champion.tags.get("split") == report["split"]
+        and champion.tags.get("imgsz") == str(report["imgsz"])
+    ):
+        champion_score = float(champion.tags["metric"])
+        how = "recorded"
+    else:
+        weights = fetch_model(champion.tags["weights_uri"], "champion")
+        measured = _measure(weights, fetch_dataset(report["data"]), report["split"], report["imgsz"],
+                            report["batch"], None, 1)  # fmt: skip
+        champion_score = float(measured["metrics"][report["verdict"]["primary_metric"]])
+        how = f"re-evaluated on dataset {data_hash}"
+    gain = score - champion_score
+    if gain > 0 and gain >= min_gain:
+        return True, f"beats champion v{champion.version} ({how} {champion_score:.4f}) by {gain:+.4f}", champion_score
+    reason = f"does not beat champion v{champion.version} ({how} {champion_score:.4f}) by {min_gain}: {gain:+.4f}"
+    return False, reason, champion_score
+
+
+def _summary(mlflow_client, name: str, version: str) -> dict[str, Any]:
+    mv = mlflow_client.get_model_version(name, version)
+    return {
+        "name": name,
+        "version": str(version),
+        "aliases": sorted(mv.aliases),
+        "model_uri": f"models:/{name}/{version}",
+    }
