@@ -120,12 +120,48 @@ def _step_parsers(step: argparse.ArgumentParser) -> None:
     _kd_flags(p)
     training(p)
 
+    p = sub.add_parser("evaluate", help="compare teacher, baseline and distilled student on the same split")
+    p.add_argument("--data", required=True, help="dataset URI")
+    p.add_argument("--teacher", required=True, help="teacher weights URI")
+    p.add_argument("--baseline", required=True, help="baseline student weights URI")
+    p.add_argument("--distilled", required=True, help="distilled student weights URI")
+    p.add_argument("--name", default="evaluate", help="step name (default: evaluate)")
+    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--device", default=None)
+    p.add_argument("--latency-images", type=int, default=16, help="images timed per model (batch 1)")
+    tracked(p)
+
+    p = sub.add_parser("register", help="register the distilled student; promote to champion if it wins")
+    p.add_argument("--model", required=True, help="distilled student weights URI (the one evaluated)")
+    p.add_argument("--evaluation", required=True, help="the evaluate step's metrics.json URI (or its folder)")
+    p.add_argument("--name", required=True, help="registered model name")
+    p.add_argument("--min-gain", type=float, default=0.0, help="minimum gain over the champion to promote")
+    p.add_argument("--run-id", required=True, help="the pipeline run this step belongs to")
+    p.add_argument("--experiment", default=None, help="MLflow experiment (default: yolo-distill)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
+
 
 def _run_step(args: argparse.Namespace) -> dict[str, Any]:
     if args.step == "prepare-data":
         from .steps.prepare_data import prepare_data
 
         return prepare_data(args.source, args.format, dest=args.dest, classes=args.classes)
+    if args.step == "evaluate":
+        from .steps.evaluate import evaluate
+
+        return evaluate(
+            args.data, args.teacher, args.baseline, args.distilled, run_id=args.run_id, prefix=args.prefix,
+            name=args.name, imgsz=args.imgsz, batch=args.batch, device=args.device,
+            latency_images=args.latency_images, experiment=args.experiment, tracking_uri=args.tracking_uri,
+        )  # fmt: skip
+    if args.step == "register":
+        from .steps.register import register
+
+        return register(
+            args.model, args.evaluation, args.name, run_id=args.run_id, min_gain=args.min_gain,
+            experiment=args.experiment, tracking_uri=args.tracking_uri,
+        )  # fmt: skip
     from .steps import training
 
     common = dict(

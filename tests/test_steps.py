@@ -11,11 +11,14 @@ import time
 import zipfile
 
 import pytest
+import yaml
 from conftest import DATA, TASK_DATA
 
 from distill import DistillError, storage
 from distill.steps import tracking, training
+from distill.steps.evaluate import evaluate
 from distill.steps.prepare_data import prepare_data
+from distill.steps.register import register
 
 TINY_STEP = {"epochs": 1, "imgsz": 64, "batch": 4, "device": "cpu", "plots": False, "workers": 0}
 
@@ -96,13 +99,20 @@ def _history(run_id: str, key: str) -> list:
     return tracking.client().get_metric_history(run_id, tracking.metric_name(key))
 
 
-def test_train_and_distill_steps_write_s3_and_mlflow(stack_env, datasets):
+@pytest.fixture(scope="module")
+def trained(stack_env, datasets) -> dict[str, dict]:
+    """Teacher, baseline student and distilled student of pipeline run 'run-a', trained by the steps."""
     data = datasets["detect"]["uri"]
     teacher = training.train(data, "yolov8s.yaml", "teacher", run_id="run-a", **TINY_STEP)
     student = training.train(data, "yolov8n.yaml", "student", run_id="run-a", **TINY_STEP)
     kd = training.distill(
         data, teacher["best"], "yolov8n.yaml", run_id="run-a", loss="cwd", **{**TINY_STEP, "epochs": 2}
     )
+    return {"data": data, "teacher": teacher, "student": student, "kd": kd}
+
+
+def test_train_and_distill_steps_write_s3_and_mlflow(stack_env, trained):
+    data, teacher, student, kd = trained["data"], trained["teacher"], trained["student"], trained["kd"]
 
     for result in (teacher, student, kd):
         for name, out in result["outputs"].items():
@@ -179,3 +189,117 @@ def test_preempted_distill_step_resumes_from_s3(stack_env, datasets):
     steps = [m.step for m in _history(result["mlflow_run_id"], "train/mgd_loss")]
     assert max(steps) == 4  # per-epoch losses; the final validation of best.pt is step 5, metrics only
     assert max(m.step for m in _history(result["mlflow_run_id"], "metrics/mAP50-95(B)")) == 5
+
+
+@pytest.fixture(scope="module")
+def evaluated(stack_env, trained) -> dict:
+    return evaluate(
+        trained["data"], trained["teacher"]["best"], trained["student"]["best"], trained["kd"]["best"],
+        run_id="run-a", imgsz=64, batch=4, device="cpu", latency_images=3,
+    )  # fmt: skip
+
+
+def test_evaluate_step_compares_three_models(stack_env, evaluated, trained):
+    models = evaluated["models"]
+    assert set(models) == {"teacher", "baseline", "distilled"} and evaluated["split"] == "val"
+    for m in models.values():
+        assert set(m["metrics"]) == {"metrics/mAP50-95(B)", "metrics/mAP50(B)"}
+        assert m["params"] > 0 and m["gflops"] > 0 and m["size_mb"] > 0 and m["latency_ms"] > 0
+        assert m["device"].startswith("cpu")
+    assert models["teacher"]["params"] > models["distilled"]["params"] == models["baseline"]["params"]
+    v = evaluated["verdict"]
+    assert v["gain_over_baseline"] == pytest.approx(v["distilled"] - v["baseline"], abs=1e-5)
+    report = json.loads(storage.read_bytes(evaluated["metrics"]))
+    assert report["ok"] and report["uris"]["distilled"] == trained["kd"]["best"]
+    assert "| distilled |" in storage.read_bytes(evaluated["report"]).decode()
+    assert storage.read_bytes(evaluated["chart"])[:8] == b"\x89PNG\r\n\x1a\n"
+    artifacts = {a.path for a in tracking.client().list_artifacts(evaluated["mlflow_run_id"])}
+    assert {"metrics.json", "report.md", "comparison.png"} <= artifacts
+
+
+def _evaluation_with(evaluated, prefix: str, name: str, score: float, **changes) -> str:
+    """The real evaluation report with the distilled score set, to drive the promotion gate both ways."""
+    report = json.loads(storage.read_bytes(evaluated["metrics"]))
+    report["verdict"]["distilled"] = score
+    report.update(changes)
+    uri = f"{prefix}/gate/{name}/metrics.json"
+    storage.upload_bytes(json.dumps(report).encode(), uri)
+    return uri
+
+
+def test_register_promotion_gate_both_ways_and_idempotence(stack_env, evaluated, trained):
+    import mlflow
+    import pandas as pd
+
+    prefix, model = stack_env["YOLO_DISTILL_S3_PREFIX"], trained["kd"]["best"]
+    first = register(model, _evaluation_with(evaluated, prefix, "v1", 0.30), "gate-model", run_id="gate-1")
+    assert first["promoted"] and set(first["aliases"]) == {"champion", "challenger"}
+
+    better = register(model, _evaluation_with(evaluated, prefix, "v2", 0.35), "gate-model", "gate-2", min_gain=0.01)
+    assert better["promoted"] and "champion" in better["aliases"] and better["version"] != first["version"]
+
+    worse = register(model, _evaluation_with(evaluated, prefix, "v3", 0.20), "gate-model", run_id="gate-3")
+    assert worse["promoted"] is False and worse["aliases"] == ["challenger"]
+    client = tracking.client()
+    assert client.get_model_version_by_alias("gate-model", "champion").version == better["version"]
+
+    small = register(model, _evaluation_with(evaluated, prefix, "v4", 0.355), "gate-model", "gate-4", min_gain=0.01)
+    assert small["promoted"] is False  # +0.005 is below min_gain
+
+    again = register(model, _evaluation_with(evaluated, prefix, "v3", 0.20), "gate-model", run_id="gate-3")
+    assert again["reused"] is True and again["version"] == worse["version"]
+    assert len(client.search_model_versions("name = 'gate-model'")) == 4
+
+    version = client.get_model_version("gate-model", better["version"])
+    assert version.tags["dataset_hash"] and version.tags["weights_uri"] == model
+    assert version.tags["loss"] == "cwd" and version.tags["yolo_distill.pipeline_run_id"] == "gate-2"
+    loaded = mlflow.pyfunc.load_model("models:/gate-model@champion")
+    image = str(DATA / "coco8" / "images" / "val" / "000000000036.jpg")
+    detections = loaded.predict(pd.DataFrame({"image": [image]}), params={"conf": 1e-6, "imgsz": 64})
+    assert list(detections.columns) == ["image", "class_id", "class_name", "confidence", "x1", "y1", "x2", "y2"]
+    names = set(yaml.safe_load(TASK_DATA["detect"].read_text())["names"].values())
+    assert len(detections) > 0 and set(detections["class_name"]) <= names
+
+
+def test_register_reevaluates_champion_on_other_data(stack_env, evaluated, trained, tmp_path):
+    import shutil
+
+    prefix, model = stack_env["YOLO_DISTILL_S3_PREFIX"], trained["kd"]["best"]
+    register(model, _evaluation_with(evaluated, prefix, "r1", 0.9), "reeval-model", run_id="reeval-1")
+    other = tmp_path / "coco8-other"
+    shutil.copytree(TASK_DATA["detect"].parent, other, ignore=shutil.ignore_patterns("*.cache"))
+    next((other / "images" / "val").iterdir()).unlink()  # different content, different hash
+    data = prepare_data(str(other), "yolo")["uri"]
+    result = register(model, _evaluation_with(evaluated, prefix, "r2", 0.5, data=data), "reeval-model", "reeval-2")
+    assert "re-evaluated on dataset" in result["reason"]
+    assert result["promoted"] is True  # the champion's recorded 0.9 was on other data; measured again it is ~0
+
+
+def test_register_refuses_failed_or_mismatched_evaluation(stack_env, evaluated, trained):
+    prefix, model = stack_env["YOLO_DISTILL_S3_PREFIX"], trained["kd"]["best"]
+    client = tracking.client()
+    with pytest.raises(DistillError, match="did not succeed; nothing registered"):
+        register(model, _evaluation_with(evaluated, prefix, "failed", 0.99, ok=False), "never-model", "x-1")
+    with pytest.raises(DistillError, match="is not the distilled model evaluated"):
+        register(trained["student"]["best"], evaluated["metrics"], "never-model", "x-2")
+    with pytest.raises(DistillError, match="not found"):
+        register(model, f"{prefix}/missing/metrics.json", "never-model", "x-3")
+    assert client.search_registered_models("name = 'never-model'") == []
+
+
+def test_step_cli_prints_json_last_line_and_fails_clearly(stack_env, evaluated, trained):
+    proc = subprocess.run(
+        [sys.executable, "-m", "distill.cli", "step", "register", "--model", trained["kd"]["best"],
+         "--evaluation", evaluated["metrics"], "--name", "cli-model", "--run-id", "cli-1"],
+        capture_output=True, text=True, timeout=300, env=os.environ.copy(),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["version"] == "1" and "challenger" in result["aliases"]
+    bad = subprocess.run(
+        [sys.executable, "-m", "distill.cli", "step", "train", "--data", trained["data"], "--model", "yolov8n.yaml",
+         "--name", "x", "--run-id", "cli-2", "--prefix", "s3://no-such-bucket-x/p"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "AWS_SECRET_ACCESS_KEY": "wrong-secret-xyz"},
+    )  # fmt: skip
+    assert bad.returncode == 2 and "error:" in bad.stderr and "wrong-secret-xyz" not in bad.stderr + bad.stdout
+    assert "Traceback" not in bad.stderr
