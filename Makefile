@@ -4,11 +4,6 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-# Interim demo (until the pipeline issue lands the full `make demo`): teacher -> distilled student on coco8.
-DEMO_DATA ?= ../shared/data/coco8/data.yaml
-DEMO_OUT  ?= runs/demo
-DEMO_ARGS ?= --epochs 3 --imgsz 128 --batch 8 --device cpu
-
 .PHONY: install test test-all lint format demo clean
 
 install: $(STAMP)
@@ -33,10 +28,8 @@ format: install
 	$(BIN)/ruff format .
 
 demo: install
-	$(BIN)/yolo-distill train --data $(DEMO_DATA) --model yolov8s.yaml $(DEMO_ARGS) --out $(DEMO_OUT)/teacher plots=False
-	$(BIN)/yolo-distill distill --data $(DEMO_DATA) --student yolov8n.yaml --teacher $(DEMO_OUT)/teacher/weights/best.pt \
-		--loss cwd $(DEMO_ARGS) --out $(DEMO_OUT)/student plots=False
-	@echo "demo: distilled student in $(DEMO_OUT)/student (weights/best.pt, results.csv, distill.json)"
+	bash scripts/demo.sh
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info .pytest_cache .ruff_cache
+	-$(BIN)/yolo-distill stack down
+	rm -rf $(VENV) runs build *.egg-info .pytest_cache .ruff_cache .stack

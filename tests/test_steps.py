@@ -54,7 +54,7 @@ def test_prepare_data_yolo_keeps_task_keys_and_is_content_addressed(datasets):
     assert len({d["hash"] for d in datasets.values()}) == 3
 
 
-def test_prepare_data_from_zip_and_s3_zip(stack_env, tmp_path):
+def test_prepare_data_from_zip_and_s3_zip(stack_env, tmp_path, monkeypatch):
     archive = tmp_path / "coco8.zip"
     root = TASK_DATA["detect"].parent
     with zipfile.ZipFile(archive, "w") as zf:
@@ -65,7 +65,9 @@ def test_prepare_data_from_zip_and_s3_zip(stack_env, tmp_path):
     uri = f"{stack_env['YOLO_DISTILL_S3_PREFIX']}/sources/coco8.zip"
     storage.upload_file(archive, uri)
     remote = prepare_data(uri, "yolo")
-    assert local["hash"] == remote["hash"]
+    monkeypatch.chdir(root.parent)
+    relative = prepare_data(root.name, "yolo")  # a relative folder, as typed in a shell
+    assert local["hash"] == remote["hash"] == relative["hash"]
 
 
 @pytest.mark.parametrize(

@@ -136,7 +136,7 @@ def _write_yaml(out: Path, names: list[str], splits: list[str], extra: dict[str,
 def _from_yolo(folder: Path, out: Path) -> dict[str, Any]:
     from ultralytics.data.utils import img2label_paths
 
-    yaml_file = folder if folder.is_file() else _find_root(folder, "data.yaml") / "data.yaml"
+    yaml_file = (folder if folder.is_file() else _find_root(folder, "data.yaml") / "data.yaml").resolve()
     spec = yaml.safe_load(yaml_file.read_text()) or {}
     base = Path(spec.get("path") or yaml_file.parent)
     base = base if base.is_absolute() else (yaml_file.parent / base)
