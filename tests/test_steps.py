@@ -305,3 +305,33 @@ def test_step_cli_prints_json_last_line_and_fails_clearly(stack_env, evaluated, 
     )  # fmt: skip
     assert bad.returncode == 2 and "error:" in bad.stderr and "wrong-secret-xyz" not in bad.stderr + bad.stdout
     assert "Traceback" not in bad.stderr
+
+
+def test_prepare_data_coco_json(stack_env, tmp_path):
+    """COCO JSON built from coco8's own labels imports to the same boxes (Ultralytics' converter)."""
+    from PIL import Image
+
+    src = TASK_DATA["detect"].parent
+    names = yaml.safe_load(TASK_DATA["detect"].read_text())["names"]
+    (tmp_path / "annotations").mkdir()
+    total = 0
+    for split in ("train", "val"):
+        images, annotations = [], []
+        (tmp_path / "images" / split).mkdir(parents=True)
+        for i, image in enumerate(sorted((src / "images" / split).glob("*.jpg"))):
+            (tmp_path / "images" / split / image.name).write_bytes(image.read_bytes())
+            w, h = Image.open(image).size
+            images.append({"id": i + 1, "file_name": image.name, "width": w, "height": h})
+            for line in (src / "labels" / split / f"{image.stem}.txt").read_text().splitlines():
+                c, cx, cy, bw, bh = (float(v) for v in line.split())
+                bbox = [(cx - bw / 2) * w, (cy - bh / 2) * h, bw * w, bh * h]
+                annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": int(c) + 1,
+                                    "bbox": bbox, "iscrowd": 0, "area": bbox[2] * bbox[3]})  # fmt: skip
+        total += len(annotations)
+        categories = [{"id": k + 1, "name": v} for k, v in names.items()]
+        coco = {"images": images, "annotations": annotations, "categories": categories}
+        (tmp_path / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
+    result = prepare_data(str(tmp_path), "coco")
+    assert result["names"] == list(names.values())
+    assert {s: c["images"] for s, c in result["counts"].items()} == {"train": 4, "val": 4}
+    assert sum(c["instances"] for c in result["counts"].values()) == total
