@@ -59,6 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     _step_parsers(sub.add_parser("step", help="pipeline steps (S3 artifacts, MLflow tracking)"))
 
+    pl = sub.add_parser("pipeline", help="the Kubeflow pipeline: compile, run locally with kfp.local")
+    pls = pl.add_subparsers(dest="action", required=True)
+    c = pls.add_parser("compile", help="compile the pipeline to a YAML package")
+    c.add_argument("-o", "--output", default="pipeline.yaml", help="output file (default: pipeline.yaml)")
+    c.add_argument("--image", default=None, help="container image (pin a tag or digest)")
+    c.add_argument("--node-selector", action="append", default=[], metavar="KEY=VALUE", help="training node label")
+    c.add_argument("--s3-secret", default=None, help="Kubernetes secret with the S3 credentials/endpoint")
+    c.add_argument("--mlflow-secret", default=None, help="Kubernetes secret with MLFLOW_TRACKING_URI")
+    r = pls.add_parser("run-local", help="run the whole pipeline here with kfp.local against the local stack")
+    r.add_argument("params", nargs="*", metavar="param=value", help="pipeline parameters (data_source=... ...)")
+    r.add_argument("--stack-dir", default=None, help="local stack state folder")
+
     st = sub.add_parser("stack", help="local SeaweedFS S3 + MLflow servers on loopback")
     st.add_argument("action", choices=("up", "down", "status", "env"))
     st.add_argument("--dir", default=None, help="state folder (default: $YOLO_DISTILL_STACK_DIR or ./.stack)")
@@ -184,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "stack":
         return _stack(args)
+    if args.command == "pipeline":
+        return _pipeline(args)
     try:
         if args.command == "step":
             print(json.dumps(_run_step(args)))
@@ -227,6 +241,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(json.dumps(result.to_dict()))
+    return 0
+
+
+def _pipeline(args: argparse.Namespace) -> int:
+    try:
+        if args.action == "compile":
+            from .pipelines.pipeline import ClusterSettings, compile_pipeline
+
+            settings = ClusterSettings()
+            for key in ("image", "s3_secret", "mlflow_secret"):
+                if getattr(args, key):
+                    setattr(settings, key, getattr(args, key))
+            settings.node_selector = parse_overrides(args.node_selector)
+            settings.node_selector = {k: str(v) for k, v in settings.node_selector.items()}
+            print(json.dumps({"pipeline": compile_pipeline(args.output, settings), "image": settings.image}))
+            return 0
+        from .pipelines.local import print_table, run_local
+
+        params = parse_overrides(args.params)
+        if "data_source" not in params:
+            raise DistillError("run-local needs data_source=FOLDER_OR_URI")
+        summary = run_local(params, stack_dir=args.stack_dir)
+    except DistillError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(print_table(summary), file=sys.stderr)
+    print(json.dumps(summary))
     return 0
 
 

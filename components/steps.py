@@ -1,0 +1,170 @@
+"""Kubeflow Pipelines v2 lightweight components: one per pipeline step, each a thin call into ``distill.steps``.
+
+The functions below are the components' bodies. KFP ships a lightweight component's *source* to the pod, so each is
+self-contained: it imports inside, validates through the step function, records the S3 URI and sha256 of what the
+step wrote in its output artifact's metadata (lineage in the KFP UI; the same URIs are in MLflow), and returns a
+single value for the next step. :func:`build_components` binds them to the project image.
+
+(No ``from __future__ import annotations`` here: KFP reads the signatures' real types.)
+"""
+
+from types import SimpleNamespace
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
+
+DEFAULT_IMAGE = "ghcr.io/yolo-distill/yolo-distill:0.1.0"
+
+
+def prepare_data(source: str, data_format: str, classes: str, prefix: str, dataset: Output[Dataset]) -> str:
+    """Import, normalise, validate and publish the dataset; return its URI."""
+    import json
+
+    from distill.steps.prepare_data import prepare_data as step
+
+    result = step(source, data_format, dest=prefix or None, classes=classes or None)
+    dataset.metadata.update({"s3_uri": result["uri"], "hash": result["hash"], "counts": result["counts"]})
+    with open(dataset.path, "w") as f:
+        json.dump(result, f)
+    return result["uri"]
+
+
+def train(
+    data: str,
+    model: str,
+    name: str,
+    run_id: str,
+    prefix: str,
+    epochs: int,
+    imgsz: int,
+    batch: int,
+    device: str,
+    experiment: str,
+    existing_weights: str,
+    weights: Output[Model],
+) -> str:
+    """Train a teacher or baseline student; with ``existing_weights`` set, use those instead (no training)."""
+    import json
+
+    from distill.steps import training
+
+    if existing_weights:
+        from distill import storage
+
+        meta = storage.head(existing_weights) if storage.is_s3(existing_weights) else None
+        if storage.is_s3(existing_weights) and meta is None:
+            raise FileNotFoundError(f"existing weights '{existing_weights}' not found")
+        weights.metadata.update({"s3_uri": existing_weights, "sha256": (meta or {}).get("sha256"), "reused": True})
+        with open(weights.path, "w") as f:
+            json.dump({"best": existing_weights, "reused": True}, f)
+        return existing_weights
+    result = training.train(
+        data, model, name, run_id=run_id, prefix=prefix or None, epochs=epochs, imgsz=imgsz, batch=batch,
+        device=device or None, experiment=experiment or None,
+    )  # fmt: skip
+    best = result["outputs"]["best.pt"]
+    weights.metadata.update({"s3_uri": best["uri"], "sha256": best["sha256"], "mlflow_run_id": result["mlflow_run_id"]})
+    with open(weights.path, "w") as f:
+        json.dump(result, f)
+    return result["best"]
+
+
+def distill(
+    data: str,
+    teacher: str,
+    student: str,
+    run_id: str,
+    prefix: str,
+    loss: str,
+    layers: str,
+    logit: bool,
+    online: bool,
+    epochs: int,
+    imgsz: int,
+    batch: int,
+    device: str,
+    experiment: str,
+    name: str,
+    weights: Output[Model],
+) -> str:
+    """Distil the teacher into the student; return the distilled ``best.pt`` URI."""
+    import json
+
+    from distill.steps import training
+
+    result = training.distill(
+        data, teacher, student, run_id=run_id, name=name or f"distill-{loss}-{layers.replace(',', '_')}",
+        prefix=prefix or None, loss=loss, layers=layers, logit=logit, online=online, epochs=epochs, imgsz=imgsz,
+        batch=batch, device=device or None, experiment=experiment or None,
+    )  # fmt: skip
+    best = result["outputs"]["best.pt"]
+    weights.metadata.update(
+        {"s3_uri": best["uri"], "sha256": best["sha256"], "loss": loss, "layers": layers,
+         "mlflow_run_id": result["mlflow_run_id"]}
+    )  # fmt: skip
+    with open(weights.path, "w") as f:
+        json.dump(result, f)
+    return result["best"]
+
+
+def evaluate(
+    data: str,
+    teacher: str,
+    baseline: str,
+    distilled: str,
+    run_id: str,
+    prefix: str,
+    imgsz: int,
+    batch: int,
+    device: str,
+    experiment: str,
+    min_gain: float,
+    name: str,
+    metrics: Output[Metrics],
+    report: Output[Markdown],
+) -> str:
+    """Compare the three models; return ``register`` when distilled − baseline ≥ ``min_gain``, else ``skip``."""
+    from distill import storage
+    from distill.steps.evaluate import evaluate as step
+
+    result = step(
+        data, teacher, baseline, distilled, run_id=run_id, prefix=prefix or None, name=name or "evaluate",
+        imgsz=imgsz, batch=batch, device=device or None, experiment=experiment or None,
+    )  # fmt: skip
+    for role, figures in result["models"].items():
+        for key, value in figures["metrics"].items():
+            metrics.log_metric(f"{role}/{key}", value)
+    verdict = result["verdict"]
+    metrics.log_metric("gain_over_baseline", verdict["gain_over_baseline"])
+    metrics.metadata.update({"s3_uri": result["metrics"], "report_uri": result["report"], "distilled": distilled})
+    with open(report.path, "w") as f:
+        f.write(storage.read_bytes(result["report"]).decode())
+    report.metadata.update({"s3_uri": result["report"]})
+    return "register" if verdict["gain_over_baseline"] >= min_gain else "skip"
+
+
+def register(
+    distilled: str, evaluation: Input[Metrics], name: str, run_id: str, min_gain: float, experiment: str
+) -> str:
+    """Register the distilled student; return the registry result as JSON."""
+    import json
+
+    from distill.steps.register import register as step
+
+    result = step(
+        distilled, evaluation.metadata["s3_uri"], name, run_id=run_id, min_gain=min_gain,
+        experiment=experiment or None,
+    )  # fmt: skip
+    return json.dumps(result)
+
+
+def build_components(image: str = DEFAULT_IMAGE) -> SimpleNamespace:
+    """Return the six step components bound to ``image`` (the project image, pinned by tag or digest)."""
+    make = dsl.component(base_image=image)
+    return SimpleNamespace(
+        prepare_data=make(prepare_data),
+        train=make(train),
+        distill=make(distill),
+        evaluate=make(evaluate),
+        register=make(register),
+    )

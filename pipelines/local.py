@@ -1,0 +1,103 @@
+"""Run the whole pipeline on this machine with ``kfp.local`` (SubprocessRunner, no Docker) against the local stack.
+
+The components run in subprocesses of this interpreter, so they use the installed package and the stack's
+environment (S3 endpoint, credentials, MLflow). Afterwards the outputs are collected from where the steps wrote them
+— S3 and the MLflow registry — into one summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import stack, storage
+from ..steps import tracking
+from ..steps.common import resolve_prefix
+from .pipeline import build_pipeline
+
+STEPS = ("teacher", "student", "distill")
+
+
+def run_local(params: dict[str, Any], stack_dir: str | None = None, pipeline_root: str | None = None) -> dict:
+    """Start (or reuse) the local stack, run the pipeline with ``params``, and return what every step produced.
+
+    Args:
+        params: Pipeline parameters (``data_source`` at least); ``run_id`` defaults to ``local-<unix time>``.
+        stack_dir: The stack's state folder (default ``$YOLO_DISTILL_STACK_DIR`` or ``./.stack``).
+        pipeline_root: Where kfp.local keeps its artifacts (default: a temporary folder).
+    """
+    from kfp import local
+
+    stack.up(stack_dir)
+    os.environ.update(stack.environment(stack_dir))
+    storage._client.cache_clear()
+    params = {"run_id": f"local-{int(time.time())}", **params}
+    root = pipeline_root or tempfile.mkdtemp(prefix="kfp-local-")
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root)
+    started = time.time()
+    task = build_pipeline()(**params)
+    gate = task.output
+    summary = collect(params, gate)
+    summary.update({"seconds": round(time.time() - started, 1), "pipeline_root": root})
+    return summary
+
+
+def collect(params: dict[str, Any], gate: str) -> dict[str, Any]:
+    """Gather each step's status and outputs from S3 and MLflow for pipeline run ``params['run_id']``."""
+    run_id = params["run_id"]
+    runs = resolve_prefix(params.get("s3_prefix") or None).join("runs", run_id)
+    steps: dict[str, Any] = {}
+    for name in STEPS:
+        result_uri = runs.join(name, "result.json")
+        if storage.head(result_uri) is None:
+            steps[name] = {"status": "missing"}
+            continue
+        result = json.loads(storage.read_bytes(result_uri))
+        steps[name] = {"status": "succeeded", "best": result["best"], "mlflow_run_id": result["mlflow_run_id"]}
+    if params.get("teacher_weights"):
+        steps["teacher"] = {"status": "reused", "best": params["teacher_weights"]}
+    evaluation = json.loads(storage.read_bytes(runs.join("evaluate", "metrics.json")))
+    steps["evaluate"] = {"status": "succeeded", "metrics": str(runs.join("evaluate", "metrics.json")),
+                         "report": str(runs.join("evaluate", "report.md")), "gate": gate}  # fmt: skip
+    table = {role: {**m["metrics"], "params": m["params"], "latency_ms": m["latency_ms"]}
+             for role, m in evaluation["models"].items()}  # fmt: skip
+    registry = None
+    name = params.get("registry_name", "yolo-distill-student")
+    if gate == "register":
+        client = tracking.client()
+        versions = [v for v in client.search_model_versions(f"name = '{name}'")
+                    if v.tags.get("yolo_distill.pipeline_run_id") == run_id]  # fmt: skip
+        if versions:
+            v = client.get_model_version(name, versions[0].version)
+            registry = {"name": name, "version": v.version, "aliases": sorted(v.aliases)}
+        steps["register"] = {"status": "succeeded" if registry else "missing", **(registry or {})}
+    else:
+        steps["register"] = {"status": "skipped", "reason": f"distilled − baseline < min_gain {params.get('min_gain')}"}
+    return {
+        "run_id": run_id,
+        "steps": steps,
+        "evaluation": {"split": evaluation["split"], "models": table, "verdict": evaluation["verdict"]},
+        "registry": registry,
+        "mlflow": os.environ.get("MLFLOW_TRACKING_URI"),
+        "s3": str(runs),
+    }
+
+
+def print_table(summary: dict[str, Any]) -> str:
+    """Return the evaluation table as aligned text."""
+    models = summary["evaluation"]["models"]
+    keys = list(next(iter(models.values())))
+    width = max(len(k) for k in keys) + 2
+    lines = ["model".ljust(12) + "".join(k.replace("metrics/", "").rjust(width) for k in keys)]
+    for role, figures in models.items():
+        lines.append(role.ljust(12) + "".join(f"{figures[k]:{width}.4g}" for k in keys))
+    return "\n".join(lines)
+
+
+def write_json(summary: dict[str, Any], path: str | Path) -> None:
+    """Write the summary as JSON."""
+    Path(path).write_text(json.dumps(summary, indent=2))

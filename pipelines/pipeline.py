@@ -1,0 +1,123 @@
+"""The yolo-distill Kubeflow pipeline: prepare-data → (train-teacher ∥ train-student) → distill → evaluate → register.
+
+``register`` runs inside ``dsl.If`` on evaluate's single string output (``register`` / ``skip``: the distilled
+student must beat the baseline by ``min_gain``), then moves the registry's ``champion`` only if it also beats the
+champion by ``min_gain``. Passing ``teacher_weights`` skips teacher training (the scheduled-retraining case).
+
+:func:`build_pipeline` binds the components to an image and applies the cluster settings (:class:`ClusterSettings`):
+GPUs, CPU/memory, tolerations, node selector, credentials from Kubernetes secrets, a memory-backed ``/dev/shm``,
+retries and caching. Locally (kfp.local) those settings are ignored or only warned about. (No ``from __future__
+import annotations``: KFP reads the pipeline signature's real types.)
+"""
+
+from dataclasses import dataclass, field
+
+from kfp import dsl, kubernetes
+
+from ..components.steps import DEFAULT_IMAGE, build_components
+
+PIPELINE_NAME = "yolo-distill"
+
+
+@dataclass
+class ClusterSettings:
+    """Where and how the steps run on a cluster (compile-time settings; GPU type/count are also run parameters)."""
+
+    image: str = DEFAULT_IMAGE
+    cpu_request: str = "2"
+    cpu_limit: str = "8"
+    memory_request: str = "8G"
+    memory_limit: str = "32G"
+    light_memory: str = "4G"  # prepare-data, evaluate, register
+    node_selector: dict[str, str] = field(default_factory=dict)  # GPU node labels for the training steps
+    s3_secret: str = "yolo-distill-s3"  # keys: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL_S3
+    mlflow_secret: str = "yolo-distill-mlflow"  # keys: MLFLOW_TRACKING_URI (+ MLFLOW_TRACKING_TOKEN, optional)
+    shm_size: str = "8Gi"
+    retries: int = 3
+
+
+S3_KEYS = {k: k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3")}
+MLFLOW_KEYS = {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI"}
+
+
+def _common(task: dsl.PipelineTask, s: ClusterSettings, memory: str) -> dsl.PipelineTask:
+    kubernetes.use_secret_as_env(task, s.s3_secret, S3_KEYS)
+    kubernetes.use_secret_as_env(task, s.mlflow_secret, MLFLOW_KEYS)
+    return task.set_cpu_request(s.cpu_request).set_memory_request(memory).set_memory_limit(memory)
+
+
+def _training(task: dsl.PipelineTask, s: ClusterSettings, accelerator: str, gpus: int) -> dsl.PipelineTask:
+    """GPU, resources, /dev/shm, retry and no caching for a training step (safe to retry: it resumes from S3)."""
+    _common(task, s, s.memory_request)
+    task.set_cpu_limit(s.cpu_limit).set_memory_limit(s.memory_limit)
+    task.set_accelerator_type(accelerator).set_accelerator_limit(gpus)
+    kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
+    for key, value in s.node_selector.items():
+        kubernetes.add_node_selector(task, key, value)
+    kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=s.shm_size)
+    task.set_retry(num_retries=s.retries, backoff_duration="60s", backoff_factor=2.0)
+    task.set_caching_options(False)
+    return task
+
+
+def build_pipeline(settings: ClusterSettings | None = None):
+    """Return the pipeline function (a ``@dsl.pipeline``) bound to ``settings``."""
+    s = settings or ClusterSettings()
+    c = build_components(s.image)
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="Distil a YOLO teacher into a small student and register it.")
+    def yolo_distill(
+        data_source: str,
+        data_format: str = "yolo",
+        classes: str = "",
+        teacher_model: str = "yolov8s.yaml",
+        teacher_weights: str = "",
+        student_model: str = "yolov8n.yaml",
+        loss: str = "cwd",
+        layers: str = "neck",
+        logit: bool = True,
+        online: bool = False,
+        teacher_epochs: int = 100,
+        student_epochs: int = 100,
+        imgsz: int = 640,
+        batch: int = 16,
+        device: str = "",
+        registry_name: str = "yolo-distill-student",
+        min_gain: float = 0.0,
+        s3_prefix: str = "",
+        experiment: str = "yolo-distill",
+        accelerator: str = "nvidia.com/gpu",
+        gpus: int = 1,
+        run_id: str = dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+    ) -> str:
+        data = c.prepare_data(source=data_source, data_format=data_format, classes=classes, prefix=s3_prefix)
+        _common(data, s, s.light_memory).set_display_name("prepare-data")
+        uri = data.outputs["Output"]
+        common = dict(data=uri, run_id=run_id, prefix=s3_prefix, imgsz=imgsz, batch=batch, device=device,
+                      experiment=experiment)  # fmt: skip
+        teacher = c.train(model=teacher_model, name="teacher", epochs=teacher_epochs,
+                          existing_weights=teacher_weights, **common)  # fmt: skip
+        _training(teacher, s, accelerator, gpus).set_display_name("train-teacher")
+        student = c.train(model=student_model, name="student", epochs=student_epochs, existing_weights="", **common)
+        _training(student, s, accelerator, gpus).set_display_name("train-student")
+        kd = c.distill(teacher=teacher.outputs["Output"], student=student_model, loss=loss, layers=layers,
+                       logit=logit, online=online, epochs=student_epochs, name="distill", **common)  # fmt: skip
+        _training(kd, s, accelerator, gpus).set_display_name("distill")
+        ev = c.evaluate(teacher=teacher.outputs["Output"], baseline=student.outputs["Output"],
+                        distilled=kd.outputs["Output"], min_gain=min_gain, name="evaluate", **common)  # fmt: skip
+        _common(ev, s, s.light_memory).set_display_name("evaluate")
+        with dsl.If(ev.outputs["Output"] == "register", name="distilled-beats-baseline"):
+            reg = c.register(distilled=kd.outputs["Output"], evaluation=ev.outputs["metrics"], name=registry_name,
+                             run_id=run_id, min_gain=min_gain, experiment=experiment)  # fmt: skip
+            _common(reg, s, s.light_memory).set_display_name("register")
+        return ev.outputs["Output"]
+
+    return yolo_distill
+
+
+def compile_pipeline(path: str, settings: ClusterSettings | None = None) -> str:
+    """Compile the pipeline to a YAML package at ``path``; return the path."""
+    from kfp import compiler
+
+    compiler.Compiler().compile(build_pipeline(settings), package_path=path)
+    return path

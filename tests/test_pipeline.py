@@ -1,0 +1,96 @@
+"""The Kubeflow pipeline: cluster settings in the compiled YAML, and a full kfp.local run against the real stack."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from conftest import TASK_DATA, cli
+from distill.pipelines.local import run_local
+
+from distill.steps import tracking
+
+TRAINING = {"train-teacher", "train-student", "distill"}
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> tuple[dict, dict]:
+    out = tmp_path_factory.mktemp("compiled") / "pipeline.yaml"
+    proc = cli("pipeline", "compile", "-o", str(out), "--image", "registry.example/yolo-distill:1.2.3",
+               "--node-selector", "nvidia.com/gpu.product=A100", "--s3-secret", "s3-creds")  # fmt: skip
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["pipeline"] == str(out)
+    spec, platform = yaml.safe_load_all(out.read_text())
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def _tasks(spec: dict) -> dict[str, dict]:
+    """Every task by display name, including those inside the condition."""
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for comp in spec["components"].values():
+        tasks.update(comp.get("dag", {}).get("tasks", {}))
+    return {t["taskInfo"]["name"]: t for t in tasks.values()}
+
+
+def test_compiled_pipeline_carries_cluster_settings(compiled):
+    spec, k8s = compiled
+    tasks = _tasks(spec)
+    assert set(tasks) >= {"prepare-data", "train-teacher", "train-student", "distill", "evaluate", "register"}
+    executors = spec["deploymentSpec"]["executors"]
+    for name, task in tasks.items():
+        component = spec["components"][task["componentRef"]["name"]]
+        if "executorLabel" not in component:  # the dsl.If sub-DAG
+            continue
+        executor = component["executorLabel"]
+        container = executors[executor]["container"]
+        assert container["image"] == "registry.example/yolo-distill:1.2.3"
+        platform = k8s[executor]
+        secrets = {s["secretName"]: {e["envVar"] for e in s["keyToEnv"]} for s in platform["secretAsEnv"]}
+        assert secrets["s3-creds"] == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3"}
+        assert secrets["yolo-distill-mlflow"] == {"MLFLOW_TRACKING_URI"}
+        if name in TRAINING:
+            accelerator = container["resources"]["accelerator"]
+            assert "pipelinechannel--accelerator" in accelerator["resourceType"]
+            assert "pipelinechannel--gpus" in accelerator["resourceCount"]
+            assert container["resources"]["resourceMemoryLimit"] == "32G"
+            assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in platform["tolerations"]
+            assert platform["nodeSelector"]["labels"] == {"nvidia.com/gpu.product": "A100"}
+            assert {"medium": "Memory", "mountPath": "/dev/shm", "sizeLimit": "8Gi", "volumeName": "dshm"} in platform[
+                "emptyDirMounts"
+            ]
+            assert task["retryPolicy"]["maxRetryCount"] == 3
+            assert task["cachingOptions"].get("enableCache", False) is False
+        else:
+            assert "accelerator" not in container.get("resources", {})
+            assert "tolerations" not in platform and "nodeSelector" not in platform
+            assert task["cachingOptions"]["enableCache"] is True
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert {"data_source", "teacher_weights", "loss", "layers", "min_gain", "registry_name", "gpus"} <= set(params)
+    condition = next(c for c in spec["root"]["dag"]["tasks"].values() if c["taskInfo"]["name"].startswith("distilled"))
+    assert "register" in condition["triggerPolicy"]["condition"]
+
+
+def test_run_local_registers_then_gate_skips_register(stack_env, tmp_path):
+    common = {
+        "data_source": str(TASK_DATA["detect"].parent), "teacher_epochs": 1, "student_epochs": 1, "imgsz": 64,
+        "batch": 4, "device": "cpu", "registry_name": "local-pipeline-model",
+    }  # fmt: skip
+    first = run_local({**common, "run_id": "kfp-local-1"}, stack_dir=stack_env["STACK_DIR"])
+    assert {s["status"] for s in first["steps"].values()} == {"succeeded"}
+    assert first["registry"]["aliases"] == ["challenger", "champion"]
+    assert set(first["evaluation"]["models"]) == {"teacher", "baseline", "distilled"}
+    client = tracking.client()
+    parent = client.get_run(first["steps"]["distill"]["mlflow_run_id"]).data.tags["mlflow.parentRunId"]
+    assert client.get_run(parent).data.tags[tracking.TAG_PIPELINE] == "kfp-local-1"
+
+    # Scheduled-retraining shape: reuse the trained teacher; an impossible min_gain must skip register for real.
+    second = run_local(
+        {**common, "run_id": "kfp-local-2", "teacher_weights": first["steps"]["teacher"]["best"], "min_gain": 1.0},
+        stack_dir=stack_env["STACK_DIR"],
+    )
+    assert second["steps"]["teacher"]["status"] == "reused"
+    assert second["steps"]["evaluate"]["gate"] == "skip"
+    assert second["steps"]["register"]["status"] == "skipped"
+    versions = client.search_model_versions("name = 'local-pipeline-model'")
+    assert [v.version for v in versions] == [first["registry"]["version"]]  # register never ran
+    assert client.get_model_version_by_alias("local-pipeline-model", "champion").version == first["registry"]["version"]
