@@ -67,6 +67,25 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--node-selector", action="append", default=[], metavar="KEY=VALUE", help="training node label")
     c.add_argument("--s3-secret", default=None, help="Kubernetes secret with the S3 credentials/endpoint")
     c.add_argument("--mlflow-secret", default=None, help="Kubernetes secret with MLFLOW_TRACKING_URI")
+
+    def remote(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--host", required=True, help="KFP API URL")
+        p.add_argument("--namespace", default=None, help="Kubeflow profile namespace (multi-user)")
+        p.add_argument("--experiment", default="yolo-distill", help="KFP experiment (default: yolo-distill)")
+        p.add_argument("--token", default=None, help="bearer token (default: $KFP_TOKEN)")
+        p.add_argument("--package", default=None, help="compiled pipeline YAML (default: compile now)")
+        p.add_argument("--image", default=None, help="container image when compiling")
+        p.add_argument("params", nargs="*", metavar="param=value", help="pipeline parameters")
+
+    sb = pls.add_parser("submit", help="submit one run to a KFP cluster")
+    remote(sb)
+    sb.add_argument("--run-name", default=None)
+    sc = pls.add_parser("schedule", help="create, list or delete recurring runs")
+    remote(sc)
+    sc.add_argument("--cron", default=None, help='6-field cron, e.g. "0 0 3 * * 1" (Mondays 03:00)')
+    sc.add_argument("--name", default="yolo-distill-weekly", help="recurring run name")
+    sc.add_argument("--list", action="store_true", help="list recurring runs")
+    sc.add_argument("--delete", default=None, metavar="ID", help="delete a recurring run")
     r = pls.add_parser("run-local", help="run the whole pipeline here with kfp.local against the local stack")
     r.add_argument("params", nargs="*", metavar="param=value", help="pipeline parameters (data_source=... ...)")
     r.add_argument("--stack-dir", default=None, help="local stack state folder")
@@ -257,6 +276,9 @@ def _pipeline(args: argparse.Namespace) -> int:
             settings.node_selector = {k: str(v) for k, v in settings.node_selector.items()}
             print(json.dumps({"pipeline": compile_pipeline(args.output, settings), "image": settings.image}))
             return 0
+        if args.action in {"submit", "schedule"}:
+            print(json.dumps(_remote(args)))
+            return 0
         from .pipelines.local import print_table, run_local
 
         params = parse_overrides(args.params)
@@ -269,6 +291,26 @@ def _pipeline(args: argparse.Namespace) -> int:
     print(print_table(summary), file=sys.stderr)
     print(json.dumps(summary))
     return 0
+
+
+def _remote(args: argparse.Namespace) -> Any:
+    from .pipelines import remote
+    from .pipelines.pipeline import ClusterSettings
+
+    settings = ClusterSettings(image=args.image) if args.image else None
+    params = parse_overrides(args.params)
+    common = dict(namespace=args.namespace, token=args.token)
+    if args.action == "submit":
+        return remote.submit(args.host, params, experiment=args.experiment, package=args.package,
+                             run_name=args.run_name, settings=settings, **common)  # fmt: skip
+    if args.list:
+        return remote.list_schedules(args.host, **common)
+    if args.delete:
+        return remote.delete_schedule(args.host, args.delete, **common)
+    if not args.cron:
+        raise DistillError("schedule needs --cron (or --list / --delete ID)")
+    return remote.schedule(args.host, args.cron, params, name=args.name, experiment=args.experiment,
+                           package=args.package, settings=settings, **common)  # fmt: skip
 
 
 def _stack(args: argparse.Namespace) -> int:
