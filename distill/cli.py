@@ -90,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("params", nargs="*", metavar="param=value", help="pipeline parameters (data_source=... ...)")
     r.add_argument("--stack-dir", default=None, help="local stack state folder")
 
+    sy = sub.add_parser("synth", help="write a deterministic synthetic dataset (shapes) in the YOLO layout")
+    sy.add_argument("--out", required=True, help="output folder")
+    sy.add_argument("--task", default="detect", choices=("detect", "segment", "pose"))
+    sy.add_argument("--images", type=int, default=48, help="training images (default: 48)")
+    sy.add_argument("--val", type=int, default=16, help="validation images (default: 16)")
+    sy.add_argument("--size", type=int, default=128, help="image size in pixels (default: 128)")
+    sy.add_argument("--seed", type=int, default=0)
+
     st = sub.add_parser("stack", help="local SeaweedFS S3 + MLflow servers on loopback")
     st.add_argument("action", choices=("up", "down", "status", "env"))
     st.add_argument("--dir", default=None, help="state folder (default: $YOLO_DISTILL_STACK_DIR or ./.stack)")
@@ -217,6 +225,12 @@ def main(argv: list[str] | None = None) -> int:
         return _stack(args)
     if args.command == "pipeline":
         return _pipeline(args)
+    if args.command == "synth":
+        from .synthetic import generate
+
+        path = generate(args.out, args.task, images=args.images, val=args.val, size=args.size, seed=args.seed)
+        print(json.dumps({"data": str(path)}))
+        return 0
     try:
         if args.command == "step":
             print(json.dumps(_run_step(args)))
