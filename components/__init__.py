@@ -1,1 +1,1 @@
-"""Kubeflow Pipelines components (installed as `distill.components`); they arrive with the pipeline issue."""
+"""Kubeflow Pipelines v2 components, one per pipeline step (installed as ``distill.components``)."""

@@ -16,13 +16,16 @@ from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
 DEFAULT_IMAGE = "ghcr.io/yolo-distill/yolo-distill:0.1.0"
 
 
-def prepare_data(source: str, data_format: str, classes: str, prefix: str, dataset: Output[Dataset]) -> str:
+def prepare_data(
+    source: str, data_format: str, classes: str, prefix: str, run_id: str, experiment: str, dataset: Output[Dataset]
+) -> str:
     """Import, normalise, validate and publish the dataset; return its URI."""
     import json
 
     from distill.steps.prepare_data import prepare_data as step
 
-    result = step(source, data_format, dest=prefix or None, classes=classes or None)
+    result = step(source, data_format, dest=prefix or None, classes=classes or None, run_id=run_id,
+                  experiment=experiment or None)  # fmt: skip
     dataset.metadata.update({"s3_uri": result["uri"], "hash": result["hash"], "counts": result["counts"]})
     with open(dataset.path, "w") as f:
         json.dump(result, f)
@@ -127,8 +130,9 @@ def evaluate(
     from distill import storage
     from distill.steps.evaluate import evaluate as step
 
+    name = name or "evaluate-" + distilled.rstrip("/").split("/")[-2]  # sweep: one evaluation per distill step
     result = step(
-        data, teacher, baseline, distilled, run_id=run_id, prefix=prefix or None, name=name or "evaluate",
+        data, teacher, baseline, distilled, run_id=run_id, prefix=prefix or None, name=name,
         imgsz=imgsz, batch=batch, device=device or None, experiment=experiment or None,
     )  # fmt: skip
     for role, figures in result["models"].items():
@@ -143,28 +147,39 @@ def evaluate(
     return "register" if verdict["gain_over_baseline"] >= min_gain else "skip"
 
 
+def select_best(evaluations: Input[list[Metrics]], min_gain: float, best: Output[Metrics]) -> str:
+    """Sweep: pick the evaluation with the largest gain over the baseline; return ``register`` or ``skip``."""
+    winner = max(evaluations, key=lambda e: float(e.metadata["gain_over_baseline"]))
+    best.metadata.update(winner.metadata)
+    with open(best.path, "w") as f:
+        f.write(winner.metadata["s3_uri"])
+    return "register" if float(winner.metadata["gain_over_baseline"]) >= min_gain else "skip"
+
+
 def register(
     distilled: str, evaluation: Input[Metrics], name: str, run_id: str, min_gain: float, experiment: str
 ) -> str:
-    """Register the distilled student; return the registry result as JSON."""
+    """Register the distilled student (default: the one the evaluation measured); return the result as JSON."""
     import json
 
     from distill.steps.register import register as step
 
     result = step(
-        distilled, evaluation.metadata["s3_uri"], name, run_id=run_id, min_gain=min_gain,
+        distilled or evaluation.metadata["distilled"], evaluation.metadata["s3_uri"], name, run_id=run_id,
+        min_gain=min_gain,
         experiment=experiment or None,
     )  # fmt: skip
     return json.dumps(result)
 
 
 def build_components(image: str = DEFAULT_IMAGE) -> SimpleNamespace:
-    """Return the six step components bound to ``image`` (the project image, pinned by tag or digest)."""
+    """Return the step components bound to ``image`` (the project image, pinned by tag or digest)."""
     make = dsl.component(base_image=image)
     return SimpleNamespace(
         prepare_data=make(prepare_data),
         train=make(train),
         distill=make(distill),
         evaluate=make(evaluate),
+        select_best=make(select_best),
         register=make(register),
     )

@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = pls.add_parser("compile", help="compile the pipeline to a YAML package")
     c.add_argument("-o", "--output", default="pipeline.yaml", help="output file (default: pipeline.yaml)")
     c.add_argument("--image", default=None, help="container image (pin a tag or digest)")
+    c.add_argument("--sweep", action="store_true", help="the sweep variant: ParallelFor over {loss, layers}")
     c.add_argument("--node-selector", action="append", default=[], metavar="KEY=VALUE", help="training node label")
     c.add_argument("--s3-secret", default=None, help="Kubernetes secret with the S3 credentials/endpoint")
     c.add_argument("--mlflow-secret", default=None, help="Kubernetes secret with MLFLOW_TRACKING_URI")
@@ -145,7 +146,7 @@ def _step_parsers(step: argparse.ArgumentParser) -> None:
     p.add_argument("--format", default="yolo", choices=("yolo", "coco", "voc"))
     p.add_argument("--classes", default=None, help="class names in index order, comma-separated")
     p.add_argument("--dest", default=None, help="s3://bucket/prefix (default: $YOLO_DISTILL_S3_PREFIX)")
-    p.add_argument("--run-id", default=None, help="the pipeline run this step belongs to (recorded only)")
+    p.add_argument("--run-id", default=None, help="the pipeline run this step belongs to (tracked in MLflow)")
 
     p = sub.add_parser("train", help="train a teacher or baseline student")
     p.add_argument("--model", required=True, help="model .yaml or weights URI (local or s3://)")
@@ -185,7 +186,7 @@ def _run_step(args: argparse.Namespace) -> dict[str, Any]:
     if args.step == "prepare-data":
         from .steps.prepare_data import prepare_data
 
-        return prepare_data(args.source, args.format, dest=args.dest, classes=args.classes)
+        return prepare_data(args.source, args.format, dest=args.dest, classes=args.classes, run_id=args.run_id)
     if args.step == "evaluate":
         from .steps.evaluate import evaluate
 
@@ -288,7 +289,8 @@ def _pipeline(args: argparse.Namespace) -> int:
                     setattr(settings, key, getattr(args, key))
             settings.node_selector = parse_overrides(args.node_selector)
             settings.node_selector = {k: str(v) for k, v in settings.node_selector.items()}
-            print(json.dumps({"pipeline": compile_pipeline(args.output, settings), "image": settings.image}))
+            path = compile_pipeline(args.output, settings, sweep=args.sweep)
+            print(json.dumps({"pipeline": path, "image": settings.image, "sweep": args.sweep}))
             return 0
         if args.action in {"submit", "schedule"}:
             print(json.dumps(_remote(args)))

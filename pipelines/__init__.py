@@ -1,1 +1,1 @@
-"""Kubeflow Pipelines pipelines (installed as `distill.pipelines`); they arrive with the pipeline issue."""
+"""The Kubeflow pipeline: compile, submit, schedule, run locally (installed as ``distill.pipelines``)."""

@@ -60,21 +60,102 @@ def _training(task: dsl.PipelineTask, s: ClusterSettings, accelerator: str, gpus
     return task
 
 
-def build_pipeline(settings: ClusterSettings | None = None):
-    """Return the pipeline function (a ``@dsl.pipeline``) bound to ``settings``."""
+DEFAULT_SWEEP = [
+    {"loss": "cwd", "layers": "neck"},
+    {"loss": "mgd", "layers": "neck"},
+    {"loss": "mimic", "layers": "neck"},
+    {"loss": "cwd", "layers": "backbone-neck"},
+]
+
+
+def build_pipeline(settings: ClusterSettings | None = None, sweep: bool = False):
+    """Return the pipeline function (a ``@dsl.pipeline``) bound to ``settings``.
+
+    With ``sweep``, distill + evaluate run once per ``{loss, layers}`` of ``sweep_configs`` (``dsl.ParallelFor``), the
+    best gain over the baseline is selected, and that student is registered.
+    """
     s = settings or ClusterSettings()
     c = build_components(s.image)
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="Distil a YOLO teacher into a small student and register it.")
-    def yolo_distill(
+    def shared(data_source, data_format, classes, teacher_model, teacher_weights, student_model, teacher_epochs,
+               student_epochs, imgsz, batch, device, s3_prefix, experiment, accelerator, gpus, run_id):  # fmt: skip
+        """prepare-data → (train-teacher ∥ train-student); return the tasks and the common step arguments."""
+        data = c.prepare_data(source=data_source, data_format=data_format, classes=classes, prefix=s3_prefix,
+                              run_id=run_id, experiment=experiment)  # fmt: skip
+        _common(data, s, s.light_memory).set_display_name("prepare-data")
+        common = dict(data=data.outputs["Output"], run_id=run_id, prefix=s3_prefix, imgsz=imgsz, batch=batch,
+                      device=device, experiment=experiment)  # fmt: skip
+        teacher = c.train(model=teacher_model, name="teacher", epochs=teacher_epochs,
+                          existing_weights=teacher_weights, **common)  # fmt: skip
+        _training(teacher, s, accelerator, gpus).set_display_name("train-teacher")
+        student = c.train(model=student_model, name="student", epochs=student_epochs, existing_weights="", **common)
+        _training(student, s, accelerator, gpus).set_display_name("train-student")
+        return teacher, student, common
+
+    def distill_and_evaluate(teacher, student, common, student_model, loss, layers, logit, online, student_epochs,
+                             min_gain, accelerator, gpus, name):  # fmt: skip
+        kd = c.distill(teacher=teacher.outputs["Output"], student=student_model, loss=loss, layers=layers,
+                       logit=logit, online=online, epochs=student_epochs, name=name, **common)  # fmt: skip
+        _training(kd, s, accelerator, gpus).set_display_name("distill")
+        evaluate_name = "evaluate" if name else ""  # "": the component names it after its distill step (sweep)
+        ev = c.evaluate(teacher=teacher.outputs["Output"], baseline=student.outputs["Output"],
+                        distilled=kd.outputs["Output"], min_gain=min_gain, name=evaluate_name, **common)  # fmt: skip
+        _common(ev, s, s.light_memory).set_display_name("evaluate")
+        return kd, ev
+
+    def register(gate, kd_output, evaluation, registry_name, run_id, min_gain, experiment):
+        with dsl.If(gate == "register", name="distilled-beats-baseline"):
+            reg = c.register(distilled=kd_output, evaluation=evaluation, name=registry_name, run_id=run_id,
+                             min_gain=min_gain, experiment=experiment)  # fmt: skip
+            _common(reg, s, s.light_memory).set_display_name("register")
+
+    if not sweep:
+
+        @dsl.pipeline(name=PIPELINE_NAME, description="Distil a YOLO teacher into a small student and register it.")
+        def yolo_distill(
+            data_source: str,
+            data_format: str = "yolo",
+            classes: str = "",
+            teacher_model: str = "yolov8s.yaml",
+            teacher_weights: str = "",
+            student_model: str = "yolov8n.yaml",
+            loss: str = "cwd",
+            layers: str = "neck",
+            logit: bool = True,
+            online: bool = False,
+            teacher_epochs: int = 100,
+            student_epochs: int = 100,
+            imgsz: int = 640,
+            batch: int = 16,
+            device: str = "",
+            registry_name: str = "yolo-distill-student",
+            min_gain: float = 0.0,
+            s3_prefix: str = "",
+            experiment: str = "yolo-distill",
+            accelerator: str = "nvidia.com/gpu",
+            gpus: int = 1,
+            run_id: str = dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        ) -> str:
+            teacher, student, common = shared(data_source, data_format, classes, teacher_model, teacher_weights,
+                                              student_model, teacher_epochs, student_epochs, imgsz, batch, device,
+                                              s3_prefix, experiment, accelerator, gpus, run_id)  # fmt: skip
+            kd, ev = distill_and_evaluate(teacher, student, common, student_model, loss, layers, logit, online,
+                                          student_epochs, min_gain, accelerator, gpus, "distill")  # fmt: skip
+            register(ev.outputs["Output"], kd.outputs["Output"], ev.outputs["metrics"], registry_name, run_id,
+                     min_gain, experiment)  # fmt: skip
+            return ev.outputs["Output"]
+
+        return yolo_distill
+
+    @dsl.pipeline(name=f"{PIPELINE_NAME}-sweep", description="Distil with several {loss, layers}; register the best.")
+    def yolo_distill_sweep(
         data_source: str,
+        sweep_configs: list = DEFAULT_SWEEP,
         data_format: str = "yolo",
         classes: str = "",
         teacher_model: str = "yolov8s.yaml",
         teacher_weights: str = "",
         student_model: str = "yolov8n.yaml",
-        loss: str = "cwd",
-        layers: str = "neck",
         logit: bool = True,
         online: bool = False,
         teacher_epochs: int = 100,
@@ -90,34 +171,23 @@ def build_pipeline(settings: ClusterSettings | None = None):
         gpus: int = 1,
         run_id: str = dsl.PIPELINE_JOB_ID_PLACEHOLDER,
     ) -> str:
-        data = c.prepare_data(source=data_source, data_format=data_format, classes=classes, prefix=s3_prefix)
-        _common(data, s, s.light_memory).set_display_name("prepare-data")
-        uri = data.outputs["Output"]
-        common = dict(data=uri, run_id=run_id, prefix=s3_prefix, imgsz=imgsz, batch=batch, device=device,
-                      experiment=experiment)  # fmt: skip
-        teacher = c.train(model=teacher_model, name="teacher", epochs=teacher_epochs,
-                          existing_weights=teacher_weights, **common)  # fmt: skip
-        _training(teacher, s, accelerator, gpus).set_display_name("train-teacher")
-        student = c.train(model=student_model, name="student", epochs=student_epochs, existing_weights="", **common)
-        _training(student, s, accelerator, gpus).set_display_name("train-student")
-        kd = c.distill(teacher=teacher.outputs["Output"], student=student_model, loss=loss, layers=layers,
-                       logit=logit, online=online, epochs=student_epochs, name="distill", **common)  # fmt: skip
-        _training(kd, s, accelerator, gpus).set_display_name("distill")
-        ev = c.evaluate(teacher=teacher.outputs["Output"], baseline=student.outputs["Output"],
-                        distilled=kd.outputs["Output"], min_gain=min_gain, name="evaluate", **common)  # fmt: skip
-        _common(ev, s, s.light_memory).set_display_name("evaluate")
-        with dsl.If(ev.outputs["Output"] == "register", name="distilled-beats-baseline"):
-            reg = c.register(distilled=kd.outputs["Output"], evaluation=ev.outputs["metrics"], name=registry_name,
-                             run_id=run_id, min_gain=min_gain, experiment=experiment)  # fmt: skip
-            _common(reg, s, s.light_memory).set_display_name("register")
-        return ev.outputs["Output"]
+        teacher, student, common = shared(data_source, data_format, classes, teacher_model, teacher_weights,
+                                          student_model, teacher_epochs, student_epochs, imgsz, batch, device,
+                                          s3_prefix, experiment, accelerator, gpus, run_id)  # fmt: skip
+        with dsl.ParallelFor(sweep_configs, name="sweep") as cfg:
+            _, ev = distill_and_evaluate(teacher, student, common, student_model, cfg.loss, cfg.layers, logit,
+                                         online, student_epochs, min_gain, accelerator, gpus, "")  # fmt: skip
+        best = c.select_best(evaluations=dsl.Collected(ev.outputs["metrics"]), min_gain=min_gain)
+        _common(best, s, s.light_memory).set_display_name("select-best")
+        register(best.outputs["Output"], "", best.outputs["best"], registry_name, run_id, min_gain, experiment)
+        return best.outputs["Output"]
 
-    return yolo_distill
+    return yolo_distill_sweep
 
 
-def compile_pipeline(path: str, settings: ClusterSettings | None = None) -> str:
-    """Compile the pipeline to a YAML package at ``path``; return the path."""
+def compile_pipeline(path: str, settings: ClusterSettings | None = None, sweep: bool = False) -> str:
+    """Compile the pipeline (or its sweep variant) to a YAML package at ``path``; return the path."""
     from kfp import compiler
 
-    compiler.Compiler().compile(build_pipeline(settings), package_path=path)
+    compiler.Compiler().compile(build_pipeline(settings, sweep=sweep), package_path=path)
     return path

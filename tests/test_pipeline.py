@@ -14,14 +14,15 @@ from distill.steps import tracking
 TRAINING = {"train-teacher", "train-student", "distill"}
 
 
-@pytest.fixture(scope="module")
-def compiled(tmp_path_factory) -> tuple[dict, dict]:
+@pytest.fixture(scope="module", params=["plain", "sweep"])
+def compiled(request, tmp_path_factory) -> tuple[dict, dict]:
     out = tmp_path_factory.mktemp("compiled") / "pipeline.yaml"
-    proc = cli("pipeline", "compile", "-o", str(out), "--image", "registry.example/yolo-distill:1.2.3",
+    sweep = ["--sweep"] if request.param == "sweep" else []
+    proc = cli("pipeline", "compile", *sweep, "-o", str(out), "--image", "registry.example/yolo-distill:1.2.3",
                "--node-selector", "nvidia.com/gpu.product=A100", "--s3-secret", "s3-creds")  # fmt: skip
     assert json.loads(proc.stdout.strip().splitlines()[-1])["pipeline"] == str(out)
     spec, platform = yaml.safe_load_all(out.read_text())
-    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    return request.param, spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 
 
 def _tasks(spec: dict) -> dict[str, dict]:
@@ -33,9 +34,13 @@ def _tasks(spec: dict) -> dict[str, dict]:
 
 
 def test_compiled_pipeline_carries_cluster_settings(compiled):
-    spec, k8s = compiled
+    variant, spec, k8s = compiled
     tasks = _tasks(spec)
     assert set(tasks) >= {"prepare-data", "train-teacher", "train-student", "distill", "evaluate", "register"}
+    if variant == "sweep":
+        assert "select-best" in tasks
+        loop = next(t for t in spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t)
+        assert loop["parameterIterator"]["items"]["inputParameter"].endswith("sweep_configs")
     executors = spec["deploymentSpec"]["executors"]
     for name, task in tasks.items():
         component = spec["components"][task["componentRef"]["name"]]
@@ -65,7 +70,8 @@ def test_compiled_pipeline_carries_cluster_settings(compiled):
             assert "tolerations" not in platform and "nodeSelector" not in platform
             assert task["cachingOptions"]["enableCache"] is True
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert {"data_source", "teacher_weights", "loss", "layers", "min_gain", "registry_name", "gpus"} <= set(params)
+    assert {"data_source", "teacher_weights", "min_gain", "registry_name", "gpus", "accelerator"} <= set(params)
+    assert ({"sweep_configs"} if variant == "sweep" else {"loss", "layers"}) <= set(params)
     condition = next(c for c in spec["root"]["dag"]["tasks"].values() if c["taskInfo"]["name"].startswith("distilled"))
     assert "register" in condition["triggerPolicy"]["condition"]
 

@@ -25,7 +25,7 @@ TINY_STEP = {"epochs": 1, "imgsz": 64, "batch": 4, "device": "cpu", "plots": Fal
 
 @pytest.fixture(scope="module")
 def datasets(stack_env) -> dict[str, dict]:
-    return {task: prepare_data(str(TASK_DATA[task].parent), "yolo") for task in TASK_DATA}
+    return {task: prepare_data(str(TASK_DATA[task].parent), "yolo", run_id=f"data-{task}") for task in TASK_DATA}
 
 
 def test_prepare_data_voc_bccd(stack_env):
@@ -47,6 +47,9 @@ def test_prepare_data_voc_bccd(stack_env):
 
 
 def test_prepare_data_yolo_keeps_task_keys_and_is_content_addressed(datasets):
+    run = tracking.client().get_run(datasets["pose"]["mlflow_run_id"])
+    assert run.data.tags[tracking.TAG_STEP] == "prepare-data" and run.data.tags["mlflow.parentRunId"]
+    assert run.data.params["hash"] == datasets["pose"]["hash"] and run.data.metrics["train/images"] == 4
     pose = datasets["pose"]
     data_yaml = storage.read_bytes(pose["data"]).decode()
     assert "kpt_shape" in data_yaml and "flip_idx" in data_yaml

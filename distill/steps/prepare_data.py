@@ -23,6 +23,7 @@ import yaml
 
 from .. import storage
 from ..errors import DistillError
+from . import tracking
 from .archive import safe_extract_zip
 from .common import resolve_prefix
 
@@ -39,6 +40,9 @@ def prepare_data(
     dest: str | None = None,
     classes: list[str] | str | None = None,
     workdir: str | Path | None = None,
+    run_id: str | None = None,
+    experiment: str | None = None,
+    tracking_uri: str | None = None,
 ) -> dict[str, Any]:
     """Import, normalise, validate and publish a dataset; return ``uri``, ``data``, ``hash``, counts and names.
 
@@ -48,6 +52,9 @@ def prepare_data(
         dest: ``s3://bucket/prefix`` to publish under (default ``$YOLO_DISTILL_S3_PREFIX``).
         classes: Class names in index order (VOC: default = sorted names found in the files).
         workdir: Scratch folder (default: a temporary one, removed afterwards).
+        run_id: Pipeline run this step belongs to; when given, the step is tracked as its MLflow child run.
+        experiment: MLflow experiment.
+        tracking_uri: MLflow tracking URI.
 
     Raises:
         DistillError: Unknown format, missing/invalid source, unsafe archive, unknown class, S3 errors.
@@ -78,7 +85,7 @@ def prepare_data(
                 json.dumps(manifest, indent=2).encode(), target.join("manifest.json"), "application/json"
             )
             uploaded = True
-    return {
+    result = {
         "uri": str(target),
         "data": str(target.join("data.yaml")),
         "hash": digest,
@@ -87,6 +94,20 @@ def prepare_data(
         "dropped_boxes": manifest["dropped_boxes"],
         "uploaded": uploaded,
     }
+    if run_id:
+        result["mlflow_run_id"] = _track(result, source, format, run_id, experiment, tracking_uri)
+    return result
+
+
+def _track(result: dict[str, Any], source: str, fmt: str, run_id: str, experiment, tracking_uri) -> str:
+    """Record the import as the pipeline run's ``prepare-data`` child run: params, counts, the dataset URI."""
+    mlflow, _, child = tracking.step_run(run_id, "prepare-data", experiment, tracking_uri)
+    tracking.log_params(mlflow, child, {"source": source, "format": fmt, "dataset": result["uri"],
+                                        "hash": result["hash"], "names": ",".join(result["names"])})  # fmt: skip
+    counts = {f"{split}/{k}": v for split, c in result["counts"].items() for k, v in c.items()}
+    tracking.log_metrics(mlflow, child, {**counts, "dropped_boxes": result["dropped_boxes"]}, step=0)
+    mlflow.set_terminated(child, "FINISHED")
+    return child
 
 
 def _materialise(source: str, folder: Path) -> Path:
