@@ -67,8 +67,8 @@ def collect(params: dict[str, Any], gate: str) -> dict[str, Any]:
              for role, m in evaluation["models"].items()}  # fmt: skip
     registry = None
     name = params.get("registry_name", "yolo-distill-student")
+    client = tracking.client()
     if gate == "register":
-        client = tracking.client()
         versions = [v for v in client.search_model_versions(f"name = '{name}'")
                     if v.tags.get("yolo_distill.pipeline_run_id") == run_id]  # fmt: skip
         if versions:
@@ -80,11 +80,25 @@ def collect(params: dict[str, Any], gate: str) -> dict[str, Any]:
     return {
         "run_id": run_id,
         "steps": steps,
+        "champion": _champion(client, name),
         "evaluation": {"split": evaluation["split"], "models": table, "verdict": evaluation["verdict"]},
         "registry": registry,
         "mlflow": os.environ.get("MLFLOW_TRACKING_URI"),
         "s3": str(runs),
     }
+
+
+def _champion(client, name: str) -> dict[str, Any] | None:
+    """Return the registry's current champion of ``name`` (possibly from an earlier run), or ``None``."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        v = client.get_model_version_by_alias(name, "champion")
+    except MlflowException:
+        return None
+    return {"name": name, "version": v.version, "run_id": v.tags.get("yolo_distill.pipeline_run_id"),
+            "metric": v.tags.get("metric_name"), "score": v.tags.get("metric"),
+            "uri": f"models:/{name}@champion"}  # fmt: skip
 
 
 def print_table(summary: dict[str, Any]) -> str:

@@ -7,14 +7,14 @@ cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 
 DATA_DIR=${DEMO_DATA_DIR:-runs/demo/shapes}
-EPOCHS=${DEMO_EPOCHS:-30}
+EPOCHS=${DEMO_EPOCHS:-20}
 RUN=${DEMO_RUN_ID:-demo-$(date +%Y%m%d-%H%M%S)}
 
 mkdir -p runs/demo
 echo "==> local stack (SeaweedFS S3 + MLflow)"
 yolo-distill stack up >/dev/null
 echo "==> synthetic dataset in $DATA_DIR"
-[ -f "$DATA_DIR/data.yaml" ] || yolo-distill synth --out "$DATA_DIR" --task detect --images 48 --val 16 --size 128 >/dev/null
+[ -f "$DATA_DIR/data.yaml" ] || yolo-distill synth --out "$DATA_DIR" --task detect --images 96 --val 16 --size 128 >/dev/null
 echo "==> pipeline $RUN (kfp.local): prepare-data -> teacher || student -> distill -> evaluate -> register"
 yolo-distill pipeline run-local "data_source=$DATA_DIR" "run_id=$RUN" teacher_epochs="$EPOCHS" \
     student_epochs="$EPOCHS" imgsz=128 batch=16 device=cpu registry_name=yolo-distill-demo | tee runs/demo/run-local.log
@@ -29,6 +29,8 @@ for role, m in models.items():
     print(f"{role:<10}" + "".join(f"{m[k]:>14.4f}" for k in keys) + f"{m['params']:>12,}{m['latency_ms']:>9.1f}")
 print(f"\nS3:       {s['s3']}/  (teacher/ student/ distill/ evaluate/)")
 print(f"MLflow:   {s['mlflow']}  (experiment yolo-distill, parent run tagged {s['run_id']})")
-reg = s["registry"]
-print("registry: " + (f"{reg['name']} v{reg['version']} aliases {reg['aliases']}" if reg else "not registered (gate)"))
+reg, champ = s["registry"], s["champion"]
+print("this run: " + (f"{reg['name']} v{reg['version']} aliases {reg['aliases']}" if reg else "not registered (gate)"))
+if champ:
+    print(f"champion: {champ['uri']} = v{champ['version']} from run {champ['run_id']} ({champ['metric']} {champ['score']})")
 PY

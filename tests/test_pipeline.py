@@ -84,6 +84,7 @@ def test_run_local_registers_then_gate_skips_register(stack_env, tmp_path):
     first = run_local({**common, "run_id": "kfp-local-1"}, stack_dir=stack_env["STACK_DIR"])
     assert {s["status"] for s in first["steps"].values()} == {"succeeded"}
     assert first["registry"]["aliases"] == ["challenger", "champion"]
+    assert first["champion"]["version"] == first["registry"]["version"] and first["champion"]["run_id"] == "kfp-local-1"
     assert set(first["evaluation"]["models"]) == {"teacher", "baseline", "distilled"}
     client = tracking.client()
     parent = client.get_run(first["steps"]["distill"]["mlflow_run_id"]).data.tags["mlflow.parentRunId"]
@@ -97,6 +98,7 @@ def test_run_local_registers_then_gate_skips_register(stack_env, tmp_path):
     assert second["steps"]["teacher"]["status"] == "reused"
     assert second["steps"]["evaluate"]["gate"] == "skip"
     assert second["steps"]["register"]["status"] == "skipped"
+    assert second["champion"]["run_id"] == "kfp-local-1"
     versions = client.search_model_versions("name = 'local-pipeline-model'")
     assert [v.version for v in versions] == [first["registry"]["version"]]  # register never ran
     assert client.get_model_version_by_alias("local-pipeline-model", "champion").version == first["registry"]["version"]
