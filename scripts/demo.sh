@@ -8,6 +8,7 @@ export PATH="$PWD/.venv/bin:$PATH"
 
 DATA_DIR=${DEMO_DATA_DIR:-runs/demo/shapes}
 EPOCHS=${DEMO_EPOCHS:-20}
+TEACHER_EPOCHS=${DEMO_TEACHER_EPOCHS:-$EPOCHS}
 RUN=${DEMO_RUN_ID:-demo-$(date +%Y%m%d-%H%M%S)}
 
 mkdir -p runs/demo
@@ -16,7 +17,7 @@ yolo-distill stack up >/dev/null
 echo "==> synthetic dataset in $DATA_DIR"
 [ -f "$DATA_DIR/data.yaml" ] || yolo-distill synth --out "$DATA_DIR" --task detect --images 96 --val 16 --size 128 >/dev/null
 echo "==> pipeline $RUN (kfp.local): prepare-data -> teacher || student -> distill -> evaluate -> register"
-yolo-distill pipeline run-local "data_source=$DATA_DIR" "run_id=$RUN" teacher_epochs="$EPOCHS" \
+yolo-distill pipeline run-local "data_source=$DATA_DIR" "run_id=$RUN" teacher_epochs="$TEACHER_EPOCHS" \
     student_epochs="$EPOCHS" imgsz=128 batch=16 device=cpu registry_name=yolo-distill-demo | tee runs/demo/run-local.log
 
 python - <<'PY'
@@ -31,6 +32,11 @@ print(f"\nS3:       {s['s3']}/  (teacher/ student/ distill/ evaluate/)")
 print(f"MLflow:   {s['mlflow']}  (experiment yolo-distill, parent run tagged {s['run_id']})")
 reg, champ = s["registry"], s["champion"]
 print("this run: " + (f"{reg['name']} v{reg['version']} aliases {reg['aliases']}" if reg else "not registered (gate)"))
+v = s["evaluation"]["verdict"]
+if not reg:
+    print(f"          the distilled student gained {v['gain_over_baseline']:+.4f} over the baseline, below min_gain")
 if champ:
     print(f"champion: {champ['uri']} = v{champ['version']} from run {champ['run_id']} ({champ['metric']} {champ['score']})")
+else:
+    print("champion: none yet")
 PY
