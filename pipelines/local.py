@@ -39,7 +39,7 @@ def run_local(params: dict[str, Any], stack_dir: str | None = None, pipeline_roo
     root = pipeline_root or tempfile.mkdtemp(prefix="kfp-local-")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root)
     started = time.time()
-    task = build_pipeline()(**params)
+    task = build_pipeline(cluster=False)(**params)  # the sweep variant is for clusters: see the README
     gate = task.output
     summary = collect(params, gate)
     summary.update({"seconds": round(time.time() - started, 1), "pipeline_root": root})

@@ -46,11 +46,18 @@ def _common(task: dsl.PipelineTask, s: ClusterSettings, memory: str) -> dsl.Pipe
     return task.set_cpu_request(s.cpu_request).set_memory_request(memory).set_memory_limit(memory)
 
 
-def _training(task: dsl.PipelineTask, s: ClusterSettings, accelerator: str, gpus: int) -> dsl.PipelineTask:
-    """GPU, resources, /dev/shm, retry and no caching for a training step (safe to retry: it resumes from S3)."""
+def _training(
+    task: dsl.PipelineTask, s: ClusterSettings, accelerator: str, gpus: int, cluster: bool = True
+) -> dsl.PipelineTask:
+    """GPU, resources, /dev/shm, retry and no caching for a training step (safe to retry: it resumes from S3).
+
+    With ``cluster=False`` (kfp.local) the accelerator request is left out: locally it is ignored anyway, and kfp.local
+    cannot resolve a parameterised accelerator inside ``ParallelFor``.
+    """
     _common(task, s, s.memory_request)
     task.set_cpu_limit(s.cpu_limit).set_memory_limit(s.memory_limit)
-    task.set_accelerator_type(accelerator).set_accelerator_limit(gpus)
+    if cluster:
+        task.set_accelerator_type(accelerator).set_accelerator_limit(gpus)
     kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
     for key, value in s.node_selector.items():
         kubernetes.add_node_selector(task, key, value)
@@ -68,8 +75,8 @@ DEFAULT_SWEEP = [
 ]
 
 
-def build_pipeline(settings: ClusterSettings | None = None, sweep: bool = False):
-    """Return the pipeline function (a ``@dsl.pipeline``) bound to ``settings``.
+def build_pipeline(settings: ClusterSettings | None = None, sweep: bool = False, cluster: bool = True):
+    """Return the pipeline function (a ``@dsl.pipeline``) bound to ``settings`` (``cluster=False``: for kfp.local).
 
     With ``sweep``, distill + evaluate run once per ``{loss, layers}`` of ``sweep_configs`` (``dsl.ParallelFor``), the
     best gain over the baseline is selected, and that student is registered.
@@ -87,16 +94,16 @@ def build_pipeline(settings: ClusterSettings | None = None, sweep: bool = False)
                       device=device, experiment=experiment)  # fmt: skip
         teacher = c.train(model=teacher_model, name="teacher", epochs=teacher_epochs,
                           existing_weights=teacher_weights, **common)  # fmt: skip
-        _training(teacher, s, accelerator, gpus).set_display_name("train-teacher")
+        _training(teacher, s, accelerator, gpus, cluster).set_display_name("train-teacher")
         student = c.train(model=student_model, name="student", epochs=student_epochs, existing_weights="", **common)
-        _training(student, s, accelerator, gpus).set_display_name("train-student")
+        _training(student, s, accelerator, gpus, cluster).set_display_name("train-student")
         return teacher, student, common
 
     def distill_and_evaluate(teacher, student, common, student_model, loss, layers, logit, online, student_epochs,
                              min_gain, accelerator, gpus, name):  # fmt: skip
         kd = c.distill(teacher=teacher.outputs["Output"], student=student_model, loss=loss, layers=layers,
                        logit=logit, online=online, epochs=student_epochs, name=name, **common)  # fmt: skip
-        _training(kd, s, accelerator, gpus).set_display_name("distill")
+        _training(kd, s, accelerator, gpus, cluster).set_display_name("distill")
         evaluate_name = "evaluate" if name else ""  # "": the component names it after its distill step (sweep)
         ev = c.evaluate(teacher=teacher.outputs["Output"], baseline=student.outputs["Output"],
                         distilled=kd.outputs["Output"], min_gain=min_gain, name=evaluate_name, **common)  # fmt: skip
