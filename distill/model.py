@@ -22,8 +22,14 @@ from .config import DistillConfig
 from .connectors import ChannelAdapter
 from .errors import DistillError
 from .layers import LayerShape, probe, resolve_layers
-from .losses import ChannelWiseDistillationLoss, LogitLoss, MaskedGenerativeLoss, MimicLoss, head_outputs
-from .losses.logit import shared_outputs
+from .losses import (
+    ChannelWiseDistillationLoss,
+    LogitLoss,
+    MaskedGenerativeLoss,
+    MimicLoss,
+    head_outputs,
+    shared_outputs,
+)
 
 
 class KDModel(DistillationModel):

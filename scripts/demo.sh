@@ -8,7 +8,7 @@ export PATH="$PWD/.venv/bin:$PATH"
 
 DATA_DIR=${DEMO_DATA_DIR:-runs/demo/shapes}
 EPOCHS=${DEMO_EPOCHS:-20}
-TEACHER_EPOCHS=${DEMO_TEACHER_EPOCHS:-$EPOCHS}
+TEACHER_EPOCHS=${DEMO_TEACHER_EPOCHS:-30}  # a teacher trained longer than the student: it has something to teach
 RUN=${DEMO_RUN_ID:-demo-$(date +%Y%m%d-%H%M%S)}
 
 mkdir -p runs/demo

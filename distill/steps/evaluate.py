@@ -53,7 +53,7 @@ def evaluate(
     mlflow, parent_id, child_id = tracking.step_run(run_id, name, experiment, tracking_uri)
     try:
         models = {
-            role: _measure(path, data_yaml, split, imgsz, batch, device, latency_images)
+            role: measure(path, data_yaml, split, imgsz, batch, device, latency_images)
             for role, path in locals_.items()
         }
         tasks = {m["task"] for m in models.values()}
@@ -105,7 +105,7 @@ def _device_name(device: str | None) -> str:
     return f"cpu {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
 
 
-def _measure(
+def measure(
     weights: str, data_yaml: Path, split: str, imgsz: int, batch: int, device: str | None, latency_images: int
 ) -> dict[str, Any]:
     """Validate one model and time it; every model gets exactly the same settings."""

@@ -22,7 +22,7 @@ from .. import __version__, storage
 from ..errors import DistillError
 from . import tracking
 from .common import fetch_dataset, fetch_model
-from .evaluate import _measure
+from .evaluate import measure
 
 TAG_RUN = "yolo_distill.pipeline_run_id"
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
@@ -197,7 +197,7 @@ def _gate(
         how = "recorded"
     else:
         weights = fetch_model(champion.tags["weights_uri"], "champion")
-        measured = _measure(weights, fetch_dataset(report["data"]), report["split"], report["imgsz"],
+        measured = measure(weights, fetch_dataset(report["data"]), report["split"], report["imgsz"],
                             report["batch"], None, 1)  # fmt: skip
         champion_score = float(measured["metrics"][report["verdict"]["primary_metric"]])
         how = f"re-evaluated on dataset {data_hash}"
