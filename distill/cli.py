@@ -287,8 +287,7 @@ def _pipeline(args: argparse.Namespace) -> int:
             for key in ("image", "s3_secret", "mlflow_secret"):
                 if getattr(args, key):
                     setattr(settings, key, getattr(args, key))
-            settings.node_selector = parse_overrides(args.node_selector)
-            settings.node_selector = {k: str(v) for k, v in settings.node_selector.items()}
+            settings.node_selector = {k: str(v) for k, v in parse_overrides(args.node_selector).items()}
             path = compile_pipeline(args.output, settings, sweep=args.sweep)
             print(json.dumps({"pipeline": path, "image": settings.image, "sweep": args.sweep}))
             return 0

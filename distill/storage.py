@@ -70,6 +70,11 @@ def parse_s3_uri(uri: str) -> S3Uri:
     return S3Uri(bucket, key.rstrip("/") if key.endswith("/") else key)
 
 
+def as_uri(uri: str | S3Uri) -> S3Uri:
+    """Return ``uri`` parsed (and validated) unless it already is an :class:`S3Uri`."""
+    return uri if isinstance(uri, S3Uri) else parse_s3_uri(str(uri))
+
+
 def endpoint_url() -> str | None:
     """Return the S3 endpoint from the standard environment, if any."""
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
@@ -145,7 +150,7 @@ def translate(error: Exception, uri: S3Uri | str) -> StorageError:
 
 
 def _split(uri: S3Uri | str) -> tuple[str, str]:
-    u = uri if isinstance(uri, S3Uri) else parse_s3_uri(str(uri))
+    u = as_uri(uri)
     return u.bucket, u.key
 
 
@@ -160,7 +165,7 @@ def sha256_file(path: str | Path) -> str:
 
 def check_bucket(uri: str | S3Uri) -> None:
     """Fail fast (before any work) when the bucket is missing, unreachable or the credentials are rejected."""
-    u = uri if isinstance(uri, S3Uri) else parse_s3_uri(str(uri))
+    u = as_uri(uri)
     try:
         client().head_bucket(Bucket=u.bucket)
     except Exception as e:
@@ -172,7 +177,7 @@ def check_bucket(uri: str | S3Uri) -> None:
 
 def upload_file(path: str | Path, uri: str | S3Uri, sha256: str | None = None) -> str:
     """Upload a file (multipart above 8 MiB) with its sha256 in the metadata; return the sha256."""
-    u = uri if isinstance(uri, S3Uri) else parse_s3_uri(str(uri))
+    u = as_uri(uri)
     digest = sha256 or sha256_file(path)
     try:
         client().upload_file(
@@ -185,7 +190,7 @@ def upload_file(path: str | Path, uri: str | S3Uri, sha256: str | None = None) -
 
 def upload_bytes(data: bytes, uri: str | S3Uri, content_type: str = "application/octet-stream") -> str:
     """Upload a small in-memory object with its sha256; return the sha256."""
-    u = uri if isinstance(uri, S3Uri) else parse_s3_uri(str(uri))
+    u = as_uri(uri)
     digest = hashlib.sha256(data).hexdigest()
     try:
         client().put_object(
@@ -198,7 +203,7 @@ def upload_bytes(data: bytes, uri: str | S3Uri, content_type: str = "application
 
 def head(uri: str | S3Uri) -> dict | None:
     """Return the object's metadata (``size``, ``sha256``) or ``None`` when it does not exist."""
-    u = uri if isinstance(uri, S3Uri) else parse_s3_uri(str(uri))
+    u = as_uri(uri)
     try:
         r = client().head_object(Bucket=u.bucket, Key=u.key)
     except Exception as e:
@@ -211,7 +216,7 @@ def head(uri: str | S3Uri) -> dict | None:
 
 def download_file(uri: str | S3Uri, path: str | Path, verify: bool = True) -> Path:
     """Download an object to ``path`` atomically and verify its recorded sha256."""
-    u = uri if isinstance(uri, S3Uri) else parse_s3_uri(str(uri))
+    u = as_uri(uri)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = head(u)
@@ -232,7 +237,7 @@ def download_file(uri: str | S3Uri, path: str | Path, verify: bool = True) -> Pa
 
 def read_bytes(uri: str | S3Uri) -> bytes:
     """Return a small object's content, verified against its recorded sha256."""
-    u = uri if isinstance(uri, S3Uri) else parse_s3_uri(str(uri))
+    u = as_uri(uri)
     try:
         r = client().get_object(Bucket=u.bucket, Key=u.key)
         data = r["Body"].read()
@@ -246,7 +251,7 @@ def read_bytes(uri: str | S3Uri) -> bytes:
 
 def list_keys(uri: str | S3Uri) -> Iterator[str]:
     """Yield the keys under a prefix."""
-    u = uri if isinstance(uri, S3Uri) else parse_s3_uri(str(uri))
+    u = as_uri(uri)
     prefix = f"{u.key}/" if u.key else ""
     try:
         for page in client().get_paginator("list_objects_v2").paginate(Bucket=u.bucket, Prefix=prefix):
@@ -258,7 +263,7 @@ def list_keys(uri: str | S3Uri) -> Iterator[str]:
 
 def upload_dir(folder: str | Path, uri: str | S3Uri) -> dict[str, str]:
     """Upload every file under ``folder`` to ``uri``; return ``{relative path: sha256}``."""
-    u = uri if isinstance(uri, S3Uri) else parse_s3_uri(str(uri))
+    u = as_uri(uri)
     folder = Path(folder)
     out = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
@@ -269,7 +274,7 @@ def upload_dir(folder: str | Path, uri: str | S3Uri) -> dict[str, str]:
 
 def download_prefix(uri: str | S3Uri, folder: str | Path) -> list[Path]:
     """Download every object under a prefix into ``folder`` (keys must stay inside it); return the files."""
-    u = uri if isinstance(uri, S3Uri) else parse_s3_uri(str(uri))
+    u = as_uri(uri)
     folder = Path(folder).resolve()
     files = []
     for key in list_keys(u):
