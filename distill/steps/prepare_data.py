@@ -66,16 +66,8 @@ def prepare_data(
     names = [c.strip() for c in classes.split(",")] if isinstance(classes, str) else classes
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         tmp = Path(tmp)
-        local = _materialise(source, tmp / "source")
         out = tmp / "dataset"
-        if format == "yolo":
-            report = _from_yolo(local, out)
-        elif format == "voc":
-            report = _from_voc(local, out, names)
-        else:
-            report = _from_coco(local, out, tmp / "coco")
-        _validate(out / "data.yaml")
-        manifest = _manifest(out, report, source, format)
+        manifest = import_dataset(source, out, format, names, scratch=tmp)
         digest = manifest["hash"]
         target = prefix.join("datasets", digest)
         uploaded = False
@@ -97,6 +89,44 @@ def prepare_data(
     if run_id:
         result["mlflow_run_id"] = _track(result, source, format, run_id, experiment, tracking_uri)
     return result
+
+
+def import_dataset(
+    source: str,
+    out: str | Path,
+    format: str = "yolo",  # noqa: A002 (the CLI flag's name)
+    classes: list[str] | None = None,
+    scratch: str | Path | None = None,
+) -> dict[str, Any]:
+    """Import a dataset into a local YOLO folder ``out`` (``data.yaml`` + images/labels) and return its manifest.
+
+    The local half of :func:`prepare_data` (no upload, no tracking), also used by the benchmarks to import BCCD
+    exactly as the pipeline does.
+
+    Args:
+        source: A local folder, a local ``.zip``, an ``s3://`` prefix or an ``s3://...zip``.
+        out: Folder to write (must not hold another dataset).
+        format: ``yolo``, ``coco`` or ``voc``.
+        classes: Class names in index order (VOC: default = sorted names found in the files).
+        scratch: Folder for downloads and extraction (default: a temporary one, removed afterwards).
+
+    Returns:
+        (dict): The manifest: ``hash`` (content hash), ``names``, ``counts`` per split, ``dropped_boxes``, ...
+    """
+    if format not in FORMATS:
+        raise DistillError(f"unknown dataset format '{format}': choose one of {', '.join(FORMATS)}")
+    out = Path(out)
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+        tmp = Path(tmp)
+        local = _materialise(source, tmp / "source")
+        if format == "yolo":
+            report = _from_yolo(local, out)
+        elif format == "voc":
+            report = _from_voc(local, out, classes)
+        else:
+            report = _from_coco(local, out, tmp / "coco")
+        _validate(out / "data.yaml")
+        return _manifest(out, report, source, format)
 
 
 def _track(result: dict[str, Any], source: str, fmt: str, run_id: str, experiment, tracking_uri) -> str:

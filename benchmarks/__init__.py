@@ -1,0 +1,1 @@
+"""Benchmarks: training-step speed (``benchmarks.speed``) and accuracy on BCCD (``benchmarks.accuracy``)."""

@@ -1,0 +1,313 @@
+"""Accuracy benchmark: which student comes out best on BCCD — baseline, our KD variants, or Ultralytics' own KD.
+
+One teacher (trained once per profile and cached), then every student from scratch with the same epochs, image size,
+batch and seeds, each in its own process (Ultralytics trains on one CPU thread, so ``--jobs`` runs side by side).
+Every student is scored on BCCD's held-out *test* split with the evaluate step's own ``measure`` (best.pt picked on
+val, as training does), so the selection split and the reported split differ.
+
+Usage::
+
+    python -m benchmarks.accuracy --profile quick          # smoke, ≲ 10 min on 2 CPU cores
+    python -m benchmarks.accuracy --profile cpu            # the committed CPU table
+    python -m benchmarks.accuracy --profile full --device 0  # longer runs, GPU
+    python -m benchmarks.accuracy --profile cpu --variant cwd-w3:loss=cwd,logit=0,feat_weight=3  # a tuning try
+
+Finished runs are kept under ``--workdir`` and skipped when the same run is asked for again, so an interrupted
+benchmark picks up where it stopped. The report goes to ``benchmarks/results/accuracy-<profile>-<date>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BCCD = ROOT.parent / "shared" / "data" / "bccd"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How long and how large every run of one benchmark profile is."""
+
+    imgsz: int
+    batch: int
+    teacher: str
+    teacher_epochs: int
+    epochs: int
+    seeds: tuple[int, ...]
+    student: str = "yolov8n.yaml"
+
+
+PROFILES = {
+    "quick": Profile(imgsz=128, batch=16, teacher="yolov8s.yaml", teacher_epochs=3, epochs=2, seeds=(0,)),
+    "cpu": Profile(imgsz=160, batch=16, teacher="yolov8s.yaml", teacher_epochs=40, epochs=15, seeds=(0, 1)),
+    "full": Profile(imgsz=640, batch=16, teacher="yolov8s.yaml", teacher_epochs=150, epochs=100, seeds=(0, 1, 2)),
+}
+
+#: The students every profile trains: ``None`` = plain training, ``"native"`` = Ultralytics' ``distill_model=``,
+#: a dict = our :class:`~distill.DistillConfig` fields.
+STUDENTS: dict[str, Any] = {
+    "baseline": None,
+    "cwd": {"loss": "cwd", "logit": False},
+    "cwd+logit": {"loss": "cwd", "logit": True},
+    "mgd": {"loss": "mgd", "logit": False},
+    "mgd+logit": {"loss": "mgd", "logit": True},
+    "mimic": {"loss": "mimic", "logit": False},
+    "mimic+logit": {"loss": "mimic", "logit": True},
+    "online-cwd": {"loss": "cwd", "logit": False, "online": True},
+    "ultralytics-kd": "native",
+}
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+    """Parse ``name:key=value,...`` into a student spec (values as JSON where they parse, else strings)."""
+    name, _, body = text.partition(":")
+    if not name or not body:
+        raise SystemExit(f"--variant '{text}': expected name:key=value[,key=value...]")
+    spec: dict[str, Any] = {}
+    for item in body.split(","):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--variant '{text}': '{item}' is not key=value")
+        try:
+            spec[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            spec[key.strip()] = value.strip()
+    if "logit" in spec:
+        spec["logit"] = bool(spec["logit"])
+    from distill import DistillConfig, DistillError
+
+    try:
+        DistillConfig(teacher="t.pt", **spec)  # validate now, not an hour into the run
+    except (DistillError, TypeError) as e:
+        raise SystemExit(f"--variant '{text}': {e}") from None
+    return name, spec
+
+
+# -- one run, in its own process ------------------------------------------------------------------------------------
+def run_one(job: dict[str, Any]) -> dict[str, Any]:
+    """Train one model (teacher, baseline, ours, or Ultralytics KD) and score its best.pt on the test split."""
+    import distill
+    from distill.steps.evaluate import measure
+
+    out = Path(job["dir"]) / "train"
+    common = dict(
+        epochs=job["epochs"], imgsz=job["imgsz"], batch=job["batch"], device=job["device"], seed=job["seed"],
+        out=out, plots=False, workers=job["workers"],
+    )  # fmt: skip
+    start = time.perf_counter()
+    spec = job["spec"]
+    if spec is None:
+        run = distill.train(job["data"], job["model"], **common)
+    elif spec == "native":
+        run = distill.train(job["data"], job["model"], distill_model=job["teacher"], **common)
+    else:
+        config = distill.DistillConfig(teacher=job["teacher"], **spec)
+        run = distill.distill(job["data"], job["model"], config, **common)
+    train_s = time.perf_counter() - start
+    scored = measure(str(run.best), Path(job["data"]), "test", job["imgsz"], job["batch"], job["device"], 1)
+    return {
+        "job": job,
+        "best": str(run.best),
+        "train_s": round(train_s, 1),
+        "val": {k: round(v, 5) for k, v in run.metrics.items() if k.startswith("metrics/mAP")},
+        "test": scored["metrics"],
+        "params": scored["params"],
+    }
+
+
+def _worker(job_file: str) -> None:
+    job = json.loads(Path(job_file).read_text())
+    result = run_one(job)
+    (Path(job["dir"]) / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+# -- orchestration --------------------------------------------------------------------------------------------------
+def launch(job: dict[str, Any]) -> dict[str, Any]:
+    """Run ``job`` in a fresh Python process (log in its folder) unless the same job already finished."""
+    folder = Path(job["dir"])
+    done = folder / "result.json"
+    if done.is_file():
+        previous = json.loads(done.read_text())
+        if previous.get("job") == job:
+            return previous
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "job.json").write_text(json.dumps(job, indent=2) + "\n")
+    with open(folder / "log.txt", "w") as log:
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks.accuracy", "--worker", str(folder / "job.json")],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False,
+        )  # fmt: skip
+    if proc.returncode != 0 or not done.is_file():
+        tail = (folder / "log.txt").read_text(errors="replace").strip().splitlines()[-5:]
+        raise RuntimeError(f"{job['name']} (seed {job['seed']}) failed, see {folder / 'log.txt'}:\n" + "\n".join(tail))
+    return json.loads(done.read_text())
+
+
+def import_bccd(source: Path, workdir: Path) -> tuple[Path, str]:
+    """Import BCCD (Pascal VOC) with the prepare-data step's importer, once; return ``data.yaml`` and its hash."""
+    from distill.steps.prepare_data import import_dataset
+
+    folder = workdir / "bccd"
+    manifest_file = folder / "manifest.json"
+    if not manifest_file.is_file():
+        if not source.is_dir():
+            raise SystemExit(f"BCCD not found at '{source}' (pass --data)")
+        manifest = import_dataset(str(source), folder, "voc")
+        manifest_file.write_text(json.dumps(manifest, indent=2) + "\n")
+    manifest = json.loads(manifest_file.read_text())
+    return folder / "data.yaml", manifest["hash"]
+
+
+def summarise(name: str, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and sample standard deviation of test mAP over seeds for one student."""
+    m95 = [r["test"]["metrics/mAP50-95(B)"] for r in results]
+    m50 = [r["test"]["metrics/mAP50(B)"] for r in results]
+
+    def std(values: list[float]) -> float:
+        return round(statistics.stdev(values), 4) if len(values) > 1 else 0.0
+
+    return {
+        "name": name,
+        "spec": results[0]["job"]["spec"],
+        "seeds": [r["job"]["seed"] for r in results],
+        "map50_95": m95,
+        "map50_95_mean": round(statistics.fmean(m95), 4),
+        "map50_95_std": std(m95),
+        "map50": m50,
+        "map50_mean": round(statistics.fmean(m50), 4),
+        "map50_std": std(m50),
+        "train_s_mean": round(statistics.fmean(r["train_s"] for r in results), 1),
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """Return the README table: one row per student, best mean first, gain over the baseline."""
+    base = next((s["map50_95_mean"] for s in report["students"] if s["name"] == "baseline"), None)
+    rows = [
+        "| student | mAP50-95 (test) | mAP50 (test) | vs baseline | train s/run |",
+        "|---|---|---|---|---|",
+    ]
+    for s in sorted(report["students"], key=lambda s: -s["map50_95_mean"]):
+        gain = "" if base is None or s["name"] == "baseline" else f"{s['map50_95_mean'] - base:+.4f}"
+        rows.append(
+            f"| {s['name']} | {s['map50_95_mean']:.4f} ± {s['map50_95_std']:.4f} | "
+            f"{s['map50_mean']:.4f} ± {s['map50_std']:.4f} | {gain} | {s['train_s_mean']:.0f} |"
+        )
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, train the teacher and every student (in parallel), write and print the report."""
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.accuracy", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    ap.add_argument("--data", type=Path, default=BCCD, help="BCCD folder (Pascal VOC)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--jobs", type=int, default=None, help="runs side by side (default: CPU cores on cpu, 1 on GPU)")
+    ap.add_argument("--students", default=",".join(STUDENTS), help="comma-separated subset of: " + ", ".join(STUDENTS))
+    ap.add_argument("--variant", action="append", default=[], help="extra student name:key=value,... (our KD)")
+    ap.add_argument("--seeds", default=None, help="comma-separated seeds (default: the profile's)")
+    ap.add_argument("--epochs", type=int, default=None, help="student epochs (default: the profile's)")
+    ap.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / ".work")
+    ap.add_argument("--no-report", action="store_true", help="print the table, write no results file")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        _worker(args.worker)
+        return 0
+
+    profile = PROFILES[args.profile]
+    seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else profile.seeds
+    epochs = args.epochs or profile.epochs
+    students: dict[str, Any] = {}
+    for name in [s.strip() for s in args.students.split(",") if s.strip()]:
+        if name not in STUDENTS:
+            raise SystemExit(f"unknown student '{name}': choose from {', '.join(STUDENTS)}")
+        students[name] = STUDENTS[name]
+    for text in args.variant:
+        name, spec = parse_variant(text)
+        students[name] = spec
+    jobs = args.jobs or (os.cpu_count() or 1 if args.device == "cpu" else 1)
+    workdir = (args.workdir / f"accuracy-{args.profile}").resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    from benchmarks import report as reports
+
+    started = time.perf_counter()
+    data, data_hash = import_bccd(args.data, workdir)
+    base = dict(data=str(data), imgsz=profile.imgsz, batch=profile.batch, device=args.device, workers=0)
+    teacher_job = dict(
+        base, name="teacher", spec=None, model=profile.teacher, epochs=profile.teacher_epochs, seed=0, teacher=None,
+        dir=str(workdir / f"teacher-{Path(profile.teacher).stem}-e{profile.teacher_epochs}-{data_hash}"),
+    )  # fmt: skip
+    student_jobs = []
+    for seed in seeds:  # seed-major, so an early stop still leaves every student with one seed
+        for name, spec in students.items():
+            tag = name.replace("+", "-")
+            student_jobs.append(
+                dict(base, name=name, spec=spec, model=profile.student, epochs=epochs, seed=seed, teacher=None,
+                     dir=str(workdir / f"{tag}-e{epochs}-s{seed}-{data_hash}"))
+            )  # fmt: skip
+    print(
+        f"teacher {profile.teacher} ({profile.teacher_epochs} epochs at {profile.imgsz}px), then "
+        f"{len(student_jobs)} student runs ({len(students)} students x seeds {list(seeds)}), {jobs} at a time",
+        flush=True,
+    )
+
+    def run(job: dict[str, Any], teacher: Future | None) -> dict[str, Any]:
+        if job["spec"] is not None:  # distilled students wait for the teacher; baselines start at once
+            job = dict(job, teacher=teacher.result()["best"])
+        result = launch(job)
+        print(
+            f"  {job['name']:<16} seed {job['seed']}: test mAP50-95 {result['test']['metrics/mAP50-95(B)']:.4f} "
+            f"mAP50 {result['test']['metrics/mAP50(B)']:.4f} ({result['train_s']:.0f} s)",
+            flush=True,
+        )
+        return result
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        teacher_future = pool.submit(run, teacher_job, None)
+        order = sorted(student_jobs, key=lambda j: j["spec"] is not None)  # baselines first, beside the teacher
+        futures = [pool.submit(run, job, teacher_future) for job in order]
+        teacher = teacher_future.result()
+        finished = [f.result() for f in futures]
+
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for r in finished:
+        by_name.setdefault(r["job"]["name"], []).append(r)
+    report = {
+        "benchmark": "accuracy",
+        "profile": args.profile,
+        "settings": {**asdict(profile), "seeds": list(seeds), "epochs": epochs, "jobs": jobs},
+        "dataset": {"name": "BCCD", "hash": data_hash, "score_split": "test", "select_split": "val"},
+        "machine": reports.machine(args.device),
+        "teacher": {
+            "model": profile.teacher,
+            "epochs": profile.teacher_epochs,
+            "test": teacher["test"],
+            "val": teacher["val"],
+            "train_s": teacher["train_s"],
+        },  # fmt: skip
+        "students": [summarise(name, runs) for name, runs in by_name.items()],
+        "runs": finished,
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    table = markdown(report)
+    print(table)
+    if not args.no_report:
+        path = reports.write(f"accuracy-{args.profile}", report)
+        print(f"report: {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

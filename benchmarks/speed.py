@@ -1,0 +1,337 @@
+"""Speed benchmark: time per training step of our KD against its floor and against Ultralytics' built-in KD.
+
+For each teacher→student pair every variant trains the same data (one real dataset repeated to ``warmup + steps``
+batches, the same seed, so every variant sees the same batches), at the same batch and image size, in the unmodified
+Ultralytics trainer. A step is timed from ``on_train_batch_start`` to ``on_train_batch_end``: preprocessing, forward,
+task + KD losses, backward and the optimizer step (``nbs = batch``, so every step steps the optimizer); data loading
+is excluded. The median of the steps after warm-up is reported.
+
+Variants: ``plain`` (student alone), ``teacher`` (teacher inference alone, no grad, half precision on CUDA, on the
+same batches), our ``cwd``/``mgd``/``mimic``/``logit``/``cwd+logit`` (offline) and ``online-cwd``, and
+``ultralytics-kd`` (``distill_model=``). Ratios:
+
+- ``kd_over_floor[pair/variant]`` = KD step / (plain step + teacher inference) — what KD costs beyond the work it
+  cannot avoid (target ≤ 1.05 offline). For ``online-cwd`` the floor is plain step + a plain teacher training step.
+- ``ours_over_native[pair]`` = our shipped default's step / Ultralytics KD's step (target ≤ 1.0).
+
+Each variant runs in a fresh Python process, one after another within one benchmark run, so its peak memory (RSS,
+or CUDA peak allocated) is its own. Usage::
+
+    python -m benchmarks.speed                        # CPU, the committed table (~15 min on 2 cores)
+    python -m benchmarks.speed --profile quick        # smoke: one pair, few steps
+    python -m benchmarks.speed --device 0             # CUDA (teacher in half precision)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+
+#: pair name → (task, teacher yaml, student yaml, dataset folder name under --data-root)
+PAIRS = {
+    "v8s-v8n": ("detect", "yolov8s.yaml", "yolov8n.yaml", "coco8"),
+    "v8l-v8n": ("detect", "yolov8l.yaml", "yolov8n.yaml", "coco8"),
+    "v8s-v8n-seg": ("segment", "yolov8s-seg.yaml", "yolov8n-seg.yaml", "coco8-seg"),
+    "v8s-v8n-pose": ("pose", "yolov8s-pose.yaml", "yolov8n-pose.yaml", "coco8-pose"),
+}
+#: variant → our DistillConfig fields; ``plain``/``teacher``/``teacher-train``/``ultralytics-kd`` are special
+VARIANTS: dict[str, Any] = {
+    "plain": None,
+    "teacher": None,
+    "cwd": {"loss": "cwd", "logit": False},
+    "mgd": {"loss": "mgd", "logit": False},
+    "mimic": {"loss": "mimic", "logit": False},
+    "logit": {"loss": "none", "logit": True},
+    "cwd+logit": {"loss": "cwd", "logit": True},
+    "default": {},  # whatever DistillConfig ships
+    "online-cwd": {"loss": "cwd", "logit": False, "online": True},
+    "teacher-train": None,
+    "ultralytics-kd": None,
+}
+PROFILES = {
+    "quick": {"pairs": ["v8s-v8n"], "steps": 8, "warmup": 3, "variants": ["plain", "teacher", "default",
+                                                                           "ultralytics-kd"]},
+    "cpu": {"pairs": list(PAIRS), "steps": 20, "warmup": 5, "variants": list(VARIANTS),
+            "small_pair_variants": ["plain", "teacher", "cwd", "default", "ultralytics-kd"]},
+    "full": {"pairs": list(PAIRS), "steps": 50, "warmup": 10, "variants": list(VARIANTS)},
+}  # fmt: skip
+
+
+def repeated_dataset(source: Path, out: Path, images: int) -> Path:
+    """Write a dataset of ``images`` training images cycling through ``source``'s train split (links + label copies).
+
+    Validation uses the source's val split as is. Returns the new ``data.yaml``.
+    """
+    spec = yaml.safe_load((source / "data.yaml").read_text())
+    train = sorted(p for p in (source / spec["train"]).iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    (out / "images" / "train").mkdir(parents=True, exist_ok=True)
+    (out / "labels" / "train").mkdir(parents=True, exist_ok=True)
+    label_dir = source / "labels" / Path(spec["train"]).name
+    for i in range(images):
+        image = train[i % len(train)]
+        (out / "images" / "train" / f"{i:05d}{image.suffix}").symlink_to(image.resolve())
+        label = label_dir / f"{image.stem}.txt"
+        if label.is_file():
+            shutil.copy(label, out / "labels" / "train" / f"{i:05d}.txt")
+    val = (source / spec["val"]).resolve()
+    spec.update(path=str(out), train="images/train", val=str(val))
+    (out / "data.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return out / "data.yaml"
+
+
+# -- one variant, in its own process --------------------------------------------------------------------------------
+class StepTimer:
+    """Ultralytics callbacks timing each training step (batch start → batch end, CUDA synchronised)."""
+
+    def __init__(self, cuda: bool) -> None:
+        self.cuda = cuda
+        self.times: list[float] = []
+        self._start = 0.0
+
+    def _sync(self) -> None:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+
+    def start(self, trainer: Any) -> None:
+        """``on_train_batch_start``: note the time."""
+        self._sync()
+        self._start = time.perf_counter()
+
+    def end(self, trainer: Any) -> None:
+        """``on_train_batch_end``: record the step's seconds."""
+        self._sync()
+        self.times.append(time.perf_counter() - self._start)
+
+    def callbacks(self) -> dict[str, list]:
+        """Return the callbacks dict for :func:`distill.train` / :func:`distill.distill`."""
+        return {"on_train_batch_start": [self.start], "on_train_batch_end": [self.end]}
+
+
+def teacher_inference(job: dict[str, Any], trainer: Any) -> list[float]:
+    """Time the teacher's no-grad forward (half precision on CUDA) on the batches ``trainer`` trained on."""
+    import torch
+    from ultralytics.nn.tasks import load_checkpoint
+
+    device = trainer.device
+    teacher = load_checkpoint(job["teacher"])[0].to(device).eval()
+    if device.type == "cuda":
+        teacher = teacher.half()
+    dtype = next(teacher.parameters()).dtype
+    times = []
+    with torch.no_grad():
+        for i, batch in enumerate(trainer.train_loader):
+            if i >= job["warmup"] + job["steps"]:
+                break
+            img = trainer.preprocess_batch(batch)["img"].to(dtype)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            teacher(img)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def run_variant(job: dict[str, Any]) -> dict[str, Any]:
+    """Train one epoch of ``warmup + steps`` batches with one variant and return its median step and peak memory."""
+    import torch
+
+    import distill
+
+    cuda = job["device"] not in ("cpu", "")
+    timer = StepTimer(cuda)
+    captured: dict[str, Any] = {}
+    cbs = timer.callbacks()
+    cbs["on_train_end"] = [lambda trainer: captured.setdefault("trainer", trainer)]
+    common = dict(
+        epochs=1, imgsz=job["imgsz"], batch=job["batch"], device=job["device"], seed=0, out=job["out"],
+        plots=False, workers=0, nbs=job["batch"], val=False, callbacks=cbs, verbose=False,
+    )  # fmt: skip
+    name, spec = job["variant"], VARIANTS[job["variant"]]
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    if name in ("plain", "teacher"):
+        distill.train(job["data"], job["student"], **common)
+    elif name == "teacher-train":
+        distill.train(job["data"], job["teacher"], **common)
+    elif name == "ultralytics-kd":
+        distill.train(job["data"], job["student"], distill_model=job["teacher"], **common)
+    else:
+        distill.distill(job["data"], job["student"], distill.DistillConfig(teacher=job["teacher"], **spec), **common)
+    times = timer.times[job["warmup"] :]
+    if name == "teacher":  # the plain run above only supplied the data pipeline; time the teacher on its batches
+        times = teacher_inference(job, captured["trainer"])[job["warmup"] :]
+    if len(times) < job["steps"]:
+        raise RuntimeError(f"{name}: only {len(times)} timed steps (expected {job['steps']})")
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "median_s": statistics.median(times),
+        "steps": len(times),
+        "times_s": [round(t, 5) for t in times],
+        "peak_rss_mb": round(peak_rss_mb, 1),
+        "peak_cuda_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,
+    }
+
+
+def _worker(job_file: str) -> None:
+    job = json.loads(Path(job_file).read_text())
+    result = run_variant(job)
+    Path(job["result"]).write_text(json.dumps(result) + "\n")
+
+
+# -- orchestration --------------------------------------------------------------------------------------------------
+def measure(job: dict[str, Any], scratch: Path) -> dict[str, Any]:
+    """Run one variant in a fresh process; a failure is recorded with the last lines of its log, not raised."""
+    tag = f"{job['pair']}-{job['variant']}".replace("+", "-")
+    job = dict(job, out=str(scratch / tag), result=str(scratch / f"{tag}.json"))
+    (scratch / f"{tag}.job.json").write_text(json.dumps(job))
+    log = scratch / f"{tag}.log"
+    with open(log, "w") as fh:
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks.speed", "--worker", str(scratch / f"{tag}.job.json")],
+            cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, check=False,
+        )  # fmt: skip
+    if proc.returncode != 0 or not Path(job["result"]).is_file():
+        lines = log.read_text(errors="replace").strip().splitlines()
+        return {"error": lines[-1] if lines else f"exit code {proc.returncode}"}
+    return json.loads(Path(job["result"]).read_text())
+
+
+def ratios(results: dict[str, dict[str, Any]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Compute ``kd_over_floor`` (``pair/variant`` → ratio) and ``ours_over_native`` (pair → ratio)."""
+    kd_over_floor: dict[str, float] = {}
+    ours_over_native: dict[str, float] = {}
+    for pair, variants in results.items():
+        step = {k: v["median_s"] for k, v in variants.items() if "median_s" in v}
+        if "plain" not in step or "teacher" not in step:
+            continue
+        floor = step["plain"] + step["teacher"]
+        for name, seconds in step.items():
+            if name in ("plain", "teacher", "teacher-train", "ultralytics-kd"):
+                continue
+            if VARIANTS[name].get("online"):
+                if "teacher-train" in step:
+                    kd_over_floor[f"{pair}/{name}"] = round(seconds / (step["plain"] + step["teacher-train"]), 3)
+                continue
+            kd_over_floor[f"{pair}/{name}"] = round(seconds / floor, 3)
+        if "default" in step and "ultralytics-kd" in step:
+            ours_over_native[pair] = round(step["default"] / step["ultralytics-kd"], 3)
+    return kd_over_floor, ours_over_native
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """Return the README table: one row per pair and variant, step time, ratio to the floor, peak memory."""
+    rows = ["| pair | variant | step ms (median) | / floor | / Ultralytics KD | peak RSS MB | peak CUDA MB |",
+            "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for pair, variants in report["results"].items():
+        native = variants.get("ultralytics-kd", {}).get("median_s")
+        for name, r in variants.items():
+            if "error" in r:
+                rows.append(f"| {pair} | {name} | failed: {r['error'][:80]} | | | | |")
+                continue
+            over = report["kd_over_floor"].get(f"{pair}/{name}")
+            vs_native = f"{r['median_s'] / native:.3f}" if native and name not in ("plain", "teacher") else ""
+            cuda = "" if r["peak_cuda_mb"] is None else f"{r['peak_cuda_mb']:.0f}"
+            rows.append(
+                f"| {pair} | {name} | {r['median_s'] * 1000:.0f} | {'' if over is None else f'{over:.3f}'} | "
+                f"{vs_native} | {r['peak_rss_mb']:.0f} | {cuda} |"
+            )
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, measure every pair × variant in turn, write and print the report."""
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--imgsz", type=int, default=None, help="default: 128 on CPU, 640 on CUDA")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--pairs", default=None, help="comma-separated subset of: " + ", ".join(PAIRS))
+    ap.add_argument("--variants", default=None, help="comma-separated subset of: " + ", ".join(VARIANTS))
+    ap.add_argument("--data-root", type=Path, default=SHARED, help="folder holding coco8, coco8-seg, coco8-pose")
+    ap.add_argument("--no-report", action="store_true", help="print the table, write no results file")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        _worker(args.worker)
+        return 0
+
+    profile = PROFILES[args.profile]
+    pairs = args.pairs.split(",") if args.pairs else profile["pairs"]
+    chosen = args.variants.split(",") if args.variants else None
+    for name in pairs:
+        if name not in PAIRS:
+            raise SystemExit(f"unknown pair '{name}': choose from {', '.join(PAIRS)}")
+    for name in chosen or []:
+        if name not in VARIANTS:
+            raise SystemExit(f"unknown variant '{name}': choose from {', '.join(VARIANTS)}")
+    imgsz = args.imgsz or (128 if args.device == "cpu" else 640)
+    steps, warmup = profile["steps"], profile["warmup"]
+
+    from ultralytics import YOLO
+
+    from benchmarks import report as reports
+
+    started = time.perf_counter()
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="yolo-distill-speed-") as tmp:
+        scratch = Path(tmp)
+        for pair in pairs:
+            task, teacher_yaml, student_yaml, data_name = PAIRS[pair]
+            source = args.data_root / data_name
+            if not (source / "data.yaml").is_file():
+                raise SystemExit(f"dataset '{source}' not found (pass --data-root)")
+            data = repeated_dataset(source, scratch / pair / "data", args.batch * (warmup + steps))
+            teacher = scratch / pair / f"{Path(teacher_yaml).stem}.pt"
+            YOLO(teacher_yaml, task=task).save(teacher)  # random init: speed does not depend on the values
+            variants = chosen or profile["variants"]
+            if pair != "v8s-v8n" and not chosen and "small_pair_variants" in profile:
+                variants = profile["small_pair_variants"] if pair != "v8l-v8n" else profile["variants"]
+            results[pair] = {}
+            for variant in variants:
+                job = dict(pair=pair, variant=variant, data=str(data), teacher=str(teacher), student=student_yaml,
+                           imgsz=imgsz, batch=args.batch, steps=steps, warmup=warmup, device=args.device)  # fmt: skip
+                r = measure(job, scratch / pair)
+                results[pair][variant] = r
+                shown = f"{r['median_s'] * 1000:.0f} ms/step" if "median_s" in r else f"FAILED: {r['error']}"
+                print(f"  {pair:<14} {variant:<15} {shown}", flush=True)
+    kd_over_floor, ours_over_native = ratios(results)
+    report = {
+        "benchmark": "speed",
+        "profile": args.profile,
+        "settings": {"imgsz": imgsz, "batch": args.batch, "steps": steps, "warmup": warmup, "pairs": pairs},
+        "machine": reports.machine(args.device),
+        "results": results,
+        "kd_over_floor": kd_over_floor,
+        "ours_over_native": ours_over_native,
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    print(markdown(report))
+    print("kd_over_floor:", json.dumps(kd_over_floor))
+    print("ours_over_native:", json.dumps(ours_over_native))
+    if not args.no_report:
+        kind = "cpu" if args.device == "cpu" else "cuda"
+        path = reports.write(f"speed-{kind}-{args.profile}", report)
+        print(f"report: {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
