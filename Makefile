@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install test test-all lint format demo clean
+.PHONY: install test test-all lint format demo bench-speed bench-accuracy clean
 
 install: $(STAMP)
 
@@ -30,6 +30,15 @@ format: install
 demo: install
 	bash scripts/demo.sh
 
+# Benchmarks (scripts with reports in benchmarks/results/, not tests): PROFILE=quick|cpu|full, DEVICE=cpu|0
+PROFILE ?= cpu
+DEVICE  ?= cpu
+bench-speed: install
+	$(BIN)/python -m benchmarks.speed --profile $(PROFILE) --device $(DEVICE)
+
+bench-accuracy: install
+	$(BIN)/python -m benchmarks.accuracy --profile $(PROFILE) --device $(DEVICE)
+
 clean:
 	-$(BIN)/yolo-distill stack down
-	rm -rf $(VENV) runs build *.egg-info .pytest_cache .ruff_cache .stack
+	rm -rf $(VENV) runs build *.egg-info .pytest_cache .ruff_cache .stack benchmarks/.work

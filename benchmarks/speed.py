@@ -62,6 +62,7 @@ VARIANTS: dict[str, Any] = {
     "teacher-train": None,
     "ultralytics-kd": None,
 }
+BREAKDOWN = ("teacher_forward", "student_forward", "losses", "backward_optimizer")
 PROFILES = {
     "quick": {"pairs": ["v8s-v8n"], "steps": 8, "warmup": 3, "variants": ["plain", "teacher", "default",
                                                                            "ultralytics-kd"]},
@@ -123,6 +124,75 @@ class StepTimer:
         return {"on_train_batch_start": [self.start], "on_train_batch_end": [self.end]}
 
 
+class StepBreakdown:
+    """Forward pre/post hooks splitting each step into teacher forward, student forward, losses, backward+optimizer.
+
+    Attached at ``on_train_start`` (after the EMA copy, so no hook lands in a checkpoint) to the trained module, its
+    ``teacher_model`` and its ``student_model`` (ours and Ultralytics' ``DistillationModel`` name them alike; a plain
+    model is its own student), and removed at ``on_train_epoch_end``, before anything is saved. ``losses`` is the
+    model call minus the two forwards (task loss, KD losses and adapters); ``backward_optimizer`` is the step minus
+    the model call (backward, clipping, optimizer, EMA).
+    """
+
+    def __init__(self, timer: StepTimer) -> None:
+        self.timer = timer
+        self.parts: dict[str, list[float]] = {"model": [], "teacher_forward": [], "student_forward": []}
+        self._open: dict[str, float] = {}
+        self._handles: list = []
+
+    def _pre(self, key: str):
+        def hook(module, args):
+            self.timer._sync()
+            self._open[key] = time.perf_counter()
+
+        return hook
+
+    def _post(self, key: str):
+        def hook(module, args, output):
+            self.timer._sync()
+            if key in self._open:
+                self.parts[key].append(time.perf_counter() - self._open.pop(key))
+
+        return hook
+
+    def attach(self, trainer: Any) -> None:
+        """``on_train_start``: hook the model, its teacher and its student."""
+        from ultralytics.utils.torch_utils import unwrap_model
+
+        model = unwrap_model(trainer.model)
+        student = getattr(model, "student_model", None) or model
+        spans = {"model": (model, model), "student_forward": (student.model[0], student.model[-1])}
+        teacher = getattr(model, "teacher_model", None)
+        if teacher is not None:
+            spans["teacher_forward"] = (teacher.model[0], teacher.model[-1])
+        for key, (first, last) in spans.items():  # a network's forward runs from its first layer to its head
+            self._handles.append(first.register_forward_pre_hook(self._pre(key)))
+            self._handles.append(last.register_forward_hook(self._post(key)))
+
+    def detach(self, trainer: Any) -> None:
+        """``on_train_epoch_end``: remove every hook."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def medians(self, steps: list[float], warmup: int) -> dict[str, float]:
+        """Median seconds of each part over the timed steps."""
+        model = self.parts["model"][warmup:]
+        student = self.parts["student_forward"][warmup:]
+        teacher = self.parts["teacher_forward"][warmup:] or [0.0] * len(model)
+        n = min(len(steps), len(model), len(student), len(teacher))
+        if n == 0:
+            return {}
+        steps, model, student, teacher = steps[:n], model[:n], student[:n], teacher[:n]
+        losses = [m - t - s for m, t, s in zip(model, teacher, student, strict=True)]
+        return {
+            "teacher_forward": round(statistics.median(teacher), 5),
+            "student_forward": round(statistics.median(student), 5),
+            "losses": round(statistics.median(losses), 5),
+            "backward_optimizer": round(statistics.median(st - m for st, m in zip(steps, model, strict=True)), 5),
+        }
+
+
 def teacher_inference(job: dict[str, Any], trainer: Any) -> list[float]:
     """Time the teacher's no-grad forward (half precision on CUDA) on the batches ``trainer`` trained on."""
     import torch
@@ -158,7 +228,10 @@ def run_variant(job: dict[str, Any]) -> dict[str, Any]:
     cuda = job["device"] not in ("cpu", "")
     timer = StepTimer(cuda)
     captured: dict[str, Any] = {}
+    breakdown = StepBreakdown(timer)
     cbs = timer.callbacks()
+    cbs["on_train_start"] = [breakdown.attach]
+    cbs["on_train_epoch_end"] = [breakdown.detach]
     cbs["on_train_end"] = [lambda trainer: captured.setdefault("trainer", trainer)]
     common = dict(
         epochs=1, imgsz=job["imgsz"], batch=job["batch"], device=job["device"], seed=0, out=job["out"],
@@ -176,6 +249,7 @@ def run_variant(job: dict[str, Any]) -> dict[str, Any]:
     else:
         distill.distill(job["data"], job["student"], distill.DistillConfig(teacher=job["teacher"], **spec), **common)
     times = timer.times[job["warmup"] :]
+    parts = breakdown.medians(times, job["warmup"]) if name != "teacher" else {}
     if name == "teacher":  # the plain run above only supplied the data pipeline; time the teacher on its batches
         times = teacher_inference(job, captured["trainer"])[job["warmup"] :]
     if len(times) < job["steps"]:
@@ -184,6 +258,7 @@ def run_variant(job: dict[str, Any]) -> dict[str, Any]:
     return {
         "median_s": statistics.median(times),
         "steps": len(times),
+        "breakdown_s": parts,
         "times_s": [round(t, 5) for t in times],
         "peak_rss_mb": round(peak_rss_mb, 1),
         "peak_cuda_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,
@@ -238,20 +313,22 @@ def ratios(results: dict[str, dict[str, Any]]) -> tuple[dict[str, float], dict[s
 
 def markdown(report: dict[str, Any]) -> str:
     """Return the README table: one row per pair and variant, step time, ratio to the floor, peak memory."""
-    rows = ["| pair | variant | step ms (median) | / floor | / Ultralytics KD | peak RSS MB | peak CUDA MB |",
-            "|---|---|---|---|---|---|---|"]  # fmt: skip
+    rows = ["| pair | variant | step ms (median) | / floor | / Ultralytics KD | teacher fwd / student fwd / losses / "
+            "backward+opt ms | peak RSS MB | peak CUDA MB |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for pair, variants in report["results"].items():
         native = variants.get("ultralytics-kd", {}).get("median_s")
         for name, r in variants.items():
             if "error" in r:
-                rows.append(f"| {pair} | {name} | failed: {r['error'][:80]} | | | | |")
+                rows.append(f"| {pair} | {name} | failed: {r['error'][:80]} | | | | | |")
                 continue
             over = report["kd_over_floor"].get(f"{pair}/{name}")
             vs_native = f"{r['median_s'] / native:.3f}" if native and name not in ("plain", "teacher") else ""
             cuda = "" if r["peak_cuda_mb"] is None else f"{r['peak_cuda_mb']:.0f}"
+            parts = r.get("breakdown_s") or {}
+            split = " / ".join(f"{parts[k] * 1000:.0f}" for k in BREAKDOWN if k in parts)
             rows.append(
                 f"| {pair} | {name} | {r['median_s'] * 1000:.0f} | {'' if over is None else f'{over:.3f}'} | "
-                f"{vs_native} | {r['peak_rss_mb']:.0f} | {cuda} |"
+                f"{vs_native} | {split} | {r['peak_rss_mb']:.0f} | {cuda} |"
             )
     return "\n".join(rows)
 
@@ -266,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", default=None, help="comma-separated subset of: " + ", ".join(PAIRS))
     ap.add_argument("--variants", default=None, help="comma-separated subset of: " + ", ".join(VARIANTS))
     ap.add_argument("--data-root", type=Path, default=SHARED, help="folder holding coco8, coco8-seg, coco8-pose")
+    ap.add_argument(
+        "--results", type=Path, default=None, help="folder for the JSON report (default: benchmarks/results)"
+    )
     ap.add_argument("--no-report", action="store_true", help="print the table, write no results file")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -328,8 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     print("ours_over_native:", json.dumps(ours_over_native))
     if not args.no_report:
         kind = "cpu" if args.device == "cpu" else "cuda"
-        path = reports.write(f"speed-{kind}-{args.profile}", report)
-        print(f"report: {path.relative_to(ROOT)}")
+        path = reports.write(f"speed-{kind}-{args.profile}", report, args.results or reports.RESULTS)
+        print(f"report: {path}")
     return 0
 
 

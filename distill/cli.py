@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from .config import DEFAULT_FEATURE_WEIGHTS, FEATURE_LOSSES, SCHEDULES, DistillConfig
+from .config import DEFAULT_FEATURE_WEIGHTS, DEFAULTS, FEATURE_LOSSES, SCHEDULES, DistillConfig
 from .errors import DistillError
 
 
@@ -106,19 +106,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _kd_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--loss", default="cwd", choices=FEATURE_LOSSES, help="feature loss (default: cwd)")
-    p.add_argument("--logit", action=argparse.BooleanOptionalAction, default=True, help="logit loss (default: on)")
-    p.add_argument("--layers", default="neck", help="neck | backbone-neck | I,J,K (default: neck)")
+    d = DEFAULTS  # the measured-best configuration (benchmarks/README.md)
+    p.add_argument("--loss", default=d["loss"], choices=FEATURE_LOSSES, help=f"feature loss (default: {d['loss']})")
+    p.add_argument(
+        "--logit", action=argparse.BooleanOptionalAction, default=d["logit"],
+        help=f"logit loss (default: {'on' if d['logit'] else 'off'})",
+    )  # fmt: skip
+    p.add_argument("--layers", default=d["layers"], help=f"neck | backbone-neck | I,J,K (default: {d['layers']})")
     p.add_argument("--teacher-layers", default=None, help="teacher layers if they differ from the student's")
     p.add_argument("--online", action="store_true", help="train the teacher jointly (default: offline, frozen)")
     p.add_argument(
         "--feat-weight", type=float, default=None,
         help=f"feature-loss weight (default per loss: {DEFAULT_FEATURE_WEIGHTS})",
     )  # fmt: skip
-    p.add_argument("--logit-weight", type=float, default=0.25, help="logit-loss weight (default: 0.25)")
-    p.add_argument("--tau", type=float, default=1.0, help="CWD temperature (default: 1.0)")
-    p.add_argument("--schedule", default="constant", choices=SCHEDULES, help="KD weight over epochs")
-    p.add_argument("--distill-off-epochs", type=int, default=0, help="switch KD off for the last N epochs")
+    p.add_argument("--logit-weight", type=float, default=d["logit_weight"],
+                   help=f"logit-loss weight (default: {d['logit_weight']})")  # fmt: skip
+    p.add_argument("--tau", type=float, default=d["tau"], help=f"CWD temperature (default: {d['tau']})")
+    p.add_argument("--schedule", default=d["schedule"], choices=SCHEDULES,
+                   help=f"KD weight over epochs (default: {d['schedule']})")  # fmt: skip
+    p.add_argument("--distill-off-epochs", type=int, default=d["distill_off_epochs"],
+                   help=f"switch KD off for the last N epochs (default: {d['distill_off_epochs']})")  # fmt: skip
 
 
 def _step_parsers(step: argparse.ArgumentParser) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from kfp import dsl, kubernetes
 
 from ..components.steps import DEFAULT_IMAGE, build_components
+from ..config import DEFAULTS
 
 PIPELINE_NAME = "yolo-distill"
 
@@ -126,9 +127,9 @@ def build_pipeline(settings: ClusterSettings | None = None, sweep: bool = False,
             teacher_model: str = "yolov8s.yaml",
             teacher_weights: str = "",
             student_model: str = "yolov8n.yaml",
-            loss: str = "cwd",
-            layers: str = "neck",
-            logit: bool = True,
+            loss: str = DEFAULTS["loss"],
+            layers: str = DEFAULTS["layers"],
+            logit: bool = DEFAULTS["logit"],
             online: bool = False,
             teacher_epochs: int = 100,
             student_epochs: int = 100,
@@ -163,7 +164,7 @@ def build_pipeline(settings: ClusterSettings | None = None, sweep: bool = False,
         teacher_model: str = "yolov8s.yaml",
         teacher_weights: str = "",
         student_model: str = "yolov8n.yaml",
-        logit: bool = True,
+        logit: bool = DEFAULTS["logit"],
         online: bool = False,
         teacher_epochs: int = 100,
         student_epochs: int = 100,

@@ -115,3 +115,22 @@ def test_cli_parses_every_documented_flag():
     assert parse_overrides(args.overrides) == {"lr0": 0.001, "plots": False}
     with pytest.raises(DistillError, match="'lr0' is not key=value"):
         parse_overrides(["lr0"])
+
+
+def test_cli_and_step_defaults_are_the_configs_shipped_defaults():
+    """One source of defaults: what the CLI and the pipeline step fall back to is exactly DistillConfig's."""
+    import inspect
+
+    from distill.config import DEFAULTS
+    from distill.steps import training
+
+    args = build_parser().parse_args(["distill", "--data", "d.yaml", "--teacher", "t.pt", "--student", "s.yaml"])
+    step = inspect.signature(training.distill).parameters
+    for key in ("loss", "logit", "layers", "logit_weight", "tau", "schedule", "distill_off_epochs"):
+        assert getattr(args, key) == DEFAULTS[key] == step[key].default, key
+    assert DistillConfig(teacher="t.pt").to_dict() == {
+        "teacher": "t.pt",
+        **DEFAULTS,
+        "extra": {},
+        "feat_weight": DistillConfig(teacher="t.pt").feat_weight,
+    }

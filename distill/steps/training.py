@@ -21,7 +21,7 @@ from typing import Any
 from ultralytics.utils import LOGGER
 
 from .. import api, storage
-from ..config import DistillConfig
+from ..config import DEFAULTS, DistillConfig
 from ..errors import DistillError
 from ..storage import S3Uri
 from ..trainer import TEACHER_WEIGHTS
@@ -109,16 +109,16 @@ def distill(
     run_id: str,
     name: str = "distill",
     prefix: str | None = None,
-    loss: str = "cwd",
-    logit: bool = True,
-    layers: str = "neck",
+    loss: str = DEFAULTS["loss"],
+    logit: bool = DEFAULTS["logit"],
+    layers: str = DEFAULTS["layers"],
     teacher_layers: str | None = None,
     online: bool = False,
     feat_weight: float | None = None,
-    logit_weight: float = 0.25,
-    tau: float = 1.0,
-    schedule: str = "constant",
-    distill_off_epochs: int = 0,
+    logit_weight: float = DEFAULTS["logit_weight"],
+    tau: float = DEFAULTS["tau"],
+    schedule: str = DEFAULTS["schedule"],
+    distill_off_epochs: int = DEFAULTS["distill_off_epochs"],
     epochs: int = 100,
     imgsz: int = 640,
     batch: int = 16,

@@ -1,0 +1,89 @@
+"""The benchmark scripts: their arithmetic on known inputs, and a real smoke run of each (speed: default suite)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import DATA, ROOT
+
+from benchmarks import accuracy, speed
+
+
+def _variant(seconds: float) -> dict:
+    return {"median_s": seconds, "peak_rss_mb": 1000.0, "peak_cuda_mb": None, "breakdown_s": {}}
+
+
+def test_speed_ratios_divide_by_the_floor_and_by_ultralytics():
+    results = {
+        "v8s-v8n": {
+            "plain": _variant(0.4), "teacher": _variant(0.2), "cwd": _variant(0.63), "default": _variant(0.6),
+            "online-cwd": _variant(1.5), "teacher-train": _variant(1.1), "ultralytics-kd": _variant(0.75),
+        },
+        "v8l-v8n": {"plain": _variant(0.4), "default": _variant(1.0)},  # no teacher timing: no ratio
+    }  # fmt: skip
+    kd_over_floor, ours_over_native = speed.ratios(results)
+    assert kd_over_floor == {"v8s-v8n/cwd": 1.05, "v8s-v8n/default": 1.0, "v8s-v8n/online-cwd": 1.0}
+    assert ours_over_native == {"v8s-v8n": 0.8}
+    table = speed.markdown({"results": results, "kd_over_floor": kd_over_floor})
+    assert "| v8s-v8n | cwd | 630 | 1.050 | 0.840 |" in table
+
+
+def test_accuracy_summary_is_mean_and_sample_std_over_seeds():
+    runs = [
+        {"job": {"spec": None, "seed": s}, "train_s": 10.0,
+         "test": {"metrics/mAP50-95(B)": v, "metrics/mAP50(B)": 2 * v}}
+        for s, v in ((0, 0.2), (1, 0.3))
+    ]  # fmt: skip
+    s = accuracy.summarise("baseline", runs)
+    assert (s["name"], s["seeds"], s["map50_95_mean"], s["map50_mean"]) == ("baseline", [0, 1], 0.25, 0.5)
+    assert s["map50_95_std"] == pytest.approx(0.0707, abs=1e-4)
+    table = accuracy.markdown({"students": [s, dict(s, name="cwd", map50_95_mean=0.3)]})
+    assert table.index("| cwd |") < table.index("| baseline |") and "+0.0500" in table
+
+
+def test_accuracy_variant_is_validated_before_any_training():
+    assert accuracy.parse_variant("w3:loss=cwd,logit=0,feat_weight=3") == (
+        "w3",
+        {"loss": "cwd", "logit": False, "feat_weight": 3},
+    )
+    with pytest.raises(SystemExit, match="unknown loss 'cdw'"):
+        accuracy.parse_variant("bad:loss=cdw")
+    with pytest.raises(SystemExit, match="is not key=value"):
+        accuracy.parse_variant("bad:loss")
+
+
+def _bench(module: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_speed_benchmark_smoke(tmp_path):
+    """A real run of the speed script (tiny: 64 px, the quick profile's few steps) writes a complete report."""
+    proc = _bench("benchmarks.speed", "--profile", "quick", "--imgsz", "64", "--batch", "4",
+                  "--variants", "plain,teacher,default,ultralytics-kd", "--data-root", str(DATA),
+                  "--results", str(tmp_path))  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (path,) = tmp_path.glob("speed-cpu-quick-*.json")
+    report = json.loads(path.read_text())
+    pair = report["results"]["v8s-v8n"]
+    assert all(pair[v]["median_s"] > 0 and pair[v]["steps"] == 8 for v in pair)
+    assert (
+        set(pair["default"]["breakdown_s"]) == set(speed.BREAKDOWN)
+        and pair["default"]["breakdown_s"]["teacher_forward"] > 0
+    )
+    assert report["kd_over_floor"]["v8s-v8n/default"] > 0 and report["ours_over_native"]["v8s-v8n"] > 0
+    assert report["machine"]["device"] == "cpu" and report["machine"]["ultralytics"]
+
+
+@pytest.mark.slow
+def test_accuracy_benchmark_smoke(tmp_path):
+    """A real quick-profile run on BCCD (three students, one seed) writes the report the README table comes from."""
+    students = "baseline,cwd+logit,ultralytics-kd"
+    proc = _bench("benchmarks.accuracy", "--profile", "quick", "--students", students, "--data", str(DATA / "bccd"),
+                  "--workdir", str(tmp_path / "work"), "--results", str(tmp_path))  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (path,) = tmp_path.glob("accuracy-quick-*.json")
+    report = json.loads(path.read_text())
+    assert [s["name"] for s in report["students"]] == ["baseline", "cwd+logit", "ultralytics-kd"]
+    assert all(s["seeds"] == [0] and 0 <= s["map50_95_mean"] <= 1 for s in report["students"])
+    assert report["dataset"]["score_split"] == "test" and report["teacher"]["epochs"] == 3
