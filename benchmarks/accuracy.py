@@ -138,7 +138,7 @@ def launch(job: dict[str, Any]) -> dict[str, Any]:
     done = folder / "result.json"
     if done.is_file():
         previous = json.loads(done.read_text())
-        if previous.get("job") == job:
+        if previous.get("job") == job and ran_config(folder) == resolved_config(job):
             return previous
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "job.json").write_text(json.dumps(job, indent=2) + "\n")
@@ -151,6 +151,27 @@ def launch(job: dict[str, Any]) -> dict[str, Any]:
         tail = (folder / "log.txt").read_text(errors="replace").strip().splitlines()[-5:]
         raise RuntimeError(f"{job['name']} (seed {job['seed']}) failed, see {folder / 'log.txt'}:\n" + "\n".join(tail))
     return json.loads(done.read_text())
+
+
+def resolved_config(job: dict[str, Any]) -> dict[str, Any] | None:
+    """Return the full KD configuration a student job asks for (spec over today's defaults), else None."""
+    if not isinstance(job["spec"], dict):
+        return None
+    from distill import DistillConfig
+
+    config = DistillConfig(teacher=job["teacher"] or "teacher.pt", **job["spec"]).to_dict()
+    config.pop("teacher")
+    return config
+
+
+def ran_config(folder: Path) -> dict[str, Any] | None:
+    """Return the KD configuration a finished run really used, from the ``distill.json`` its trainer wrote."""
+    plan = folder / "train" / "distill.json"
+    if not plan.is_file():
+        return None
+    config = json.loads(plan.read_text())["config"]
+    config.pop("teacher")
+    return config
 
 
 def import_bccd(source: Path, workdir: Path) -> tuple[Path, str]:
@@ -168,6 +189,37 @@ def import_bccd(source: Path, workdir: Path) -> tuple[Path, str]:
     return folder / "data.yaml", manifest["hash"]
 
 
+TASK_LOSSES = ("train/box_loss", "train/cls_loss", "train/dfl_loss", "train/seg_loss", "train/pose_loss",
+               "train/kobj_loss")  # fmt: skip
+
+
+def kd_share(results_csv: Path) -> dict[str, float] | None:
+    """Share of the KD terms in the training loss at the first and the last epoch (the loss-scale check).
+
+    KD columns are every ``train/*_loss`` that is not a task loss (ours: ``cwd_loss``, ``logit_loss``, ...;
+    Ultralytics' KD: ``dis_loss``); the online teacher's own loss is left out. ``None`` for plain training.
+    """
+    if not results_csv.is_file():
+        return None
+    import csv
+
+    rows = [{k.strip(): v for k, v in row.items()} for row in csv.DictReader(results_csv.open())]
+    if not rows:
+        return None
+    kd_cols = [k for k in rows[0] if k.startswith("train/") and k.endswith("_loss") and k not in TASK_LOSSES
+               and k != "train/teacher_loss"]  # fmt: skip
+    if not kd_cols:
+        return None
+    task_cols = [k for k in rows[0] if k in TASK_LOSSES]
+
+    def share(row: dict[str, str]) -> float:
+        kd = sum(float(row[k]) for k in kd_cols)
+        total = kd + sum(float(row[k]) for k in task_cols)
+        return round(kd / total, 4) if total else 0.0
+
+    return {"first_epoch": share(rows[0]), "last_epoch": share(rows[-1])}
+
+
 def summarise(name: str, results: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and sample standard deviation of test mAP over seeds for one student."""
     m95 = [r["test"]["metrics/mAP50-95(B)"] for r in results]
@@ -179,6 +231,7 @@ def summarise(name: str, results: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "name": name,
         "spec": results[0]["job"]["spec"],
+        "config": ran_config(Path(results[0]["job"]["dir"])),
         "seeds": [r["job"]["seed"] for r in results],
         "map50_95": m95,
         "map50_95_mean": round(statistics.fmean(m95), 4),
@@ -187,6 +240,7 @@ def summarise(name: str, results: list[dict[str, Any]]) -> dict[str, Any]:
         "map50_mean": round(statistics.fmean(m50), 4),
         "map50_std": std(m50),
         "train_s_mean": round(statistics.fmean(r["train_s"] for r in results), 1),
+        "kd_share_of_loss": kd_share(Path(results[0]["job"]["dir"]) / "train" / "results.csv"),
     }
 
 
@@ -194,14 +248,15 @@ def markdown(report: dict[str, Any]) -> str:
     """Return the README table: one row per student, best mean first, gain over the baseline."""
     base = next((s["map50_95_mean"] for s in report["students"] if s["name"] == "baseline"), None)
     rows = [
-        "| student | mAP50-95 (test) | mAP50 (test) | vs baseline | train s/run |",
-        "|---|---|---|---|---|",
+        "| student | mAP50-95 (test) | mAP50 (test) | vs baseline | KD share of loss (last epoch) | train s/run |",
+        "|---|---|---|---|---|---|",
     ]
     for s in sorted(report["students"], key=lambda s: -s["map50_95_mean"]):
+        share = "" if not s.get("kd_share_of_loss") else f"{s['kd_share_of_loss']['last_epoch']:.0%}"
         gain = "" if base is None or s["name"] == "baseline" else f"{s['map50_95_mean'] - base:+.4f}"
         rows.append(
             f"| {s['name']} | {s['map50_95_mean']:.4f} ± {s['map50_95_std']:.4f} | "
-            f"{s['map50_mean']:.4f} ± {s['map50_std']:.4f} | {gain} | {s['train_s_mean']:.0f} |"
+            f"{s['map50_mean']:.4f} ± {s['map50_std']:.4f} | {gain} | {share} | {s['train_s_mean']:.0f} |"
         )
     return "\n".join(rows)
 

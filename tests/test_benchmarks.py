@@ -29,15 +29,15 @@ def test_speed_ratios_divide_by_the_floor_and_by_ultralytics():
     assert "| v8s-v8n | cwd | 630 | 1.050 | 0.840 |" in table
 
 
-def test_accuracy_summary_is_mean_and_sample_std_over_seeds():
+def test_accuracy_summary_is_mean_and_sample_std_over_seeds(tmp_path):
     runs = [
-        {"job": {"spec": None, "seed": s}, "train_s": 10.0,
+        {"job": {"spec": None, "seed": s, "dir": str(tmp_path / f"s{s}")}, "train_s": 10.0,
          "test": {"metrics/mAP50-95(B)": v, "metrics/mAP50(B)": 2 * v}}
         for s, v in ((0, 0.2), (1, 0.3))
     ]  # fmt: skip
     s = accuracy.summarise("baseline", runs)
     assert (s["name"], s["seeds"], s["map50_95_mean"], s["map50_mean"]) == ("baseline", [0, 1], 0.25, 0.5)
-    assert s["map50_95_std"] == pytest.approx(0.0707, abs=1e-4)
+    assert s["map50_95_std"] == pytest.approx(0.0707, abs=1e-4) and s["kd_share_of_loss"] is None
     table = accuracy.markdown({"students": [s, dict(s, name="cwd", map50_95_mean=0.3)]})
     assert table.index("| cwd |") < table.index("| baseline |") and "+0.0500" in table
 
@@ -87,3 +87,13 @@ def test_accuracy_benchmark_smoke(tmp_path):
     assert [s["name"] for s in report["students"]] == ["baseline", "cwd+logit", "ultralytics-kd"]
     assert all(s["seeds"] == [0] and 0 <= s["map50_95_mean"] <= 1 for s in report["students"])
     assert report["dataset"]["score_split"] == "test" and report["teacher"]["epochs"] == 3
+
+
+def test_kd_share_counts_every_non_task_loss_column(tmp_path):
+    csv = tmp_path / "results.csv"
+    csv.write_text(
+        "epoch, train/box_loss, train/cls_loss, train/dfl_loss, train/cwd_loss, train/logit_loss, train/teacher_loss\n"
+        "1, 3.0, 2.0, 3.0, 1.0, 1.0, 9.0\n"
+        "2, 2.0, 1.0, 1.0, 0.5, 0.5, 9.0\n"
+    )
+    assert accuracy.kd_share(csv) == {"first_epoch": 0.2, "last_epoch": 0.2}
