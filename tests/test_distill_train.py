@@ -202,6 +202,7 @@ def test_distill_off_epochs_stops_kd_for_the_last_epochs(tmp_path):
 
 @pytest.mark.parametrize(("student", "teacher"), [("yolo11n.yaml", "yolo11s.yaml"), ("yolo26n.yaml", "yolo26s.yaml")])
 def test_yolo11_and_yolo26_pairs_distil(tmp_path, student, teacher):
-    run = distill(TASK_DATA["detect"], student, DistillConfig(teacher=teacher), out=tmp_path / "kd", **TINY)
+    config = DistillConfig(teacher=teacher, loss="cwd", logit=True)
+    run = distill(TASK_DATA["detect"], student, config, out=tmp_path / "kd", **TINY)
     cols = kd_columns(run.results_csv)
     assert cols["train/cwd_loss"] > 0 and cols["train/logit_loss"] > 0

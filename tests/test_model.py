@@ -82,7 +82,7 @@ def test_online_teacher_is_trainable_and_gets_gradients(tmp_path):
 
 
 def test_eval_mode_loss_reports_zero_kd_columns(tmp_path):
-    trainer = make_trainer(tmp_path, "detect", DistillConfig(teacher=TEACHER["detect"]))
+    trainer = make_trainer(tmp_path, "detect", DistillConfig(teacher=TEACHER["detect"], loss="cwd", logit=True))
     model = trainer.model.eval()
     total, items = model.loss(real_batch(trainer))
     assert float(items["cwd_loss"]) == 0 and float(items["logit_loss"]) == 0
@@ -113,7 +113,8 @@ def test_teacher_layers_may_differ_from_student_layers(tmp_path):
 
 def test_cross_family_pair_distils_the_outputs_it_shares(tmp_path):
     # YOLO26 has reg_max=1 (no box distribution): the logit loss keeps to the class scores; neck layers map per model.
-    trainer = make_trainer(tmp_path, "detect", DistillConfig(teacher="yolo26s.yaml"), student="yolov8n.yaml")
+    cfg = DistillConfig(teacher="yolo26s.yaml", logit=True)
+    trainer = make_trainer(tmp_path, "detect", cfg, student="yolov8n.yaml")
     assert trainer.distill_plan["logit_outputs"] == ["scores"]
     assert (trainer.model.feats_idx, trainer.model.teacher_feats_idx) == ([15, 18, 21], [16, 19, 22])
 
