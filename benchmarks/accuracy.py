@@ -139,7 +139,7 @@ def launch(job: dict[str, Any]) -> dict[str, Any]:
     if done.is_file():
         previous = json.loads(done.read_text())
         if previous.get("job") == job and ran_config(folder) == resolved_config(job):
-            return previous
+            return {**previous, "cached": True}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "job.json").write_text(json.dumps(job, indent=2) + "\n")
     with open(folder / "log.txt", "w") as log:
@@ -248,7 +248,7 @@ def markdown(report: dict[str, Any]) -> str:
     """Return the README table: one row per student, best mean first, gain over the baseline."""
     base = next((s["map50_95_mean"] for s in report["students"] if s["name"] == "baseline"), None)
     rows = [
-        "| student | mAP50-95 (test) | mAP50 (test) | vs baseline | KD share of loss (last epoch) | train s/run |",
+        "| student | mAP50-95 (test) | mAP50 (test) | vs baseline | KD share of loss (last epoch) | train s / run |",
         "|---|---|---|---|---|---|",
     ]
     for s in sorted(report["students"], key=lambda s: -s["map50_95_mean"]):
@@ -276,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--results", type=Path, default=None, help="folder for the JSON report (default: benchmarks/results)"
     )
+    ap.add_argument("--tag", default="", help="report name suffix (accuracy-<profile>-<tag>-<date>.json)")
     ap.add_argument("--no-report", action="store_true", help="print the table, write no results file")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -357,12 +358,15 @@ def main(argv: list[str] | None = None) -> int:
         },  # fmt: skip
         "students": [summarise(name, runs) for name, runs in by_name.items()],
         "runs": finished,
-        "wall_s": round(time.perf_counter() - started, 1),
+        "wall_s": round(time.perf_counter() - started, 1),  # this invocation's; runs taken from cache add nothing
+        "runs_from_cache": sum(bool(r.get("cached")) for r in finished),
+        "train_s_total": round(teacher["train_s"] + sum(r["train_s"] for r in finished), 1),
     }
     table = markdown(report)
     print(table)
     if not args.no_report:
-        path = reports.write(f"accuracy-{args.profile}", report, args.results or reports.RESULTS)
+        name = "-".join(filter(None, ("accuracy", args.profile, args.tag)))
+        path = reports.write(name, report, args.results or reports.RESULTS)
         print(f"report: {path}")
     return 0
 

@@ -407,8 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     print("kd_over_floor:", json.dumps(kd_over_floor))
     print("ours_over_native:", json.dumps(ours_over_native))
     if not args.no_report:
-        kind = "cpu" if args.device == "cpu" else "cuda"
-        path = reports.write(f"speed-{kind}-{args.profile}", report, args.results or reports.RESULTS)
+        name = f"speed-{args.profile}" if args.device == "cpu" else f"speed-cuda-{args.profile}"
+        path = reports.write(name, report, args.results or reports.RESULTS)
         print(f"report: {path}")
     return 0
 

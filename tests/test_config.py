@@ -12,7 +12,7 @@ from distill.schedule import kd_scale
 
 def test_defaults_are_documented_values():
     cfg = DistillConfig(teacher="t.pt")
-    assert (cfg.loss, cfg.logit, cfg.layers, cfg.online) == ("cwd", True, "neck", False)
+    assert (cfg.loss, cfg.logit, cfg.layers, cfg.online) == ("mimic", True, "neck", False)  # the BCCD benchmark's best
     assert (cfg.feat_weight, cfg.logit_weight, cfg.tau, cfg.mgd_ratio, cfg.mgd_alpha) == (1.0, 0.25, 1.0, 0.65, 2e-5)
     assert (cfg.schedule, cfg.distill_off_epochs) == ("constant", 0)
 
