@@ -22,13 +22,14 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from benchmarks import report as reports
 
 ROOT = Path(__file__).resolve().parent.parent
 BCCD = ROOT.parent / "shared" / "data" / "bccd"
@@ -141,13 +142,8 @@ def launch(job: dict[str, Any]) -> dict[str, Any]:
         if previous.get("job") == job and ran_config(folder) == resolved_config(job):
             return {**previous, "cached": True}
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "job.json").write_text(json.dumps(job, indent=2) + "\n")
-    with open(folder / "log.txt", "w") as log:
-        proc = subprocess.run(
-            [sys.executable, "-m", "benchmarks.accuracy", "--worker", str(folder / "job.json")],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False,
-        )  # fmt: skip
-    if proc.returncode != 0 or not done.is_file():
+    code = reports.run_worker("benchmarks.accuracy", job, folder / "job.json", folder / "log.txt")
+    if code != 0 or not done.is_file():
         tail = (folder / "log.txt").read_text(errors="replace").strip().splitlines()[-5:]
         raise RuntimeError(f"{job['name']} (seed {job['seed']}) failed, see {folder / 'log.txt'}:\n" + "\n".join(tail))
     return json.loads(done.read_text())
@@ -273,12 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default=None, help="comma-separated seeds (default: the profile's)")
     ap.add_argument("--epochs", type=int, default=None, help="student epochs (default: the profile's)")
     ap.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / ".work")
-    ap.add_argument(
-        "--results", type=Path, default=None, help="folder for the JSON report (default: benchmarks/results)"
-    )
     ap.add_argument("--tag", default="", help="report name suffix (accuracy-<profile>-<tag>-<date>.json)")
-    ap.add_argument("--no-report", action="store_true", help="print the table, write no results file")
-    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    reports.add_report_args(ap)
     args = ap.parse_args(argv)
     if args.worker:
         _worker(args.worker)
@@ -298,8 +290,6 @@ def main(argv: list[str] | None = None) -> int:
     jobs = args.jobs or (os.cpu_count() or 1 if args.device == "cpu" else 1)
     workdir = (args.workdir / f"accuracy-{args.profile}").resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-
-    from benchmarks import report as reports
 
     started = time.perf_counter()
     data, data_hash = import_bccd(args.data, workdir)
@@ -364,10 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     table = markdown(report)
     print(table)
-    if not args.no_report:
-        name = "-".join(filter(None, ("accuracy", args.profile, args.tag)))
-        path = reports.write(name, report, args.results or reports.RESULTS)
-        print(f"report: {path}")
+    reports.publish(args, "-".join(filter(None, ("accuracy", args.profile, args.tag))), report)
     return 0
 
 

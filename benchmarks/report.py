@@ -1,15 +1,20 @@
-"""What every benchmark report records: the machine, the versions, and where the JSON goes.
+"""What every benchmark shares: the machine a report records, where it goes, its flags, the per-run process.
+
+The machine and versions, the report's path, ``--results``/``--no-report``/``--worker``, and running one measurement
+in a fresh Python process.
 
 Reports are ``benchmarks/results/<name>-<date>.json``; a second run on the same day overwrites that day's file.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +76,31 @@ def write(name: str, report: dict[str, Any], folder: Path = RESULTS) -> Path:
     path = folder / f"{name}-{dt.date.today().isoformat()}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     return path
+
+
+def add_report_args(ap: argparse.ArgumentParser) -> None:
+    """Add ``--results`` / ``--no-report`` and the hidden ``--worker JOB`` every benchmark script takes."""
+    ap.add_argument("--results", type=Path, default=None, help="report folder (default: benchmarks/results)")
+    ap.add_argument("--no-report", action="store_true", help="print the table, write no results file")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+
+
+def publish(args: argparse.Namespace, name: str, report: dict[str, Any]) -> None:
+    """Write the report as ``<name>-<date>.json`` (unless ``--no-report``) and print where it went."""
+    if not args.no_report:
+        path = write(name, report, args.results or RESULTS)
+        print(f"report: {path}")
+
+
+def run_worker(module: str, job: dict[str, Any], job_file: Path, log: Path) -> int:
+    """Write ``job`` to ``job_file`` and run ``python -m module --worker job_file`` with its output in ``log``.
+
+    A fresh process per measurement keeps each run's state and peak memory its own. Returns the exit code.
+    """
+    job_file.write_text(json.dumps(job, indent=2) + "\n")
+    with open(log, "w") as fh:
+        proc = subprocess.run(
+            [sys.executable, "-m", module, "--worker", str(job_file)],
+            cwd=RESULTS.parent.parent, stdout=fh, stderr=subprocess.STDOUT, check=False,
+        )  # fmt: skip
+    return proc.returncode

@@ -29,7 +29,6 @@ import json
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from benchmarks import report as reports
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
@@ -103,7 +104,8 @@ class StepTimer:
         self.times: list[float] = []
         self._start = 0.0
 
-    def _sync(self) -> None:
+    def sync(self) -> None:
+        """Wait for queued CUDA work, so a clock read covers it (no-op on CPU)."""
         if self.cuda:
             import torch
 
@@ -111,12 +113,12 @@ class StepTimer:
 
     def start(self, trainer: Any) -> None:
         """``on_train_batch_start``: note the time."""
-        self._sync()
+        self.sync()
         self._start = time.perf_counter()
 
     def end(self, trainer: Any) -> None:
         """``on_train_batch_end``: record the step's seconds."""
-        self._sync()
+        self.sync()
         self.times.append(time.perf_counter() - self._start)
 
     def callbacks(self) -> dict[str, list]:
@@ -142,14 +144,14 @@ class StepBreakdown:
 
     def _pre(self, key: str):
         def hook(module, args):
-            self.timer._sync()
+            self.timer.sync()
             self._open[key] = time.perf_counter()
 
         return hook
 
     def _post(self, key: str):
         def hook(module, args, output):
-            self.timer._sync()
+            self.timer.sync()
             if key in self._open:
                 self.parts[key].append(time.perf_counter() - self._open.pop(key))
 
@@ -276,16 +278,11 @@ def measure(job: dict[str, Any], scratch: Path) -> dict[str, Any]:
     """Run one variant in a fresh process; a failure is recorded with the last lines of its log, not raised."""
     tag = f"{job['pair']}-{job['variant']}".replace("+", "-")
     job = dict(job, out=str(scratch / tag), result=str(scratch / f"{tag}.json"))
-    (scratch / f"{tag}.job.json").write_text(json.dumps(job))
     log = scratch / f"{tag}.log"
-    with open(log, "w") as fh:
-        proc = subprocess.run(
-            [sys.executable, "-m", "benchmarks.speed", "--worker", str(scratch / f"{tag}.job.json")],
-            cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, check=False,
-        )  # fmt: skip
-    if proc.returncode != 0 or not Path(job["result"]).is_file():
+    code = reports.run_worker("benchmarks.speed", job, scratch / f"{tag}.job.json", log)
+    if code != 0 or not Path(job["result"]).is_file():
         lines = log.read_text(errors="replace").strip().splitlines()
-        return {"error": lines[-1] if lines else f"exit code {proc.returncode}"}
+        return {"error": lines[-1] if lines else f"exit code {code}"}
     return json.loads(Path(job["result"]).read_text())
 
 
@@ -343,11 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", default=None, help="comma-separated subset of: " + ", ".join(PAIRS))
     ap.add_argument("--variants", default=None, help="comma-separated subset of: " + ", ".join(VARIANTS))
     ap.add_argument("--data-root", type=Path, default=SHARED, help="folder holding coco8, coco8-seg, coco8-pose")
-    ap.add_argument(
-        "--results", type=Path, default=None, help="folder for the JSON report (default: benchmarks/results)"
-    )
-    ap.add_argument("--no-report", action="store_true", help="print the table, write no results file")
-    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    reports.add_report_args(ap)
     args = ap.parse_args(argv)
     if args.worker:
         _worker(args.worker)
@@ -366,8 +359,6 @@ def main(argv: list[str] | None = None) -> int:
     steps, warmup = profile["steps"], profile["warmup"]
 
     from ultralytics import YOLO
-
-    from benchmarks import report as reports
 
     started = time.perf_counter()
     results: dict[str, dict[str, Any]] = {}
@@ -406,10 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(report))
     print("kd_over_floor:", json.dumps(kd_over_floor))
     print("ours_over_native:", json.dumps(ours_over_native))
-    if not args.no_report:
-        name = f"speed-{args.profile}" if args.device == "cpu" else f"speed-cuda-{args.profile}"
-        path = reports.write(name, report, args.results or reports.RESULTS)
-        print(f"report: {path}")
+    reports.publish(args, f"speed-{args.profile}" if args.device == "cpu" else f"speed-cuda-{args.profile}", report)
     return 0
 
 
