@@ -15,7 +15,11 @@ same batches), our ``cwd``/``mgd``/``mimic``/``logit``/``cwd+logit`` (offline) a
 - ``ours_over_native[pair]`` = our shipped default's step / Ultralytics KD's step (target ≤ 1.0).
 
 Each variant runs in a fresh Python process, one after another within one benchmark run, so its peak memory (RSS,
-or CUDA peak allocated) is its own. Usage::
+or CUDA peak allocated) is its own. The same work differs by up to ~10% between processes on a shared VM, so the
+``cpu`` and ``full`` profiles run ``--rounds 3``: every variant of a pair once per round, rounds one after another
+(interleaved, so a slow spell of the machine hits every variant alike). A variant's step is the median of its timed
+steps pooled over the rounds; ``kd_over_floor_range`` gives the lowest and highest ratio of the single rounds, each
+computed from processes that ran minutes apart. Usage::
 
     python -m benchmarks.speed                        # CPU, the committed table (~15 min on 2 cores)
     python -m benchmarks.speed --profile quick        # smoke: one pair, few steps
@@ -65,11 +69,11 @@ VARIANTS: dict[str, Any] = {
 }
 BREAKDOWN = ("teacher_forward", "student_forward", "losses", "backward_optimizer")
 PROFILES = {
-    "quick": {"pairs": ["v8s-v8n"], "steps": 8, "warmup": 3, "variants": ["plain", "teacher", "default",
-                                                                           "ultralytics-kd"]},
-    "cpu": {"pairs": list(PAIRS), "steps": 20, "warmup": 5, "variants": list(VARIANTS),
+    "quick": {"pairs": ["v8s-v8n"], "steps": 8, "warmup": 3, "rounds": 1,
+              "variants": ["plain", "teacher", "default", "ultralytics-kd"]},
+    "cpu": {"pairs": list(PAIRS), "steps": 20, "warmup": 5, "rounds": 3, "variants": list(VARIANTS),
             "small_pair_variants": ["plain", "teacher", "cwd", "default", "ultralytics-kd"]},
-    "full": {"pairs": list(PAIRS), "steps": 50, "warmup": 10, "variants": list(VARIANTS)},
+    "full": {"pairs": list(PAIRS), "steps": 50, "warmup": 10, "rounds": 3, "variants": list(VARIANTS)},
 }  # fmt: skip
 
 
@@ -276,7 +280,7 @@ def _worker(job_file: str) -> None:
 # -- orchestration --------------------------------------------------------------------------------------------------
 def measure(job: dict[str, Any], scratch: Path) -> dict[str, Any]:
     """Run one variant in a fresh process; a failure is recorded with the last lines of its log, not raised."""
-    tag = f"{job['pair']}-{job['variant']}".replace("+", "-")
+    tag = f"{job['pair']}-{job['variant']}-r{job['round']}".replace("+", "-")
     job = dict(job, out=str(scratch / tag), result=str(scratch / f"{tag}.json"))
     log = scratch / f"{tag}.log"
     code = reports.run_worker("benchmarks.speed", job, scratch / f"{tag}.job.json", log)
@@ -284,6 +288,51 @@ def measure(job: dict[str, Any], scratch: Path) -> dict[str, Any]:
         lines = log.read_text(errors="replace").strip().splitlines()
         return {"error": lines[-1] if lines else f"exit code {code}"}
     return json.loads(Path(job["result"]).read_text())
+
+
+def pool(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Combine one variant's measurements from several rounds into one result.
+
+    The step is the median of every timed step of every round, ``round_median_s`` keeps each round's own median,
+    the breakdown is the median of the rounds' breakdowns and peak memory the highest of the rounds. A failed round
+    fails the variant (its error is kept): a pooled figure that silently lost rounds would not be comparable.
+    """
+    failed = [r for r in rounds if "error" in r]
+    if failed:
+        return {"error": failed[0]["error"], "rounds": len(rounds)}
+    times = [t for r in rounds for t in r["times_s"]]
+    parts = [r["breakdown_s"] for r in rounds if r.get("breakdown_s")]  # none for the teacher-alone variant
+    keys = [k for k in BREAKDOWN if parts and k in parts[0]]
+    cuda = [r["peak_cuda_mb"] for r in rounds if r.get("peak_cuda_mb") is not None]
+    return {
+        "median_s": statistics.median(times),
+        "steps": len(times),
+        "rounds": len(rounds),
+        "round_median_s": [round(r["median_s"], 5) for r in rounds],
+        "breakdown_s": {k: round(statistics.median(p[k] for p in parts), 5) for k in keys},
+        "times_s": times,
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in rounds),
+        "peak_cuda_mb": max(cuda) if cuda else None,
+    }
+
+
+def ratio_ranges(results: dict[str, dict[str, Any]]) -> dict[str, list[float]]:
+    """Return ``pair/variant`` → [lowest, highest] ``kd_over_floor`` of the single rounds (from ``round_median_s``).
+
+    Each round's ratio divides by the plain and teacher steps of the same round, measured minutes apart rather than
+    across the whole run, so the range shows how far the machine's drift moves the ratio.
+    """
+    counts = {len(v.get("round_median_s", [])) for variants in results.values() for v in variants.values()}
+    n = min(counts - {0}, default=0)
+    per_round = []
+    for i in range(n):
+        view = {
+            pair: {name: {"median_s": v["round_median_s"][i]} for name, v in variants.items() if "round_median_s" in v}
+            for pair, variants in results.items()
+        }
+        per_round.append(ratios(view)[0])
+    keys = set().union(*per_round) if per_round else set()
+    return {k: [min(r[k] for r in per_round if k in r), max(r[k] for r in per_round if k in r)] for k in sorted(keys)}
 
 
 def ratios(results: dict[str, dict[str, Any]]) -> tuple[dict[str, float], dict[str, float]]:
@@ -312,6 +361,7 @@ def markdown(report: dict[str, Any]) -> str:
     """Return the README table: one row per pair and variant, step time, ratio to the floor, peak memory."""
     rows = ["| pair | variant | step ms (median) | / floor | / Ultralytics KD | teacher fwd / student fwd / losses / "
             "backward+opt ms | peak RSS MB | peak CUDA MB |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    spread = report.get("kd_over_floor_range", {})
     for pair, variants in report["results"].items():
         native = variants.get("ultralytics-kd", {}).get("median_s")
         for name, r in variants.items():
@@ -319,12 +369,14 @@ def markdown(report: dict[str, Any]) -> str:
                 rows.append(f"| {pair} | {name} | failed: {r['error'][:80]} | | | | | |")
                 continue
             over = report["kd_over_floor"].get(f"{pair}/{name}")
+            low, high = spread.get(f"{pair}/{name}", (None, None))
+            shown = "" if over is None else f"{over:.3f}" + (f" ({low:.2f}–{high:.2f})" if low != high else "")
             vs_native = f"{r['median_s'] / native:.3f}" if native and name not in ("plain", "teacher") else ""
             cuda = "" if r["peak_cuda_mb"] is None else f"{r['peak_cuda_mb']:.0f}"
             parts = r.get("breakdown_s") or {}
             split = " / ".join(f"{parts[k] * 1000:.0f}" for k in BREAKDOWN if k in parts)
             rows.append(
-                f"| {pair} | {name} | {r['median_s'] * 1000:.0f} | {'' if over is None else f'{over:.3f}'} | "
+                f"| {pair} | {name} | {r['median_s'] * 1000:.0f} | {shown} | "
                 f"{vs_native} | {split} | {r['peak_rss_mb']:.0f} | {cuda} |"
             )
     return "\n".join(rows)
@@ -337,6 +389,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--imgsz", type=int, default=None, help="default: 128 on CPU, 640 on CUDA")
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="times every variant is measured, interleaved (default: the profile's; quick 1, cpu and full 3)",
+    )
     ap.add_argument("--pairs", default=None, help="comma-separated subset of: " + ", ".join(PAIRS))
     ap.add_argument("--variants", default=None, help="comma-separated subset of: " + ", ".join(VARIANTS))
     ap.add_argument("--data-root", type=Path, default=SHARED, help="folder holding coco8, coco8-seg, coco8-pose")
@@ -357,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"unknown variant '{name}': choose from {', '.join(VARIANTS)}")
     imgsz = args.imgsz or (128 if args.device == "cpu" else 640)
     steps, warmup = profile["steps"], profile["warmup"]
+    rounds = args.rounds or profile["rounds"]
+    if rounds < 1:
+        raise SystemExit(f"--rounds must be at least 1, got {rounds}")
 
     from ultralytics import YOLO
 
@@ -375,28 +436,40 @@ def main(argv: list[str] | None = None) -> int:
             variants = chosen or profile["variants"]
             if pair != "v8s-v8n" and not chosen and "small_pair_variants" in profile:
                 variants = profile["small_pair_variants"]  # every variant on v8s→v8n; the key ones elsewhere
-            results[pair] = {}
-            for variant in variants:
-                job = dict(pair=pair, variant=variant, data=str(data), teacher=str(teacher), student=student_yaml,
-                           imgsz=imgsz, batch=args.batch, steps=steps, warmup=warmup, device=args.device)  # fmt: skip
-                r = measure(job, scratch / pair)
-                results[pair][variant] = r
-                shown = f"{r['median_s'] * 1000:.0f} ms/step" if "median_s" in r else f"FAILED: {r['error']}"
-                print(f"  {pair:<14} {variant:<15} {shown}", flush=True)
+            measured: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+            for i in range(rounds):  # interleaved: round 1 of every variant, then round 2, ...
+                for variant in variants:
+                    job = dict(pair=pair, variant=variant, round=i, data=str(data), teacher=str(teacher),
+                               student=student_yaml, imgsz=imgsz, batch=args.batch, steps=steps, warmup=warmup,
+                               device=args.device)  # fmt: skip
+                    r = measure(job, scratch / pair)
+                    measured[variant].append(r)
+                    shown = f"{r['median_s'] * 1000:.0f} ms/step" if "median_s" in r else f"FAILED: {r['error']}"
+                    print(f"  {pair:<14} {variant:<15} round {i + 1}/{rounds}  {shown}", flush=True)
+            results[pair] = {variant: pool(rs) for variant, rs in measured.items()}
     kd_over_floor, ours_over_native = ratios(results)
     report = {
         "benchmark": "speed",
         "profile": args.profile,
-        "settings": {"imgsz": imgsz, "batch": args.batch, "steps": steps, "warmup": warmup, "pairs": pairs},
+        "settings": {
+            "imgsz": imgsz,
+            "batch": args.batch,
+            "steps": steps,
+            "warmup": warmup,
+            "rounds": rounds,
+            "pairs": pairs,
+        },
         "machine": reports.machine(args.device),
         "results": results,
         "kd_over_floor": kd_over_floor,
         "ours_over_native": ours_over_native,
+        "kd_over_floor_range": ratio_ranges(results),
         "wall_s": round(time.perf_counter() - started, 1),
     }
     print(markdown(report))
     print("kd_over_floor:", json.dumps(kd_over_floor))
     print("ours_over_native:", json.dumps(ours_over_native))
+    print("kd_over_floor_range:", json.dumps(report["kd_over_floor_range"]))
     reports.publish(args, f"speed-{args.profile}" if args.device == "cpu" else f"speed-cuda-{args.profile}", report)
     return 0
 

@@ -29,6 +29,29 @@ def test_speed_ratios_divide_by_the_floor_and_by_ultralytics():
     assert "| v8s-v8n | cwd | 630 | 1.050 | 0.840 |" in table
 
 
+def _round(seconds: float, *times: float) -> dict:
+    return dict(_variant(seconds), times_s=list(times), breakdown_s={"teacher_forward": seconds / 2})
+
+
+def test_speed_rounds_pool_steps_and_give_each_rounds_ratio():
+    """Rounds pool every timed step for the median; the range is the ratio of each round on its own."""
+    pooled = speed.pool([_round(0.3, 0.2, 0.3, 0.4), _round(0.6, 0.5, 0.6, 0.7)])
+    assert (pooled["median_s"], pooled["steps"], pooled["round_median_s"]) == (0.45, 6, [0.3, 0.6])
+    assert pooled["breakdown_s"] == {"teacher_forward": 0.225} and pooled["rounds"] == 2
+    assert speed.pool([_round(0.3, 0.3), {"error": "boom"}]) == {"error": "boom", "rounds": 2}
+    results = {"p": {
+        "plain": speed.pool([_round(0.4, 0.4), _round(0.5, 0.5)]),
+        "teacher": speed.pool([_round(0.2, 0.2), _round(0.3, 0.3)]),
+        "cwd": speed.pool([_round(0.6, 0.6), _round(0.96, 0.96)]),
+    }}  # fmt: skip
+    assert speed.ratio_ranges(results) == {"p/cwd": [1.0, 1.2]}
+    kd_over_floor, _ = speed.ratios(results)
+    table = speed.markdown(
+        {"results": results, "kd_over_floor": kd_over_floor, "kd_over_floor_range": {"p/cwd": [1.0, 1.2]}}
+    )
+    assert "| p | cwd | 780 | 1.114 (1.00–1.20) |" in table
+
+
 def test_accuracy_summary_is_mean_and_sample_std_over_seeds(tmp_path):
     runs = [
         {"job": {"spec": None, "seed": s, "dir": str(tmp_path / f"s{s}")}, "train_s": 10.0,
@@ -58,20 +81,22 @@ def _bench(module: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_speed_benchmark_smoke(tmp_path):
-    """A real run of the speed script (tiny: 64 px, the quick profile's few steps) writes a complete report."""
-    proc = _bench("benchmarks.speed", "--profile", "quick", "--imgsz", "64", "--batch", "4",
+    """A real run of the speed script (64 px, the quick profile's few steps, 2 rounds) writes a complete report."""
+    proc = _bench("benchmarks.speed", "--profile", "quick", "--imgsz", "64", "--batch", "4", "--rounds", "2",
                   "--variants", "plain,teacher,default,ultralytics-kd", "--data-root", str(DATA),
                   "--results", str(tmp_path))  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     (path,) = tmp_path.glob("speed-quick-*.json")
     report = json.loads(path.read_text())
     pair = report["results"]["v8s-v8n"]
-    assert all(pair[v]["median_s"] > 0 and pair[v]["steps"] == 8 for v in pair)
+    assert all(pair[v]["median_s"] > 0 and pair[v]["steps"] == 16 and len(pair[v]["round_median_s"]) == 2 for v in pair)
     assert (
         set(pair["default"]["breakdown_s"]) == set(speed.BREAKDOWN)
         and pair["default"]["breakdown_s"]["teacher_forward"] > 0
     )
     assert report["kd_over_floor"]["v8s-v8n/default"] > 0 and report["ours_over_native"]["v8s-v8n"] > 0
+    low, high = report["kd_over_floor_range"]["v8s-v8n/default"]
+    assert 0 < low <= high and report["settings"]["rounds"] == 2
     assert report["machine"]["device"] == "cpu" and report["machine"]["ultralytics"]
 
 
