@@ -45,11 +45,23 @@ def test_speed_rounds_pool_steps_and_give_each_rounds_ratio():
         "cwd": speed.pool([_round(0.6, 0.6), _round(0.96, 0.96)]),
     }}  # fmt: skip
     assert speed.ratio_ranges(results) == {"p/cwd": [1.0, 1.2]}
-    kd_over_floor, _ = speed.ratios(results)
-    table = speed.markdown(
-        {"results": results, "kd_over_floor": kd_over_floor, "kd_over_floor_range": {"p/cwd": [1.0, 1.2]}}
-    )
-    assert "| p | cwd | 780 | 1.114 (1.00–1.20) |" in table
+    report = speed.summarise(results, {"benchmark": "speed"})
+    assert report["kd_over_floor"] == {"p/cwd": 1.114} and report["kd_over_floor_range"] == {"p/cwd": [1.0, 1.2]}
+    assert report["kd_over_floor_p10"] == {"p/cwd": round(0.636 / (0.41 + 0.21), 3)}  # p10 of 2 steps: 10% along
+    assert "| p | cwd | 780 · 636 | 1.114 (1.00–1.20) · 1.026 |" in speed.markdown(report)
+
+
+def test_speed_report_is_recomputed_from_its_recorded_steps(tmp_path):
+    """--from-report rebuilds every statistic from ``times_s`` (here: a report written before p10 existed)."""
+    old = {"benchmark": "speed", "profile": "cpu", "machine": {"device": "cpu"}, "kd_over_floor": {"stale": 9.0},
+           "results": {"p": {"plain": dict(_variant(0.5), times_s=[0.4, 0.5, 0.6]),
+                             "teacher": dict(_variant(0.2), times_s=[0.2, 0.2, 0.2]),
+                             "default": dict(_variant(0.9), times_s=[0.6, 0.8, 0.9])}}}  # fmt: skip
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    report = speed.resummarise(tmp_path / "old.json")
+    assert report["results"]["p"]["default"]["median_s"] == 0.8 and report["kd_over_floor"] == {"p/default": 1.143}
+    assert report["kd_over_floor_p10"] == {"p/default": round(0.64 / 0.62, 3)}
+    assert report["resummarised_from"] == "old.json" and report["profile"] == "cpu"
 
 
 def test_accuracy_summary_is_mean_and_sample_std_over_seeds(tmp_path):
@@ -97,6 +109,7 @@ def test_speed_benchmark_smoke(tmp_path):
     assert report["kd_over_floor"]["v8s-v8n/default"] > 0 and report["ours_over_native"]["v8s-v8n"] > 0
     low, high = report["kd_over_floor_range"]["v8s-v8n/default"]
     assert 0 < low <= high and report["settings"]["rounds"] == 2
+    assert 0 < pair["default"]["p10_s"] <= pair["default"]["median_s"] and report["ours_over_native_p10"]["v8s-v8n"] > 0
     assert report["machine"]["device"] == "cpu" and report["machine"]["ultralytics"]
 
 
