@@ -445,6 +445,11 @@ def report_lines(report: dict[str, Any]) -> None:
         print(f"{key}:", json.dumps(report[key]))
 
 
+def report_name(profile: str, device: str) -> str:
+    """Return the report's name: ``speed-<profile>`` on the CPU, ``speed-cuda-<profile>`` on a GPU."""
+    return f"speed-{profile}" if device == "cpu" else f"speed-cuda-{profile}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, measure every pair × variant in turn, write and print the report."""
     ap = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__.split("\n\n")[0])
@@ -473,9 +478,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"report '{args.from_report}' not found")
         report = resummarise(args.from_report)
         report_lines(report)
-        device = report["machine"]["device"]
-        reports.publish(args, f"speed-{report['profile']}" if device == "cpu" else f"speed-cuda-{report['profile']}",
-                        report)  # fmt: skip
+        reports.publish(args, report_name(report["profile"], report["machine"]["device"]), report)
         return 0
 
     profile = PROFILES[args.profile]
@@ -489,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"unknown variant '{name}': choose from {', '.join(VARIANTS)}")
     imgsz = args.imgsz or (128 if args.device == "cpu" else 640)
     steps, warmup = profile["steps"], profile["warmup"]
-    rounds = args.rounds or profile["rounds"]
+    rounds = profile["rounds"] if args.rounds is None else args.rounds
     if rounds < 1:
         raise SystemExit(f"--rounds must be at least 1, got {rounds}")
 
@@ -531,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     report = summarise(results, head)
     report_lines(report)
-    reports.publish(args, f"speed-{args.profile}" if args.device == "cpu" else f"speed-cuda-{args.profile}", report)
+    reports.publish(args, report_name(args.profile, args.device), report)
     return 0
 
 
