@@ -302,6 +302,11 @@ def p10(times: list[float]) -> float:
     return round(statistics.quantiles(times, n=10, method="inclusive")[0], 5) if len(times) > 1 else times[0]
 
 
+def step_figures(times: list[float]) -> dict[str, float]:
+    """Return the figures a variant's step is reported as: ``median_s`` and ``p10_s`` of its timed steps."""
+    return {"median_s": statistics.median(times), "p10_s": p10(times)}
+
+
 def pool(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """Combine one variant's measurements from several rounds into one result.
 
@@ -317,8 +322,7 @@ def pool(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     keys = [k for k in BREAKDOWN if parts and k in parts[0]]
     cuda = [r["peak_cuda_mb"] for r in rounds if r.get("peak_cuda_mb") is not None]
     return {
-        "median_s": statistics.median(times),
-        "p10_s": p10(times),
+        **step_figures(times),
         "steps": len(times),
         "rounds": len(rounds),
         "round_median_s": [round(r["median_s"], 5) for r in rounds],
@@ -427,7 +431,7 @@ def resummarise(path: Path) -> dict[str, Any]:
     for variants in results.values():
         for r in variants.values():
             if r.get("times_s"):
-                r["median_s"], r["p10_s"] = statistics.median(r["times_s"]), p10(r["times_s"])
+                r.update(step_figures(r["times_s"]))
     head = {k: v for k, v in old.items() if k not in ("results",) and not k.startswith(("kd_over", "ours_over"))}
     return summarise(results, dict(head, resummarised_from=path.name))
 
