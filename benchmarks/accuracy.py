@@ -32,7 +32,10 @@ from typing import Any
 from benchmarks import report as reports
 
 ROOT = Path(__file__).resolve().parent.parent
-BCCD = ROOT.parent / "shared" / "data" / "bccd"
+#: Where the benchmark looks for BCCD unless told (``--data-root``): not shipped (364 images); clone
+#: https://github.com/Shenggan/BCCD_Dataset there, or point ``--data-root`` at a copy.
+BCCD = ROOT / "benchmarks" / "data" / "bccd"
+BCCD_URL = "https://github.com/Shenggan/BCCD_Dataset"
 
 
 @dataclass(frozen=True)
@@ -178,7 +181,7 @@ def import_bccd(source: Path, workdir: Path) -> tuple[Path, str]:
     manifest_file = folder / "manifest.json"
     if not manifest_file.is_file():
         if not source.is_dir():
-            raise SystemExit(f"BCCD not found at '{source}' (pass --data)")
+            raise SystemExit(f"BCCD not found at '{source}': git clone {BCCD_URL} and pass its folder with --data-root")
         manifest = import_dataset(str(source), folder, "voc")
         manifest_file.write_text(json.dumps(manifest, indent=2) + "\n")
     manifest = json.loads(manifest_file.read_text())
@@ -261,7 +264,14 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments, train the teacher and every student (in parallel), write and print the report."""
     ap = argparse.ArgumentParser(prog="python -m benchmarks.accuracy", description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
-    ap.add_argument("--data", type=Path, default=BCCD, help="BCCD folder (Pascal VOC)")
+    ap.add_argument(
+        "--data-root",
+        "--data",
+        dest="data",
+        type=Path,
+        default=BCCD,
+        help=f"BCCD folder, Pascal VOC (default: benchmarks/data/bccd; get it from {BCCD_URL})",
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--jobs", type=int, default=None, help="runs side by side (default: CPU cores on cpu, 1 on GPU)")
     ap.add_argument("--students", default=",".join(STUDENTS), help="comma-separated subset of: " + ", ".join(STUDENTS))

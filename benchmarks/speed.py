@@ -51,7 +51,7 @@ import yaml
 from benchmarks import report as reports
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data"
+TEST_DATA = ROOT / "tests" / "data"  # coco8, coco8-seg, coco8-pose ship with the repository
 
 #: pair name → (task, teacher yaml, student yaml, dataset folder name under --data-root)
 PAIRS = {
@@ -469,7 +469,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--pairs", default=None, help="comma-separated subset of: " + ", ".join(PAIRS))
     ap.add_argument("--variants", default=None, help="comma-separated subset of: " + ", ".join(VARIANTS))
-    ap.add_argument("--data-root", type=Path, default=SHARED, help="folder holding coco8, coco8-seg, coco8-pose")
+    ap.add_argument(
+        "--data-root",
+        type=Path,
+        default=TEST_DATA,
+        help="folder holding coco8, coco8-seg, coco8-pose (default: tests/data)",
+    )
     ap.add_argument("--from-report", type=Path, default=None, help="recompute an earlier report's ratios and table "
                     "from its recorded steps (writes it again under today's date)")  # fmt: skip
     reports.add_report_args(ap)

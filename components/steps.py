@@ -13,8 +13,6 @@ from types import SimpleNamespace
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
 
-DEFAULT_IMAGE = "ghcr.io/yolo-distill/yolo-distill:0.1.0"
-
 
 def prepare_data(
     source: str, data_format: str, classes: str, prefix: str, run_id: str, experiment: str, dataset: Output[Dataset]
@@ -172,7 +170,7 @@ def register(
     return json.dumps(result)
 
 
-def build_components(image: str = DEFAULT_IMAGE) -> SimpleNamespace:
+def build_components(image: str) -> SimpleNamespace:
     """Return the step components bound to ``image`` (the project image, pinned by tag or digest)."""
     make = dsl.component(base_image=image)
     return SimpleNamespace(

@@ -19,7 +19,10 @@ from ultralytics.nn.tasks import guess_model_task, load_checkpoint, yaml_model_l
 from .config import DistillConfig
 from .errors import DistillError
 from .model import KDModel, load_weights
+from .offline import configure_settings
 from .trainer import DISTILL_TRAINERS, PLAIN_TRAINERS, TEACHER_WEIGHTS, DistillCallbacks
+
+configure_settings()  # before any trainer registers Ultralytics' logger integrations
 
 
 @dataclass

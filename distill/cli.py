@@ -41,7 +41,12 @@ def _common(p: argparse.ArgumentParser, default_out: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``yolo-distill`` argument parser."""
-    parser = argparse.ArgumentParser(prog="yolo-distill", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="yolo-distill",
+        description="Knowledge distillation for Ultralytics YOLO (detect, segment, pose): train a teacher or a "
+        "baseline, distil a student, run the Kubeflow pipeline steps, the pipeline and the local S3 + MLflow stack. "
+        "Extra key=value arguments pass through to Ultralytics. Bad input exits 2 with one 'error:' line.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="plain training: a teacher or a baseline student")
@@ -63,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     pls = pl.add_subparsers(dest="action", required=True)
     c = pls.add_parser("compile", help="compile the pipeline to a YAML package")
     c.add_argument("-o", "--output", default="pipeline.yaml", help="output file (default: pipeline.yaml)")
-    c.add_argument("--image", default=None, help="container image (pin a tag or digest)")
+    c.add_argument("--image", default=None, help="image, pinned by tag or digest (default: $YOLO_DISTILL_IMAGE)")
     c.add_argument("--sweep", action="store_true", help="the sweep variant: ParallelFor over {loss, layers}")
     c.add_argument("--node-selector", action="append", default=[], metavar="KEY=VALUE", help="training node label")
     c.add_argument("--s3-secret", default=None, help="Kubernetes secret with the S3 credentials/endpoint")
@@ -75,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--experiment", default="yolo-distill", help="KFP experiment (default: yolo-distill)")
         p.add_argument("--token", default=None, help="bearer token (default: $KFP_TOKEN)")
         p.add_argument("--package", default=None, help="compiled pipeline YAML (default: compile now)")
-        p.add_argument("--image", default=None, help="container image when compiling")
+        p.add_argument("--image", default=None, help="container image when compiling (default: $YOLO_DISTILL_IMAGE)")
         p.add_argument("params", nargs="*", metavar="param=value", help="pipeline parameters")
 
     sb = pls.add_parser("submit", help="submit one run to a KFP cluster")
@@ -288,10 +293,10 @@ def main(argv: list[str] | None = None) -> int:
 def _pipeline(args: argparse.Namespace) -> int:
     try:
         if args.action == "compile":
-            from .pipelines.pipeline import ClusterSettings, compile_pipeline
+            from .pipelines.pipeline import ClusterSettings, compile_pipeline, resolve_image
 
-            settings = ClusterSettings()
-            for key in ("image", "s3_secret", "mlflow_secret"):
+            settings = ClusterSettings(image=resolve_image(args.image))
+            for key in ("s3_secret", "mlflow_secret"):
                 if getattr(args, key):
                     setattr(settings, key, getattr(args, key))
             settings.node_selector = {k: str(v) for k, v in parse_overrides(args.node_selector).items()}
@@ -317,10 +322,11 @@ def _pipeline(args: argparse.Namespace) -> int:
 
 def _remote(args: argparse.Namespace) -> Any:
     from .pipelines import remote
-    from .pipelines.pipeline import ClusterSettings
+    from .pipelines.pipeline import ClusterSettings, resolve_image
 
-    settings = ClusterSettings(image=args.image) if args.image else None
     params = parse_overrides(args.params)
+    compiles = not args.package and (args.action == "submit" or not (args.list or args.delete))
+    settings = ClusterSettings(image=resolve_image(args.image)) if compiles else None  # before any connection
     common = dict(namespace=args.namespace, token=args.token)
     if args.action == "submit":
         return remote.submit(args.host, params, experiment=args.experiment, package=args.package,

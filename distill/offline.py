@@ -3,8 +3,8 @@
 Ultralytics reaches the network in a few places that have nothing to do with training: analytics and update checks
 (off when ``YOLO_OFFLINE`` is set), a font download on every dataset check (skipped when ``Arial.ttf`` already sits in
 its config directory) and third-party logger integrations enabled in its global settings (its MLflow callback, for
-one, would write a file store of its own). :func:`configure` settles all three *before* Ultralytics is imported;
-``import distill`` calls it.
+one, would write a file store of its own). :func:`configure` settles the first two *before* Ultralytics is imported
+(``import distill`` calls it); :func:`configure_settings` the third, from the modules that build trainers.
 """
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ def default_config_dir() -> Path:
 
 
 def configure() -> Path:
-    """Set the offline environment, place a local font and switch off Ultralytics' integrations.
+    """Set the offline environment and place a local font; cheap, so ``import distill`` (and ``--help``) stays fast.
 
-    Existing ``YOLO_OFFLINE`` / ``YOLO_CONFIG_DIR`` values are respected. Safe to call repeatedly.
+    Existing ``YOLO_OFFLINE`` / ``YOLO_CONFIG_DIR`` values are respected. Safe to call repeatedly. Ultralytics'
+    integration switches live in its settings object, which only exists once Ultralytics is imported: the modules
+    that build trainers call :func:`configure_settings` after importing it.
 
     Returns:
         (Path): Ultralytics' user config directory (``$YOLO_CONFIG_DIR/Ultralytics``).
@@ -37,13 +39,17 @@ def configure() -> Path:
     user_dir = Path(os.environ["YOLO_CONFIG_DIR"]).expanduser() / "Ultralytics"
     user_dir.mkdir(parents=True, exist_ok=True)
     _place_fonts(user_dir)
+    return user_dir
 
+
+def configure_settings() -> None:
+    """Switch off Ultralytics' logger integrations before any trainer registers its callbacks (safe to repeat)."""
+    configure()
     from ultralytics.utils import SETTINGS  # after the environment is set: it is read at import
 
     off = {k: False for k in _SETTINGS_OFF if k in SETTINGS and SETTINGS[k] is not False}
     if off:
         SETTINGS.update(off)
-    return user_dir
 
 
 def _place_fonts(user_dir: Path) -> None:

@@ -39,11 +39,17 @@ def run_local(params: dict[str, Any], stack_dir: str | None = None, pipeline_roo
     root = pipeline_root or tempfile.mkdtemp(prefix="kfp-local-")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root)
     started = time.time()
-    task = build_pipeline(cluster=False)(**params)  # the sweep variant is for clusters: see the README
-    gate = task.output
-    summary = collect(params, gate)
+    pipeline = build_pipeline(cluster=False)  # the sweep variant is for clusters: see the README
+    gate = pipeline(**params).output
+    summary = collect({**parameter_defaults(pipeline), **params}, gate)  # report the values in force
     summary.update({"seconds": round(time.time() - started, 1), "pipeline_root": root})
     return summary
+
+
+def parameter_defaults(pipeline: Any) -> dict[str, Any]:
+    """Return the pipeline's parameter defaults (leaving out those without one and the KFP run-id placeholder)."""
+    inputs = pipeline.component_spec.inputs or {}
+    return {k: v.default for k, v in inputs.items() if v.default is not None and k != "run_id"}
 
 
 def collect(params: dict[str, Any], gate: str) -> dict[str, Any]:
@@ -66,7 +72,7 @@ def collect(params: dict[str, Any], gate: str) -> dict[str, Any]:
     table = {role: {**m["metrics"], "params": m["params"], "latency_ms": m["latency_ms"]}
              for role, m in evaluation["models"].items()}  # fmt: skip
     registry = None
-    name = params.get("registry_name", "yolo-distill-student")
+    name = params["registry_name"]
     client = tracking.client()
     if gate == "register":
         versions = [v for v in client.search_model_versions(f"name = '{name}'")
@@ -76,9 +82,10 @@ def collect(params: dict[str, Any], gate: str) -> dict[str, Any]:
             registry = {"name": name, "version": v.version, "aliases": sorted(v.aliases)}
         steps["register"] = {"status": "succeeded" if registry else "missing", **(registry or {})}
     else:
-        steps["register"] = {"status": "skipped", "reason": f"distilled − baseline < min_gain {params.get('min_gain')}"}
+        steps["register"] = {"status": "skipped", "reason": f"distilled − baseline < min_gain {params['min_gain']}"}
     return {
         "run_id": run_id,
+        "parameters": params,
         "steps": steps,
         "champion": _champion(client, name),
         "evaluation": {"split": evaluation["split"], "models": table, "verdict": evaluation["verdict"]},

@@ -10,21 +10,42 @@ retries and caching. Locally (kfp.local) those settings are ignored or only warn
 import annotations``: KFP reads the pipeline signature's real types.)
 """
 
+import os
 from dataclasses import dataclass, field
 
 from kfp import dsl, kubernetes
 
-from ..components.steps import DEFAULT_IMAGE, build_components
+from ..components.steps import build_components
 from ..config import DEFAULTS
+from ..errors import DistillError
 
 PIPELINE_NAME = "yolo-distill"
+#: Environment variable naming the image when ``--image`` is not given.
+IMAGE_ENV = "YOLO_DISTILL_IMAGE"
+#: The image name kfp.local is given: its SubprocessRunner runs the components here and never pulls it.
+LOCAL_IMAGE = "yolo-distill:local"
+
+
+def resolve_image(image: str | None = None) -> str:
+    """Return the container image for a cluster pipeline: ``image``, else ``$YOLO_DISTILL_IMAGE``.
+
+    There is deliberately no default: no public image is published, so a default would leave pods pulling an image
+    that does not exist. Raises :class:`DistillError` (exit 2 from the CLI) saying how to get one.
+    """
+    image = (image or os.environ.get(IMAGE_ENV, "")).strip()
+    if not image:
+        raise DistillError(
+            f"no container image: pass --image REF or set {IMAGE_ENV}=REF "
+            "(images/build.sh REGISTRY builds the image and prints the reference to use)"
+        )
+    return image
 
 
 @dataclass
 class ClusterSettings:
     """Where and how the steps run on a cluster (compile-time settings; GPU type/count are also run parameters)."""
 
-    image: str = DEFAULT_IMAGE
+    image: str | None = None  # None: $YOLO_DISTILL_IMAGE (see resolve_image); required to compile for a cluster
     cpu_request: str = "2"
     cpu_limit: str = "8"
     memory_request: str = "8G"
@@ -83,7 +104,7 @@ def build_pipeline(settings: ClusterSettings | None = None, sweep: bool = False,
     best gain over the baseline is selected, and that student is registered.
     """
     s = settings or ClusterSettings()
-    c = build_components(s.image)
+    c = build_components(resolve_image(s.image) if cluster else LOCAL_IMAGE)
 
     def shared(data_source, data_format, classes, teacher_model, teacher_weights, student_model, teacher_epochs,
                student_epochs, imgsz, batch, device, s3_prefix, experiment, accelerator, gpus, run_id):  # fmt: skip

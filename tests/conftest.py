@@ -1,4 +1,4 @@
-"""Shared fixtures: the real datasets in ../shared/data, a network guard, and teachers trained once per session."""
+"""Shared fixtures: the real datasets shipped in tests/data, a network guard, and teachers trained once per session."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import pytest
 import distill  # noqa: F401  (configures Ultralytics offline before anything imports it)
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = ROOT / "tests" / "data"  # small real datasets with their licences (tests/data/README.md)
+BCCD = DATA / "bccd-mini"
 TASK_DATA = {
     "detect": DATA / "coco8" / "data.yaml",
     "segment": DATA / "coco8-seg" / "data.yaml",

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import DATA, ROOT
+from conftest import BCCD, DATA, ROOT
 
 from benchmarks import accuracy, speed
 
@@ -117,7 +117,7 @@ def test_speed_benchmark_smoke(tmp_path):
 def test_accuracy_benchmark_smoke(tmp_path):
     """A real quick-profile run on BCCD (three students, one seed) writes the report the README table comes from."""
     students = "baseline,cwd+logit,ultralytics-kd"
-    proc = _bench("benchmarks.accuracy", "--profile", "quick", "--students", students, "--data", str(DATA / "bccd"),
+    proc = _bench("benchmarks.accuracy", "--profile", "quick", "--students", students, "--data-root", str(BCCD),
                   "--workdir", str(tmp_path / "work"), "--results", str(tmp_path))  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     (path,) = tmp_path.glob("accuracy-quick-*.json")

@@ -9,6 +9,7 @@ import yaml
 from conftest import TASK_DATA, cli
 from distill.pipelines.local import run_local
 
+from distill.config import DEFAULTS
 from distill.steps import tracking
 
 TRAINING = {"train-teacher", "train-student", "distill"}
@@ -86,6 +87,7 @@ def test_run_local_registers_then_gate_skips_register(stack_env, tmp_path):
     assert first["registry"]["aliases"] == ["challenger", "champion"]
     assert first["champion"]["version"] == first["registry"]["version"] and first["champion"]["run_id"] == "kfp-local-1"
     assert set(first["evaluation"]["models"]) == {"teacher", "baseline", "distilled"}
+    assert first["parameters"]["min_gain"] == 0.0 and first["parameters"]["loss"] == DEFAULTS["loss"]  # in force
     client = tracking.client()
     parent = client.get_run(first["steps"]["distill"]["mlflow_run_id"]).data.tags["mlflow.parentRunId"]
     assert client.get_run(parent).data.tags[tracking.TAG_PIPELINE] == "kfp-local-1"
@@ -97,8 +99,35 @@ def test_run_local_registers_then_gate_skips_register(stack_env, tmp_path):
     )
     assert second["steps"]["teacher"]["status"] == "reused"
     assert second["steps"]["evaluate"]["gate"] == "skip"
-    assert second["steps"]["register"]["status"] == "skipped"
+    assert second["steps"]["register"] == {"status": "skipped", "reason": "distilled − baseline < min_gain 1.0"}
     assert second["champion"]["run_id"] == "kfp-local-1"
     versions = client.search_model_versions("name = 'local-pipeline-model'")
     assert [v.version for v in versions] == [first["registry"]["version"]]  # register never ran
     assert client.get_model_version_by_alias("local-pipeline-model", "champion").version == first["registry"]["version"]
+
+
+def test_compile_submit_schedule_without_an_image_are_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv("YOLO_DISTILL_IMAGE", raising=False)
+    out = tmp_path / "p.yaml"
+    for args in (
+        ("compile", "-o", str(out)),
+        ("submit", "--host", "http://127.0.0.1:9", "data_source=s3://b/d"),
+        ("schedule", "--host", "http://127.0.0.1:9", "--cron", "0 0 3 * * 1", "data_source=s3://b/d"),
+    ):
+        proc = cli("pipeline", *args, check=False)
+        assert proc.returncode == 2, (args, proc.stderr[-2000:])
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: no container image: pass --image REF or set "
+                                                       "YOLO_DISTILL_IMAGE"), lines  # fmt: skip
+        assert "images/build.sh" in lines[0] and "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_compile_takes_the_image_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("YOLO_DISTILL_IMAGE", "registry.example/yolo-distill@sha256:" + "a" * 64)
+    out = tmp_path / "p.yaml"
+    result = json.loads(cli("pipeline", "compile", "-o", str(out)).stdout.strip().splitlines()[-1])
+    assert result["image"] == "registry.example/yolo-distill@sha256:" + "a" * 64
+    spec = next(yaml.safe_load_all(out.read_text()))  # the pipeline spec; the platform spec follows
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {result["image"]}

@@ -37,7 +37,7 @@ def test_submit_sends_the_compiled_spec_and_parameters():
 
 def test_schedule_create_list_delete():
     with FakeKfp() as fake:
-        proc = cli("pipeline", "schedule", "--host", fake.url, "--cron", "0 0 3 * * 1",
+        proc = cli("pipeline", "schedule", "--host", fake.url, "--cron", "0 0 3 * * 1", "--image", "reg.example/y:1",
                    "data_source=s3://b/p/data", "teacher_weights=s3://b/p/teacher.pt")  # fmt: skip
         created = json.loads(proc.stdout.strip().splitlines()[-1])
         [job] = _posts(fake, "/recurringruns")
@@ -54,5 +54,5 @@ def test_schedule_create_list_delete():
 
 def test_schedule_rejects_a_five_field_cron():
     proc = cli("pipeline", "schedule", "--host", "http://127.0.0.1:9", "--cron", "0 3 * * 1", "data_source=x",
-               check=False)  # fmt: skip
+               "--image", "reg.example/y:1", check=False)  # fmt: skip
     assert proc.returncode == 2 and "must have 6 fields" in proc.stderr

@@ -12,7 +12,7 @@ import zipfile
 
 import pytest
 import yaml
-from conftest import DATA, TASK_DATA
+from conftest import BCCD, DATA, TASK_DATA
 
 from distill import DistillError, storage
 from distill.steps import tracking, training
@@ -29,10 +29,10 @@ def datasets(stack_env) -> dict[str, dict]:
 
 
 def test_prepare_data_voc_bccd(stack_env):
-    result = prepare_data(str(DATA / "bccd"), "voc")
+    result = prepare_data(str(BCCD), "voc")
     assert result["names"] == ["Platelets", "RBC", "WBC"]
-    assert {s: c["images"] for s, c in result["counts"].items()} == {"train": 205, "val": 87, "test": 72}
-    assert sum(c["instances"] for c in result["counts"].values()) == 4888 - 2
+    assert {s: c["images"] for s, c in result["counts"].items()} == {"train": 7, "val": 4, "test": 3}
+    assert sum(c["instances"] for c in result["counts"].values()) == 243 - 2
     assert result["dropped_boxes"] == 2
     manifest = json.loads(storage.read_bytes(f"{result['uri']}/manifest.json"))
     assert manifest["hash"] == result["hash"] and result["uri"].endswith(f"/datasets/{result['hash']}")
@@ -42,7 +42,7 @@ def test_prepare_data_voc_bccd(stack_env):
         "images/test/" + sorted(k.split("/")[-1] for k in manifest["files"] if k.startswith("images/test/"))[0],
     ):
         assert storage.head(f"{result['uri']}/{rel}")["sha256"] == manifest["files"][rel]
-    again = prepare_data(str(DATA / "bccd"), "voc")
+    again = prepare_data(str(BCCD), "voc")
     assert again["hash"] == result["hash"] and again["uploaded"] is False
 
 
@@ -93,11 +93,11 @@ def test_prepare_data_refuses_unsafe_archives(stack_env, tmp_path, entry, messag
 
 def test_prepare_data_voc_unknown_class_and_bad_inputs(stack_env):
     with pytest.raises(DistillError, match=r"has class '(RBC|WBC|Platelets)', which is not in the class list"):
-        prepare_data(str(DATA / "bccd"), "voc", classes="RBC,WBC")
+        prepare_data(str(BCCD), "voc", classes="RBC,WBC")
     with pytest.raises(DistillError, match="unknown dataset format 'tfrecord'"):
-        prepare_data(str(DATA / "bccd"), "tfrecord")
+        prepare_data(str(BCCD), "tfrecord")
     with pytest.raises(DistillError, match="bucket 'missing-bucket' does not exist"):
-        prepare_data(str(DATA / "bccd"), "voc", dest="s3://missing-bucket/x")
+        prepare_data(str(BCCD), "voc", dest="s3://missing-bucket/x")
 
 
 def _history(run_id: str, key: str) -> list:
@@ -110,8 +110,8 @@ def trained(stack_env, datasets) -> dict[str, dict]:
     data = datasets["detect"]["uri"]
     teacher = training.train(data, "yolov8s.yaml", "teacher", run_id="run-a", **TINY_STEP)
     student = training.train(data, "yolov8n.yaml", "student", run_id="run-a", **TINY_STEP)
-    kd = training.distill(
-        data, teacher["best"], "yolov8n.yaml", run_id="run-a", loss="cwd", **{**TINY_STEP, "epochs": 2}
+    kd = training.distill(  # device "" as the pipeline passes it: every visible GPU, here none, so the CPU
+        data, teacher["best"], "yolov8n.yaml", run_id="run-a", loss="cwd", **{**TINY_STEP, "epochs": 2, "device": ""}
     )
     return {"data": data, "teacher": teacher, "student": student, "kd": kd}
 
@@ -130,6 +130,8 @@ def test_train_and_distill_steps_write_s3_and_mlflow(stack_env, trained):
     assert run.data.tags["mlflow.parentRunId"] == kd["mlflow_parent_run_id"]
     assert run.data.tags[tracking.TAG_PIPELINE] == "run-a" and run.info.status == "FINISHED"
     assert run.data.params["kd/loss"] == "cwd" and run.data.params["epochs"] == "2"
+    assert kd["devices"] == teacher["devices"] == ["cpu"]
+    assert run.data.params["device"] == "cpu" and run.data.params["devices"] == "cpu"
     cwd = _history(kd["mlflow_run_id"], "train/cwd_loss")
     assert [m.step for m in cwd][:2] == [1, 2] and all(m.value > 0 for m in cwd[:2])
     assert _history(kd["mlflow_run_id"], "metrics/mAP50-95(B)")

@@ -22,6 +22,7 @@ from ultralytics.utils import LOGGER
 
 from .. import api, storage
 from ..config import DEFAULTS, DistillConfig
+from ..devices import choose_devices
 from ..errors import DistillError
 from ..storage import S3Uri
 from ..trainer import TEACHER_WEIGHTS
@@ -90,7 +91,7 @@ def train(
         epochs: Training epochs.
         imgsz: Image size.
         batch: Batch size.
-        device: Ultralytics device string.
+        device: Ultralytics device string; empty or ``None``: every visible GPU (DDP), else the CPU.
         seed: Random seed.
         checkpoint_every: Upload the resumable checkpoint every N epochs.
         experiment: MLflow experiment (default ``$MLFLOW_EXPERIMENT_NAME`` or ``yolo-distill``).
@@ -160,6 +161,8 @@ def _run_step(
 ) -> dict[str, Any]:
     if not run_id:
         raise DistillError("a pipeline run id is required (--run-id)")
+    chosen = choose_devices(params["device"], int(params["batch"]))  # every GPU of the pod unless told otherwise
+    params = {**params, "device": chosen.device, "devices": ",".join(chosen.devices)}
     out = resolve_prefix(prefix).join("runs", run_id, name)
     storage.check_bucket(out)
     done = storage.head(out.join("result.json"))
@@ -185,15 +188,18 @@ def _run_step(
         "on_fit_epoch_end": [tracking.EpochLogger(mlflow, child_id)],
     }
     train_kw = {k: params[k] for k in ("epochs", "imgsz", "batch", "device", "seed")}
-    extra = {k: v for k, v in params.items() if k not in {"step", "model", "teacher", "data", *train_kw}}
+    extra = {k: v for k, v in params.items() if k not in {"step", "model", "teacher", "data", "devices", *train_kw}}
     started = time.time()
     try:
         if resume_from is not None:
             LOGGER.info(f"resuming step '{name}' of run {run_id} from {checkpoint}/last.pt")
             if config is not None:
-                run = api.distill(data_yaml, None, config, resume=resume_from, out=local, callbacks=callbacks)
+                run = api.distill(
+                    data_yaml, None, config, resume=resume_from, out=local, callbacks=callbacks, device=chosen.device
+                )  # fmt: skip  (the retried pod may hold other GPUs)
             else:
-                run = api.train(data_yaml, None, resume=resume_from, out=local, callbacks=callbacks)
+                run = api.train(data_yaml, None, resume=resume_from, out=local, callbacks=callbacks,
+                                device=chosen.device)  # fmt: skip
         elif config is not None:
             run = api.distill(data_yaml, model_local, config, out=local, callbacks=callbacks, **train_kw, **extra)
         else:
@@ -218,6 +224,7 @@ def _run_step(
             "teacher": uploaded.get(TEACHER_WEIGHTS, {}).get("uri"),
             "outputs": uploaded,
             "metrics": run.metrics,
+            "devices": chosen.devices,
             "resumed": resume_from is not None,
             "seconds": round(time.time() - started, 1),
             "mlflow_run_id": child_id,
