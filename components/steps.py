@@ -79,6 +79,7 @@ def distill(
     loss: str,
     layers: str,
     logit: bool,
+    logit_loss: str,
     online: bool,
     epochs: int,
     imgsz: int,
@@ -95,13 +96,13 @@ def distill(
 
     result = training.distill(
         data, teacher, student, run_id=run_id, name=name or f"distill-{loss}-{layers.replace(',', '_')}",
-        prefix=prefix or None, loss=loss, layers=layers, logit=logit, online=online, epochs=epochs, imgsz=imgsz,
-        batch=batch, device=device or None, experiment=experiment or None,
+        prefix=prefix or None, loss=loss, layers=layers, logit=logit, logit_loss=logit_loss, online=online,
+        epochs=epochs, imgsz=imgsz, batch=batch, device=device or None, experiment=experiment or None,
     )  # fmt: skip
     best = result["outputs"]["best.pt"]
     weights.metadata.update(
         {"s3_uri": best["uri"], "sha256": best["sha256"], "loss": loss, "layers": layers,
-         "mlflow_run_id": result["mlflow_run_id"]}
+         "logit_loss": logit_loss if logit else "", "mlflow_run_id": result["mlflow_run_id"]}
     )  # fmt: skip
     with open(weights.path, "w") as f:
         json.dump(result, f)

@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--task", default="detect", choices=("detect", "segment", "pose"))
     sy.add_argument("--images", type=int, default=48, help="training images (default: 48)")
     sy.add_argument("--val", type=int, default=16, help="validation images (default: 16)")
+    sy.add_argument("--test", type=int, default=0, help="held-out test images (default: 0)")
     sy.add_argument("--size", type=int, default=128, help="image size in pixels (default: 128)")
     sy.add_argument("--seed", type=int, default=0)
 
@@ -111,11 +112,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _kd_flags(p: argparse.ArgumentParser) -> None:
+    from .config import LOGIT_LOSSES, parse_off_epochs  # (kept local: only the KD flags need them)
+
+    def off_epochs(text: str) -> int | str:
+        try:
+            return parse_off_epochs(text)
+        except DistillError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
     d = DEFAULTS  # the measured-best configuration (benchmarks/README.md)
     p.add_argument("--loss", default=d["loss"], choices=FEATURE_LOSSES, help=f"feature loss (default: {d['loss']})")
     p.add_argument(
         "--logit", action=argparse.BooleanOptionalAction, default=d["logit"],
         help=f"logit loss (default: {'on' if d['logit'] else 'off'})",
+    )  # fmt: skip
+    p.add_argument("--logit-loss", default=d["logit_loss"], choices=LOGIT_LOSSES,
+                   help="mse: raw head logits; kl: LD box KL, class binary KL, OKS keypoints, masks "
+                        f"(default: {d['logit_loss']})")  # fmt: skip
+    p.add_argument("--logit-tau", type=float, default=d["logit_tau"],
+                   help=f"kl logit loss: box-distribution temperature (default: {d['logit_tau']})")  # fmt: skip
+    p.add_argument(
+        "--logit-conf-weight", action=argparse.BooleanOptionalAction, default=d["logit_conf_weight"],
+        help="kl logit loss: weight box/class terms by teacher confidence "
+             f"(default: {'on' if d['logit_conf_weight'] else 'off'})",
     )  # fmt: skip
     p.add_argument("--layers", default=d["layers"], help=f"neck | backbone-neck | I,J,K (default: {d['layers']})")
     p.add_argument("--teacher-layers", default=None, help="teacher layers if they differ from the student's")
@@ -126,11 +145,12 @@ def _kd_flags(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--logit-weight", type=float, default=d["logit_weight"],
                    help=f"logit-loss weight (default: {d['logit_weight']})")  # fmt: skip
-    p.add_argument("--tau", type=float, default=d["tau"], help=f"CWD temperature (default: {d['tau']})")
+    p.add_argument("--tau", type=float, default=d["tau"], help=f"CWD/NCWD temperature (default: {d['tau']})")
     p.add_argument("--schedule", default=d["schedule"], choices=SCHEDULES,
                    help=f"KD weight over epochs (default: {d['schedule']})")  # fmt: skip
-    p.add_argument("--distill-off-epochs", type=int, default=d["distill_off_epochs"],
-                   help=f"switch KD off for the last N epochs (default: {d['distill_off_epochs']})")  # fmt: skip
+    p.add_argument("--distill-off-epochs", type=off_epochs, default=d["distill_off_epochs"],
+                   help="switch KD off for the last N epochs, or close_mosaic (-1): while mosaic is closed "
+                        f"(default: {d['distill_off_epochs']})")  # fmt: skip
 
 
 def _step_parsers(step: argparse.ArgumentParser) -> None:
@@ -225,8 +245,9 @@ def _run_step(args: argparse.Namespace) -> dict[str, Any]:
         return training.train(args.data, args.model, args.name, **common)
     return training.distill(
         args.data, args.teacher, args.student, name=args.name, loss=args.loss, logit=args.logit,
-        layers=args.layers, teacher_layers=args.teacher_layers, online=args.online, feat_weight=args.feat_weight,
-        logit_weight=args.logit_weight, tau=args.tau, schedule=args.schedule,
+        logit_loss=args.logit_loss, layers=args.layers, teacher_layers=args.teacher_layers, online=args.online,
+        feat_weight=args.feat_weight, logit_weight=args.logit_weight, logit_tau=args.logit_tau,
+        logit_conf_weight=args.logit_conf_weight, tau=args.tau, schedule=args.schedule,
         distill_off_epochs=args.distill_off_epochs, **common,
     )  # fmt: skip
 
@@ -241,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "synth":
         from .synthetic import generate
 
-        path = generate(args.out, args.task, images=args.images, val=args.val, size=args.size, seed=args.seed)
+        path = generate(
+            args.out, args.task, images=args.images, val=args.val, size=args.size, seed=args.seed, test=args.test
+        )
         print(json.dumps({"data": str(path)}))
         return 0
     try:
@@ -268,11 +291,14 @@ def main(argv: list[str] | None = None) -> int:
                 teacher=args.teacher,
                 loss=args.loss,
                 logit=args.logit,
+                logit_loss=args.logit_loss,
                 layers=args.layers,
                 teacher_layers=args.teacher_layers,
                 online=args.online,
                 feat_weight=args.feat_weight,
                 logit_weight=args.logit_weight,
+                logit_tau=args.logit_tau,
+                logit_conf_weight=args.logit_conf_weight,
                 tau=args.tau,
                 mgd_ratio=args.mgd_ratio,
                 mgd_alpha=args.mgd_alpha,

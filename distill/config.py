@@ -11,14 +11,19 @@ from typing import Any
 
 from .errors import DistillError
 
-FEATURE_LOSSES = ("cwd", "mgd", "mimic", "none")
+FEATURE_LOSSES = ("cwd", "mgd", "mimic", "ncwd", "pkd", "none")
+LOGIT_LOSSES = ("mse", "kl")
 SCHEDULES = ("constant", "linear", "cosine")
 LAYER_PRESETS = ("neck", "backbone-neck")
+#: ``distill_off_epochs`` value meaning "the epochs Ultralytics trains with mosaic closed" (``-1`` is accepted too).
+CLOSE_MOSAIC = "close_mosaic"
 
 #: Default weight of each feature loss (the losses are already normalised per channel / per element; MGD's scale lives
 #: in ``mgd_alpha``, 2e-5 as in the paper). Measured on BCCD (``benchmarks/README.md``): ×5 on CWD, a linear decay and
-#: KD off for the last 5 epochs did not beat 1.0, constant.
-DEFAULT_FEATURE_WEIGHTS = {"cwd": 1.0, "mgd": 1.0, "mimic": 1.0, "none": 0.0}
+#: KD off for the last 5 epochs did not beat 1.0, constant. Not yet measured here, taken from their references:
+#: ``ncwd`` 1.0 — MMYOLO's RTMDet distillation configs (``kd_*_rtmdet_*``: ChannelWiseDivergence, loss_weight=1, tau=1);
+#: ``pkd`` 10.0 — MMRazor's PKD configs for one-stage (RetinaNet) students (6 for two-stage Faster R-CNN students).
+DEFAULT_FEATURE_WEIGHTS = {"cwd": 1.0, "mgd": 1.0, "mimic": 1.0, "ncwd": 1.0, "pkd": 10.0, "none": 0.0}
 
 
 @dataclass
@@ -28,36 +33,49 @@ class DistillConfig:
     Attributes:
         teacher (str): Teacher weights (``.pt``, normal use) or model ``.yaml`` (random init, for tests).
         loss (str): Feature loss: ``mimic`` (default: with the logit loss, the best student in the BCCD accuracy
-            benchmark, ``benchmarks/README.md``), ``cwd``, ``mgd`` or ``none``.
-        logit (bool): Also distil the head outputs (MSE on box distribution, class scores, mask coefficients,
-            keypoints — whatever both heads produce in the same shape).
+            benchmark, ``benchmarks/README.md``), ``cwd``, ``mgd``, ``ncwd`` (CWD on batch-normalised maps, RTMDet's
+            recipe), ``pkd`` (Pearson correlation) or ``none``.
+        logit (bool): Also distil the head outputs (box distribution, class scores, mask coefficients, keypoints —
+            whatever both heads produce in the same shape).
+        logit_loss (str): How head outputs are compared: ``mse`` (default, raw logits) or ``kl`` (box distributions
+            by Localization Distillation, class scores by binary KL, decoded keypoints OKS-style, assembled masks;
+            ``distill.losses.distribution``). The default stays ``mse`` until the accuracy benchmark decides.
         layers (str | list[int]): Student layers: ``neck`` (the Detect head's inputs), ``backbone-neck`` (every
             CSP block: C2f / C3k2) or explicit indices such as ``[15, 18, 21]`` / ``"15,18,21"``.
         teacher_layers (str | list[int] | None): Teacher layers when the topologies differ; default: the same preset
             resolved on the teacher, or the same indices.
         online (bool): Train the teacher jointly on its own task loss (its features are detached in the KD loss).
         feat_weight (float | None): Feature-loss weight; ``None`` takes :data:`DEFAULT_FEATURE_WEIGHTS`.
-        logit_weight (float): Logit-loss weight (0.25, the seed implementation's default).
-        tau (float): CWD softmax temperature (1.0, Shu et al. 2021).
+        logit_weight (float): Logit-loss weight (0.25, the seed implementation's default; for both logit losses).
+        logit_tau (float): ``kl`` logit loss: temperature of the box distributions (10.0, Zheng et al. 2022).
+        logit_conf_weight (bool): ``kl`` logit loss: weight the box and class terms per anchor by the teacher's
+            confidence instead of a plain mean over anchors (keypoint and mask terms always are). Default off.
+        tau (float): CWD / NCWD softmax temperature (1.0, Shu et al. 2021; MMYOLO's RTMDet configs).
         mgd_ratio (float): MGD fraction of spatial positions masked out (0.65, Yang et al. 2022).
         mgd_alpha (float): MGD loss scale (2e-5, Yang et al. 2022).
         schedule (str): KD weight over epochs: ``constant`` (default), ``linear`` or ``cosine`` decay to 0.
-        distill_off_epochs (int): Switch KD off for the last N epochs (RTMDet-style, when mosaic closes).
+        distill_off_epochs (int | str): Switch KD off for the last N epochs; ``"close_mosaic"`` (or ``-1``): for the
+            epochs the trainer trains without mosaic (its ``close_mosaic``), RTMDet's two-stage recipe. Default 0
+            (KD throughout) for every loss: on BCCD, KD off for the last 5 epochs did not help; pass it with ``ncwd``
+            to reproduce RTMDet's recipe in full.
     """
 
     teacher: str
     loss: str = "mimic"
     logit: bool = True
+    logit_loss: str = "mse"
     layers: str | list[int] = "neck"
     teacher_layers: str | list[int] | None = None
     online: bool = False
     feat_weight: float | None = None
     logit_weight: float = 0.25
+    logit_tau: float = 10.0
+    logit_conf_weight: bool = False
     tau: float = 1.0
     mgd_ratio: float = 0.65
     mgd_alpha: float = 2e-5
     schedule: str = "constant"
-    distill_off_epochs: int = 0
+    distill_off_epochs: int | str = 0
     extra: dict[str, Any] = field(default_factory=dict, repr=False)  # reserved for forward-compatible keys
 
     def __post_init__(self) -> None:
@@ -66,6 +84,11 @@ class DistillConfig:
         self.loss = str(self.loss).lower()
         if self.loss not in FEATURE_LOSSES:
             raise DistillError(f"unknown loss '{self.loss}': choose one of {', '.join(FEATURE_LOSSES)}")
+        self.logit_loss = str(self.logit_loss).lower()
+        if self.logit_loss not in LOGIT_LOSSES:
+            raise DistillError(f"unknown logit_loss '{self.logit_loss}': choose one of {', '.join(LOGIT_LOSSES)}")
+        if not isinstance(self.logit_conf_weight, bool):
+            raise DistillError(f"logit_conf_weight must be true or false, got {self.logit_conf_weight!r}")
         if self.schedule not in SCHEDULES:
             raise DistillError(f"unknown schedule '{self.schedule}': choose one of {', '.join(SCHEDULES)}")
         self.layers = parse_layers(self.layers, "layers")
@@ -73,18 +96,17 @@ class DistillConfig:
             self.teacher_layers = parse_layers(self.teacher_layers, "teacher_layers")
         if self.feat_weight is None:
             self.feat_weight = DEFAULT_FEATURE_WEIGHTS[self.loss]
-        for name in ("feat_weight", "logit_weight", "tau", "mgd_alpha"):
+        for name in ("feat_weight", "logit_weight", "tau", "logit_tau", "mgd_alpha"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or value < 0:
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
                 raise DistillError(f"{name} must be a non-negative number, got {value!r}")
             setattr(self, name, float(value))
-        if self.tau == 0:
-            raise DistillError("tau must be > 0, got 0")
+        for name in ("tau", "logit_tau"):
+            if getattr(self, name) == 0:
+                raise DistillError(f"{name} must be > 0, got 0")
         if not 0.0 <= self.mgd_ratio < 1.0:
             raise DistillError(f"mgd_ratio must be in [0, 1), got {self.mgd_ratio!r}")
-        if int(self.distill_off_epochs) != self.distill_off_epochs or self.distill_off_epochs < 0:
-            raise DistillError(f"distill_off_epochs must be a non-negative integer, got {self.distill_off_epochs!r}")
-        self.distill_off_epochs = int(self.distill_off_epochs)
+        self.distill_off_epochs = parse_off_epochs(self.distill_off_epochs)
         if self.loss == "none" and not self.logit:
             raise DistillError("nothing to distil: loss='none' with the logit loss off")
 
@@ -112,6 +134,28 @@ class DistillConfig:
 DEFAULTS: dict[str, Any] = {
     f.name: f.default for f in fields(DistillConfig) if f.default is not MISSING and f.name != "extra"
 }
+
+
+def parse_off_epochs(value: int | str) -> int | str:
+    """Parse ``distill_off_epochs``: a non-negative integer, or ``"close_mosaic"`` / ``-1`` (follow close_mosaic).
+
+    Examples:
+        >>> parse_off_epochs("3"), parse_off_epochs(-1), parse_off_epochs("Close_Mosaic")
+        (3, 'close_mosaic', 'close_mosaic')
+    """
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == CLOSE_MOSAIC:
+            return CLOSE_MOSAIC
+        try:
+            value = int(text)
+        except ValueError:
+            value = text
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+        raise DistillError(f"distill_off_epochs must be a non-negative integer or '{CLOSE_MOSAIC}' (-1), got {value!r}")
+    return CLOSE_MOSAIC if value == -1 else value
 
 
 def parse_layers(value: str | list[int] | tuple[int, ...], name: str = "layers") -> str | list[int]:

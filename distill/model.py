@@ -24,9 +24,13 @@ from .errors import DistillError
 from .layers import LayerShape, probe, resolve_layers
 from .losses import (
     ChannelWiseDistillationLoss,
+    DistributionLogitLoss,
     LogitLoss,
     MaskedGenerativeLoss,
     MimicLoss,
+    NormalizedChannelWiseLoss,
+    PearsonDistillationLoss,
+    head_dict,
     head_outputs,
     shared_outputs,
 )
@@ -47,6 +51,7 @@ class KDModel(DistillationModel):
         student_shapes (list[LayerShape]): Student layers to distil, with their probed shapes.
         teacher_shapes (list[LayerShape]): Paired teacher layers.
         logit_keys (list[str]): Head outputs compared by the logit loss (empty when it is off).
+        reg_max (int): DFL bins per box side of the heads (``boxes`` channels / 4), for the ``kl`` logit loss.
     """
 
     def __init__(
@@ -57,6 +62,7 @@ class KDModel(DistillationModel):
         student_shapes: list[LayerShape],
         teacher_shapes: list[LayerShape],
         logit_keys: list[str],
+        reg_max: int = 16,
     ) -> None:
         nn.Module.__init__(self)  # DistillationModel.__init__ hard-codes layers and projector: build our own parts
         self.distill_config = config.to_dict()
@@ -72,7 +78,7 @@ class KDModel(DistillationModel):
             ChannelAdapter(s.channels, t.channels) for s, t in zip(student_shapes, teacher_shapes, strict=True)
         )
         self.feature_losses = nn.ModuleList(build_feature_loss(config, t.channels) for t in teacher_shapes)
-        self.logit_loss = LogitLoss(logit_keys) if logit_keys else None
+        self.logit_loss = build_logit_loss(config, logit_keys, reg_max) if logit_keys else None
         self.feat_weight = config.feat_weight
         self.logit_weight = config.logit_weight
         self.kd_scale = 1.0  # set each epoch by the schedule callback
@@ -159,7 +165,9 @@ class KDModel(DistillationModel):
         if self.logit_loss is not None:
             logit = zero
             if scale > 0:
-                logit = self.logit_loss(head_outputs(preds), head_outputs(teacher_preds)) * (self.logit_weight * scale)
+                criterion = getattr(self.student_model, "criterion", None)  # built by the task loss just above
+                logit = self.logit_loss(head_dict(preds), head_dict(teacher_preds), criterion)
+                logit = logit * (self.logit_weight * scale)
             terms.append(logit)
         if self.online:
             teacher_loss, teacher_items = teacher.loss(batch, teacher_preds)
@@ -185,9 +193,20 @@ def build_feature_loss(config: DistillConfig, teacher_channels: int) -> nn.Modul
     """Return one layer pair's feature-loss module (MGD's owns that layer's generator)."""
     if config.loss == "cwd":
         return ChannelWiseDistillationLoss(tau=config.tau)
+    if config.loss == "ncwd":
+        return NormalizedChannelWiseLoss(tau=config.tau)
+    if config.loss == "pkd":
+        return PearsonDistillationLoss()
     if config.loss == "mgd":
         return MaskedGenerativeLoss(teacher_channels, ratio=config.mgd_ratio, alpha=config.mgd_alpha)
     return MimicLoss()
+
+
+def build_logit_loss(config: DistillConfig, keys: list[str], reg_max: int) -> LogitLoss | DistributionLogitLoss:
+    """Return the logit loss ``config.logit_loss`` names, comparing the shared head outputs ``keys``."""
+    if config.logit_loss == "kl":
+        return DistributionLogitLoss(keys, reg_max, tau=config.logit_tau, conf_weight=config.logit_conf_weight)
+    return LogitLoss(keys)
 
 
 def load_teacher(source: str, trainer: Any) -> nn.Module:
@@ -290,8 +309,10 @@ def build_kd_model(
                 f"teacher layer {t.index} is {t.height}x{t.width}; pair layers of the same stride"
             )
     logit_keys: list[str] = []
+    reg_max = 16
     if config.logit:
         logit_keys = shared_outputs(head_outputs(student_out), head_outputs(teacher_out))
+        reg_max = head_outputs(student_out)["boxes"].shape[1] // 4 if "boxes" in logit_keys else 1
         if not logit_keys:
             raise DistillError(
                 "logit loss: the teacher's and student's heads share no output of the same shape "
@@ -301,7 +322,7 @@ def build_kd_model(
     if config.online:
         teacher.args = trainer.args  # its own task loss uses the run's box/cls/dfl gains
         teacher.train()
-    model = KDModel(student, teacher, config, student_shapes, teacher_shapes, logit_keys).to(device)
+    model = KDModel(student, teacher, config, student_shapes, teacher_shapes, logit_keys, reg_max).to(device)
     if resume_state is not None:
         model.load_kd_state_dict(resume_state)
     if device.type == "cuda" and not config.online:
@@ -314,7 +335,9 @@ def build_kd_model(
             {"student": asdict(s), "teacher": asdict(t), "adapter": f"conv1x1 {s.channels}->{t.channels}"}
             for s, t in zip(student_shapes, teacher_shapes, strict=True)
         ],
+        "logit_loss": config.logit_loss if model.logit_loss is not None else None,
         "logit_outputs": logit_keys,
+        "logit_terms": model.logit_loss.terms if model.logit_loss is not None else {},
         "loss_columns": model.kd_loss_names,
         "probe_imgsz": probe_size,
     }

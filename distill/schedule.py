@@ -1,7 +1,8 @@
 """KD weight over epochs: constant, linear or cosine decay, and switching KD off for the last epochs.
 
 Switching KD off at the end mirrors RTMDet's distillation recipe, which stops the KD losses when mosaic augmentation
-closes so the student settles on clean data with its own task loss alone.
+closes so the student settles on clean data with its own task loss alone; ``distill_off_epochs="close_mosaic"`` ties
+the two together (:func:`resolve_off_epochs`).
 """
 
 from __future__ import annotations
@@ -34,3 +35,26 @@ def kd_scale(schedule: str, epoch: int, epochs: int, off_epochs: int = 0) -> flo
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     return 1.0
+
+
+def resolve_off_epochs(setting: int | str, epochs: int, close_mosaic: int) -> int:
+    """Return how many final epochs run without KD: ``setting`` itself, or the trainer's mosaic-closed epochs.
+
+    With ``setting == "close_mosaic"`` KD stops exactly when Ultralytics closes mosaic: its trainer turns mosaic off
+    from epoch ``epochs - close_mosaic`` (0-based) when ``close_mosaic > 0``, i.e. for the last ``close_mosaic``
+    epochs, or for the whole run when ``close_mosaic >= epochs``.
+
+    Args:
+        setting (int | str): ``DistillConfig.distill_off_epochs``.
+        epochs (int): Total epochs of the run.
+        close_mosaic (int): The trainer's ``close_mosaic`` argument.
+
+    Examples:
+        >>> resolve_off_epochs(3, 100, 10), resolve_off_epochs("close_mosaic", 100, 10)
+        (3, 10)
+        >>> resolve_off_epochs("close_mosaic", 100, 0), resolve_off_epochs("close_mosaic", 5, 10)
+        (0, 5)
+    """
+    if setting == "close_mosaic":
+        return min(max(int(close_mosaic or 0), 0), epochs)
+    return int(setting)

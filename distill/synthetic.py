@@ -31,7 +31,13 @@ def _polygon(kind: int, cx: float, cy: float, r: float, angle: float) -> np.ndar
 
 
 def generate(
-    out: str | Path, task: str = "detect", images: int = 48, val: int = 16, size: int = 128, seed: int = 0
+    out: str | Path,
+    task: str = "detect",
+    images: int = 48,
+    val: int = 16,
+    size: int = 128,
+    seed: int = 0,
+    test: int = 0,
 ) -> Path:
     """Write a synthetic dataset and return its ``data.yaml``.
 
@@ -42,6 +48,7 @@ def generate(
         val: Validation images.
         size: Square image size in pixels.
         seed: Random seed; the same arguments give identical files.
+        test: Held-out test images (drawn after train and val, so adding them leaves those two unchanged).
     """
     import cv2
 
@@ -49,7 +56,9 @@ def generate(
         raise ValueError(f"unknown task '{task}': choose one of {', '.join(TASKS)}")
     out = Path(out)
     rng = np.random.default_rng(seed)
-    for split, count in (("train", images), ("val", val)):
+    for split, count in (("train", images), ("val", val), ("test", test)):
+        if count == 0 and split == "test":
+            continue
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
         (out / "labels" / split).mkdir(parents=True, exist_ok=True)
         for i in range(count):
@@ -76,7 +85,7 @@ def generate(
                 lines.append(" ".join(f"{v:.6f}" if isinstance(v, float) else str(v) for v in values))
             cv2.imwrite(str(out / "images" / split / f"{split}_{i:04d}.png"), img)
             (out / "labels" / split / f"{split}_{i:04d}.txt").write_text("\n".join(lines) + "\n")
-    data = {"train": "images/train", "val": "images/val"}
+    data = {"train": "images/train", "val": "images/val", **({"test": "images/test"} if test else {})}
     if task == "pose":
         data.update({"kpt_shape": [4, 3], "flip_idx": [1, 0, 3, 2], "names": {0: "shape"}})
     else:

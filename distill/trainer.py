@@ -34,7 +34,7 @@ from ultralytics.utils.torch_utils import unwrap_model
 from .config import DistillConfig
 from .errors import DistillError
 from .model import KDModel, build_kd_model
-from .schedule import kd_scale
+from .schedule import kd_scale, resolve_off_epochs
 
 TEACHER_WEIGHTS = "teacher.pt"
 
@@ -69,7 +69,13 @@ class DistillCallbacks:
         model = unwrap_model(trainer.model)
         if isinstance(model, KDModel):
             cfg = self.config
-            model.kd_scale = kd_scale(cfg.schedule, trainer.epoch, trainer.epochs, cfg.distill_off_epochs)
+            off = resolve_off_epochs(cfg.distill_off_epochs, trainer.epochs, trainer.args.close_mosaic)
+            if off >= trainer.epochs and trainer.epoch == trainer.start_epoch and RANK in {-1, 0}:
+                LOGGER.warning(
+                    f"distill: distill_off_epochs={cfg.distill_off_epochs!r} covers all {trainer.epochs} epochs "
+                    f"(close_mosaic={trainer.args.close_mosaic}): KD is off for the whole run"
+                )
+            model.kd_scale = kd_scale(cfg.schedule, trainer.epoch, trainer.epochs, off)
 
     def on_model_save(self, trainer: Any) -> None:
         """In online mode, save the jointly trained teacher next to the student's checkpoints (rank 0)."""
@@ -144,7 +150,7 @@ class DistillTrainerMixin:
             )
             LOGGER.info(
                 f"distill: {self.distill_plan['mode']} {self.distill.config.loss} "
-                f"(weight {self.distill.config.feat_weight}), logit={self.distill.config.logit} "
+                f"(weight {self.distill.config.feat_weight}), logit={self.distill_plan['logit_loss'] or False} "
                 f"on {self.distill_plan['logit_outputs']}; pairs: {pairs or 'none'}"
             )
 

@@ -121,10 +121,11 @@ def build_pipeline(settings: ClusterSettings | None = None, sweep: bool = False,
         _training(student, s, accelerator, gpus, cluster).set_display_name("train-student")
         return teacher, student, common
 
-    def distill_and_evaluate(teacher, student, common, student_model, loss, layers, logit, online, student_epochs,
-                             min_gain, accelerator, gpus, name):  # fmt: skip
+    def distill_and_evaluate(teacher, student, common, student_model, loss, layers, logit, logit_loss, online,
+                             student_epochs, min_gain, accelerator, gpus, name):  # fmt: skip
         kd = c.distill(teacher=teacher.outputs["Output"], student=student_model, loss=loss, layers=layers,
-                       logit=logit, online=online, epochs=student_epochs, name=name, **common)  # fmt: skip
+                       logit=logit, logit_loss=logit_loss, online=online, epochs=student_epochs, name=name,
+                       **common)  # fmt: skip
         _training(kd, s, accelerator, gpus, cluster).set_display_name("distill")
         evaluate_name = "evaluate" if name else ""  # "": the component names it after its distill step (sweep)
         ev = c.evaluate(teacher=teacher.outputs["Output"], baseline=student.outputs["Output"],
@@ -151,6 +152,7 @@ def build_pipeline(settings: ClusterSettings | None = None, sweep: bool = False,
             loss: str = DEFAULTS["loss"],
             layers: str = DEFAULTS["layers"],
             logit: bool = DEFAULTS["logit"],
+            logit_loss: str = DEFAULTS["logit_loss"],
             online: bool = False,
             teacher_epochs: int = 100,
             student_epochs: int = 100,
@@ -168,8 +170,8 @@ def build_pipeline(settings: ClusterSettings | None = None, sweep: bool = False,
             teacher, student, common = shared(data_source, data_format, classes, teacher_model, teacher_weights,
                                               student_model, teacher_epochs, student_epochs, imgsz, batch, device,
                                               s3_prefix, experiment, accelerator, gpus, run_id)  # fmt: skip
-            kd, ev = distill_and_evaluate(teacher, student, common, student_model, loss, layers, logit, online,
-                                          student_epochs, min_gain, accelerator, gpus, "distill")  # fmt: skip
+            kd, ev = distill_and_evaluate(teacher, student, common, student_model, loss, layers, logit, logit_loss,
+                                          online, student_epochs, min_gain, accelerator, gpus, "distill")  # fmt: skip
             register(ev.outputs["Output"], kd.outputs["Output"], ev.outputs["metrics"], registry_name, run_id,
                      min_gain, experiment)  # fmt: skip
             return ev.outputs["Output"]
@@ -186,6 +188,7 @@ def build_pipeline(settings: ClusterSettings | None = None, sweep: bool = False,
         teacher_weights: str = "",
         student_model: str = "yolov8n.yaml",
         logit: bool = DEFAULTS["logit"],
+        logit_loss: str = DEFAULTS["logit_loss"],
         online: bool = False,
         teacher_epochs: int = 100,
         student_epochs: int = 100,
@@ -205,7 +208,8 @@ def build_pipeline(settings: ClusterSettings | None = None, sweep: bool = False,
                                           s3_prefix, experiment, accelerator, gpus, run_id)  # fmt: skip
         with dsl.ParallelFor(sweep_configs, name="sweep") as cfg:
             _, ev = distill_and_evaluate(teacher, student, common, student_model, cfg.loss, cfg.layers, logit,
-                                         online, student_epochs, min_gain, accelerator, gpus, "")  # fmt: skip
+                                         logit_loss, online, student_epochs, min_gain, accelerator, gpus,
+                                         name="")  # fmt: skip
         best = c.select_best(evaluations=dsl.Collected(ev.outputs["metrics"]), min_gain=min_gain)
         _common(best, s, s.light_memory).set_display_name("select-best")
         register(best.outputs["Output"], "", best.outputs["best"], registry_name, run_id, min_gain, experiment)

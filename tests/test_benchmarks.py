@@ -135,3 +135,45 @@ def test_kd_share_counts_every_non_task_loss_column(tmp_path):
         "2, 2.0, 1.0, 1.0, 0.5, 0.5, 9.0\n"
     )
     assert accuracy.kd_share(csv) == {"first_epoch": 0.2, "last_epoch": 0.2}
+
+
+def test_paired_gain_matches_a_paired_t_test():
+    from scipy import stats
+
+    from benchmarks import paired
+
+    student = {0: 0.312, 1: 0.298, 2: 0.305, 3: 0.320, 4: 0.301, 7: 0.5}  # seed 7 has no baseline: left out
+    base = {0: 0.300, 1: 0.301, 2: 0.290, 3: 0.303, 4: 0.296, 5: 0.1}
+    r = paired.paired_gain(student, base)
+    seeds = [0, 1, 2, 3, 4]
+    ci = stats.ttest_rel([student[s] for s in seeds], [base[s] for s in seeds]).confidence_interval(0.95)
+    assert r["seeds"] == seeds and r["n"] == 5 and r["wins"] == 4
+    assert r["gains"] == [0.012, -0.003, 0.015, 0.017, 0.005]
+    assert r["mean"] == pytest.approx(0.0092, abs=1e-4)
+    assert r["ci"] == pytest.approx([ci.low, ci.high], abs=1e-4)
+    one = paired.paired_gain({0: 0.3}, {0: 0.2})
+    assert (one["n"], one["ci"], one["sd"], one["wins"]) == (1, None, None, 1)
+    assert paired.paired_gain({}, base)["mean"] is None
+
+
+def test_paired_markdown_lists_seeds_gain_ci_and_wins():
+    from benchmarks import paired
+
+    runs = [{"name": n, "seed": s, "test": {"m": v}} for n, vals in
+            {"baseline": (0.30, 0.31), "default": (0.32, 0.325), "other": (0.29, 0.30)}.items()
+            for s, v in enumerate(vals)]  # fmt: skip
+    table = paired.markdown(runs, ["baseline", "default", "other"], "m", default="default")
+    lines = table.splitlines()
+    assert lines[0] == "| student | seed 0 | seed 1 | mean gain | 95% CI | wins |"
+    assert lines[2] == "| baseline | 30.0 | 31.0 | | | |"
+    assert lines[3].startswith("| **default** (default) | 32.0 | 32.5 | +1.75 | ") and lines[3].endswith(" | 2/2 |")
+    assert lines[4].startswith("| other | 29.0 | 30.0 | -1.00 | -1.0 … -1.0 | 0/2 |")
+
+
+def test_accuracy_run_records_are_repository_relative(tmp_path):
+    result = {"job": {"name": "default", "seed": 3, "spec": {}, "epochs": 30, "imgsz": 160,
+                      "dir": str(ROOT / "benchmarks" / ".work" / "x"), "teacher": str(tmp_path / "t.pt")},
+              "test": {"metrics/mAP50-95(B)": 0.3}, "val": {}, "train_s": 1.0}  # fmt: skip
+    record = accuracy.run_record(result)
+    assert record["dir"] == "benchmarks/.work/x" and record["teacher"] == str(tmp_path / "t.pt")
+    assert (record["name"], record["seed"], record["test"]) == ("default", 3, {"metrics/mAP50-95(B)": 0.3})

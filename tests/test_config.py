@@ -6,8 +6,8 @@ import pytest
 
 from distill import DistillConfig, DistillError
 from distill.cli import build_parser, parse_overrides
-from distill.config import parse_layers
-from distill.schedule import kd_scale
+from distill.config import DEFAULT_FEATURE_WEIGHTS, parse_layers
+from distill.schedule import kd_scale, resolve_off_epochs
 
 
 def test_defaults_are_documented_values():
@@ -15,6 +15,21 @@ def test_defaults_are_documented_values():
     assert (cfg.loss, cfg.logit, cfg.layers, cfg.online) == ("mimic", True, "neck", False)  # the BCCD benchmark's best
     assert (cfg.feat_weight, cfg.logit_weight, cfg.tau, cfg.mgd_ratio, cfg.mgd_alpha) == (1.0, 0.25, 1.0, 0.65, 2e-5)
     assert (cfg.schedule, cfg.distill_off_epochs) == ("constant", 0)
+    assert (cfg.logit_loss, cfg.logit_tau, cfg.logit_conf_weight) == ("mse", 10.0, False)  # kl: opt-in for now
+
+
+@pytest.mark.parametrize(("loss", "weight"), [("pkd", 10.0), ("ncwd", 1.0), ("cwd", 1.0)])
+def test_new_feature_losses_take_their_reference_weights(loss, weight):
+    assert DistillConfig(teacher="t.pt", loss=loss).feat_weight == weight == DEFAULT_FEATURE_WEIGHTS[loss]
+    assert DistillConfig(teacher="t.pt", loss=loss, feat_weight=2).feat_weight == 2.0
+
+
+def test_logit_loss_and_close_mosaic_settings_are_normalised():
+    cfg = DistillConfig(teacher="t.pt", loss="ncwd", logit_loss="KL", logit_tau=4, distill_off_epochs=-1)
+    assert (cfg.logit_loss, cfg.logit_tau, cfg.distill_off_epochs) == ("kl", 4.0, "close_mosaic")
+    assert DistillConfig(teacher="t.pt", distill_off_epochs=" Close_Mosaic ").distill_off_epochs == "close_mosaic"
+    assert DistillConfig(teacher="t.pt", distill_off_epochs="3").distill_off_epochs == 3
+    assert DistillConfig.from_dict(cfg.to_dict()) == cfg
 
 
 @pytest.mark.parametrize(
@@ -30,6 +45,12 @@ def test_defaults_are_documented_values():
         ({"tau": 0}, "tau must be > 0"),
         ({"mgd_ratio": 1.0}, "mgd_ratio must be in"),
         ({"distill_off_epochs": -2}, "distill_off_epochs must be a non-negative integer"),
+        ({"distill_off_epochs": "mosaic"}, "distill_off_epochs must be .* or 'close_mosaic' \\(-1\\), got 'mosaic'"),
+        ({"distill_off_epochs": 1.5}, "distill_off_epochs must be a non-negative integer .*got 1.5"),
+        ({"logit_loss": "l2"}, "unknown logit_loss 'l2': choose one of mse, kl"),
+        ({"logit_tau": 0}, "logit_tau must be > 0"),
+        ({"logit_tau": -1}, "logit_tau must be a non-negative number, got -1"),
+        ({"logit_conf_weight": "yes"}, "logit_conf_weight must be true or false, got 'yes'"),
         ({"loss": "none", "logit": False}, "nothing to distil"),
     ],
 )
@@ -67,6 +88,22 @@ def test_kd_schedule(schedule, epoch, off, expected):
     assert kd_scale(schedule, epoch, 10, off) == pytest.approx(expected)
 
 
+@pytest.mark.parametrize(
+    ("setting", "epochs", "close_mosaic", "off_epochs"),
+    [
+        (2, 10, 3, [8, 9]),
+        ("close_mosaic", 10, 3, [7, 8, 9]),
+        ("close_mosaic", 10, 0, []),
+        ("close_mosaic", 2, 5, [0, 1]),
+    ],
+)
+def test_kd_off_epochs_can_follow_the_trainers_close_mosaic(setting, epochs, close_mosaic, off_epochs):
+    off = resolve_off_epochs(setting, epochs, close_mosaic)
+    assert [e for e in range(epochs) if kd_scale("constant", e, epochs, off) == 0] == off_epochs
+    if setting == "close_mosaic":  # Ultralytics' own gate (BaseTrainer._do_train): close once epoch >= epochs - N
+        assert off_epochs == [e for e in range(epochs) if close_mosaic and e >= epochs - close_mosaic]
+
+
 def test_cli_parses_every_documented_flag():
     args = build_parser().parse_args(
         [
@@ -95,6 +132,11 @@ def test_cli_parses_every_documented_flag():
             "cosine",
             "--distill-off-epochs",
             "1",
+            "--logit-loss",
+            "kl",
+            "--logit-tau",
+            "4",
+            "--logit-conf-weight",
             "--epochs",
             "3",
             "--imgsz",
@@ -112,6 +154,7 @@ def test_cli_parses_every_documented_flag():
         ]
     )
     assert (args.loss, args.logit, args.online, args.tau, args.distill_off_epochs) == ("mgd", False, True, 2.0, 1)
+    assert (args.logit_loss, args.logit_tau, args.logit_conf_weight) == ("kl", 4.0, True)
     assert parse_overrides(args.overrides) == {"lr0": 0.001, "plots": False}
     with pytest.raises(DistillError, match="'lr0' is not key=value"):
         parse_overrides(["lr0"])
@@ -126,7 +169,8 @@ def test_cli_and_step_defaults_are_the_configs_shipped_defaults():
 
     args = build_parser().parse_args(["distill", "--data", "d.yaml", "--teacher", "t.pt", "--student", "s.yaml"])
     step = inspect.signature(training.distill).parameters
-    for key in ("loss", "logit", "layers", "logit_weight", "tau", "schedule", "distill_off_epochs"):
+    for key in ("loss", "logit", "logit_loss", "layers", "logit_weight", "logit_tau", "logit_conf_weight", "tau",
+                "schedule", "distill_off_epochs"):  # fmt: skip
         assert getattr(args, key) == DEFAULTS[key] == step[key].default, key
     assert DistillConfig(teacher="t.pt").to_dict() == {
         "teacher": "t.pt",
@@ -134,3 +178,16 @@ def test_cli_and_step_defaults_are_the_configs_shipped_defaults():
         "extra": {},
         "feat_weight": DistillConfig(teacher="t.pt").feat_weight,
     }
+
+
+def test_cli_parses_the_new_loss_choices_and_close_mosaic(capsys):
+    base = ["distill", "--data", "d.yaml", "--teacher", "t.pt", "--student", "s.yaml"]
+    args = build_parser().parse_args([*base, "--loss", "pkd", "--distill-off-epochs", "close_mosaic"])
+    assert (args.loss, args.logit_loss, args.distill_off_epochs) == ("pkd", "mse", "close_mosaic")
+    assert build_parser().parse_args([*base, "--loss", "ncwd", "--distill-off-epochs", "-1"]).distill_off_epochs == (
+        "close_mosaic"
+    )
+    for bad, message in ((["--logit-loss", "l1"], "invalid choice: 'l1'"), (["--distill-off-epochs", "x"], "got 'x'")):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*base, *bad])
+        assert message in capsys.readouterr().err

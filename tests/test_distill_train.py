@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from copy import deepcopy
 
 import polars as pl
@@ -50,7 +51,7 @@ def kd_columns(results_csv) -> dict[str, float]:
     return {c: float(df[c][-1]) for c in df.columns if c.startswith("train/") and c.split("/")[1] in KD_NAMES}
 
 
-KD_NAMES = {"cwd_loss", "mgd_loss", "mimic_loss", "logit_loss", "teacher_loss"}
+KD_NAMES = {"cwd_loss", "mgd_loss", "mimic_loss", "ncwd_loss", "pkd_loss", "logit_loss", "teacher_loss"}
 
 
 @pytest.mark.parametrize("task", ["detect", "segment", "pose"])
@@ -206,3 +207,15 @@ def test_yolo11_and_yolo26_pairs_distil(tmp_path, student, teacher):
     run = distill(TASK_DATA["detect"], student, config, out=tmp_path / "kd", **TINY)
     cols = kd_columns(run.results_csv)
     assert cols["train/cwd_loss"] > 0 and cols["train/logit_loss"] > 0
+
+
+def test_pkd_with_the_kl_logit_loss_trains(tmp_path):
+    cfg = DistillConfig(teacher=TEACHER["detect"], loss="pkd", logit_loss="kl")
+    run = distill(TASK_DATA["detect"], STUDENT["detect"], cfg, out=tmp_path / "kd", **TINY)
+    cols = kd_columns(run.results_csv)
+    assert set(cols) == {"train/pkd_loss", "train/logit_loss"}
+    assert all(math.isfinite(v) and v > 0 for v in cols.values()), cols
+    plan = json.loads(run.distill_json.read_text())
+    assert plan["config"]["loss"] == "pkd" and plan["config"]["feat_weight"] == 10.0
+    assert plan["logit_loss"] == "kl" and plan["logit_terms"] == {"boxes": "ld-kl", "scores": "binary-kl"}
+    assert run.best.is_file()

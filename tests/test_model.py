@@ -58,6 +58,34 @@ def test_gradients_reach_student_and_adapters_never_a_frozen_teacher(tmp_path, l
         assert torch.equal(v, teacher_state[k]), k
 
 
+@pytest.mark.parametrize(("task", "loss"), [("detect", "ncwd"), ("segment", "pkd"), ("pose", "pkd")])
+def test_kl_logit_loss_and_new_feature_losses_through_the_trainer_seam(tmp_path, task, loss):
+    """logit_loss="kl" on every task: LD + class KL, plus assembled masks (segment) or decoded keypoints (pose)."""
+    trainer = make_trainer(tmp_path, task, DistillConfig(teacher=TEACHER[task], loss=loss, logit_loss="kl"))
+    model = trainer.model
+    model.train()
+    task_term = {"detect": {}, "segment": {"mask_coefficient": "mask-kl"}, "pose": {"kpts": "oks"}}[task]
+    assert trainer.distill_plan["logit_loss"] == "kl"
+    assert trainer.distill_plan["logit_terms"] == {"boxes": "ld-kl", "scores": "binary-kl", **task_term}
+    total, items = model(real_batch(trainer))
+    assert bool(torch.isfinite(total).all()) and items[f"{loss}_loss"] > 0 and items["logit_loss"] > 0
+    total.sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.student_model.model[-1].parameters())
+    assert all(p.grad is None for p in model.teacher_model.parameters())
+
+
+def test_distill_off_epochs_follows_the_trainers_close_mosaic(tmp_path):
+    config = DistillConfig(teacher=TEACHER["detect"], loss="ncwd", distill_off_epochs="close_mosaic")
+    trainer = make_trainer(tmp_path, "detect", config)
+    trainer.epochs, trainer.args.close_mosaic = 10, 3
+    scales = []
+    for epoch in range(10):
+        trainer.epoch = epoch
+        trainer.distill.on_train_epoch_start(trainer)  # the schedule callback, as the trainer runs it
+        scales.append(trainer.model.kd_scale)
+    assert scales == [1.0] * 7 + [0.0] * 3  # KD off exactly while Ultralytics trains without mosaic
+
+
 def test_adapters_match_channels_and_kd_parts_are_submodules(tmp_path):
     trainer = make_trainer(tmp_path, "detect", DistillConfig(teacher=TEACHER["detect"], loss="mgd"))
     model = trainer.model

@@ -72,6 +72,7 @@ def test_compiled_pipeline_carries_cluster_settings(compiled):
             assert task["cachingOptions"]["enableCache"] is True
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert {"data_source", "teacher_weights", "min_gain", "registry_name", "gpus", "accelerator"} <= set(params)
+    assert params["logit_loss"]["defaultValue"] == DEFAULTS["logit_loss"]
     assert ({"sweep_configs"} if variant == "sweep" else {"loss", "layers"}) <= set(params)
     condition = next(c for c in spec["root"]["dag"]["tasks"].values() if c["taskInfo"]["name"].startswith("distilled"))
     assert "register" in condition["triggerPolicy"]["condition"]

@@ -4,6 +4,7 @@ Every raw head output that both models produce in the same shape is compared wit
 per-output errors are summed: the box distribution (``boxes``, DFL logits) and class scores (``scores``) of a detect
 head, plus ``mask_coefficient`` for segment and ``kpts`` for pose. End-to-end heads (YOLO26, YOLOv10) are compared
 on their one-to-many branch, the one their task loss trains densely. Default weight 0.25 (the seed implementation's).
+This is ``logit_loss="mse"``; :mod:`.distribution` is the distribution-aware ``"kl"`` alternative.
 """
 
 from __future__ import annotations
@@ -18,6 +19,23 @@ from torch import nn
 HEAD_OUTPUTS = ("boxes", "scores", "mask_coefficient", "kpts")
 
 
+def head_dict(preds: Any) -> dict[str, Any]:
+    """Return the raw head dict of a model's forward result: the per-anchor outputs plus ``feats`` (and ``proto``).
+
+    Args:
+        preds: A train-mode head dict, an eval-mode ``(decoded, dict)`` tuple, or an end-to-end dict with
+            ``one2many`` / ``one2one`` branches (the one-to-many branch is returned).
+
+    Returns:
+        (dict): The head dict; empty when ``preds`` holds none.
+    """
+    if isinstance(preds, tuple | list):
+        preds = next((p for p in preds if isinstance(p, dict)), {})
+    if isinstance(preds, dict) and "one2many" in preds:
+        preds = preds["one2many"]
+    return preds if isinstance(preds, dict) else {}
+
+
 def head_outputs(preds: Any) -> dict[str, torch.Tensor]:
     """Return the raw per-anchor head outputs of a model's forward result (train or eval mode).
 
@@ -28,13 +46,8 @@ def head_outputs(preds: Any) -> dict[str, torch.Tensor]:
     Returns:
         (dict[str, torch.Tensor]): Outputs named in :data:`HEAD_OUTPUTS` that are present.
     """
-    if isinstance(preds, tuple | list):
-        preds = next((p for p in preds if isinstance(p, dict)), {})
-    if isinstance(preds, dict) and "one2many" in preds:
-        preds = preds["one2many"]
-    if not isinstance(preds, dict):
-        return {}
-    return {k: preds[k] for k in HEAD_OUTPUTS if isinstance(preds.get(k), torch.Tensor)}
+    head = head_dict(preds)
+    return {k: head[k] for k in HEAD_OUTPUTS if isinstance(head.get(k), torch.Tensor)}
 
 
 def shared_outputs(student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor]) -> list[str]:
@@ -59,6 +72,13 @@ class LogitLoss(nn.Module):
         super().__init__()
         self.keys = list(keys)
 
-    def forward(self, student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Return Σ_k mean((student[k] − teacher[k])²)."""
+    @property
+    def terms(self) -> dict[str, str]:
+        """How each compared output is compared (recorded in ``distill.json``)."""
+        return dict.fromkeys(self.keys, "mse")
+
+    def forward(
+        self, student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor], criterion: Any = None
+    ) -> torch.Tensor:
+        """Return Σ_k mean((student[k] − teacher[k])²); ``criterion`` is unused (the ``kl`` loss's call signature)."""
         return sum(F.mse_loss(student[k].float(), teacher[k].detach().float()) for k in self.keys)

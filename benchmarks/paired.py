@@ -1,0 +1,101 @@
+"""Paired-seed comparison: whether a student's gain over the baseline is larger than seed noise.
+
+For every seed the baseline and each KD student start from the same seed (same initial weights, same augmentation
+stream), so the per-seed difference cancels most of what makes one CPU run swing by several points. The statistics
+are the usual paired ones: the mean of the per-seed gains, its 95% confidence interval from the t-distribution with
+n − 1 degrees of freedom (``mean ± t · sd / √n``), and the number of seeds the student won.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+from scipy import stats
+
+
+def paired_gain(student: dict[int, float], baseline: dict[int, float], level: float = 0.95) -> dict[str, Any]:
+    """Compare two students seed by seed.
+
+    Args:
+        student: Seed → score of the student (e.g. test mAP50-95).
+        baseline: Seed → score of the baseline on the same seeds.
+        level: Confidence level of the interval.
+
+    Returns:
+        (dict): ``seeds`` (those both have), ``gains`` (per seed), ``mean``, ``sd`` (sample), ``ci`` (low, high;
+        ``None`` with fewer than two seeds), ``wins`` (seeds with a gain > 0) and ``n``.
+
+    Examples:
+        >>> r = paired_gain({0: 0.30, 1: 0.32, 2: 0.31}, {0: 0.29, 1: 0.30, 2: 0.30})
+        >>> r["gains"], r["mean"], r["wins"]
+        ([0.01, 0.02, 0.01], 0.0133, 3)
+    """
+    seeds = sorted(set(student) & set(baseline))
+    gains = [round(student[s] - baseline[s], 6) for s in seeds]
+    n = len(gains)
+    if n == 0:
+        return {"seeds": [], "gains": [], "n": 0, "mean": None, "sd": None, "ci": None, "wins": 0}
+    mean = statistics.fmean(gains)
+    sd = statistics.stdev(gains) if n > 1 else None
+    ci = None
+    if n > 1:
+        half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+        ci = [round(mean - half, 4), round(mean + half, 4)]
+    return {
+        "seeds": seeds,
+        "gains": [round(g, 4) for g in gains],
+        "n": n,
+        "mean": round(mean, 4),
+        "sd": None if sd is None else round(sd, 4),
+        "ci": ci,
+        "wins": sum(g > 0 for g in gains),
+    }
+
+
+def by_seed(runs: list[dict[str, Any]], name: str, metric: str) -> dict[int, float]:
+    """Seed → ``test[metric]`` of the runs of student ``name`` (the report's ``runs`` list)."""
+    return {r["seed"]: r["test"][metric] for r in runs if r["name"] == name and metric in r["test"]}
+
+
+def paired_table(
+    runs: list[dict[str, Any]], students: list[str], metric: str, baseline: str = "baseline"
+) -> dict[str, dict[str, Any]]:
+    """Return :func:`paired_gain` of every student but the baseline against the baseline, on ``metric``."""
+    base = by_seed(runs, baseline, metric)
+    return {s: paired_gain(by_seed(runs, s, metric), base) for s in students if s != baseline}
+
+
+def markdown(
+    runs: list[dict[str, Any]],
+    students: list[str],
+    metric: str,
+    baseline: str = "baseline",
+    default: str | None = None,
+    scale: float = 100.0,
+) -> str:
+    """Return the paired table as markdown: per-seed scores, mean paired gain, 95% CI and wins, best mean first.
+
+    Scores and gains are shown in points (``scale`` 100: mAP 0.305 → 30.5).
+    """
+    seeds = sorted({r["seed"] for r in runs if r["name"] in students})
+    table = paired_table(runs, students, metric, baseline)
+    head = "| student | " + " | ".join(f"seed {s}" for s in seeds) + " | mean gain | 95% CI | wins |"
+    rows = [head, "|" + "---|" * (len(seeds) + 4)]
+
+    def cells(name: str) -> str:
+        scores = by_seed(runs, name, metric)
+        return " | ".join(f"{scores[s] * scale:.1f}" if s in scores else "" for s in seeds)
+
+    rows.append(f"| {baseline} | {cells(baseline)} | | | |")
+    order = sorted(table, key=lambda s: -(table[s]["mean"] if table[s]["mean"] is not None else -math.inf))
+    for name in order:
+        p = table[name]
+        label = f"**{name}** (default)" if name == default else name
+        if p["n"] == 0:
+            rows.append(f"| {label} | {cells(name)} | | | |")
+            continue
+        ci = "" if p["ci"] is None else f"{p['ci'][0] * scale:+.1f} … {p['ci'][1] * scale:+.1f}"
+        rows.append(f"| {label} | {cells(name)} | {p['mean'] * scale:+.2f} | {ci} | {p['wins']}/{p['n']} |")
+    return "\n".join(rows)
