@@ -73,6 +73,11 @@ STUDENTS: dict[str, Any] = {
     "mimic": {"loss": "mimic", "logit": False},
     "mimic+logit": {"loss": "mimic", "logit": True},
     "online-cwd": {"loss": "cwd", "logit": False, "online": True},
+    "pkd+logit": {"loss": "pkd", "logit": True},
+    "pkd+kl": {"loss": "pkd", "logit": True, "logit_loss": "kl"},
+    "ncwd+kl-off": {"loss": "ncwd", "logit": True, "logit_loss": "kl", "distill_off_epochs": "close_mosaic"},
+    "mimic+kl": {"loss": "mimic", "logit": True, "logit_loss": "kl"},
+    "kl": {"loss": "none", "logit": True, "logit_loss": "kl"},
     "ultralytics-kd": "native",
 }
 
@@ -142,19 +147,35 @@ def _worker(job_file: str) -> None:
 
 # -- orchestration --------------------------------------------------------------------------------------------------
 def launch(job: dict[str, Any]) -> dict[str, Any]:
-    """Run ``job`` in a fresh Python process (log in its folder) unless the same job already finished."""
+    """Run ``job`` in a fresh Python process (log in its folder) unless the same job already finished.
+
+    The job's folder is locked while it runs, so two benchmark invocations sharing a work folder (say, more baseline
+    seeds started while the first invocation still trains the teacher) never train the same run twice: the second
+    waits, then takes the finished result.
+    """
+    import fcntl
+
     folder = Path(job["dir"])
-    done = folder / "result.json"
-    if done.is_file():
-        previous = json.loads(done.read_text())
-        if previous.get("job") == job and ran_config(folder) == resolved_config(job):
-            return {**previous, "cached": True}
     folder.mkdir(parents=True, exist_ok=True)
-    code = reports.run_worker("benchmarks.accuracy", job, folder / "job.json", folder / "log.txt")
-    if code != 0 or not done.is_file():
-        tail = (folder / "log.txt").read_text(errors="replace").strip().splitlines()[-5:]
-        raise RuntimeError(f"{job['name']} (seed {job['seed']}) failed, see {folder / 'log.txt'}:\n" + "\n".join(tail))
-    return json.loads(done.read_text())
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = folder / "result.json"
+        if done.is_file():
+            previous = json.loads(done.read_text())
+            if previous.get("job") == job and ran_config(folder) == resolved_config(job):
+                return {**previous, "cached": True}
+        code = reports.run_worker("benchmarks.accuracy", job, folder / "job.json", folder / "log.txt")
+        if code != 0 or not done.is_file():
+            tail = (folder / "log.txt").read_text(errors="replace").strip().splitlines()[-5:]
+            where = f"{job['name']} (seed {job['seed']}) failed, see {folder / 'log.txt'}"
+            raise RuntimeError(where + ":\n" + "\n".join(tail))
+        return json.loads(done.read_text())
+
+
+def finished_result(job: dict[str, Any]) -> dict[str, Any] | None:
+    """Return a job's cached result without running it (``None`` if it has not finished)."""
+    done = Path(job["dir"]) / "result.json"
+    return json.loads(done.read_text()) if done.is_file() else None
 
 
 def resolved_config(job: dict[str, Any]) -> dict[str, Any] | None:
@@ -405,12 +426,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return result
 
+    needs_teacher = any(job["spec"] is not None for job in student_jobs)  # baselines alone never wait for it
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        teacher_future = pool.submit(run, teacher_job, None)
+        teacher_future = pool.submit(run, teacher_job, None) if needs_teacher else None
         order = sorted(student_jobs, key=lambda j: j["spec"] is not None)  # baselines first, beside the teacher
         futures = [pool.submit(run, job, teacher_future) for job in order]
-        teacher = teacher_future.result()
         finished = [f.result() for f in futures]
+        teacher = teacher_future.result() if teacher_future else finished_result(teacher_job)
 
     by_name: dict[str, list[dict[str, Any]]] = {}
     for r in finished:
@@ -435,7 +457,9 @@ def main(argv: list[str] | None = None) -> int:
             "test": teacher["test"],
             "val": teacher["val"],
             "train_s": teacher["train_s"],
-        },  # fmt: skip
+        }
+        if teacher
+        else None,  # fmt: skip
         "default": "default" if "default" in by_name else None,
         "default_config": resolved_config({"spec": {}, "teacher": None}),
         "students": [summarise(name, results) for name, results in by_name.items()],

@@ -40,6 +40,7 @@ def train(
     imgsz: int,
     batch: int,
     device: str,
+    seed: int,
     experiment: str,
     existing_weights: str,
     weights: Output[Model],
@@ -61,7 +62,7 @@ def train(
         return existing_weights
     result = training.train(
         data, model, name, run_id=run_id, prefix=prefix or None, epochs=epochs, imgsz=imgsz, batch=batch,
-        device=device or None, experiment=experiment or None,
+        device=device or None, seed=seed, experiment=experiment or None,
     )  # fmt: skip
     best = result["outputs"]["best.pt"]
     weights.metadata.update({"s3_uri": best["uri"], "sha256": best["sha256"], "mlflow_run_id": result["mlflow_run_id"]})
@@ -85,6 +86,7 @@ def distill(
     imgsz: int,
     batch: int,
     device: str,
+    seed: int,
     experiment: str,
     name: str,
     weights: Output[Model],
@@ -97,7 +99,7 @@ def distill(
     result = training.distill(
         data, teacher, student, run_id=run_id, name=name or f"distill-{loss}-{layers.replace(',', '_')}",
         prefix=prefix or None, loss=loss, layers=layers, logit=logit, logit_loss=logit_loss, online=online,
-        epochs=epochs, imgsz=imgsz, batch=batch, device=device or None, experiment=experiment or None,
+        epochs=epochs, imgsz=imgsz, batch=batch, device=device or None, seed=seed, experiment=experiment or None,
     )  # fmt: skip
     best = result["outputs"]["best.pt"]
     weights.metadata.update(

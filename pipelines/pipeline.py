@@ -107,7 +107,8 @@ def build_pipeline(settings: ClusterSettings | None = None, sweep: bool = False,
     c = build_components(resolve_image(s.image) if cluster else LOCAL_IMAGE)
 
     def shared(data_source, data_format, classes, teacher_model, teacher_weights, student_model, teacher_epochs,
-               student_epochs, imgsz, batch, device, s3_prefix, experiment, accelerator, gpus, run_id):  # fmt: skip
+               student_epochs, imgsz, batch, device, seed, s3_prefix, experiment, accelerator, gpus,
+               run_id):  # fmt: skip
         """prepare-data → (train-teacher ∥ train-student); return the tasks and the common step arguments."""
         data = c.prepare_data(source=data_source, data_format=data_format, classes=classes, prefix=s3_prefix,
                               run_id=run_id, experiment=experiment)  # fmt: skip
@@ -115,17 +116,18 @@ def build_pipeline(settings: ClusterSettings | None = None, sweep: bool = False,
         common = dict(data=data.outputs["Output"], run_id=run_id, prefix=s3_prefix, imgsz=imgsz, batch=batch,
                       device=device, experiment=experiment)  # fmt: skip
         teacher = c.train(model=teacher_model, name="teacher", epochs=teacher_epochs,
-                          existing_weights=teacher_weights, **common)  # fmt: skip
+                          existing_weights=teacher_weights, seed=seed, **common)  # fmt: skip
         _training(teacher, s, accelerator, gpus, cluster).set_display_name("train-teacher")
-        student = c.train(model=student_model, name="student", epochs=student_epochs, existing_weights="", **common)
+        student = c.train(model=student_model, name="student", epochs=student_epochs, existing_weights="", seed=seed,
+                          **common)  # fmt: skip
         _training(student, s, accelerator, gpus, cluster).set_display_name("train-student")
         return teacher, student, common
 
     def distill_and_evaluate(teacher, student, common, student_model, loss, layers, logit, logit_loss, online,
-                             student_epochs, min_gain, accelerator, gpus, name):  # fmt: skip
+                             student_epochs, seed, min_gain, accelerator, gpus, name):  # fmt: skip
         kd = c.distill(teacher=teacher.outputs["Output"], student=student_model, loss=loss, layers=layers,
-                       logit=logit, logit_loss=logit_loss, online=online, epochs=student_epochs, name=name,
-                       **common)  # fmt: skip
+                       logit=logit, logit_loss=logit_loss, online=online, epochs=student_epochs, seed=seed,
+                       name=name, **common)  # fmt: skip
         _training(kd, s, accelerator, gpus, cluster).set_display_name("distill")
         evaluate_name = "evaluate" if name else ""  # "": the component names it after its distill step (sweep)
         ev = c.evaluate(teacher=teacher.outputs["Output"], baseline=student.outputs["Output"],
@@ -159,6 +161,7 @@ def build_pipeline(settings: ClusterSettings | None = None, sweep: bool = False,
             imgsz: int = 640,
             batch: int = 16,
             device: str = "",
+            seed: int = 0,
             registry_name: str = "yolo-distill-student",
             min_gain: float = 0.0,
             s3_prefix: str = "",
@@ -169,9 +172,10 @@ def build_pipeline(settings: ClusterSettings | None = None, sweep: bool = False,
         ) -> str:
             teacher, student, common = shared(data_source, data_format, classes, teacher_model, teacher_weights,
                                               student_model, teacher_epochs, student_epochs, imgsz, batch, device,
-                                              s3_prefix, experiment, accelerator, gpus, run_id)  # fmt: skip
+                                              seed, s3_prefix, experiment, accelerator, gpus, run_id)  # fmt: skip
             kd, ev = distill_and_evaluate(teacher, student, common, student_model, loss, layers, logit, logit_loss,
-                                          online, student_epochs, min_gain, accelerator, gpus, "distill")  # fmt: skip
+                                          online, student_epochs, seed, min_gain, accelerator, gpus,
+                                          "distill")  # fmt: skip
             register(ev.outputs["Output"], kd.outputs["Output"], ev.outputs["metrics"], registry_name, run_id,
                      min_gain, experiment)  # fmt: skip
             return ev.outputs["Output"]
@@ -195,6 +199,7 @@ def build_pipeline(settings: ClusterSettings | None = None, sweep: bool = False,
         imgsz: int = 640,
         batch: int = 16,
         device: str = "",
+        seed: int = 0,
         registry_name: str = "yolo-distill-student",
         min_gain: float = 0.0,
         s3_prefix: str = "",
@@ -205,10 +210,10 @@ def build_pipeline(settings: ClusterSettings | None = None, sweep: bool = False,
     ) -> str:
         teacher, student, common = shared(data_source, data_format, classes, teacher_model, teacher_weights,
                                           student_model, teacher_epochs, student_epochs, imgsz, batch, device,
-                                          s3_prefix, experiment, accelerator, gpus, run_id)  # fmt: skip
+                                          seed, s3_prefix, experiment, accelerator, gpus, run_id)  # fmt: skip
         with dsl.ParallelFor(sweep_configs, name="sweep") as cfg:
             _, ev = distill_and_evaluate(teacher, student, common, student_model, cfg.loss, cfg.layers, logit,
-                                         logit_loss, online, student_epochs, min_gain, accelerator, gpus,
+                                         logit_loss, online, student_epochs, seed, min_gain, accelerator, gpus,
                                          name="")  # fmt: skip
         best = c.select_best(evaluations=dsl.Collected(ev.outputs["metrics"]), min_gain=min_gain)
         _common(best, s, s.light_memory).set_display_name("select-best")

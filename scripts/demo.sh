@@ -9,6 +9,7 @@ export PATH="$PWD/.venv/bin:$PATH"
 DATA_DIR=${DEMO_DATA_DIR:-runs/demo/shapes}
 EPOCHS=${DEMO_EPOCHS:-20}
 TEACHER_EPOCHS=${DEMO_TEACHER_EPOCHS:-30}  # a teacher trained longer than the student: it has something to teach
+SEED=${DEMO_SEED:-0}
 RUN=${DEMO_RUN_ID:-demo-$(date +%Y%m%d-%H%M%S)}
 
 mkdir -p runs/demo
@@ -18,7 +19,7 @@ echo "==> synthetic dataset in $DATA_DIR"
 [ -f "$DATA_DIR/data.yaml" ] || yolo-distill synth --out "$DATA_DIR" --task detect --images 96 --val 16 --size 128 >/dev/null
 echo "==> pipeline $RUN (kfp.local): prepare-data -> teacher || student -> distill -> evaluate -> register"
 yolo-distill pipeline run-local "data_source=$DATA_DIR" "run_id=$RUN" teacher_epochs="$TEACHER_EPOCHS" \
-    student_epochs="$EPOCHS" imgsz=128 batch=16 device=cpu registry_name=yolo-distill-demo | tee runs/demo/run-local.log
+    student_epochs="$EPOCHS" seed="$SEED" imgsz=128 batch=16 device=cpu registry_name=yolo-distill-demo | tee runs/demo/run-local.log
 
 python - <<'PY'
 import json

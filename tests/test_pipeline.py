@@ -71,7 +71,7 @@ def test_compiled_pipeline_carries_cluster_settings(compiled):
             assert "tolerations" not in platform and "nodeSelector" not in platform
             assert task["cachingOptions"]["enableCache"] is True
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert {"data_source", "teacher_weights", "min_gain", "registry_name", "gpus", "accelerator"} <= set(params)
+    assert {"data_source", "teacher_weights", "min_gain", "registry_name", "gpus", "accelerator", "seed"} <= set(params)
     assert params["logit_loss"]["defaultValue"] == DEFAULTS["logit_loss"]
     assert ({"sweep_configs"} if variant == "sweep" else {"loss", "layers"}) <= set(params)
     condition = next(c for c in spec["root"]["dag"]["tasks"].values() if c["taskInfo"]["name"].startswith("distilled"))
