@@ -252,8 +252,33 @@ def relative(path: str | Path | None) -> str | None:
         return str(path)
 
 
+def job_key(job: dict[str, Any]) -> dict[str, Any]:
+    """Return what makes two runs the same run on any machine: every job setting but local paths and workers.
+
+    The data's content hash is part of the run folder's name, so it is kept (as that name).
+    """
+    key = {k: v for k, v in job.items() if k not in {"dir", "data", "teacher", "workers"}}
+    return {**key, "run": Path(job["dir"]).name}
+
+
+def run_config(result: dict[str, Any]) -> dict[str, Any] | None:
+    """Return the KD configuration a finished run used (recorded when reused, else from its ``distill.json``)."""
+    return result["config"] if "config" in result else ran_config(Path(result["job"]["dir"]))
+
+
+def run_kd_share(result: dict[str, Any]) -> dict[str, float] | None:
+    """Return a finished run's KD share of the loss (recorded when reused, else from its ``results.csv``)."""
+    if "kd_share" in result:
+        return result["kd_share"]
+    return kd_share(Path(result["job"]["dir"]) / "train" / "results.csv")
+
+
 def run_record(result: dict[str, Any]) -> dict[str, Any]:
-    """One run as the report lists it: student name, seed, scores and where it ran (repository-relative paths)."""
+    """One run as the report lists it: student name, seed, scores and where it ran (repository-relative paths).
+
+    The record also carries what :func:`reusable_runs` needs to take the run over in a later invocation on another
+    machine (``job``, ``config``, ``kd_share``), so a table can be finished across sessions without the work folder.
+    """
     job = result["job"]
     return {
         "name": job["name"],
@@ -267,6 +292,42 @@ def run_record(result: dict[str, Any]) -> dict[str, Any]:
         "dir": relative(job["dir"]),
         "teacher": relative(job.get("teacher")),
         "cached": bool(result.get("cached")),
+        "reused_from": result.get("reused_from"),
+        "job": job_key(job),
+        "config": run_config(result),
+        "kd_share": run_kd_share(result),
+    }
+
+
+def reusable_runs(paths: list[Path]) -> tuple[dict[tuple[str, int], dict[str, Any]], dict[str, Any] | None]:
+    """Load the runs (and the teacher) of earlier reports, keyed by (student, seed), for ``--reuse``."""
+    runs: dict[tuple[str, int], dict[str, Any]] = {}
+    teacher = None
+    for path in paths:
+        report = json.loads(path.read_text())
+        for record in report.get("runs", []):
+            if "job" in record:
+                runs[(record["name"], record["seed"])] = {**record, "reused_from": relative(path)}
+        teacher = teacher or report.get("teacher")
+    return runs, teacher
+
+
+def reuse(job: dict[str, Any], runs: dict[tuple[str, int], dict[str, Any]]) -> dict[str, Any] | None:
+    """Return an earlier report's result for ``job`` when it is the same run with today's resolved KD config."""
+    record = runs.get((job["name"], job["seed"]))
+    if record is None or record["job"] != job_key(job):
+        return None
+    if isinstance(job["spec"], dict) and record["config"] != resolved_config(job):
+        return None
+    return {
+        "job": job,
+        "test": record["test"],
+        "val": record["val"],
+        "train_s": record["train_s"],
+        "config": record["config"],
+        "kd_share": record["kd_share"],
+        "reused_from": record["reused_from"],
+        "cached": True,
     }
 
 
@@ -312,7 +373,7 @@ def summarise(name: str, results: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "name": name,
         "spec": results[0]["job"]["spec"],
-        "config": ran_config(Path(results[0]["job"]["dir"])),
+        "config": run_config(results[0]),
         "seeds": [r["job"]["seed"] for r in results],
         "map50_95": m95,
         "map50_95_mean": round(statistics.fmean(m95), 4),
@@ -321,7 +382,7 @@ def summarise(name: str, results: list[dict[str, Any]]) -> dict[str, Any]:
         "map50_mean": round(statistics.fmean(m50), 4),
         "map50_std": std(m50),
         "train_s_mean": round(statistics.fmean(r["train_s"] for r in results), 1),
-        "kd_share_of_loss": kd_share(Path(results[0]["job"]["dir"]) / "train" / "results.csv"),
+        "kd_share_of_loss": run_kd_share(results[0]),
     }
 
 
@@ -367,6 +428,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default=None, help="comma-separated seeds (default: the profile's)")
     ap.add_argument("--epochs", type=int, default=None, help="student epochs (default: the profile's)")
     ap.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / ".work")
+    ap.add_argument(
+        "--reuse",
+        type=Path,
+        action="append",
+        default=[],
+        help="an earlier report: its runs with the same settings are taken over instead of trained again",
+    )
     ap.add_argument("--tag", default="", help="report name suffix (accuracy-<profile>-<tag>-<date>.json)")
     reports.add_report_args(ap)
     args = ap.parse_args(argv)
@@ -415,10 +483,14 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
+    reusable, reused_teacher = reusable_runs(args.reuse)
+
     def run(job: dict[str, Any], teacher: Future | None) -> dict[str, Any]:
-        if job["spec"] is not None:  # distilled students wait for the teacher; baselines start at once
-            job = dict(job, teacher=teacher.result()["best"])
-        result = launch(job)
+        result = reuse(job, reusable)
+        if result is None:
+            if job["spec"] is not None:  # distilled students wait for the teacher; baselines start at once
+                job = dict(job, teacher=teacher.result()["best"])
+            result = launch(job)
         print(
             f"  {job['name']:<16} seed {job['seed']}: test mAP50-95 {result['test']['metrics/mAP50-95(B)']:.4f} "
             f"mAP50 {result['test']['metrics/mAP50(B)']:.4f} ({result['train_s']:.0f} s)",
@@ -426,13 +498,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return result
 
-    needs_teacher = any(job["spec"] is not None for job in student_jobs)  # baselines alone never wait for it
+    needs_teacher = any(job["spec"] is not None and reuse(job, reusable) is None for job in student_jobs)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         teacher_future = pool.submit(run, teacher_job, None) if needs_teacher else None
         order = sorted(student_jobs, key=lambda j: j["spec"] is not None)  # baselines first, beside the teacher
         futures = [pool.submit(run, job, teacher_future) for job in order]
         finished = [f.result() for f in futures]
-        teacher = teacher_future.result() if teacher_future else finished_result(teacher_job)
+        teacher = teacher_future.result() if teacher_future else finished_result(teacher_job) or reused_teacher
 
     by_name: dict[str, list[dict[str, Any]]] = {}
     for r in finished:

@@ -177,3 +177,24 @@ def test_accuracy_run_records_are_repository_relative(tmp_path):
     record = accuracy.run_record(result)
     assert record["dir"] == "benchmarks/.work/x" and record["teacher"] == str(tmp_path / "t.pt")
     assert (record["name"], record["seed"], record["test"]) == ("default", 3, {"metrics/mAP50-95(B)": 0.3})
+
+
+def test_runs_of_a_committed_report_are_reused_only_when_the_same(tmp_path):
+    """--reuse takes over a run from an earlier report (another machine, no work folder) only if nothing differs."""
+    job = {"name": "default", "seed": 1, "spec": {}, "model": "yolov8n.yaml", "epochs": 30, "imgsz": 160,
+           "batch": 16, "device": "cpu", "workers": 0, "data": "/elsewhere/data.yaml", "teacher": "/elsewhere/t.pt",
+           "dir": "/elsewhere/.work/default-e30-s1-abc"}  # fmt: skip
+    config = accuracy.resolved_config(job)
+    result = {"job": job, "test": {"metrics/mAP50-95(B)": 0.31}, "val": {}, "train_s": 9.0, "config": config,
+              "kd_share": {"first_epoch": 0.2, "last_epoch": 0.2}}  # fmt: skip
+    (tmp_path / "old.json").write_text(json.dumps({"runs": [accuracy.run_record(result)], "teacher": {"test": {}}}))
+    runs, teacher = accuracy.reusable_runs([tmp_path / "old.json"])
+    here = dict(job, data=str(tmp_path / "data.yaml"), teacher=None, dir=str(tmp_path / "default-e30-s1-abc"))
+    reused = accuracy.reuse(here, runs)
+    assert reused["test"] == {"metrics/mAP50-95(B)": 0.31} and reused["cached"] is True and teacher == {"test": {}}
+    assert accuracy.run_record(reused)["reused_from"] == str(tmp_path / "old.json")
+    assert accuracy.reuse(dict(here, epochs=31), runs) is None
+    assert accuracy.reuse(dict(here, seed=2), runs) is None
+    assert accuracy.reuse(dict(here, dir=str(tmp_path / "default-e30-s1-otherdata")), runs) is None
+    runs[("default", 1)]["config"] = dict(config, logit_weight=9.0)  # the default changed since: train again
+    assert accuracy.reuse(here, runs) is None
