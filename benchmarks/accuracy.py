@@ -241,15 +241,22 @@ def synth_dataset(task: str, size: int, workdir: Path) -> tuple[Path, str]:
     return folder / "data.yaml", digest
 
 
+#: The work folder of this invocation (``--workdir``), for paths that lie outside the repository.
+WORKDIR: Path | None = None
+
+
 def relative(path: str | Path | None) -> str | None:
-    """Return ``path`` relative to the repository when it lies inside it (reports carry no machine's folders)."""
+    """Return ``path`` without this machine's folders: relative to the repository, else ``<workdir>/...``.
+
+    Reports are committed and read on other machines, so they name no absolute path of the machine that wrote them.
+    """
     if path is None:
         return None
-    path = Path(path)
-    try:
-        return str(path.resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
+    path = Path(path).resolve()
+    for base, prefix in ((ROOT, ""), (WORKDIR, "<workdir>/")):
+        if base is not None and path.is_relative_to(base.resolve()):
+            return prefix + str(path.relative_to(base.resolve()))
+    return path.name
 
 
 def job_key(job: dict[str, Any]) -> dict[str, Any]:
@@ -458,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
     student_yaml, teacher_yaml = task_model(profile.student, args.task), task_model(profile.teacher, args.task)
     workdir = (args.workdir / f"accuracy-{profile.imgsz}px-b{profile.batch}-{Path(student_yaml).stem}").resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    global WORKDIR
+    WORKDIR = args.workdir.resolve()
 
     started = time.perf_counter()
     if args.task == "detect":

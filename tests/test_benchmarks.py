@@ -170,12 +170,14 @@ def test_paired_markdown_lists_seeds_gain_ci_and_wins():
     assert lines[4].startswith("| other | 29.0 | 30.0 | -1.00 | -1.0 … -1.0 | 0/2 |")
 
 
-def test_accuracy_run_records_are_repository_relative(tmp_path):
+def test_accuracy_run_records_are_repository_relative(tmp_path, monkeypatch):
     result = {"job": {"name": "default", "seed": 3, "spec": {}, "epochs": 30, "imgsz": 160,
                       "dir": str(ROOT / "benchmarks" / ".work" / "x"), "teacher": str(tmp_path / "t.pt")},
               "test": {"metrics/mAP50-95(B)": 0.3}, "val": {}, "train_s": 1.0}  # fmt: skip
     record = accuracy.run_record(result)
-    assert record["dir"] == "benchmarks/.work/x" and record["teacher"] == str(tmp_path / "t.pt")
+    assert record["dir"] == "benchmarks/.work/x" and record["teacher"] == "t.pt"  # no folder of this machine
+    monkeypatch.setattr(accuracy, "WORKDIR", tmp_path)
+    assert accuracy.run_record(result)["teacher"] == "<workdir>/t.pt"
     assert (record["name"], record["seed"], record["test"]) == ("default", 3, {"metrics/mAP50-95(B)": 0.3})
 
 
@@ -192,7 +194,7 @@ def test_runs_of_a_committed_report_are_reused_only_when_the_same(tmp_path):
     here = dict(job, data=str(tmp_path / "data.yaml"), teacher=None, dir=str(tmp_path / "default-e30-s1-abc"))
     reused = accuracy.reuse(here, runs)
     assert reused["test"] == {"metrics/mAP50-95(B)": 0.31} and reused["cached"] is True and teacher == {"test": {}}
-    assert accuracy.run_record(reused)["reused_from"] == str(tmp_path / "old.json")
+    assert accuracy.run_record(reused)["reused_from"] == "old.json"
     assert accuracy.reuse(dict(here, epochs=31), runs) is None
     assert accuracy.reuse(dict(here, seed=2), runs) is None
     assert accuracy.reuse(dict(here, dir=str(tmp_path / "default-e30-s1-otherdata")), runs) is None
