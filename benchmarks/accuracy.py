@@ -50,6 +50,7 @@ class Profile:
     epochs: int
     seeds: tuple[int, ...]
     student: str = "yolov8n.yaml"
+    synthetic: tuple[int, int, int] | None = None  # train/val/test images of a synthetic set, even for detect
 
 
 #: ``screen`` and ``cpu`` share their settings (and so their cached runs): ``screen`` is the one-seed pass that picks
@@ -59,6 +60,16 @@ PROFILES = {
     "screen": Profile(imgsz=160, batch=16, teacher="yolov8s.yaml", teacher_epochs=60, epochs=30, seeds=(0,)),
     "cpu": Profile(imgsz=160, batch=16, teacher="yolov8s.yaml", teacher_epochs=60, epochs=30, seeds=(0, 1, 2, 3, 4)),
     "full": Profile(imgsz=640, batch=16, teacher="yolov8s.yaml", teacher_epochs=150, epochs=100, seeds=(0, 1, 2)),
+    # make demo's regime (scripts/demo.sh): synthetic shapes at 128 px, teacher 30 epochs, students 20.
+    "demo": Profile(
+        imgsz=128,
+        batch=16,
+        teacher="yolov8s.yaml",
+        teacher_epochs=30,
+        epochs=20,
+        seeds=(0, 1, 2),
+        synthetic=(96, 64, 64),
+    ),
 }
 
 #: The students every profile trains: ``None`` = plain training, ``"native"`` = Ultralytics' ``distill_model=``,
@@ -227,14 +238,14 @@ def task_model(yaml_name: str, task: str) -> str:
     return yaml_name.replace(".yaml", f"{suffix}.yaml")
 
 
-def synth_dataset(task: str, size: int, workdir: Path) -> tuple[Path, str]:
+def synth_dataset(task: str, size: int, workdir: Path, images: tuple[int, int, int] = SYNTH_IMAGES) -> tuple[Path, str]:
     """Write (once) the synthetic set for ``task`` with ``yolo-distill synth``'s generator; return yaml and hash."""
     import hashlib
 
     from distill.synthetic import generate
 
-    folder = workdir / f"synth-{task}-{size}"
-    train, val, test = SYNTH_IMAGES
+    train, val, test = images
+    folder = workdir / f"synth-{task}-{size}-{train}-{val}-{test}"
     if not (folder / "data.yaml").is_file():
         generate(folder, task, images=train, val=val, test=test, size=size, seed=0)
     digest = hashlib.sha256(f"{task}-{size}-{train}-{val}-{test}-seed0".encode()).hexdigest()[:16]
@@ -469,7 +480,9 @@ def main(argv: list[str] | None = None) -> int:
     WORKDIR = args.workdir.resolve()
 
     started = time.perf_counter()
-    if args.task == "detect":
+    if profile.synthetic:
+        data, data_hash = synth_dataset(args.task, profile.imgsz, workdir, profile.synthetic)
+    elif args.task == "detect":
         data, data_hash = import_bccd(args.data, workdir)
     else:
         data, data_hash = synth_dataset(args.task, profile.imgsz, workdir)
@@ -526,7 +539,9 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {**asdict(profile), "seeds": list(seeds), "epochs": epochs, "jobs": jobs},
         "task": args.task,
         "dataset": {
-            "name": "BCCD" if args.task == "detect" else f"synthetic shapes ({args.task}, yolo-distill synth)",
+            "name": "BCCD"
+            if args.task == "detect" and not profile.synthetic
+            else f"synthetic shapes ({args.task}, yolo-distill synth)",
             "hash": data_hash,
             "score_split": "test",
             "select_split": "val",
