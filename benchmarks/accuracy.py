@@ -1,19 +1,25 @@
-"""Accuracy benchmark: which student comes out best on BCCD — baseline, our KD variants, or Ultralytics' own KD.
+"""Accuracy benchmark: which student comes out best — baseline, our KD variants, or Ultralytics' own KD — by seed.
 
-One teacher (trained once per profile and cached), then every student from scratch with the same epochs, image size,
+One teacher (trained once per setting and cached), then every student from scratch with the same epochs, image size,
 batch and seeds, each in its own process (Ultralytics trains on one CPU thread, so ``--jobs`` runs side by side).
-Every student is scored on BCCD's held-out *test* split with the evaluate step's own ``measure`` (best.pt picked on
-val, as training does), so the selection split and the reported split differ.
+For every seed the baseline and each KD student start from that seed, so the comparison is paired: the report gives
+per seed scores, the mean paired gain over the baseline with its 95% t-interval, and wins out of seeds. Every student
+is scored on the held-out *test* split with the evaluate step's own ``measure`` (best.pt picked on val, as training
+does). Detect runs on BCCD (``--data-root``); segment and pose (``--task``) on synthetic sets made here.
 
 Usage::
 
-    python -m benchmarks.accuracy --profile quick          # smoke, ≲ 10 min on 2 CPU cores
-    python -m benchmarks.accuracy                          # --profile cpu: the committed CPU table
+    python -m benchmarks.accuracy --profile quick            # smoke, ≲ 10 min on 2 CPU cores
+    python -m benchmarks.accuracy --profile screen           # every student, one seed: picks the candidates
+    python -m benchmarks.accuracy                            # --profile cpu: the deciding five-seed table
+    python -m benchmarks.accuracy --profile demo             # make demo's regime, three seeds
+    python -m benchmarks.accuracy --task pose --students baseline,default  # a synthetic pose table
     python -m benchmarks.accuracy --profile full --device 0  # longer runs, GPU
-    python -m benchmarks.accuracy --profile cpu --variant cwd-w3:loss=cwd,logit=0,feat_weight=3  # a tuning try
+    python -m benchmarks.accuracy --profile screen --variant cwd-w3:loss=cwd,logit=0,feat_weight=3  # a tuning try
 
 Finished runs are kept under ``--workdir`` and skipped when the same run is asked for again, so an interrupted
-benchmark picks up where it stopped. The report goes to ``benchmarks/results/accuracy-<profile>-<date>.json``.
+benchmark picks up where it stopped; ``--reuse REPORT`` takes over the runs of a committed report (another machine,
+an earlier session). The report goes to ``benchmarks/results/accuracy-<profile>-<date>.json``.
 """
 
 from __future__ import annotations
@@ -72,8 +78,9 @@ PROFILES = {
     ),
 }
 
-#: The students every profile trains: ``None`` = plain training, ``"native"`` = Ultralytics' ``distill_model=``,
-#: a dict = our :class:`~distill.DistillConfig` fields.
+#: Every student the benchmark knows: ``None`` = plain training, ``"native"`` = Ultralytics' ``distill_model=``,
+#: a dict = our :class:`~distill.DistillConfig` fields. ``screen`` trains them all (one seed); the other profiles
+#: train :data:`DECIDING` unless ``--students`` says otherwise.
 STUDENTS: dict[str, Any] = {
     "baseline": None,
     "default": {},  # the shipped defaults (config.DEFAULTS) as they are when the benchmark runs
@@ -91,6 +98,11 @@ STUDENTS: dict[str, Any] = {
     "kl": {"loss": "none", "logit": True, "logit_loss": "kl"},
     "ultralytics-kd": "native",
 }
+
+
+#: The students of the deciding (five-seed) table: the baseline, the shipped default, Ultralytics' KD, and the two
+#: best candidates of the one-seed screening (benchmarks/README.md).
+DECIDING = ("baseline", "default", "ultralytics-kd", "ncwd+kl-off", "mimic+kl")
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
@@ -441,7 +453,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--jobs", type=int, default=None, help="runs side by side (default: CPU cores on cpu, 1 on GPU)")
-    ap.add_argument("--students", default=",".join(STUDENTS), help="comma-separated subset of: " + ", ".join(STUDENTS))
+    ap.add_argument(
+        "--students",
+        default=None,
+        help="comma-separated subset of: " + ", ".join(STUDENTS) + " (default: all with --profile screen, "
+        "else " + ",".join(DECIDING) + ")",
+    )
     ap.add_argument("--variant", action="append", default=[], help="extra student name:key=value,... (our KD)")
     ap.add_argument("--seeds", default=None, help="comma-separated seeds (default: the profile's)")
     ap.add_argument("--epochs", type=int, default=None, help="student epochs (default: the profile's)")
@@ -464,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else profile.seeds
     epochs = args.epochs or profile.epochs
     students: dict[str, Any] = {}
-    for name in [s.strip() for s in args.students.split(",") if s.strip()]:
+    chosen = args.students or ",".join(STUDENTS if args.profile == "screen" else DECIDING)
+    for name in [s.strip() for s in chosen.split(",") if s.strip()]:
         if name not in STUDENTS:
             raise SystemExit(f"unknown student '{name}': choose from {', '.join(STUDENTS)}")
         students[name] = STUDENTS[name]
