@@ -20,9 +20,10 @@ CLOSE_MOSAIC = "close_mosaic"
 
 #: Default weight of each feature loss (the losses are already normalised per channel / per element; MGD's scale lives
 #: in ``mgd_alpha``, 2e-5 as in the paper). Measured on BCCD (``benchmarks/README.md``): ×5 on CWD, a linear decay and
-#: KD off for the last 5 epochs did not beat 1.0, constant. Not yet measured here, taken from their references:
-#: ``ncwd`` 1.0 — MMYOLO's RTMDet distillation configs (``kd_*_rtmdet_*``: ChannelWiseDivergence, loss_weight=1, tau=1);
-#: ``pkd`` 10.0 — MMRazor's PKD configs for one-stage (RetinaNet) students (6 for two-stage Faster R-CNN students).
+#: KD off for the last 5 epochs did not beat 1.0, constant. From their references: ``ncwd`` 1.0 — MMYOLO's RTMDet
+#: distillation configs (``kd_*_rtmdet_*``: ChannelWiseDivergence, loss_weight=1, tau=1); ``pkd`` 10.0 — MMRazor's PKD
+#: configs for one-stage (RetinaNet) students (6 for two-stage Faster R-CNN). On BCCD PKD at 10 is ~68% of the training
+#: loss and scored 3-4 points below the baseline (one seed, benchmarks/README.md): pass a smaller ``feat_weight``.
 DEFAULT_FEATURE_WEIGHTS = {"cwd": 1.0, "mgd": 1.0, "mimic": 1.0, "ncwd": 1.0, "pkd": 10.0, "none": 0.0}
 
 
