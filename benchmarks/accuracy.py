@@ -264,11 +264,7 @@ def synth_dataset(task: str, size: int, workdir: Path, images: tuple[int, int, i
     return folder / "data.yaml", digest
 
 
-#: The work folder of this invocation (``--workdir``), for paths that lie outside the repository.
-WORKDIR: Path | None = None
-
-
-def relative(path: str | Path | None) -> str | None:
+def relative(path: str | Path | None, workdir: Path | None = None) -> str | None:
     """Return ``path`` without this machine's folders: relative to the repository, else ``<workdir>/...``.
 
     Reports are committed and read on other machines, so they name no absolute path of the machine that wrote them.
@@ -276,7 +272,7 @@ def relative(path: str | Path | None) -> str | None:
     if path is None:
         return None
     path = Path(path).resolve()
-    for base, prefix in ((ROOT, ""), (WORKDIR, "<workdir>/")):
+    for base, prefix in ((ROOT, ""), (workdir, "<workdir>/")):
         if base is not None and path.is_relative_to(base.resolve()):
             return prefix + str(path.relative_to(base.resolve()))
     return path.name
@@ -303,7 +299,7 @@ def run_kd_share(result: dict[str, Any]) -> dict[str, float] | None:
     return kd_share(Path(result["job"]["dir"]) / "train" / "results.csv")
 
 
-def run_record(result: dict[str, Any]) -> dict[str, Any]:
+def run_record(result: dict[str, Any], workdir: Path | None = None) -> dict[str, Any]:
     """One run as the report lists it: student name, seed, scores and where it ran (repository-relative paths).
 
     The record also carries what :func:`reusable_runs` needs to take the run over in a later invocation on another
@@ -319,8 +315,8 @@ def run_record(result: dict[str, Any]) -> dict[str, Any]:
         "spec": job["spec"],
         "epochs": job["epochs"],
         "imgsz": job["imgsz"],
-        "dir": relative(job["dir"]),
-        "teacher": relative(job.get("teacher")),
+        "dir": relative(job["dir"], workdir),
+        "teacher": relative(job.get("teacher"), workdir),
         "cached": bool(result.get("cached")),
         "reused_from": result.get("reused_from"),
         "job": job_key(job),
@@ -494,8 +490,6 @@ def main(argv: list[str] | None = None) -> int:
     student_yaml, teacher_yaml = task_model(profile.student, args.task), task_model(profile.teacher, args.task)
     workdir = (args.workdir / f"accuracy-{profile.imgsz}px-b{profile.batch}-{Path(student_yaml).stem}").resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    global WORKDIR
-    WORKDIR = args.workdir.resolve()
 
     started = time.perf_counter()
     if profile.synthetic:
@@ -549,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     by_name: dict[str, list[dict[str, Any]]] = {}
     for r in finished:
         by_name.setdefault(r["job"]["name"], []).append(r)
-    runs = [run_record(r) for r in finished]
+    runs = [run_record(r, args.workdir.resolve()) for r in finished]
     names = list(by_name)
     report = {
         "benchmark": "accuracy",

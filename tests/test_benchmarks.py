@@ -170,14 +170,13 @@ def test_paired_markdown_lists_seeds_gain_ci_and_wins():
     assert lines[4].startswith("| other | 29.0 | 30.0 | -1.00 | -1.0 … -1.0 | 0/2 |")
 
 
-def test_accuracy_run_records_are_repository_relative(tmp_path, monkeypatch):
+def test_accuracy_run_records_are_repository_relative(tmp_path):
     result = {"job": {"name": "default", "seed": 3, "spec": {}, "epochs": 30, "imgsz": 160,
                       "dir": str(ROOT / "benchmarks" / ".work" / "x"), "teacher": str(tmp_path / "t.pt")},
               "test": {"metrics/mAP50-95(B)": 0.3}, "val": {}, "train_s": 1.0}  # fmt: skip
     record = accuracy.run_record(result)
     assert record["dir"] == "benchmarks/.work/x" and record["teacher"] == "t.pt"  # no folder of this machine
-    monkeypatch.setattr(accuracy, "WORKDIR", tmp_path)
-    assert accuracy.run_record(result)["teacher"] == "<workdir>/t.pt"
+    assert accuracy.run_record(result, tmp_path)["teacher"] == "<workdir>/t.pt"
     assert (record["name"], record["seed"], record["test"]) == ("default", 3, {"metrics/mAP50-95(B)": 0.3})
 
 
