@@ -43,8 +43,10 @@ def configure() -> Path:
 
 
 def configure_settings() -> None:
-    """Switch off Ultralytics' logger integrations before any trainer registers its callbacks (safe to repeat)."""
-    configure()
+    """Switch off Ultralytics' logger integrations before any trainer registers its callbacks (safe to repeat).
+
+    The environment is already set: ``import distill`` ran :func:`configure` before any of its modules loaded.
+    """
     from ultralytics.utils import SETTINGS  # after the environment is set: it is read at import
 
     off = {k: False for k in _SETTINGS_OFF if k in SETTINGS and SETTINGS[k] is not False}
