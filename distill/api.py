@@ -14,11 +14,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ultralytics.nn.tasks import guess_model_task, load_checkpoint, yaml_model_load
+from ultralytics.nn.tasks import guess_model_task, yaml_model_load
 
 from .config import DistillConfig
 from .errors import DistillError
-from .model import KDModel, load_weights
+from .model import KDModel, load_weights, read_checkpoint
 from .offline import configure_settings
 from .trainer import DISTILL_TRAINERS, PLAIN_TRAINERS, TEACHER_WEIGHTS, DistillCallbacks
 
@@ -69,17 +69,59 @@ def model_task(model: str) -> str:
 
 
 def _check_data(data: str | Path) -> str:
+    """Check a dataset yaml before any model is built: it exists, parses, and its train and val splits hold images."""
     path = Path(data)
     if path.suffix.lower() not in {".yaml", ".yml"}:
         raise DistillError(f"data '{data}' must be a dataset .yaml file")
     if not path.is_file():
         raise DistillError(f"data '{data}' not found (datasets are never downloaded: give a local data.yaml)")
+    from ultralytics.data.utils import IMG_FORMATS, check_det_dataset
+
+    try:
+        spec = check_det_dataset(str(path), autodownload=False)  # Ultralytics' own resolution of the split paths
+    except (FileNotFoundError, SyntaxError, KeyError, ValueError) as e:
+        raise DistillError(f"data '{data}': {plain_message(e)}") from None
+    for split in ("train", "val"):
+        entries = spec.get(split)
+        entries = entries if isinstance(entries, list) else [entries]
+        for entry in entries:
+            folder = Path(str(entry))
+            if folder.is_file():  # a .txt list of image paths
+                found = any(line.strip() for line in folder.read_text(errors="replace").splitlines())
+            else:
+                found = folder.is_dir() and any(
+                    p.suffix[1:].lower() in IMG_FORMATS for p in folder.rglob("*") if p.is_file()
+                )
+            if not found:
+                raise DistillError(f"data '{data}': the {split} split '{folder}' holds no images")
     return str(path.resolve())
+
+
+def plain_message(error: BaseException) -> str:
+    """Return an Ultralytics error's first meaningful line without its ANSI colour codes."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
+    return next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
+
+
+def check_arguments(**args: Any) -> None:
+    """Check training arguments with Ultralytics' own rules (``epochs=-1`` → one :class:`DistillError` line).
+
+    Called by :func:`train` / :func:`distill` and, before any download, by the pipeline steps.
+    """
+    from ultralytics.cfg import check_cfg
+
+    try:
+        check_cfg({k: v for k, v in args.items() if v is not None})
+    except (TypeError, ValueError) as e:
+        raise DistillError(plain_message(e)) from None
 
 
 def _overrides(out: str | Path, **kwargs: Any) -> dict[str, Any]:
     out = Path(out).resolve()
     extra = {k: v for k, v in kwargs.items() if v is not None}
+    check_arguments(**{k: v for k, v in extra.items() if k not in {"model", "data", "task"}})
     return {"project": str(out.parent), "name": out.name, "exist_ok": True, **extra}
 
 
@@ -152,7 +194,7 @@ def train(
     """
     if resume is not None:
         path = _checkpoint(resume)
-        ckpt = load_checkpoint(path)[1]
+        ckpt = read_checkpoint(path, "resume")[1]
         task = ckpt["train_args"]["task"]
         args = _resume_overrides(path, ckpt, data, out, device, overrides)
         return _result(_run(PLAIN_TRAINERS[task], args, callbacks))
@@ -280,7 +322,7 @@ def _resume(
     overrides: dict[str, Any],
 ) -> RunResult:
     path = _checkpoint(last)
-    weights, ckpt = load_checkpoint(path)
+    weights, ckpt = read_checkpoint(path, "resume")
     if not isinstance(weights, KDModel):
         raise DistillError(
             f"'{last}' is not an interrupted distillation checkpoint (finished runs keep only the student); "

@@ -1,7 +1,8 @@
 """Command line: ``yolo-distill train`` and ``yolo-distill distill``, thin wrappers over :mod:`distill.api`.
 
-Extra ``key=value`` arguments pass through to Ultralytics (``lr0=0.01 plots=False``). Bad input prints one line,
-``error: ...``, and exits with status 2; a failed run exits with status 1.
+Extra ``key=value`` arguments pass through to Ultralytics (``lr0=0.01 plots=False``). Every command follows the
+scheme of :mod:`distill.errors`: bad input prints one line, ``error: ...``, and exits 2 (argument errors included,
+without the usage text); a failure or an outage prints one line and exits 1.
 """
 
 from __future__ import annotations
@@ -14,7 +15,21 @@ from typing import Any
 import yaml
 
 from .config import DEFAULT_FEATURE_WEIGHTS, DEFAULTS, FEATURE_LOSSES, SCHEDULES, DistillConfig
-from .errors import DistillError
+from .errors import DistillError, Failure, exit_status
+
+
+class Parser(argparse.ArgumentParser):
+    """``argparse`` whose errors are one ``error:`` line (exit 2), not the usage text followed by the error."""
+
+    def error(self, message: str):  # noqa: D102 (argparse's hook)
+        sys.stderr.write(f"error: {message} (see `{self.prog} --help`)\n")
+        sys.exit(2)
+
+
+def fail(error: Failure) -> int:
+    """Print ``error`` as the one ``error:`` line and return its exit status."""
+    print(f"error: {error}", file=sys.stderr)
+    return exit_status(error)
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -41,11 +56,12 @@ def _common(p: argparse.ArgumentParser, default_out: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``yolo-distill`` argument parser."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="yolo-distill",
         description="Knowledge distillation for Ultralytics YOLO (detect, segment, pose): train a teacher or a "
         "baseline, distil a student, run the Kubeflow pipeline steps, the pipeline and the local S3 + MLflow stack. "
-        "Extra key=value arguments pass through to Ultralytics. Bad input exits 2 with one 'error:' line.",
+        "Extra key=value arguments pass through to Ultralytics. Bad input exits 2 with one 'error:' line, a failure "
+        "or an outage (S3, MLflow) exits 1 with one line.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -306,12 +322,8 @@ def main(argv: list[str] | None = None) -> int:
                 distill_off_epochs=args.distill_off_epochs,
             )
             result = api.distill(args.data, args.student, config, **common, **extra)
-    except DistillError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (RuntimeError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except Failure as e:
+        return fail(e)
     print(json.dumps(result.to_dict()))
     return 0
 
@@ -338,9 +350,8 @@ def _pipeline(args: argparse.Namespace) -> int:
         if "data_source" not in params:
             raise DistillError("run-local needs data_source=FOLDER_OR_URI")
         summary = run_local(params, stack_dir=args.stack_dir)
-    except DistillError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except Failure as e:
+        return fail(e)
     print(print_table(summary), file=sys.stderr)
     print(json.dumps(summary))
     return 0
@@ -375,9 +386,8 @@ def _stack(args: argparse.Namespace) -> int:
             print(stack.env_lines(args.dir))
             return 0
         result = {"up": stack.up, "down": stack.down, "status": stack.status}[args.action](args.dir)
-    except DistillError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except Failure as e:
+        return fail(e)
     if args.action == "up":
         print(f'stack ready; use it with: eval "$(yolo-distill stack env --dir {result["dir"]})"', file=sys.stderr)
     print(json.dumps(result))

@@ -34,6 +34,7 @@ from .losses import (
     head_outputs,
     shared_outputs,
 )
+from .offline import TRUST_ENV, trusts_checkpoints
 
 
 class KDModel(DistillationModel):
@@ -236,9 +237,29 @@ def load_teacher(source: str, trainer: Any) -> nn.Module:
 
 
 def load_weights(path: str | Path, role: str) -> nn.Module:
-    """Load an Ultralytics ``.pt``; a corrupt or foreign file is a :class:`DistillError` naming it."""
+    """Load an Ultralytics ``.pt`` and return its model (see :func:`read_checkpoint`)."""
+    return read_checkpoint(path, role)[0]
+
+
+def read_checkpoint(path: str | Path, role: str) -> tuple[nn.Module, dict[str, Any]]:
+    """Load an Ultralytics ``.pt`` with Ultralytics' loader; return ``(model, checkpoint dict)``.
+
+    A corrupt, foreign or unsafe file is a :class:`DistillError` naming it. Loading is restricted (see
+    :mod:`distill.offline`): a pickle naming anything outside the allowlist of model classes is refused before any
+    of it runs. Ultralytics reports both a refused and a damaged file as ``TypeError``; its message is the only
+    thing that tells them apart.
+    """
     try:
-        return load_checkpoint(path)[0]
+        return load_checkpoint(path)
+    except TypeError as e:
+        if "references types outside" in str(e) and not trusts_checkpoints():
+            raise DistillError(
+                f"{role} weights '{path}' refused: the file references code outside the Ultralytics checkpoint "
+                f"format (a pickle can run it on load); if you trust it, set {TRUST_ENV}=1"
+            ) from None
+        raise DistillError(
+            f"{role} weights '{path}' are not a readable Ultralytics checkpoint ({type(e).__name__})"
+        ) from None
     except Exception as e:
         raise DistillError(
             f"{role} weights '{path}' are not a readable Ultralytics checkpoint ({type(e).__name__})"
@@ -342,3 +363,26 @@ def build_kd_model(
         "probe_imgsz": probe_size,
     }
     return model, plan
+
+
+def _own_module_classes() -> list[type]:
+    """Every ``nn.Module`` class of this package: what an interrupted distillation's ``last.pt`` pickles."""
+    import importlib
+    import inspect
+    import pkgutil
+    import sys
+
+    from . import losses
+
+    modules = [sys.modules[__name__], importlib.import_module(f"{__package__}.connectors")]
+    modules += [importlib.import_module(f"{losses.__name__}.{m.name}") for m in pkgutil.iter_modules(losses.__path__)]
+    return [
+        obj
+        for module in modules
+        for _, obj in inspect.getmembers(module, inspect.isclass)
+        if issubclass(obj, nn.Module) and obj.__module__ == module.__name__
+    ]
+
+
+# Ultralytics' restricted loader (distill.offline) allows its own and torch's model classes; ours join the allowlist.
+torch.serialization.add_safe_globals(_own_module_classes())

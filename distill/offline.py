@@ -5,6 +5,11 @@ Ultralytics reaches the network in a few places that have nothing to do with tra
 its config directory) and third-party logger integrations enabled in its global settings (its MLflow callback, for
 one, would write a file store of its own). :func:`configure` settles the first two *before* Ultralytics is imported
 (``import distill`` calls it); :func:`configure_settings` the third, from the modules that build trainers.
+
+:func:`configure` also switches on Ultralytics' restricted checkpoint loading (``ULTRALYTICS_SAFE_LOAD``: torch's
+``weights_only`` unpickler with an allowlist of the torch and Ultralytics model classes a checkpoint needs). A ``.pt``
+is a pickle, and the default loader runs whatever callables it names: a hostile teacher file would run its code
+before any error. ``YOLO_DISTILL_TRUST_CHECKPOINTS=1`` opts out, for trusted legacy files the allowlist refuses.
 """
 
 from __future__ import annotations
@@ -16,6 +21,12 @@ from pathlib import Path
 #: Ultralytics' integration switches, all turned off: yolo-distill logs to MLflow itself, explicitly.
 _SETTINGS_OFF = ("sync", "hub", "clearml", "comet", "dvc", "mlflow", "neptune", "raytune", "tensorboard", "wandb")
 _FONTS = ("Arial.ttf", "Arial.Unicode.ttf")
+TRUST_ENV = "YOLO_DISTILL_TRUST_CHECKPOINTS"
+
+
+def trusts_checkpoints() -> bool:
+    """Whether the user opted out of restricted checkpoint loading (``YOLO_DISTILL_TRUST_CHECKPOINTS=1``)."""
+    return os.environ.get(TRUST_ENV, "").strip().lower() in {"1", "true", "yes"}
 
 
 def default_config_dir() -> Path:
@@ -36,6 +47,8 @@ def configure() -> Path:
     """
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_CONFIG_DIR", str(default_config_dir()))
+    # Read when Ultralytics is imported; the opt-out wins over an inherited ULTRALYTICS_SAFE_LOAD=1.
+    os.environ["ULTRALYTICS_SAFE_LOAD"] = "0" if trusts_checkpoints() else os.environ.get("ULTRALYTICS_SAFE_LOAD", "1")
     user_dir = Path(os.environ["YOLO_CONFIG_DIR"]).expanduser() / "Ultralytics"
     user_dir.mkdir(parents=True, exist_ok=True)
     _place_fonts(user_dir)

@@ -24,14 +24,14 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import DistillError
+from .errors import RunFailure
 
 DEFAULT_BUCKET = "yolo-distill"
 DEFAULT_PREFIX = "dev"
 READY_TIMEOUT_S = 90
 
 
-class StackError(DistillError):
+class StackError(RunFailure):
     """The local stack could not be started, reached or stopped."""
 
 

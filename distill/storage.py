@@ -7,7 +7,9 @@ custom endpoint is set (what SeaweedFS and MinIO need), boto3's ``auto`` otherwi
 botocore's ``standard`` retry mode.
 
 Every upload records the file's sha256 in the object metadata (``x-amz-meta-sha256``); every download verifies it.
-Errors are :class:`StorageError` with one message naming the URI (never a secret).
+Errors are :class:`StorageError` with one message naming the URI (never a secret), typed by cause
+(:mod:`distill.errors`): :class:`NotFound` and :class:`InvalidUri` are bad input (exit 2), :class:`Unreachable` an
+outage and :class:`AccessDenied` / a checksum mismatch a failure (exit 1).
 """
 
 from __future__ import annotations
@@ -20,15 +22,31 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import DistillError
+from .errors import DistillError, RunFailure, ServiceUnavailable
 
 SHA256_META = "sha256"
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 _CHUNK = 8 * 1024 * 1024
 
 
-class StorageError(DistillError):
-    """An S3 operation failed: unreachable endpoint, missing bucket/key, bad credentials, checksum mismatch."""
+class StorageError(RunFailure):
+    """An S3 operation failed (the base: a checksum mismatch or an error S3 gave no code for)."""
+
+
+class NotFound(DistillError, StorageError):
+    """The bucket, object or prefix named does not exist: bad input (exit 2)."""
+
+
+class InvalidUri(DistillError, StorageError):
+    """The text is not a valid ``s3://bucket/key`` URI: bad input (exit 2)."""
+
+
+class Unreachable(ServiceUnavailable, StorageError):
+    """The S3 endpoint could not be reached after botocore's retries: an outage (exit 1)."""
+
+
+class AccessDenied(StorageError):
+    """S3 refused the credentials, or there are none: the environment's configuration (exit 1)."""
 
 
 @dataclass(frozen=True)
@@ -61,12 +79,12 @@ def parse_s3_uri(uri: str) -> S3Uri:
     """
     text = str(uri)
     if not text.startswith("s3://"):
-        raise StorageError(f"'{text}' is not an s3:// URI")
+        raise InvalidUri(f"'{text}' is not an s3:// URI")
     bucket, _, key = text[5:].partition("/")
     if not _BUCKET_RE.match(bucket) or ".." in bucket:
-        raise StorageError(f"'{text}': '{bucket}' is not a valid S3 bucket name")
+        raise InvalidUri(f"'{text}': '{bucket}' is not a valid S3 bucket name")
     if "//" in key or any(part in {".", ".."} for part in key.split("/")):
-        raise StorageError(f"'{text}': the key has empty, '.' or '..' segments")
+        raise InvalidUri(f"'{text}': the key has empty, '.' or '..' segments")
     return S3Uri(bucket, key.rstrip("/") if key.endswith("/") else key)
 
 
@@ -107,7 +125,7 @@ def _client(_key: tuple):
     endpoint = endpoint_url()
     style = os.environ.get("YOLO_DISTILL_S3_ADDRESSING") or ("path" if endpoint else "auto")
     if style not in {"path", "virtual", "auto"}:
-        raise StorageError(f"YOLO_DISTILL_S3_ADDRESSING='{style}' must be path, virtual or auto")
+        raise DistillError(f"YOLO_DISTILL_S3_ADDRESSING='{style}' must be path, virtual or auto")
     config = Config(
         retries={"max_attempts": 5, "mode": "standard"},
         connect_timeout=5,
@@ -132,19 +150,19 @@ def translate(error: Exception, uri: S3Uri | str) -> StorageError:
 
     where = f"'{uri}'"
     if isinstance(error, EndpointConnectionError | ConnectionError):
-        return StorageError(f"cannot reach the S3 endpoint {endpoint_url() or '(AWS default)'} for {where}")
+        return Unreachable(f"cannot reach the S3 endpoint {endpoint_url() or '(AWS default)'} for {where}")
     if isinstance(error, NoCredentialsError | PartialCredentialsError):
-        return StorageError(
+        return AccessDenied(
             f"no usable S3 credentials for {where}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile)"
         )
     if isinstance(error, ClientError):
         code = str(error.response.get("Error", {}).get("Code", ""))
         if code in {"NoSuchBucket"}:
-            return StorageError(f"bucket '{S3Uri(*_split(uri)).bucket}' does not exist ({where})")
+            return NotFound(f"bucket '{S3Uri(*_split(uri)).bucket}' does not exist ({where})")
         if code in {"NoSuchKey", "404", "NotFound"}:
-            return StorageError(f"{where} not found")
+            return NotFound(f"{where} not found")
         if code in {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "InvalidToken"}:
-            return StorageError(f"S3 rejected the credentials for {where} ({code})")
+            return AccessDenied(f"S3 rejected the credentials for {where} ({code})")
         return StorageError(f"S3 error for {where}: {code or error}")
     return StorageError(f"S3 error for {where}: {type(error).__name__}: {error}")
 
@@ -170,8 +188,8 @@ def check_bucket(uri: str | S3Uri) -> None:
         client().head_bucket(Bucket=u.bucket)
     except Exception as e:
         err = translate(e, u)
-        if "404" in str(getattr(e, "response", {}).get("Error", {}).get("Code", "")):
-            err = StorageError(f"bucket '{u.bucket}' does not exist ('{u}')")
+        if isinstance(err, NotFound):  # head_bucket's 404 has no body, so no NoSuchBucket code
+            err = NotFound(f"bucket '{u.bucket}' does not exist ('{u}')")
         raise err from None
 
 
@@ -208,7 +226,7 @@ def head(uri: str | S3Uri) -> dict | None:
         r = client().head_object(Bucket=u.bucket, Key=u.key)
     except Exception as e:
         err = translate(e, u)
-        if str(err).endswith("not found"):
+        if isinstance(err, NotFound):
             return None
         raise err from None
     return {"size": r["ContentLength"], "sha256": r.get("Metadata", {}).get(SHA256_META)}
@@ -221,7 +239,7 @@ def download_file(uri: str | S3Uri, path: str | Path, verify: bool = True) -> Pa
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = head(u)
     if meta is None:
-        raise StorageError(f"'{u}' not found")
+        raise NotFound(f"'{u}' not found")
     tmp = path.with_name(f".{path.name}.part")
     try:
         client().download_file(u.bucket, u.key, str(tmp), Config=_transfer_config())
@@ -281,8 +299,8 @@ def download_prefix(uri: str | S3Uri, folder: str | Path) -> list[Path]:
         rel = key[len(u.key) :].lstrip("/") if u.key else key
         target = (folder / rel).resolve()
         if not target.is_relative_to(folder):
-            raise StorageError(f"'s3://{u.bucket}/{key}' would be written outside {folder}")
+            raise InvalidUri(f"'s3://{u.bucket}/{key}' would be written outside {folder}")
         files.append(download_file(S3Uri(u.bucket, key), target))
     if not files:
-        raise StorageError(f"'{u}' not found (no objects under this prefix)")
+        raise NotFound(f"'{u}' not found (no objects under this prefix)")
     return files

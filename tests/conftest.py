@@ -154,3 +154,39 @@ def stack_env(tmp_path_factory):
             os.environ[k] = v
     storage._client.cache_clear()
     stack.down(folder)
+
+
+TINY_STEP = {"epochs": 1, "imgsz": 64, "batch": 4, "device": "cpu", "plots": False, "workers": 0}
+
+
+@pytest.fixture(scope="session")
+def datasets(stack_env) -> dict[str, dict]:
+    """coco8, coco8-seg and coco8-pose published by prepare-data (pipeline runs 'data-<task>')."""
+    from distill.steps.prepare_data import prepare_data
+
+    return {task: prepare_data(str(TASK_DATA[task].parent), "yolo", run_id=f"data-{task}") for task in TASK_DATA}
+
+
+@pytest.fixture(scope="session")
+def trained(stack_env, datasets) -> dict[str, dict]:
+    """Teacher, baseline student and distilled student of pipeline run 'run-a', trained by the steps."""
+    from distill.steps import training
+
+    data = datasets["detect"]["uri"]
+    teacher = training.train(data, "yolov8s.yaml", "teacher", run_id="run-a", **TINY_STEP)
+    student = training.train(data, "yolov8n.yaml", "student", run_id="run-a", **TINY_STEP)
+    kd = training.distill(  # device "" as the pipeline passes it: every visible GPU, here none, so the CPU
+        data, teacher["best"], "yolov8n.yaml", run_id="run-a", loss="cwd", **{**TINY_STEP, "epochs": 2, "device": ""}
+    )
+    return {"data": data, "teacher": teacher, "student": student, "kd": kd}
+
+
+@pytest.fixture(scope="session")
+def evaluated(stack_env, trained) -> dict:
+    """The evaluate step's result for pipeline run 'run-a'."""
+    from distill.steps.evaluate import evaluate
+
+    return evaluate(
+        trained["data"], trained["teacher"]["best"], trained["student"]["best"], trained["kd"]["best"],
+        run_id="run-a", imgsz=64, batch=4, device="cpu", latency_images=3,
+    )  # fmt: skip

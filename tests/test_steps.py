@@ -12,20 +12,14 @@ import zipfile
 
 import pytest
 import yaml
-from conftest import BCCD, DATA, TASK_DATA
+from conftest import BCCD, DATA, TASK_DATA, TINY_STEP
 
 from distill import DistillError, storage
+from distill.errors import RunFailure
 from distill.steps import tracking, training
-from distill.steps.evaluate import evaluate
+from distill.steps.evaluate import PARTS
 from distill.steps.prepare_data import prepare_data
 from distill.steps.register import register
-
-TINY_STEP = {"epochs": 1, "imgsz": 64, "batch": 4, "device": "cpu", "plots": False, "workers": 0}
-
-
-@pytest.fixture(scope="module")
-def datasets(stack_env) -> dict[str, dict]:
-    return {task: prepare_data(str(TASK_DATA[task].parent), "yolo", run_id=f"data-{task}") for task in TASK_DATA}
 
 
 def test_prepare_data_voc_bccd(stack_env):
@@ -48,12 +42,16 @@ def test_prepare_data_voc_bccd(stack_env):
 
 def test_prepare_data_yolo_keeps_task_keys_and_is_content_addressed(datasets):
     run = tracking.client().get_run(datasets["pose"]["mlflow_run_id"])
-    assert run.data.tags[tracking.TAG_STEP] == "prepare-data" and run.data.tags["mlflow.parentRunId"]
+    assert run.data.tags[tracking.TAG_STEP] == f"prepare-data-{datasets['pose']['hash'][:12]}"
+    assert run.data.tags["mlflow.parentRunId"]
     assert run.data.params["hash"] == datasets["pose"]["hash"] and run.data.metrics["train/images"] == 4
     pose = datasets["pose"]
     data_yaml = storage.read_bytes(pose["data"]).decode()
     assert "kpt_shape" in data_yaml and "flip_idx" in data_yaml
-    assert pose["counts"] == {"train": {"images": 4, "instances": 7}, "val": {"images": 4, "instances": 14}}
+    assert pose["counts"] == {
+        "train": {"images": 4, "instances": 7, "unreadable": 0},
+        "val": {"images": 4, "instances": 14, "unreadable": 0},
+    }
     assert len({d["hash"] for d in datasets.values()}) == 3
 
 
@@ -100,20 +98,18 @@ def test_prepare_data_voc_unknown_class_and_bad_inputs(stack_env):
         prepare_data(str(BCCD), "voc", dest="s3://missing-bucket/x")
 
 
+def test_two_datasets_in_one_pipeline_run_are_both_recorded(stack_env):
+    first = prepare_data(str(TASK_DATA["detect"].parent), "yolo", run_id="two-datasets")
+    second = prepare_data(str(BCCD), "voc", run_id="two-datasets")  # crashed on "Changing param values" before
+    client = tracking.client()
+    runs = [client.get_run(r["mlflow_run_id"]) for r in (first, second)]
+    assert [r.data.params["hash"] for r in runs] == [first["hash"], second["hash"]]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert runs[0].data.tags["mlflow.parentRunId"] == runs[1].data.tags["mlflow.parentRunId"]
+
+
 def _history(run_id: str, key: str) -> list:
     return tracking.client().get_metric_history(run_id, tracking.metric_name(key))
-
-
-@pytest.fixture(scope="module")
-def trained(stack_env, datasets) -> dict[str, dict]:
-    """Teacher, baseline student and distilled student of pipeline run 'run-a', trained by the steps."""
-    data = datasets["detect"]["uri"]
-    teacher = training.train(data, "yolov8s.yaml", "teacher", run_id="run-a", **TINY_STEP)
-    student = training.train(data, "yolov8n.yaml", "student", run_id="run-a", **TINY_STEP)
-    kd = training.distill(  # device "" as the pipeline passes it: every visible GPU, here none, so the CPU
-        data, teacher["best"], "yolov8n.yaml", run_id="run-a", loss="cwd", **{**TINY_STEP, "epochs": 2, "device": ""}
-    )
-    return {"data": data, "teacher": teacher, "student": student, "kd": kd}
 
 
 def test_train_and_distill_steps_write_s3_and_mlflow(stack_env, trained):
@@ -198,14 +194,6 @@ def test_preempted_distill_step_resumes_from_s3(stack_env, datasets):
     assert max(m.step for m in _history(result["mlflow_run_id"], "metrics/mAP50-95(B)")) == 5
 
 
-@pytest.fixture(scope="module")
-def evaluated(stack_env, trained) -> dict:
-    return evaluate(
-        trained["data"], trained["teacher"]["best"], trained["student"]["best"], trained["kd"]["best"],
-        run_id="run-a", imgsz=64, batch=4, device="cpu", latency_images=3,
-    )  # fmt: skip
-
-
 def test_evaluate_step_compares_three_models(stack_env, evaluated, trained):
     models = evaluated["models"]
     assert set(models) == {"teacher", "baseline", "distilled"} and evaluated["split"] == "val"
@@ -229,6 +217,9 @@ def _evaluation_with(evaluated, prefix: str, name: str, score: float, **changes)
     report = json.loads(storage.read_bytes(evaluated["metrics"]))
     report["verdict"]["distilled"] = score
     report.update(changes)
+    folder = evaluated["metrics"].rsplit("/", 1)[0]
+    for part in PARTS:  # the evaluation's other files, so the copy is a complete evaluation
+        storage.upload_bytes(storage.read_bytes(f"{folder}/{part}"), f"{prefix}/gate/{name}/{part}")
     uri = f"{prefix}/gate/{name}/metrics.json"
     storage.upload_bytes(json.dumps(report).encode(), uri)
     return uri
@@ -285,13 +276,25 @@ def test_register_reevaluates_champion_on_other_data(stack_env, evaluated, train
 def test_register_refuses_failed_or_mismatched_evaluation(stack_env, evaluated, trained):
     prefix, model = stack_env["YOLO_DISTILL_S3_PREFIX"], trained["kd"]["best"]
     client = tracking.client()
-    with pytest.raises(DistillError, match="did not succeed; nothing registered"):
+    with pytest.raises(RunFailure, match="did not succeed; nothing registered"):
         register(model, _evaluation_with(evaluated, prefix, "failed", 0.99, ok=False), "never-model", "x-1")
+    incomplete = _evaluation_with(evaluated, prefix, "incomplete", 0.99)
+    storage.client().delete_object(**_bucket_key(incomplete.replace("metrics.json", "report.md")))
+    with pytest.raises(RunFailure, match="is incomplete: .*report.md' is missing or changed"):
+        register(model, incomplete, "never-model", "x-4")
+    legacy = _evaluation_with(evaluated, prefix, "legacy", 0.99, parts=None)
+    with pytest.raises(RunFailure, match="is incomplete \\(no record of report.md, comparison.png\\)"):
+        register(model, legacy, "never-model", "x-5")
     with pytest.raises(DistillError, match="is not the distilled model evaluated"):
         register(trained["student"]["best"], evaluated["metrics"], "never-model", "x-2")
     with pytest.raises(DistillError, match="not found"):
         register(model, f"{prefix}/missing/metrics.json", "never-model", "x-3")
     assert client.search_registered_models("name = 'never-model'") == []
+
+
+def _bucket_key(uri: str) -> dict:
+    u = storage.parse_s3_uri(uri)
+    return {"Bucket": u.bucket, "Key": u.key}
 
 
 def test_step_cli_prints_json_last_line_and_fails_clearly(stack_env, evaluated, trained):
@@ -303,17 +306,28 @@ def test_step_cli_prints_json_last_line_and_fails_clearly(stack_env, evaluated, 
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["version"] == "1" and "challenger" in result["aliases"]
-    bad = subprocess.run(
-        [sys.executable, "-m", "distill.cli", "step", "train", "--data", trained["data"], "--model", "yolov8n.yaml",
-         "--name", "x", "--run-id", "cli-2", "--prefix", "s3://no-such-bucket-x/p"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "AWS_SECRET_ACCESS_KEY": "wrong-secret-xyz"},
-    )  # fmt: skip
-    assert bad.returncode == 2 and "error:" in bad.stderr and "wrong-secret-xyz" not in bad.stderr + bad.stdout
-    assert "Traceback" not in bad.stderr
+
+    def step_train(prefix: str, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "distill.cli", "step", "train", "--data", trained["data"], "--model",
+             "yolov8n.yaml", "--name", "x", "--run-id", "cli-2", "--prefix", prefix],
+            capture_output=True, text=True, timeout=300, env={**os.environ, **env},
+        )  # fmt: skip
+
+    prefix = stack_env["YOLO_DISTILL_S3_PREFIX"]
+    denied = step_train(prefix, AWS_SECRET_ACCESS_KEY="wrong-secret-xyz")  # the environment's fault: exit 1
+    assert denied.returncode == 1 and denied.stderr.startswith("error: S3 rejected the credentials")
+    assert "wrong-secret-xyz" not in denied.stderr + denied.stdout
+    missing = step_train("s3://no-such-bucket-x/p")  # a destination that does not exist: bad input, exit 2
+    assert missing.returncode == 2 and missing.stderr.startswith("error: bucket 'no-such-bucket-x' does not exist")
+    down = step_train(prefix, AWS_ENDPOINT_URL_S3="http://127.0.0.1:9", AWS_MAX_ATTEMPTS="1")  # outage: exit 1
+    assert down.returncode == 1 and down.stderr.startswith("error: cannot reach the S3 endpoint http://127.0.0.1:9")
+    for proc in (denied, missing, down):
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-2000:]
 
 
-def test_prepare_data_coco_json(stack_env, tmp_path):
-    """COCO JSON built from coco8's own labels imports to the same boxes (Ultralytics' converter)."""
+def write_coco(tmp_path) -> int:
+    """Write coco8 as COCO JSON (annotations/instances_<split>.json, images/<split>/) in ``tmp_path``; count boxes."""
     from PIL import Image
 
     src = TASK_DATA["detect"].parent
@@ -336,6 +350,13 @@ def test_prepare_data_coco_json(stack_env, tmp_path):
         categories = [{"id": k + 1, "name": v} for k, v in names.items()]
         coco = {"images": images, "annotations": annotations, "categories": categories}
         (tmp_path / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
+    return total
+
+
+def test_prepare_data_coco_json(stack_env, tmp_path):
+    """COCO JSON built from coco8's own labels imports to the same boxes (Ultralytics' converter)."""
+    names = yaml.safe_load(TASK_DATA["detect"].read_text())["names"]
+    total = write_coco(tmp_path)
     result = prepare_data(str(tmp_path), "coco")
     assert result["names"] == list(names.values())
     assert {s: c["images"] for s, c in result["counts"].items()} == {"train": 4, "val": 4}

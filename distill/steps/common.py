@@ -40,7 +40,7 @@ def fetch(uri: str) -> Path:
         return path
     meta = storage.head(uri)
     if meta is None:
-        raise storage.StorageError(f"'{uri}' not found")
+        raise storage.NotFound(f"'{uri}' not found")
     key = hashlib.sha256(f"{uri}\0{meta.get('sha256')}".encode()).hexdigest()[:16]
     local = cache_dir() / key / Path(storage.parse_s3_uri(uri).key).name
     if not local.is_file():

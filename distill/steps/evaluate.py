@@ -4,7 +4,9 @@ The split is the dataset's ``test`` split when it has one, else ``val``. Per mod
 mask for segment and pose for pose), parameters, GFLOPs, weights size, and latency per image (batch 1, median of
 ``latency_images`` predictions after a warm-up) on the named device. Writes ``metrics.json``, ``report.md`` and
 ``comparison.png`` to ``<prefix>/runs/<run-id>/<name>/`` and to the step's MLflow run, and returns the verdict:
-distilled minus baseline, and distilled versus teacher.
+distilled minus baseline, and distilled versus teacher. ``metrics.json`` is uploaded last, after the MLflow run has
+everything, and records the other files' sha256: it is the completion marker :func:`check_complete` (and so the
+register step) insists on.
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ from typing import Any
 import yaml
 
 from .. import storage
-from ..errors import DistillError
+from ..errors import DistillError, RunFailure
 from . import tracking
 from .common import fetch_dataset, fetch_model, resolve_prefix
 
 ROLES = ("teacher", "baseline", "distilled")
+#: What an evaluation publishes beside ``metrics.json``; ``metrics.json`` (the completion marker) records their sha256.
+PARTS = ("report.md", "comparison.png")
+MARKER = "metrics.json"
 SUFFIX = {"detect": ("B",), "segment": ("B", "M"), "pose": ("B", "P")}
 
 
@@ -50,8 +55,7 @@ def evaluate(
     spec = yaml.safe_load(data_yaml.read_text())
     split = "test" if spec.get("test") else "val"
     locals_ = {role: fetch_model(uri, role) for role, uri in zip(ROLES, (teacher, baseline, distilled), strict=True)}
-    mlflow, parent_id, child_id = tracking.step_run(run_id, name, experiment, tracking_uri)
-    try:
+    with tempfile.TemporaryDirectory() as tmp, tracking.step_run(run_id, name, experiment, tracking_uri) as run:
         models = {
             role: measure(path, data_yaml, split, imgsz, batch, device, latency_images)
             for role, path in locals_.items()
@@ -66,32 +70,46 @@ def evaluate(
             "uris": dict(zip(ROLES, (teacher, baseline, distilled), strict=True)), "models": models,
             "verdict": verdict, "ok": True,
         }  # fmt: skip
-        with tempfile.TemporaryDirectory() as tmp:
-            files = {
-                "metrics.json": Path(tmp) / "metrics.json",
-                "report.md": Path(tmp) / "report.md",
-                "comparison.png": Path(tmp) / "comparison.png",
-            }
-            files["metrics.json"].write_text(json.dumps(report, indent=2))
-            files["report.md"].write_text(_markdown(report))
-            _chart(report, files["comparison.png"])
-            uris = {k: str(out.join(k)) for k in files}
-            for k, path in files.items():
-                storage.upload_file(path, out.join(k))
-                mlflow.log_artifact(child_id, str(path))
+        files = {part: Path(tmp) / part for part in (*PARTS, MARKER)}
+        files["report.md"].write_text(_markdown(report))
+        _chart(report, files["comparison.png"])
+        report["parts"] = {part: storage.upload_file(files[part], out.join(part)) for part in PARTS}
+        files[MARKER].write_text(json.dumps(report, indent=2))
+        for path in files.values():
+            run.client.log_artifact(run.child_id, str(path))
         flat = {f"{role}/{k}": v for role, m in models.items() for k, v in m["metrics"].items()}
         flat.update({f"{role}/latency_ms": m["latency_ms"] for role, m in models.items()})
         flat.update({f"verdict/{k}": v for k, v in verdict.items() if isinstance(v, int | float)})
-        tracking.log_metrics(mlflow, child_id, flat, step=0)
-        mlflow.set_terminated(child_id, "FINISHED")
-    except BaseException:
-        mlflow.set_terminated(child_id, "FAILED")
-        raise
+        tracking.log_metrics(run.client, run.child_id, flat, step=0)
+        marker = files[MARKER].read_bytes()
+    # Last, once the MLflow runs are FINISHED: its presence means the evaluation is complete.
+    storage.upload_bytes(marker, out.join(MARKER), "application/json")
     return {
-        "metrics": uris["metrics.json"], "report": uris["report.md"], "chart": uris["comparison.png"],
+        "metrics": str(out.join(MARKER)), "report": str(out.join("report.md")),
+        "chart": str(out.join("comparison.png")),
         "split": split, "task": task, "models": models, "verdict": verdict,
-        "mlflow_run_id": child_id, "mlflow_parent_run_id": parent_id,
+        "mlflow_run_id": run.child_id, "mlflow_parent_run_id": run.parent_id,
     }  # fmt: skip
+
+
+def check_complete(metrics_uri: str, report: dict[str, Any]) -> None:
+    """Refuse an evaluation that did not finish: ``ok``, a verdict, and every part present with its recorded sha256.
+
+    ``metrics.json`` is written last, so a fault part-way leaves no marker; this also refuses a marker written by an
+    older version or by hand whose parts are missing or were replaced since.
+    """
+    if not report.get("ok") or "verdict" not in report:
+        raise RunFailure(f"evaluation '{metrics_uri}' did not succeed; nothing registered")
+    parts = report.get("parts")
+    if not isinstance(parts, dict) or set(parts) != set(PARTS):
+        raise RunFailure(f"evaluation '{metrics_uri}' is incomplete (no record of {', '.join(PARTS)}): evaluate again")
+    folder = metrics_uri.rsplit("/", 1)[0]
+    for part, digest in parts.items():
+        uri = f"{folder}/{part}"
+        meta = storage.head(uri) if storage.is_s3(uri) else None
+        found = meta.get("sha256") if meta else (storage.sha256_file(uri) if Path(uri).is_file() else None)
+        if found != digest:
+            raise RunFailure(f"evaluation '{metrics_uri}' is incomplete: '{uri}' is missing or changed; evaluate again")
 
 
 def _device_name(device: str | None) -> str:

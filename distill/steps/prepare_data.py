@@ -119,25 +119,31 @@ def import_dataset(
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         tmp = Path(tmp)
         local = _materialise(source, tmp / "source")
+        fetched = storage.is_s3(source) or str(source).lower().endswith(".zip")  # extracted or downloaded here
         if format == "yolo":
-            report = _from_yolo(local, out)
+            report = _from_yolo(local, out, confine=local if fetched else None)
         elif format == "voc":
             report = _from_voc(local, out, classes)
         else:
             report = _from_coco(local, out, tmp / "coco")
+        report["unreadable"] = _drop_unreadable(out)
         _validate(out / "data.yaml")
         return _manifest(out, report, source, format)
 
 
 def _track(result: dict[str, Any], source: str, fmt: str, run_id: str, experiment, tracking_uri) -> str:
-    """Record the import as the pipeline run's ``prepare-data`` child run: params, counts, the dataset URI."""
-    mlflow, _, child = tracking.step_run(run_id, "prepare-data", experiment, tracking_uri)
-    tracking.log_params(mlflow, child, {"source": source, "format": fmt, "dataset": result["uri"],
-                                        "hash": result["hash"], "names": ",".join(result["names"])})  # fmt: skip
-    counts = {f"{split}/{k}": v for split, c in result["counts"].items() for k, v in c.items()}
-    tracking.log_metrics(mlflow, child, {**counts, "dropped_boxes": result["dropped_boxes"]}, step=0)
-    mlflow.set_terminated(child, "FINISHED")
-    return child
+    """Record the import as a ``prepare-data-<hash>`` child run of the pipeline run: params, counts, the URI.
+
+    One child run per dataset, so a pipeline run that prepares two datasets (train and an extra test set) records
+    both instead of failing on MLflow's "Changing param values is not allowed".
+    """
+    with tracking.step_run(run_id, f"prepare-data-{result['hash'][:12]}", experiment, tracking_uri) as run:
+        params = {"source": source, "format": fmt, "dataset": result["uri"], "hash": result["hash"],
+                  "names": ",".join(result["names"])}  # fmt: skip
+        tracking.log_params(run.client, run.child_id, params)
+        counts = {f"{split}/{k}": v for split, c in result["counts"].items() for k, v in c.items()}
+        tracking.log_metrics(run.client, run.child_id, {**counts, "dropped_boxes": result["dropped_boxes"]}, step=0)
+    return run.child_id
 
 
 def _materialise(source: str, folder: Path) -> Path:
@@ -184,13 +190,46 @@ def _write_yaml(out: Path, names: list[str], splits: list[str], extra: dict[str,
     (out / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-def _from_yolo(folder: Path, out: Path) -> dict[str, Any]:
+def _drop_unreadable(out: Path) -> dict[str, int]:
+    """Remove images Ultralytics' own check refuses (and their labels); return how many per split.
+
+    Ultralytics would skip them at training time with a warning only; counting them here puts them in the manifest
+    and the step's result, and a split left without images is refused instead of training on nothing.
+    """
+    from ultralytics.data.utils import check_image
+    from ultralytics.utils import LOGGER
+
+    dropped = {}
+    for split_dir in sorted(p for p in (out / "images").iterdir() if p.is_dir()):
+        images = sorted(split_dir.iterdir())
+        bad = 0
+        for image in images:
+            try:
+                check_image(str(image))
+            except Exception as e:  # PIL's errors, Ultralytics' size/format assertions
+                LOGGER.warning(f"prepare-data: skipping unreadable image '{image.name}' ({split_dir.name}): {e}")
+                image.unlink()
+                (out / "labels" / split_dir.name / f"{image.stem}.txt").unlink(missing_ok=True)
+                bad += 1
+        if bad == len(images):
+            raise DistillError(f"split '{split_dir.name}' has no readable images ({bad} unreadable)")
+        dropped[split_dir.name] = bad
+    return dropped
+
+
+def _from_yolo(folder: Path, out: Path, confine: Path | None = None) -> dict[str, Any]:
+    """Import a YOLO dataset; with ``confine`` (an extracted archive, a download) every path must stay inside it."""
     from ultralytics.data.utils import img2label_paths
+
+    def inside(path: Path, what: str) -> Path:
+        if confine is not None and not path.resolve().is_relative_to(confine.resolve()):
+            raise DistillError(f"'{yaml_file.name}': {what} '{path}' points outside the archive; refused")
+        return path
 
     yaml_file = (folder if folder.is_file() else _find_root(folder, "data.yaml") / "data.yaml").resolve()
     spec = yaml.safe_load(yaml_file.read_text()) or {}
     base = Path(spec.get("path") or yaml_file.parent)
-    base = base if base.is_absolute() else (yaml_file.parent / base)
+    base = inside(base if base.is_absolute() else (yaml_file.parent / base), "path")
     names = spec.get("names")
     if isinstance(names, dict):
         names = [names[k] for k in sorted(names)]
@@ -203,11 +242,12 @@ def _from_yolo(folder: Path, out: Path) -> dict[str, Any]:
             continue
         images = []
         for item in entry if isinstance(entry, list) else [entry]:
-            p = (base / item).resolve()
+            p = inside((base / item).resolve(), f"{split} path")
             if p.is_dir():
                 images += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)
             elif p.is_file() and p.suffix == ".txt":
-                images += [(p.parent / line.strip()).resolve() for line in p.read_text().splitlines() if line.strip()]
+                listed = [(p.parent / line.strip()).resolve() for line in p.read_text().splitlines() if line.strip()]
+                images += [inside(image, f"{split} image") for image in listed]
             else:
                 raise DistillError(f"'{yaml_file}': {split} path '{item}' not found")
         labels = img2label_paths([str(i) for i in images])
@@ -300,10 +340,19 @@ def _from_coco(folder: Path, out: Path, scratch: Path) -> dict[str, Any]:
     if not jsons:
         raise DistillError(f"'{root / 'annotations'}' has no COCO .json files")
     categories = {}
+    orphans = 0
+    clean = scratch.with_name(f"{scratch.name}-json")  # the JSON without orphans (the converter crashes on them)
+    clean.mkdir(parents=True)
     for j in jsons:
-        for cat in json.loads(j.read_text()).get("categories", []):
+        try:
+            spec = json.loads(j.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DistillError(f"COCO file '{j.name}' is not valid JSON: {e}") from None
+        for cat in spec.get("categories", []):
             categories[cat["id"]] = cat["name"]
-    convert_coco(labels_dir=str(root / "annotations"), save_dir=str(scratch), cls91to80=False, use_segments=False)
+        orphans += _drop_orphan_annotations(spec, root, j)
+        (clean / j.name).write_text(json.dumps(spec))
+    convert_coco(labels_dir=str(clean), save_dir=str(scratch), cls91to80=False, use_segments=False)
     names = [categories[k] for k in sorted(categories)]
     splits = []
     for label_dir in sorted((scratch / "labels").iterdir()):
@@ -321,7 +370,29 @@ def _from_coco(folder: Path, out: Path, scratch: Path) -> dict[str, Any]:
     if "train" not in splits or "val" not in splits:
         raise DistillError(f"COCO dataset '{root}' needs train and val annotation files")
     _write_yaml(out, names, splits, {})
-    return {"names": names, "dropped_boxes": 0}
+    return {"names": names, "dropped_boxes": orphans}
+
+
+def _drop_orphan_annotations(spec: dict[str, Any], root: Path, json_file: Path) -> int:
+    """Remove (count, warn about) the annotations whose image is not in the JSON's image list or not on disk.
+
+    Ultralytics' converter drops the second kind silently and crashes on the first; both are counted as dropped boxes
+    in the manifest and the step's result.
+    """
+    from ultralytics.utils import LOGGER
+
+    on_disk = {p.name for p in (root / "images").rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES}
+    present = {img["id"] for img in spec.get("images", []) if Path(str(img.get("file_name", ""))).name in on_disk}
+    orphans = [a for a in spec.get("annotations", []) if a.get("image_id") not in present]
+    spec["annotations"] = [a for a in spec.get("annotations", []) if a.get("image_id") in present]
+    if orphans:
+        missing = sorted({str(a.get("image_id")) for a in orphans})
+        LOGGER.warning(
+            f"prepare-data: {json_file.name}: {len(orphans)} annotations name {len(missing)} images that are not in "
+            f"its image list or not on disk (image ids {', '.join(missing[:5])}{'...' if len(missing) > 5 else ''}); "
+            "dropped"
+        )
+    return len(orphans)
 
 
 def _validate(data_yaml: Path) -> None:
@@ -342,6 +413,7 @@ def _manifest(out: Path, report: dict[str, Any], source: str, fmt: str) -> dict[
         counts[split_dir.name] = {
             "images": sum(1 for _ in split_dir.iterdir()),
             "instances": sum(len(p.read_text().splitlines()) for p in labels),
+            "unreadable": report.get("unreadable", {}).get(split_dir.name, 0),
         }
     digest = hashlib.sha256("".join(f"{k}\0{v}\n" for k, v in sorted(files.items())).encode()).hexdigest()[:16]
     return {

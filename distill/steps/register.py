@@ -5,9 +5,11 @@ its artifact and the evaluation report attached to the run; tags record the data
 the metric, the code version and the pipeline run. The new version gets alias ``challenger``; ``champion`` moves to
 it only when it beats the current champion by at least ``min_gain`` on the *same* data — the champion is evaluated
 again on the candidate's dataset when its recorded dataset hash differs — and never when the evaluation failed.
-Registering again for the same pipeline run returns the existing version.
+Registering again for the same pipeline run returns the existing version — and finishes what a faulted first try
+left: missing tags, the ``challenger`` alias and the gate's decision (recorded on the version, so it is taken once).
 
-Everything that can fail is checked before the registry is touched, so a failure leaves nothing half-registered.
+Inputs are checked before the registry is touched (the evaluation must be complete: :func:`check_complete`), and a
+version is created with its pipeline-run tag in the same call, so a rerun after any fault finds and completes it.
 """
 
 from __future__ import annotations
@@ -15,16 +17,23 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from .. import __version__, storage
-from ..errors import DistillError
+from ..errors import DistillError, RunFailure
 from . import tracking
 from .common import fetch_dataset, fetch_model
-from .evaluate import measure
+from .evaluate import check_complete, measure
 
 TAG_RUN = "yolo_distill.pipeline_run_id"
+#: Version tags recording the gate's decision ("promoted" / "kept") and why; a version without them is undecided.
+TAG_DECISION = "yolo_distill.decision"
+TAG_REASON = "yolo_distill.reason"
+#: How long a promotion waits before reading the alias back, and how often it judges again when it moved.
+SETTLE_S = 1.0
+MAX_PROMOTION_TRIES = 5
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 #: The pyfunc's output columns (pyfunc_model.py is logged as self-contained code, so it keeps its own copy).
 COLUMNS = ["image", "class_id", "class_name", "confidence", "x1", "y1", "x2", "y2"]
@@ -76,8 +85,7 @@ def register(
         raise DistillError(f"min_gain must be >= 0, got {min_gain}")
     metrics_uri = evaluation if evaluation.endswith(".json") else f"{evaluation.rstrip('/')}/metrics.json"
     report = _read_json(metrics_uri)
-    if not report.get("ok") or "verdict" not in report:
-        raise DistillError(f"evaluation '{metrics_uri}' did not succeed; nothing registered")
+    check_complete(metrics_uri, report)
     if report["uris"]["distilled"] != model:
         raise DistillError(
             f"model '{model}' is not the distilled model evaluated in '{metrics_uri}' ({report['uris']['distilled']})"
@@ -87,35 +95,38 @@ def register(
     primary = report["verdict"]["primary_metric"]
     score = float(report["verdict"]["distilled"])
     plan = _distill_plan(model)
+    tags = {
+        TAG_RUN: run_id, "dataset_hash": data_hash, "teacher": report["uris"]["teacher"], "weights_uri": model,
+        "evaluation": metrics_uri, "metric_name": primary, "metric": f"{score:.6f}",
+        "gain_over_baseline": str(report["verdict"]["gain_over_baseline"]), "code_version": __version__,
+        "loss": plan.get("loss", ""), "layers": str(plan.get("layers", "")), "logit": str(plan.get("logit", "")),
+        "mode": plan.get("mode", ""), "split": report["split"], "imgsz": str(report["imgsz"]),
+    }  # fmt: skip
 
-    mlflow_client, parent_id, child_id = tracking.step_run(run_id, step, experiment, tracking_uri)
-    existing = _version_for_run(mlflow_client, name, run_id)
-    if existing is not None:
-        mlflow_client.set_terminated(child_id, "FINISHED")
-        return {**_summary(mlflow_client, name, existing), "promoted": None, "reused": True, "mlflow_run_id": child_id}
-    try:
-        version = _log_and_register(mlflow_client, child_id, name, weights, metrics_uri, report)
-        tags = {
-            TAG_RUN: run_id, "dataset_hash": data_hash, "teacher": report["uris"]["teacher"], "weights_uri": model,
-            "evaluation": metrics_uri, "metric_name": primary, "metric": f"{score:.6f}",
-            "gain_over_baseline": str(report["verdict"]["gain_over_baseline"]), "code_version": __version__,
-            "loss": plan.get("loss", ""), "layers": str(plan.get("layers", "")), "logit": str(plan.get("logit", "")),
-            "mode": plan.get("mode", ""), "split": report["split"], "imgsz": str(report["imgsz"]),
-        }  # fmt: skip
-        for key, value in tags.items():
-            mlflow_client.set_model_version_tag(name, version, key, value)
-        mlflow_client.set_registered_model_alias(name, "challenger", version)
-        promoted, reason, champion_score = _gate(mlflow_client, name, version, report, data_hash, score, min_gain)
-        if promoted:
-            mlflow_client.set_registered_model_alias(name, "champion", version)
-        mlflow_client.set_tag(child_id, "promotion", reason)
-        mlflow_client.set_terminated(child_id, "FINISHED")
-    except BaseException:
-        mlflow_client.set_terminated(child_id, "FAILED")
-        raise
+    with tracking.step_run(run_id, step, experiment, tracking_uri) as run:
+        mlflow_client = run.client
+        version = _version_for_run(mlflow_client, name, run_id)
+        reused = version is not None
+        if version is None:  # created with its run tag in one call, so a rerun always finds it
+            version = _log_and_register(mlflow_client, run.child_id, name, weights, metrics_uri, report, run_id)
+        mv = mlflow_client.get_model_version(name, version)
+        for key, value in tags.items():  # a rerun after a fault sets what the first try did not
+            if mv.tags.get(key) != str(value):
+                mlflow_client.set_model_version_tag(name, version, key, value)
+        if TAG_DECISION in mv.tags:  # decided before: report that decision, move nothing
+            promoted, reason = mv.tags[TAG_DECISION] == "promoted", mv.tags.get(TAG_REASON, "")
+            champion_score = None
+        else:
+            mlflow_client.set_registered_model_alias(name, "challenger", version)
+            promoted, reason, champion_score = _promote(mlflow_client, name, version, report, data_hash, score,
+                                                        min_gain)  # fmt: skip
+            mlflow_client.set_model_version_tag(name, version, TAG_REASON, reason)
+            mlflow_client.set_model_version_tag(name, version, TAG_DECISION, "promoted" if promoted else "kept")
+        mlflow_client.set_tag(run.child_id, "promotion", reason)
+        summary = _summary(mlflow_client, name, version)
     return {
-        **_summary(mlflow_client, name, version), "promoted": promoted, "reason": reason, "score": score,
-        "champion_score": champion_score, "reused": False, "mlflow_run_id": child_id,
+        **summary, "promoted": promoted, "reason": reason, "score": score, "champion_score": champion_score,
+        "reused": reused, "mlflow_run_id": run.child_id,
     }  # fmt: skip
 
 
@@ -124,7 +135,7 @@ def _distill_plan(model: str) -> dict[str, Any]:
     sibling = model.rsplit("/", 1)[0] + "/distill.json"
     try:
         plan = _read_json(sibling) if storage.is_s3(model) and storage.head(sibling) else {}
-    except DistillError:
+    except (DistillError, json.JSONDecodeError):
         plan = {}
     config = plan.get("config", {})
     return {"loss": config.get("loss"), "layers": config.get("layers"), "logit": config.get("logit"),
@@ -132,19 +143,16 @@ def _distill_plan(model: str) -> dict[str, Any]:
 
 
 def _version_for_run(mlflow_client, name: str, run_id: str) -> str | None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        versions = mlflow_client.search_model_versions(f"name = '{name}'")
-    except MlflowException:
-        return None
-    for v in versions:
+    """Return the version registered for pipeline run ``run_id``, if any (an outage raises: never looks like none)."""
+    for v in mlflow_client.search_model_versions(f"name = '{name}'"):
         if v.tags.get(TAG_RUN) == run_id:
             return v.version
     return None
 
 
-def _log_and_register(mlflow_client, child_id: str, name: str, weights: str, metrics_uri: str, report: dict) -> str:
+def _log_and_register(
+    mlflow_client, child_id: str, name: str, weights: str, metrics_uri: str, report: dict, run_id: str
+) -> str:
     import mlflow
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -171,19 +179,71 @@ def _log_and_register(mlflow_client, child_id: str, name: str, weights: str, met
             signature=signature,
             pip_requirements=[f"ultralytics=={ultralytics.__version__}", "pandas"],
         )
-    version = mlflow.register_model(info.model_uri, name)
+    version = mlflow.register_model(info.model_uri, name, tags={TAG_RUN: run_id})
     return str(version.version)
 
 
-def _gate(
-    mlflow_client, name: str, version: str, report: dict, data_hash: str, score: float, min_gain: float
-) -> tuple[bool, str, float | None]:
-    """Decide whether ``version`` becomes champion; re-evaluate the champion on this data when needed."""
+def _champion(mlflow_client, name: str):
+    """Return the version holding ``champion``, or ``None``."""
     from mlflow.exceptions import MlflowException
 
     try:
-        champion = mlflow_client.get_model_version_by_alias(name, "champion")
-    except MlflowException:
+        return mlflow_client.get_model_version_by_alias(name, "champion")
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST" or "not found" in (e.message or "").lower():
+            return None
+        raise
+
+
+def _promote(
+    mlflow_client, name: str, version: str, report: dict, data_hash: str, score: float, min_gain: float
+) -> tuple[bool, str, float | None]:
+    """Run the gate and move ``champion`` safely against a concurrent promotion of the same model.
+
+    MLflow has no compare-and-set on aliases, so: the gate judges against the champion read just before the move,
+    the move happens only if that champion is still in place, and afterwards the alias is read back (:func:`_holds`)
+    — if another register moved it meanwhile, the gate runs again against that version (and takes the alias back
+    only if this one beats it). Two racing registers so end with the better one as champion, each reporting the
+    decision that holds.
+    """
+    for _ in range(MAX_PROMOTION_TRIES):
+        champion = _champion(mlflow_client, name)
+        promoted, reason, champion_score = _gate(mlflow_client, champion, version, report, data_hash, score, min_gain)
+        if not promoted:
+            return False, reason, champion_score
+        current = _champion(mlflow_client, name)
+        if (current and current.version) != (champion and champion.version):
+            continue  # moved while the gate ran: judge against the new one
+        set_champion(mlflow_client, name, version)
+        if _holds(mlflow_client, name, version):
+            return True, reason, champion_score
+    raise RunFailure(f"the champion alias of '{name}' kept moving during {MAX_PROMOTION_TRIES} tries; rerun the step")
+
+
+def _holds(mlflow_client, name: str, version: str) -> bool:
+    """Whether ``champion`` still points at ``version`` at two reads :data:`SETTLE_S` apart.
+
+    A racer that moved the alias just before us reads it back within one settle period, judges against us and
+    moves it again if it is better; the second read sees that.
+    """
+    for _ in range(2):
+        time.sleep(SETTLE_S)
+        current = _champion(mlflow_client, name)
+        if current is None or current.version != version:
+            return False
+    return True
+
+
+def set_champion(mlflow_client, name: str, version: str) -> None:
+    """Point ``champion`` at ``version`` (a seam of its own so the race test can hold both racers here)."""
+    mlflow_client.set_registered_model_alias(name, "champion", version)
+
+
+def _gate(
+    mlflow_client, champion, version: str, report: dict, data_hash: str, score: float, min_gain: float
+) -> tuple[bool, str, float | None]:
+    """Decide whether ``version`` beats ``champion``; re-evaluate the champion on this data when needed."""
+    if champion is None:
         return True, "first version: no champion yet", None
     if champion.version == version:
         return True, "already champion", score

@@ -1,20 +1,45 @@
 """MLflow layout: one parent run per pipeline run (tagged with its id), one child run per step.
 
 Runs are found again by tags, so re-running a step of the same pipeline run (a retry after preemption) continues the
-same child run instead of creating another. Metric names are Ultralytics' with the characters MLflow refuses removed
-(``metrics/mAP50-95(B)`` → ``metrics/mAP50-95B``, as Ultralytics' own MLflow callback names them).
+same child run instead of creating another. :func:`step_run` owns the lifecycle every step shares: the child run is
+RUNNING while the step works and ends FINISHED or FAILED; the parent follows it (RUNNING while a step runs, FAILED
+after a failed step, FINISHED after a finished one), so no run is left RUNNING by a step that has ended.
+
+An MLflow server that is down is retried a bounded number of times (``YOLO_DISTILL_MLFLOW_RETRIES``, default 5:
+MLflow's exponential backoff of 0, 4, 8, 16, 32 s, about a minute; requests time out after
+``MLFLOW_HTTP_REQUEST_TIMEOUT``, default 30 s here), then the step fails with one :class:`TrackingUnavailable` line
+naming the tracking URI — a rerun of the same command continues the same runs.
+
+Metric names are Ultralytics' with the characters MLflow refuses removed (``metrics/mAP50-95(B)`` →
+``metrics/mAP50-95B``, as Ultralytics' own MLflow callback names them).
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
+
+from ..errors import RunFailure, ServiceUnavailable
 
 DEFAULT_EXPERIMENT = "yolo-distill"
 TAG_PIPELINE = "yolo_distill.pipeline_run_id"
 TAG_STEP = "yolo_distill.step"
 _BAD = re.compile(r"[^0-9A-Za-z_\-. :/]")
+RETRIES_ENV = "YOLO_DISTILL_MLFLOW_RETRIES"
+DEFAULT_RETRIES = 5
+DEFAULT_TIMEOUT_S = 30
+
+
+class TrackingUnavailable(ServiceUnavailable):
+    """The MLflow tracking server could not be reached (after the bounded retries)."""
+
+
+class TrackingFailure(RunFailure):
+    """The MLflow server answered with an error the step cannot work around."""
 
 
 def metric_name(name: str) -> str:
@@ -27,11 +52,73 @@ def metric_name(name: str) -> str:
     return _BAD.sub("", name)
 
 
+def configure_retries() -> None:
+    """Bound MLflow's HTTP retries (by default it retries for ~4 minutes).
+
+    ``YOLO_DISTILL_MLFLOW_RETRIES`` wins when set; otherwise MLflow's own ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` is
+    respected, and only when neither is set the default of 5 applies.
+    """
+    retries = os.environ.get(RETRIES_ENV)
+    if retries is not None and not retries.isdigit():
+        from ..errors import DistillError
+
+        raise DistillError(f"{RETRIES_ENV}='{retries}' must be a whole number of retries")
+    if retries is not None:
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = retries
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(DEFAULT_RETRIES))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(DEFAULT_TIMEOUT_S))
+
+
+def tracking_uri_of(tracking_uri: str | None = None) -> str:
+    """Return the tracking URI in force: the given one, else ``$MLFLOW_TRACKING_URI``, else MLflow's default."""
+    if tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"):
+        return tracking_uri or os.environ["MLFLOW_TRACKING_URI"]
+    import mlflow
+
+    return mlflow.get_tracking_uri()
+
+
 def client(tracking_uri: str | None = None):
-    """Return an ``MlflowClient`` for ``tracking_uri`` (default ``$MLFLOW_TRACKING_URI``)."""
+    """Return an ``MlflowClient`` for ``tracking_uri`` (default ``$MLFLOW_TRACKING_URI``), retries bounded."""
     from mlflow import MlflowClient
 
+    configure_retries()
     return MlflowClient(tracking_uri=tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
+
+
+def translate(error: BaseException, tracking_uri: str) -> RunFailure | None:
+    """Turn an MLflow client error into one line naming the tracking URI; ``None`` when it is not MLflow's.
+
+    Connection failures (the server down, or restarting) become :class:`TrackingUnavailable`; an error the server
+    answered with becomes :class:`TrackingFailure` with MLflow's own first line.
+    """
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(error, RunFailure) or not isinstance(error, MlflowException | requests.RequestException):
+        return None
+    chain, seen = [], error
+    while seen is not None and len(chain) < 8:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    if any(isinstance(e, requests.ConnectionError | requests.Timeout) for e in chain) or "Max retries" in str(error):
+        retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "?")
+        return TrackingUnavailable(f"cannot reach the MLflow tracking server {tracking_uri} (gave up after {retries} "
+                                   f"retries; set {RETRIES_ENV} to wait longer)")  # fmt: skip
+    first = (str(getattr(error, "message", "")) or str(error)).strip().splitlines()[0][:300]
+    return TrackingFailure(f"MLflow tracking server {tracking_uri}: {first}")
+
+
+@contextmanager
+def guard(tracking_uri: str | None = None) -> Iterator[None]:
+    """Re-raise MLflow client errors inside the block as :class:`TrackingUnavailable` / :class:`TrackingFailure`."""
+    try:
+        yield
+    except Exception as e:
+        translated = translate(e, tracking_uri_of(tracking_uri))
+        if translated is None:
+            raise
+        raise translated from None
 
 
 def experiment_id(mlflow_client, name: str | None) -> str:
@@ -46,10 +133,60 @@ def _find(mlflow_client, exp_id: str, filters: str):
     return runs[0] if runs else None
 
 
+@dataclass(frozen=True)
+class StepRun:
+    """A step's MLflow runs: the client, the pipeline run's parent run and the step's child run."""
+
+    client: Any
+    parent_id: str
+    child_id: str
+
+
+@contextmanager
 def step_run(
     pipeline_run_id: str, step: str, experiment: str | None = None, tracking_uri: str | None = None
+) -> Iterator[StepRun]:
+    """Open the step's MLflow runs for the block; end them FINISHED, or FAILED when the block raises.
+
+    MLflow errors raised in the block (or while opening and closing the runs) leave as one-line
+    :class:`TrackingUnavailable` / :class:`TrackingFailure` naming the tracking URI. Marking the runs FAILED is one
+    quick try, so an outage does not add its retries twice; the next run of the step sets them RUNNING again.
+    """
+    with guard(tracking_uri):
+        c, parent_id, child_id = open_step_run(pipeline_run_id, step, experiment, tracking_uri)
+    try:
+        with guard(tracking_uri):
+            yield StepRun(c, parent_id, child_id)
+    except BaseException as e:
+        if not isinstance(e, TrackingUnavailable):
+            _end_quickly(c, (child_id, parent_id), "FAILED")
+        raise
+    with guard(tracking_uri):
+        c.set_terminated(child_id, "FINISHED")
+        c.set_terminated(parent_id, "FINISHED")
+
+
+def _end_quickly(c, run_ids: tuple[str, ...], status: str) -> None:
+    """Best effort, no retries: end runs ``status`` (used on the way out of a failure, which must stay the error)."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"})
+    try:
+        for run_id in run_ids:
+            c.set_terminated(run_id, status)
+    except Exception:  # noqa: S110 (the step's own error is the one to report)
+        pass
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def open_step_run(
+    pipeline_run_id: str, step: str, experiment: str | None = None, tracking_uri: str | None = None
 ) -> tuple[Any, str, str]:
-    """Find or create the parent run of ``pipeline_run_id`` and its child run for ``step``.
+    """Find or create the parent run of ``pipeline_run_id`` and its child run for ``step``, both set RUNNING.
 
     Returns:
         (tuple): ``(client, parent run id, child run id)``.
@@ -62,6 +199,8 @@ def step_run(
             exp, run_name=f"pipeline-{pipeline_run_id}", tags={TAG_PIPELINE: pipeline_run_id, TAG_STEP: "pipeline"}
         )
     parent_id = parent.info.run_id
+    if parent.info.status != "RUNNING":
+        c.update_run(parent_id, status="RUNNING")
     child = _find(c, exp, f"tags.`{TAG_PIPELINE}` = '{pipeline_run_id}' and tags.`{TAG_STEP}` = '{step}'")
     if child is None:
         child = c.create_run(

@@ -167,6 +167,7 @@ def _run_step(
 ) -> dict[str, Any]:
     if not run_id:
         raise DistillError("a pipeline run id is required (--run-id)")
+    api.check_arguments(**{k: v for k, v in params.items() if k not in {"step", "model", "teacher", "data", "device"}})
     chosen = choose_devices(params["device"], int(params["batch"]))  # every GPU of the pod unless told otherwise
     params = {**params, "device": chosen.device, "devices": ",".join(chosen.devices)}
     out = resolve_prefix(prefix).join("runs", run_id, name)
@@ -175,6 +176,8 @@ def _run_step(
     if done is not None:
         result = json.loads(storage.read_bytes(out.join("result.json")))
         LOGGER.info(f"step '{name}' of run {run_id} already finished: {out}/result.json")
+        with tracking.step_run(run_id, name, experiment, tracking_uri):
+            pass  # a fault after result.json was written may have left the runs RUNNING: end them FINISHED
         return {**result, "reused": True}
 
     local = workdir(run_id, name)
@@ -186,17 +189,18 @@ def _run_step(
 
     checkpoint = out.join("checkpoint")
     resume_from = _download_checkpoint(checkpoint, local)
-    mlflow, parent_id, child_id = tracking.step_run(run_id, name, experiment, tracking_uri)
-    kd_params = {f"kd/{k}": v for k, v in (config.to_dict() if config else {}).items() if k not in {"teacher", "extra"}}
-    tracking.log_params(mlflow, child_id, {**params, **kd_params, "output": str(out)})
-    callbacks = {
-        "on_model_save": [CheckpointUploader(checkpoint, checkpoint_every)],
-        "on_fit_epoch_end": [tracking.EpochLogger(mlflow, child_id)],
-    }
-    train_kw = {k: params[k] for k in ("epochs", "imgsz", "batch", "device", "seed")}
-    extra = {k: v for k, v in params.items() if k not in {"step", "model", "teacher", "data", "devices", *train_kw}}
-    started = time.time()
-    try:
+    with tracking.step_run(run_id, name, experiment, tracking_uri) as tracked:
+        mlflow, parent_id, child_id = tracked.client, tracked.parent_id, tracked.child_id
+        kd = config.to_dict() if config else {}
+        kd_params = {f"kd/{k}": v for k, v in kd.items() if k not in {"teacher", "extra"}}
+        tracking.log_params(mlflow, child_id, {**params, **kd_params, "output": str(out)})
+        callbacks = {
+            "on_model_save": [CheckpointUploader(checkpoint, checkpoint_every)],
+            "on_fit_epoch_end": [tracking.EpochLogger(mlflow, child_id)],
+        }
+        train_kw = {k: params[k] for k in ("epochs", "imgsz", "batch", "device", "seed")}
+        extra = {k: v for k, v in params.items() if k not in {"step", "model", "teacher", "data", "devices", *train_kw}}
+        started = time.time()
         if resume_from is not None:
             LOGGER.info(f"resuming step '{name}' of run {run_id} from {checkpoint}/last.pt")
             if config is not None:
@@ -237,11 +241,7 @@ def _run_step(
             "mlflow_parent_run_id": parent_id,
         }
         storage.upload_bytes(json.dumps(result, indent=2).encode(), out.join("result.json"), "application/json")
-        mlflow.set_terminated(child_id, "FINISHED")
         return {**result, "reused": False}
-    except BaseException:
-        mlflow.set_terminated(child_id, "FAILED")
-        raise
 
 
 def _download_checkpoint(checkpoint: S3Uri, local: Path) -> Path | None:
