@@ -31,7 +31,7 @@ import statistics
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -458,6 +458,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", action="append", default=[], help="extra student name:key=value,... (our KD)")
     ap.add_argument("--seeds", default=None, help="comma-separated seeds (default: the profile's)")
     ap.add_argument("--epochs", type=int, default=None, help="student epochs (default: the profile's)")
+    ap.add_argument(
+        "--teacher-epochs", type=int, default=None, help="teacher epochs (default: the profile's; students keyed by it)"
+    )
     ap.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / ".work")
     ap.add_argument(
         "--reuse",
@@ -476,6 +479,11 @@ def main(argv: list[str] | None = None) -> int:
     profile = PROFILES[args.profile]
     seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else profile.seeds
     epochs = args.epochs or profile.epochs
+    if args.teacher_epochs and args.teacher_epochs != profile.teacher_epochs:
+        profile = replace(profile, teacher_epochs=args.teacher_epochs)
+        teacher_tag = f"-t{args.teacher_epochs}"  # students of another teacher are other runs
+    else:
+        teacher_tag = ""
     students: dict[str, Any] = {}
     chosen = args.students or ",".join(STUDENTS if args.profile == "screen" else DECIDING)
     for name in [s.strip() for s in chosen.split(",") if s.strip()]:
@@ -509,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
             tag = name.replace("+", "-")
             student_jobs.append(
                 dict(base, name=name, spec=spec, model=student_yaml, epochs=epochs, seed=seed, teacher=None,
-                     dir=str(workdir / f"{tag}-e{epochs}-s{seed}-{data_hash}"))
+                     dir=str(workdir / f"{tag}-e{epochs}{teacher_tag if spec is not None else ''}-s{seed}-{data_hash}"))
             )  # fmt: skip
     print(
         f"teacher {teacher_yaml} ({profile.teacher_epochs} epochs at {profile.imgsz}px), then "
