@@ -36,6 +36,7 @@ class RunResult:
     metrics: dict[str, float] = field(default_factory=dict)
     distill_json: Path | None = None
     teacher: Path | None = None
+    skipped_images: int | None = None  # training images Ultralytics' loader refused as corrupt
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable summary."""
@@ -154,7 +155,18 @@ def _result(trainer: Any) -> RunResult:
         metrics=metrics,
         distill_json=distill_json if distill_json.exists() else None,
         teacher=teacher if teacher.exists() else None,
+        skipped_images=_skipped_images(trainer),
     )
+
+
+def _skipped_images(trainer: Any) -> int | None:
+    """How many training images Ultralytics' dataset refused (corrupt), or ``None`` when it is not known.
+
+    Its loader keeps one label file per image found and narrows ``im_files`` to the images that passed its checks.
+    """
+    dataset = getattr(getattr(trainer, "train_loader", None), "dataset", None)
+    found, kept = getattr(dataset, "label_files", None), getattr(dataset, "im_files", None)
+    return len(found) - len(kept) if found is not None and kept is not None else None
 
 
 def train(

@@ -4,13 +4,37 @@ The token comes from ``--token`` or ``$KFP_TOKEN`` (never printed). Schedules ar
 at a time and no catch-up, so a cluster that was down does not replay missed weeks.
 """
 
+import functools
 import os
 import tempfile
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import DistillError
+from ..errors import DistillError, RunFailure, ServiceUnavailable
 from .pipeline import PIPELINE_NAME, ClusterSettings, compile_pipeline
+
+
+def _kfp_errors(fn: Callable) -> Callable:
+    """Turn the KFP client's connection and API errors into one line naming the host (exit 1, never a traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(host: str, *args: Any, **kwargs: Any) -> Any:
+        import urllib3
+        from kfp_server_api.exceptions import ApiException
+
+        try:
+            return fn(host, *args, **kwargs)
+        except urllib3.exceptions.HTTPError as e:  # MaxRetryError, NewConnectionError, timeouts
+            what = type(e).__name__
+            raise ServiceUnavailable(f"cannot reach the Kubeflow Pipelines API at {host} ({what})") from None
+        except ApiException as e:  # from None: its text carries the request headers, the token included
+            if e.status in (401, 403):
+                raise RunFailure(f"Kubeflow Pipelines at {host} refused the token ({e.status}): check it") from None
+            raise RunFailure(f"Kubeflow Pipelines at {host} answered {e.status} {e.reason}") from None
+
+    return wrapper
 
 
 def client(host: str, namespace: str | None = None, token: str | None = None):
@@ -19,6 +43,7 @@ def client(host: str, namespace: str | None = None, token: str | None = None):
 
     if not host or not host.startswith(("http://", "https://")):
         raise DistillError(f"--host '{host}' must be an http(s) URL of the KFP API")
+    warnings.filterwarnings("ignore", message="This client only works with", category=FutureWarning)
     return kfp.Client(host=host, namespace=namespace, existing_token=token or os.environ.get("KFP_TOKEN") or None)
 
 
@@ -30,6 +55,7 @@ def _package(package: str | None, settings: ClusterSettings | None) -> str:
     return compile_pipeline(str(Path(tempfile.mkdtemp()) / "pipeline.yaml"), settings)
 
 
+@_kfp_errors
 def submit(
     host: str,
     params: dict[str, Any],
@@ -51,6 +77,7 @@ def submit(
     return {"run_id": result.run_id, "experiment": experiment, "host": host}
 
 
+@_kfp_errors
 def schedule(
     host: str,
     cron: str,
@@ -76,6 +103,7 @@ def schedule(
     return {"recurring_run_id": job.recurring_run_id, "name": name, "cron": cron, "experiment": experiment}
 
 
+@_kfp_errors
 def list_schedules(host: str, namespace: str | None = None, token: str | None = None) -> list[dict[str, Any]]:
     """Return the recurring runs visible to this client."""
     response = client(host, namespace, token).list_recurring_runs(page_size=100, namespace=namespace)
@@ -86,6 +114,7 @@ def list_schedules(host: str, namespace: str | None = None, token: str | None = 
     ]  # fmt: skip
 
 
+@_kfp_errors
 def delete_schedule(host: str, recurring_run_id: str, namespace: str | None = None, token: str | None = None) -> dict:
     """Delete a recurring run by id."""
     client(host, namespace, token).delete_recurring_run(recurring_run_id)

@@ -82,6 +82,14 @@ def test_corrupt_images_are_counted_and_an_empty_split_refused(stack_env, tmp_pa
         prepare_data(str(data), "yolo")
 
 
+def test_training_reports_the_images_it_skipped(tmp_path):
+    data = _copy_coco8(tmp_path)
+    sorted((data / "images" / "train").glob("*.jpg"))[0].write_bytes(b"not a jpeg")
+    proc = cli("train", "--data", str(data / "data.yaml"), "--model", "yolov8n.yaml", "--epochs", "1", "--imgsz",
+               "64", "--batch", "4", "--device", "cpu", "--out", str(tmp_path / "run"), "plots=False")  # fmt: skip
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["skipped_images"] == 1
+
+
 def test_coco_annotations_naming_missing_images_are_counted(stack_env, tmp_path):
     from test_steps import write_coco
 

@@ -56,3 +56,11 @@ def test_schedule_rejects_a_five_field_cron():
     proc = cli("pipeline", "schedule", "--host", "http://127.0.0.1:9", "--cron", "0 3 * * 1", "data_source=x",
                "--image", "reg.example/y:1", check=False)  # fmt: skip
     assert proc.returncode == 2 and "must have 6 fields" in proc.stderr
+
+
+def test_unreachable_kfp_host_is_one_line_exit_1():
+    proc = cli("pipeline", "submit", "--host", "http://127.0.0.1:9", "--image", "reg.example/y:1", "data_source=x",
+               check=False)  # fmt: skip
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+        "error: cannot reach the Kubeflow Pipelines API at http://127.0.0.1:9 (MaxRetryError)"
+    ]

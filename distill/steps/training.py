@@ -235,6 +235,7 @@ def _run_step(
             "outputs": uploaded,
             "metrics": run.metrics,
             "devices": chosen.devices,
+            "skipped_images": run.skipped_images,
             "resumed": resume_from is not None,
             "seconds": round(time.time() - started, 1),
             "mlflow_run_id": child_id,
