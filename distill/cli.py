@@ -225,6 +225,11 @@ def _step_parsers(step: argparse.ArgumentParser) -> None:
     p.add_argument("--evaluation", required=True, help="the evaluate step's metrics.json URI (or its folder)")
     p.add_argument("--name", required=True, help="registered model name")
     p.add_argument("--min-gain", type=float, default=0.0, help="minimum gain over the champion to promote")
+    p.add_argument(
+        "--export",
+        default="onnx",
+        help="formats shipped with the version, each verified against PyTorch: onnx (always), torchscript, openvino",
+    )
     p.add_argument("--run-id", required=True, help="the pipeline run this step belongs to")
     p.add_argument("--experiment", default=None, help="MLflow experiment (default: yolo-distill)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
@@ -248,7 +253,7 @@ def _run_step(args: argparse.Namespace) -> dict[str, Any]:
 
         return register(
             args.model, args.evaluation, args.name, run_id=args.run_id, min_gain=args.min_gain,
-            experiment=args.experiment, tracking_uri=args.tracking_uri,
+            experiment=args.experiment, tracking_uri=args.tracking_uri, export=args.export,
         )  # fmt: skip
     from .steps import training
 

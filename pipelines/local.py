@@ -105,7 +105,8 @@ def _champion(client, name: str) -> dict[str, Any] | None:
         return None
     return {"name": name, "version": v.version, "run_id": v.tags.get("yolo_distill.pipeline_run_id"),
             "metric": v.tags.get("metric_name"), "score": v.tags.get("metric"),
-            "uri": f"models:/{name}@champion"}  # fmt: skip
+            "uri": f"models:/{name}@champion", "onnx": v.tags.get("onnx_artifact"),
+            "onnx_opset": v.tags.get("onnx_opset")}  # fmt: skip
 
 
 def print_table(summary: dict[str, Any]) -> str:

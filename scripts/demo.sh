@@ -42,6 +42,10 @@ if not reg:
     print(f"          the distilled student gained {v['gain_over_baseline']:+.4f} over the baseline, below min_gain")
 if champ:
     print(f"champion: {champ['uri']} = v{champ['version']} from run {champ['run_id']} ({champ['metric']} {champ['score']})")
+    if champ.get("onnx"):
+        print(f"ONNX:     {champ['onnx']} (opset {champ['onnx_opset']}, verified against PyTorch); fetch it with\n"
+              f"          mlflow artifacts download -u {champ['onnx']} -d runs/demo/onnx")
+    print(f"serve it: mlflow models serve -m {champ['uri']} --env-manager local -p 5001   (after: eval \"$(yolo-distill stack env)\")")
 else:
     print("champion: none yet")
 

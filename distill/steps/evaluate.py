@@ -141,7 +141,7 @@ def measure(
     for suffix in SUFFIX.get(task, ("B",)):
         for key in (f"metrics/mAP50-95({suffix})", f"metrics/mAP50({suffix})"):
             metrics[key] = round(float(results.results_dict.get(key, 0.0)), 5)
-    images = _split_images(data_yaml, split)[: max(1, latency_images)]
+    images = split_images(data_yaml, split)[: max(1, latency_images)]
     for image in images[:2]:  # warm-up
         model.predict(str(image), imgsz=imgsz, device=device, verbose=False)
     times = []
@@ -161,7 +161,8 @@ def measure(
     }
 
 
-def _split_images(data_yaml: Path, split: str) -> list[Path]:
+def split_images(data_yaml: Path, split: str) -> list[Path]:
+    """Return the image files of a dataset split, sorted (latency samples, export verification)."""
     from ultralytics.data.utils import check_det_dataset
 
     data = check_det_dataset(str(data_yaml), autodownload=False)

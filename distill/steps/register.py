@@ -23,9 +23,10 @@ from typing import Any
 
 from .. import __version__, storage
 from ..errors import DistillError, RunFailure
+from ..export import DEFAULT_FORMATS, Export, check_packages, export_verified, parse_formats
 from . import tracking
 from .common import fetch_dataset, fetch_model
-from .evaluate import check_complete, measure
+from .evaluate import check_complete, measure, split_images
 
 TAG_RUN = "yolo_distill.pipeline_run_id"
 #: Version tags recording the gate's decision ("promoted" / "kept") and why; a version without them is undecided.
@@ -35,8 +36,12 @@ TAG_REASON = "yolo_distill.reason"
 SETTLE_S = 1.0
 MAX_PROMOTION_TRIES = 5
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
-#: The pyfunc's output columns (pyfunc_model.py is logged as self-contained code, so it keeps its own copy).
-COLUMNS = ["image", "class_id", "class_name", "confidence", "x1", "y1", "x2", "y2"]
+#: The pyfunc's output columns (pyfunc_model.py is logged as self-contained code and keeps its own copy; importing
+#: it here would run its ``set_model``).
+BOX_COLUMNS = ["image", "class_id", "class_name", "confidence", "x1", "y1", "x2", "y2"]
+TASK_COLUMNS = {"detect": [], "segment": ["polygon"], "pose": ["keypoints"]}
+#: Dataset images the exports are verified on.
+EXPORT_SAMPLES = 8
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
 
@@ -66,6 +71,7 @@ def register(
     experiment: str | None = None,
     tracking_uri: str | None = None,
     step: str = "register",
+    export: str | tuple[str, ...] = DEFAULT_FORMATS,
 ) -> dict[str, Any]:
     """Register ``model`` (the evaluated distilled student) and decide on ``champion``; return version and aliases.
 
@@ -78,11 +84,15 @@ def register(
         experiment: MLflow experiment.
         tracking_uri: MLflow tracking URI.
         step: Step name in MLflow.
+        export: Formats to ship beside the ``.pt`` (``onnx`` always; ``torchscript``, ``openvino`` on request), each
+            made by Ultralytics' exporter and verified against PyTorch on sample images before anything is registered.
     """
     if not _NAME_RE.match(name or ""):
         raise DistillError(f"registered model name '{name}' is invalid (letters, digits, _ . -)")
     if min_gain < 0:
         raise DistillError(f"min_gain must be >= 0, got {min_gain}")
+    formats = parse_formats(export)
+    check_packages(formats)
     metrics_uri = evaluation if evaluation.endswith(".json") else f"{evaluation.rstrip('/')}/metrics.json"
     report = _read_json(metrics_uri)
     check_complete(metrics_uri, report)
@@ -103,13 +113,20 @@ def register(
         "mode": plan.get("mode", ""), "split": report["split"], "imgsz": str(report["imgsz"]),
     }  # fmt: skip
 
-    with tracking.step_run(run_id, step, experiment, tracking_uri) as run:
+    with tracking.step_run(run_id, step, experiment, tracking_uri) as run, tempfile.TemporaryDirectory() as tmp:
         mlflow_client = run.client
         version = _version_for_run(mlflow_client, name, run_id)
         reused = version is not None
-        if version is None:  # created with its run tag in one call, so a rerun always finds it
-            version = _log_and_register(mlflow_client, run.child_id, name, weights, metrics_uri, report, run_id)
+        if version is None:  # exported and verified first; created with its run tag in one call (a rerun finds it)
+            samples = split_images(fetch_dataset(report["data"]), report["split"])[:EXPORT_SAMPLES]
+            exports = export_verified(weights, samples, int(report["imgsz"]), Path(tmp), formats)
+            version = _log_and_register(
+                mlflow_client, run.child_id, name, weights, metrics_uri, report, run_id, exports, samples[0]
+            )
         mv = mlflow_client.get_model_version(name, version)
+        card = model_card(report, plan, data_hash, mv.tags)
+        if mv.description != card:
+            mlflow_client.update_model_version(name, version, description=card)
         for key, value in tags.items():  # a rerun after a fault sets what the first try did not
             if mv.tags.get(key) != str(value):
                 mlflow_client.set_model_version_tag(name, version, key, value)
@@ -151,8 +168,19 @@ def _version_for_run(mlflow_client, name: str, run_id: str) -> str | None:
 
 
 def _log_and_register(
-    mlflow_client, child_id: str, name: str, weights: str, metrics_uri: str, report: dict, run_id: str
+    mlflow_client,
+    child_id: str,
+    name: str,
+    weights: str,
+    metrics_uri: str,
+    report: dict,
+    run_id: str,
+    exports: list[Export],
+    example: Path,
 ) -> str:
+    """Log the pyfunc (weights + verified exports, signature, a base64 input example) and register it."""
+    import base64
+
     import mlflow
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -162,25 +190,85 @@ def _log_and_register(
         if storage.is_s3(report_md) and storage.head(report_md):
             (Path(tmp) / "report.md").write_bytes(storage.read_bytes(report_md))
             mlflow_client.log_artifact(child_id, str(Path(tmp) / "report.md"), "evaluation")
+        (Path(tmp) / "exports.json").write_text(json.dumps([e.to_dict() for e in exports], indent=2))
+        mlflow_client.log_artifact(child_id, str(Path(tmp) / "exports.json"), "export")
+    import onnxruntime
     import pandas as pd
     import ultralytics
     from mlflow.models import infer_signature
 
+    task, imgsz = report["task"], int(report["imgsz"])
+    columns = BOX_COLUMNS + TASK_COLUMNS.get(task, [])
+    sample_row = [0, 0, "name", 0.5, 0.0, 0.0, 1.0, 1.0] + ["[]"] * (len(columns) - len(BOX_COLUMNS))
     signature = infer_signature(
-        model_input=pd.DataFrame({"image": ["image.jpg"]}),
-        model_output=pd.DataFrame([[0, 0, "name", 0.5, 0.0, 0.0, 1.0, 1.0]], columns=COLUMNS),
-        params={"conf": 0.25, "imgsz": 640},
+        model_input=pd.DataFrame({"image": ["<base64 image bytes>"]}),
+        model_output=pd.DataFrame([sample_row], columns=columns),
+        params={"conf": 0.25, "imgsz": imgsz, "backend": "torch"},
     )
+    example = pd.DataFrame({"image": [base64.b64encode(example.read_bytes()).decode()]})
+    weights_copy = exports[0].path.with_suffix(".pt")  # export_verified's copy: model.pt beside model.onnx
+    artifacts = {"weights": str(weights_copy if weights_copy.is_file() else weights),
+                 **{e.format: str(e.path) for e in exports}}  # fmt: skip
     with mlflow.start_run(run_id=child_id, nested=True):
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(PYFUNC_CODE),
-            artifacts={"weights": weights},
+            artifacts=artifacts,
             signature=signature,
-            pip_requirements=[f"ultralytics=={ultralytics.__version__}", "pandas"],
+            input_example=example,
+            model_config={"task": task, "imgsz": imgsz},
+            pip_requirements=[
+                f"ultralytics=={ultralytics.__version__}",
+                f"onnxruntime=={onnxruntime.__version__}",
+                "pandas",
+            ],  # fmt: skip
         )
-    version = mlflow.register_model(info.model_uri, name, tags={TAG_RUN: run_id})
+    onnx = next(e for e in exports if e.format == "onnx")
+    tags = {
+        TAG_RUN: run_id, "export_formats": ",".join(e.format for e in exports), "export_verified": "true",
+        "onnx_opset": str(onnx.opset), "onnx_imgsz": str(onnx.imgsz), "onnx_dynamic_batch": str(onnx.dynamic).lower(),
+        "onnx_artifact": f"{info.model_uri}/artifacts/{onnx.path.name}",
+    }  # fmt: skip
+    version = mlflow.register_model(info.model_uri, name, tags=tags)
     return str(version.version)
+
+
+def model_card(report: dict[str, Any], plan: dict[str, Any], data_hash: str, tags: dict[str, str]) -> str:
+    """Return the version's description: what the model is, how it scored against teacher and baseline, exports."""
+    models = report["models"]
+    keys = list(next(iter(models.values()))["metrics"])
+    head = ["model", *(k.removeprefix("metrics/") for k in keys), "params", "GFLOPs", "latency ms/img"]
+    rows = [
+        [role, *(f"{m['metrics'][k]:.4f}" for k in keys), f"{m['params']:,}", f"{m['gflops']:.2f}",
+         f"{m['latency_ms']:.1f}"]
+        for role, m in models.items()
+    ]  # fmt: skip
+    v = report["verdict"]
+    exports = tags.get("export_formats", "")
+    onnx = f" (ONNX opset {tags.get('onnx_opset')}, dynamic batch, imgsz {tags.get('onnx_imgsz')})" if exports else ""
+    lines = [
+        f"Distilled {report['task']} student of pipeline run `{report['run_id']}`: {primary_line(v)}.",
+        "",
+        f"Teacher `{report['uris']['teacher']}`; dataset `{data_hash}` ({report['split']} split, imgsz "
+        f"{report['imgsz']}); loss `{plan.get('loss')}`, layers `{plan.get('layers')}`, logit `{plan.get('logit')}`, "
+        f"mode `{plan.get('mode')}`.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+        *("| " + " | ".join(r) + " |" for r in rows),
+        "",
+        f"Latency on {next(iter(models.values()))['device']}. Exports: {exports or 'none'}{onnx}, each verified "
+        "against PyTorch before registering (`export/exports.json` in the register run).",
+    ]
+    return "\n".join(lines)
+
+
+def primary_line(verdict: dict[str, Any]) -> str:
+    """One phrase with the primary metric against baseline and teacher."""
+    return (
+        f"{verdict['primary_metric'].removeprefix('metrics/')} {verdict['distilled']:.4f} "
+        f"({verdict['gain_over_baseline']:+.4f} over the baseline, {verdict['gap_to_teacher']:+.4f} below the teacher)"
+    )
 
 
 def _champion(mlflow_client, name: str):

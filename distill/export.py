@@ -1,0 +1,223 @@
+"""Export a model with Ultralytics' exporter and verify each export against PyTorch before it ships.
+
+An export that loads is not yet an export that predicts the same: :func:`export_verified` runs the ``.pt`` and the
+exported file on the same sample images through Ultralytics' own predictor (``YOLO(file)`` picks ONNX Runtime,
+TorchScript or OpenVINO by suffix) and matches the detections one by one — same class, box IoU ≥ ``min_iou``,
+confidence within ``conf_tol``, keypoints within ``kpt_tol_px`` pixels, mask IoU ≥ ``min_iou`` — in both
+directions, ignoring only detections whose confidence sits within ``conf_tol`` of the threshold (they may fall on
+either side of it). A mismatch is a :class:`~distill.errors.RunFailure`: the register step exports and verifies
+before it touches the registry, so an export that fails verification leaves nothing registered.
+
+Formats come only from packages installed from the registry: ``onnx`` needs ``onnx`` + ``onnxruntime`` (+
+``onnxslim``, dependencies of yolo-distill), ``openvino`` the ``openvino`` package; a format whose package is missing
+is refused (Ultralytics would otherwise try to pip-install it at run time).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import DistillError, RunFailure
+
+#: Formats the register step can ship, with the packages each needs and the file or folder Ultralytics writes.
+FORMATS: dict[str, tuple[tuple[str, ...], str]] = {
+    "onnx": (("onnx", "onnxruntime"), ".onnx"),
+    "torchscript": ((), ".torchscript"),
+    "openvino": (("openvino",), "_openvino_model"),
+}
+DEFAULT_FORMATS = ("onnx",)
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How close an export's predictions must be to PyTorch's on the same images."""
+
+    conf_tol: float = 0.02
+    min_iou: float = 0.9
+    kpt_tol_px: float = 2.0
+    conf: float = 0.01  # the predictor's threshold: low, so the comparison covers many detections
+
+
+@dataclass
+class Verification:
+    """The outcome of comparing one export with PyTorch (logged beside the registered version)."""
+
+    images: int = 0
+    detections: int = 0
+    matched: int = 0
+    max_conf_diff: float = 0.0
+    min_box_iou: float = 1.0
+    max_kpt_diff_px: float = 0.0
+    min_mask_iou: float = 1.0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether every detection matched within tolerance."""
+        return not self.problems
+
+
+@dataclass
+class Export:
+    """One exported file and its verification."""
+
+    format: str
+    path: Path
+    imgsz: int
+    opset: int | None
+    dynamic: bool
+    verification: Verification
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable record."""
+        return {**asdict(self), "path": str(self.path), "verification": {**asdict(self.verification),
+                                                                         "ok": self.verification.ok}}  # fmt: skip
+
+
+def parse_formats(text: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """Parse ``onnx,torchscript`` into a tuple of known formats (``onnx`` always first and always included).
+
+    Examples:
+        >>> parse_formats("torchscript, onnx")
+        ('onnx', 'torchscript')
+    """
+    items = text.split(",") if isinstance(text, str) else list(text or ())
+    chosen = [s.strip().lower() for s in items if s and s.strip()]
+    for fmt in chosen:
+        if fmt not in FORMATS:
+            raise DistillError(f"unknown export format '{fmt}': choose from {', '.join(FORMATS)}")
+    return tuple(dict.fromkeys(["onnx", *chosen]))
+
+
+def check_packages(formats: tuple[str, ...]) -> None:
+    """Refuse a format whose packages are not installed (never let the exporter install them at run time)."""
+    for fmt in formats:
+        missing = [p for p in FORMATS[fmt][0] if importlib.util.find_spec(p) is None]
+        if missing:
+            raise DistillError(f"export format '{fmt}' needs {', '.join(missing)}: pip install {' '.join(missing)}")
+
+
+def export_verified(
+    weights: str | Path,
+    images: list[Path],
+    imgsz: int,
+    out: str | Path,
+    formats: tuple[str, ...] = DEFAULT_FORMATS,
+    tolerance: Tolerance = Tolerance(),  # noqa: B008 (frozen dataclass)
+    stem: str = "model",
+) -> list[Export]:
+    """Export ``weights`` to each format in ``out`` and verify it on ``images``; raise if one does not match.
+
+    Args:
+        weights: The ``.pt`` to export (copied to ``out/<stem>.pt`` first: the exporter writes beside its input, so
+            the files are ``<stem>.pt``, ``<stem>.onnx``, ... whatever the weights were called).
+        images: Sample images (the evaluated dataset's) to compare predictions on.
+        imgsz: Image size of the export's recorded default and of the comparison.
+        out: Folder for the exported files.
+        formats: Formats to export (see :data:`FORMATS`).
+        tolerance: How close the predictions must be.
+        stem: File name (without suffix) of the copied weights and so of the exports.
+
+    Returns:
+        (list[Export]): One record per format, every one verified.
+
+    Raises:
+        RunFailure: An export failed or its predictions differ from PyTorch's beyond ``tolerance``.
+    """
+    from ultralytics import YOLO
+
+    check_packages(formats)
+    if not images:
+        raise DistillError("export verification needs at least one sample image")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    local = out / f"{stem}.pt"
+    if Path(weights).resolve() != local.resolve():
+        shutil.copyfile(weights, local)
+    reference = YOLO(str(local))
+    task = reference.task
+    expected = reference.predict([str(i) for i in images], imgsz=imgsz, conf=tolerance.conf, verbose=False)
+    records = []
+    for fmt in formats:
+        dynamic = fmt == "onnx"
+        try:
+            exported = YOLO(str(local)).export(format=fmt, imgsz=imgsz, dynamic=dynamic, device="cpu", verbose=False)
+        except Exception as e:  # the exporter's own failure (an unsupported layer, a converter error)
+            raise RunFailure(f"{fmt} export of '{weights}' failed: {type(e).__name__}: {e}") from None
+        got = YOLO(str(exported), task=task).predict(
+            [str(i) for i in images], imgsz=imgsz, conf=tolerance.conf, verbose=False
+        )
+        check = compare(expected, got, tolerance)
+        if not check.ok:
+            raise RunFailure(f"{fmt} export of '{weights}' does not match PyTorch: {'; '.join(check.problems[:3])}")
+        records.append(Export(fmt, Path(exported), imgsz, _opset(Path(exported)), dynamic, check))
+    return records
+
+
+def _opset(path: Path) -> int | None:
+    if path.suffix != ".onnx":
+        return None
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def compare(expected: list[Any], got: list[Any], tolerance: Tolerance) -> Verification:
+    """Match the detections of two lists of Ultralytics ``Results`` (the same images, in order) both ways."""
+    import torch
+    from ultralytics.utils.metrics import box_iou
+
+    v = Verification(images=len(expected))
+    for index, (a, b) in enumerate(zip(expected, got, strict=True)):
+        for first, second, side in ((a, b, "PyTorch"), (b, a, "export")):
+            boxes, others = first.boxes, second.boxes
+            if boxes is None or len(boxes) == 0:
+                continue
+            ious = box_iou(boxes.xyxy, others.xyxy) if others is not None and len(others) else None
+            for k in range(len(boxes)):
+                conf = float(boxes.conf[k])
+                clear = conf >= tolerance.conf + tolerance.conf_tol  # not one that may fall either side
+                if side == "PyTorch":
+                    v.detections += 1
+                same = (
+                    (others.cls == boxes.cls[k]).nonzero().flatten()
+                    if ious is not None
+                    else torch.empty(0, dtype=torch.long)
+                )
+                if len(same) == 0:
+                    if clear:
+                        v.problems.append(f"image {index}: a {side} detection (conf {conf:.3f}) has no counterpart")
+                    continue
+                j = int(same[ious[k, same].argmax()])
+                iou, dconf = float(ious[k, j]), abs(conf - float(others.conf[j]))
+                if side == "PyTorch":
+                    v.matched += 1
+                    v.min_box_iou = min(v.min_box_iou, iou)
+                    v.max_conf_diff = max(v.max_conf_diff, dconf)
+                if clear and (iou < tolerance.min_iou or dconf > tolerance.conf_tol):
+                    v.problems.append(f"image {index}: box IoU {iou:.3f}, confidence difference {dconf:.3f}")
+                    continue
+                if side == "PyTorch":
+                    _compare_parts(first, second, k, j, index, tolerance, v)
+    return v
+
+
+def _compare_parts(a: Any, b: Any, k: int, j: int, index: int, tolerance: Tolerance, v: Verification) -> None:
+    """Keypoints (pose) and masks (segment) of a matched detection pair."""
+    if a.keypoints is not None and b.keypoints is not None:
+        diff = float((a.keypoints.xy[k] - b.keypoints.xy[j]).norm(dim=-1).max())
+        v.max_kpt_diff_px = max(v.max_kpt_diff_px, diff)
+        if diff > tolerance.kpt_tol_px:
+            v.problems.append(f"image {index}: keypoints differ by {diff:.1f} px")
+    if a.masks is not None and b.masks is not None:
+        ma, mb = a.masks.data[k] > 0.5, b.masks.data[j] > 0.5
+        union = float((ma | mb).sum())
+        iou = float((ma & mb).sum()) / union if union else 1.0
+        v.min_mask_iou = min(v.min_mask_iou, iou)
+        if iou < tolerance.min_iou:
+            v.problems.append(f"image {index}: mask IoU {iou:.3f}")
