@@ -66,7 +66,8 @@ PROFILES = {
     "screen": Profile(imgsz=160, batch=16, teacher="yolov8s.yaml", teacher_epochs=60, epochs=30, seeds=(0,)),
     "cpu": Profile(imgsz=160, batch=16, teacher="yolov8s.yaml", teacher_epochs=60, epochs=30, seeds=(0, 1, 2, 3, 4)),
     "full": Profile(imgsz=640, batch=16, teacher="yolov8s.yaml", teacher_epochs=150, epochs=100, seeds=(0, 1, 2)),
-    # make demo's regime (scripts/demo.sh): synthetic shapes at 128 px, teacher 30 epochs, students 20.
+    # Synthetic shapes at 128 px, teacher 30 epochs, students 20; make demo's regime (scripts/demo.sh) is this profile
+    # with --epochs 40 --teacher-epochs 60 (benchmarks/README.md).
     "demo": Profile(
         imgsz=128,
         batch=16,

@@ -252,7 +252,10 @@ def read_checkpoint(path: str | Path, role: str) -> tuple[nn.Module, dict[str, A
     try:
         return load_checkpoint(path)
     except TypeError as e:
-        if "references types outside" in str(e) and not trusts_checkpoints():
+        import zipfile
+
+        # A torch archive whose pickle names something off the allowlist (not a damaged file: that is no zip).
+        if zipfile.is_zipfile(path) and "references types outside" in str(e) and not trusts_checkpoints():
             raise DistillError(
                 f"{role} weights '{path}' refused: the file references code outside the Ultralytics checkpoint "
                 f"format (a pickle can run it on load); if you trust it, set {TRUST_ENV}=1"

@@ -100,7 +100,7 @@ def registered(request, stack_env, shape_models):
     evaluation = evaluate(data, weights, weights, weights, run_id=f"serve-{task}", imgsz=64, batch=4, device="cpu",
                           latency_images=2)  # fmt: skip
     result = register(weights, evaluation["metrics"], f"serve-{task}", run_id=f"serve-{task}")
-    return {"task": task, "weights": weights, "data": data, "result": result}
+    return {"task": task, "weights": weights, "data": data, "result": result, "evaluation": evaluation["metrics"]}
 
 
 @pytest.fixture(scope="module")
@@ -218,3 +218,19 @@ def test_export_formats_are_checked_before_any_work():
     if missing:  # not a dependency: refused with the pip line instead of an install at run time
         with pytest.raises(DistillError, match="export format 'openvino' needs openvino: pip install openvino"):
             check_packages(("openvino",))
+
+
+def test_an_export_that_fails_verification_registers_nothing(registered, monkeypatch):
+    from distill import export
+    from distill.errors import RunFailure
+
+    if registered["task"] != "detect":
+        pytest.skip("one task is enough: the path is the same")
+
+    def mismatch(*args, **kwargs):
+        return export.Verification(images=1, detections=1, problems=["image 0: box IoU 0.100, confidence 0.300"])
+
+    monkeypatch.setattr(export, "compare", mismatch)
+    with pytest.raises(RunFailure, match="onnx export of .* does not match PyTorch: image 0: box IoU 0.100"):
+        register(registered["weights"], registered["evaluation"], "never-exported", run_id="bad-export")
+    assert tracking.client().search_registered_models("name = 'never-exported'") == []
