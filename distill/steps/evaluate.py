@@ -191,15 +191,20 @@ def _verdict(models: dict[str, dict], task: str) -> dict[str, Any]:
     }
 
 
-def _markdown(report: dict[str, Any]) -> str:
-    models = report["models"]
+def model_table(models: dict[str, dict[str, Any]], size: bool = True) -> list[str]:
+    """Return the lines of a Markdown table: one row per model with its metrics, params, GFLOPs, size and latency."""
     keys = list(next(iter(models.values()))["metrics"])
-    head = ["model", *keys, "params", "GFLOPs", "size MB", "latency ms/img"]
+    head = ["model", *keys, "params", "GFLOPs", *(["size MB"] if size else []), "latency ms/img"]
     rows = [
         [role, *(f"{m['metrics'][k]:.4f}" for k in keys), f"{m['params']:,}", f"{m['gflops']:.2f}",
-         f"{m['size_mb']}", f"{m['latency_ms']:.1f}"]
+         *([f"{m['size_mb']}"] if size else []), f"{m['latency_ms']:.1f}"]
         for role, m in models.items()
     ]  # fmt: skip
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    models = report["models"]
     v = report["verdict"]
     lines = [
         f"# Distillation report — pipeline run `{report['run_id']}`",
@@ -207,9 +212,7 @@ def _markdown(report: dict[str, Any]) -> str:
         f"Task **{report['task']}**, split **{report['split']}** of `{report['data']}`, imgsz {report['imgsz']}, "
         f"latency on {next(iter(models.values()))['device']}.",
         "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-        *("| " + " | ".join(r) + " |" for r in rows),
+        *model_table(models),
         "",
         f"**Verdict** ({v['primary_metric']}): distilled − baseline = **{v['gain_over_baseline']:+.4f}**; "
         f"teacher − distilled = {v['gap_to_teacher']:+.4f}; "

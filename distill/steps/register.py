@@ -26,7 +26,7 @@ from ..errors import DistillError, RunFailure
 from ..export import DEFAULT_FORMATS, Export, check_packages, export_verified, parse_formats
 from . import tracking
 from .common import fetch_dataset, fetch_model
-from .evaluate import check_complete, measure, split_images
+from .evaluate import check_complete, measure, model_table, split_images
 
 TAG_RUN = "yolo_distill.pipeline_run_id"
 #: Version tags recording the gate's decision ("promoted" / "kept") and why; a version without them is undecided.
@@ -236,13 +236,6 @@ def _log_and_register(
 def model_card(report: dict[str, Any], plan: dict[str, Any], data_hash: str, tags: dict[str, str]) -> str:
     """Return the version's description: what the model is, how it scored against teacher and baseline, exports."""
     models = report["models"]
-    keys = list(next(iter(models.values()))["metrics"])
-    head = ["model", *(k.removeprefix("metrics/") for k in keys), "params", "GFLOPs", "latency ms/img"]
-    rows = [
-        [role, *(f"{m['metrics'][k]:.4f}" for k in keys), f"{m['params']:,}", f"{m['gflops']:.2f}",
-         f"{m['latency_ms']:.1f}"]
-        for role, m in models.items()
-    ]  # fmt: skip
     v = report["verdict"]
     exports = tags.get("export_formats", "")
     onnx = f" (ONNX opset {tags.get('onnx_opset')}, dynamic batch, imgsz {tags.get('onnx_imgsz')})" if exports else ""
@@ -253,9 +246,7 @@ def model_card(report: dict[str, Any], plan: dict[str, Any], data_hash: str, tag
         f"{report['imgsz']}); loss `{plan.get('loss')}`, layers `{plan.get('layers')}`, logit `{plan.get('logit')}`, "
         f"mode `{plan.get('mode')}`.",
         "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-        *("| " + " | ".join(r) + " |" for r in rows),
+        *model_table(models, size=False),
         "",
         f"Latency on {next(iter(models.values()))['device']}. Exports: {exports or 'none'}{onnx}, each verified "
         "against PyTorch before registering (`export/exports.json` in the register run).",
