@@ -136,7 +136,10 @@ def server(registered, stack_env, tmp_path_factory):
     proc.wait(timeout=30)
 
 
-def test_registered_version_carries_a_verified_onnx_export_and_a_model_card(registered):
+def test_registered_version_carries_a_verified_onnx_export_and_a_model_card(registered, tmp_path):
+    import mlflow
+    import onnx
+
     client = tracking.client()
     version = client.get_model_version(f"serve-{registered['task']}", registered["result"]["version"])
     assert version.tags["export_verified"] == "true" and version.tags["export_formats"] == "onnx"
@@ -145,7 +148,9 @@ def test_registered_version_carries_a_verified_onnx_export_and_a_model_card(regi
     assert "ONNX opset" in version.description and registered["task"] in version.description
     files = {a.path for a in client.list_artifacts(version.run_id, "model/artifacts")}
     assert {"model/artifacts/model.pt", "model/artifacts/model.onnx"} <= files
-    assert version.tags["onnx_artifact"].endswith("/artifacts/model.onnx")
+    uri = version.tags["onnx_artifact"]
+    assert uri == f"models:/serve-{registered['task']}/{version.version}/artifacts/model.onnx"
+    onnx.checker.check_model(onnx.load(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path))))
 
 
 def test_served_predictions_match_the_pt_for_both_backends(registered, server):

@@ -40,6 +40,8 @@ PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 #: it here would run its ``set_model``).
 BOX_COLUMNS = ["image", "class_id", "class_name", "confidence", "x1", "y1", "x2", "y2"]
 TASK_COLUMNS = {"detect": [], "segment": ["polygon"], "pose": ["keypoints"]}
+#: The verified ONNX file inside a version's artifacts (export_verified names the copies model.pt, model.onnx, ...).
+ONNX_FILE = "model.onnx"
 #: Dataset images the exports are verified on.
 EXPORT_SAMPLES = 8
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
@@ -124,6 +126,8 @@ def register(
                 mlflow_client, run.child_id, name, weights, metrics_uri, report, run_id, exports, samples[0]
             )
         mv = mlflow_client.get_model_version(name, version)
+        if "onnx" in mv.tags.get("export_formats", "").split(","):  # the URI `mlflow artifacts download` takes
+            tags["onnx_artifact"] = f"models:/{name}/{version}/artifacts/{ONNX_FILE}"
         card = model_card(report, plan, data_hash, mv.tags)
         if mv.description != card:
             mlflow_client.update_model_version(name, version, description=card)
@@ -227,7 +231,6 @@ def _log_and_register(
     tags = {
         TAG_RUN: run_id, "export_formats": ",".join(e.format for e in exports), "export_verified": "true",
         "onnx_opset": str(onnx.opset), "onnx_imgsz": str(onnx.imgsz), "onnx_dynamic_batch": str(onnx.dynamic).lower(),
-        "onnx_artifact": f"{info.model_uri}/artifacts/{onnx.path.name}",
     }  # fmt: skip
     version = mlflow.register_model(info.model_uri, name, tags=tags)
     return str(version.version)
