@@ -101,7 +101,7 @@ def translate(error: BaseException, tracking_uri: str) -> RunFailure | None:
     while seen is not None and len(chain) < 8:
         chain.append(seen)
         seen = seen.__cause__ or seen.__context__
-    if any(isinstance(e, requests.ConnectionError | requests.Timeout) for e in chain) or "Max retries" in str(error):
+    if any(isinstance(e, requests.ConnectionError | requests.Timeout) for e in chain):
         retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "?")
         return TrackingUnavailable(f"cannot reach the MLflow tracking server {tracking_uri} (gave up after {retries} "
                                    f"retries; set {RETRIES_ENV} to wait longer)")  # fmt: skip
