@@ -249,21 +249,18 @@ def read_checkpoint(path: str | Path, role: str) -> tuple[nn.Module, dict[str, A
     of it runs. Ultralytics reports both a refused and a damaged file as ``TypeError``; its message is the only
     thing that tells them apart.
     """
+    import zipfile
+
     try:
         return load_checkpoint(path)
-    except TypeError as e:
-        import zipfile
-
+    except Exception as e:
         # A torch archive whose pickle names something off the allowlist (not a damaged file: that is no zip).
-        if zipfile.is_zipfile(path) and "references types outside" in str(e) and not trusts_checkpoints():
+        refused = isinstance(e, TypeError) and "references types outside" in str(e) and zipfile.is_zipfile(path)
+        if refused and not trusts_checkpoints():
             raise DistillError(
                 f"{role} weights '{path}' refused: the file references code outside the Ultralytics checkpoint "
                 f"format (a pickle can run it on load); if you trust it, set {TRUST_ENV}=1"
             ) from None
-        raise DistillError(
-            f"{role} weights '{path}' are not a readable Ultralytics checkpoint ({type(e).__name__})"
-        ) from None
-    except Exception as e:
         raise DistillError(
             f"{role} weights '{path}' are not a readable Ultralytics checkpoint ({type(e).__name__})"
         ) from None
