@@ -43,12 +43,21 @@ def train(
     seed: int,
     experiment: str,
     existing_weights: str,
+    nodes: int,
+    gpus: int,
+    accelerator: str,
+    trainjob: str,
     weights: Output[Model],
 ) -> str:
-    """Train a teacher or baseline student; with ``existing_weights`` set, use those instead (no training)."""
+    """Train a teacher or baseline student; with ``existing_weights`` set, use those instead (no training).
+
+    With ``nodes > 1`` the step runs as a Kubeflow Trainer TrainJob (``trainjob``: its settings as JSON) and this pod
+    only submits and watches it.
+    """
     import json
 
     from distill.steps import training
+    from distill.steps import trainjob as multinode
 
     if existing_weights:
         from distill import storage
@@ -60,10 +69,13 @@ def train(
         with open(weights.path, "w") as f:
             json.dump({"best": existing_weights, "reused": True}, f)
         return existing_weights
-    result = training.train(
-        data, model, name, run_id=run_id, prefix=prefix or None, epochs=epochs, imgsz=imgsz, batch=batch,
-        device=device or None, seed=seed, experiment=experiment or None,
-    )  # fmt: skip
+    step = dict(data=data, model=model, epochs=epochs, imgsz=imgsz, batch=batch, device=device or None, seed=seed,
+                experiment=experiment or None)  # fmt: skip
+    if nodes > 1:
+        settings = multinode.settings_from_json(trainjob, nodes=nodes, gpus_per_node=gpus, accelerator=accelerator)
+        result = multinode.run_training_on_nodes("train", settings, name, run_id, prefix or None, **step)
+    else:
+        result = training.train(name=name, run_id=run_id, prefix=prefix or None, **step)
     best = result["outputs"]["best.pt"]
     weights.metadata.update({"s3_uri": best["uri"], "sha256": best["sha256"], "mlflow_run_id": result["mlflow_run_id"]})
     with open(weights.path, "w") as f:
@@ -89,18 +101,27 @@ def distill(
     seed: int,
     experiment: str,
     name: str,
+    nodes: int,
+    gpus: int,
+    accelerator: str,
+    trainjob: str,
     weights: Output[Model],
 ) -> str:
-    """Distil the teacher into the student; return the distilled ``best.pt`` URI."""
+    """Distil the teacher into the student; return the distilled ``best.pt`` URI (``nodes > 1``: as a TrainJob)."""
     import json
 
     from distill.steps import training
+    from distill.steps import trainjob as multinode
 
-    result = training.distill(
-        data, teacher, student, run_id=run_id, name=name or f"distill-{loss}-{layers.replace(',', '_')}",
-        prefix=prefix or None, loss=loss, layers=layers, logit=logit, logit_loss=logit_loss, online=online,
-        epochs=epochs, imgsz=imgsz, batch=batch, device=device or None, seed=seed, experiment=experiment or None,
-    )  # fmt: skip
+    name = name or f"distill-{loss}-{layers.replace(',', '_')}"
+    step = dict(data=data, teacher=teacher, student=student, loss=loss, layers=layers, logit=logit,
+                logit_loss=logit_loss, online=online, epochs=epochs, imgsz=imgsz, batch=batch, device=device or None,
+                seed=seed, experiment=experiment or None)  # fmt: skip
+    if nodes > 1:
+        settings = multinode.settings_from_json(trainjob, nodes=nodes, gpus_per_node=gpus, accelerator=accelerator)
+        result = multinode.run_training_on_nodes("distill", settings, name, run_id, prefix or None, **step)
+    else:
+        result = training.distill(run_id=run_id, name=name, prefix=prefix or None, **step)
     best = result["outputs"]["best.pt"]
     weights.metadata.update(
         {"s3_uri": best["uri"], "sha256": best["sha256"], "loss": loss, "layers": layers,

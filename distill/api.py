@@ -37,6 +37,8 @@ class RunResult:
     distill_json: Path | None = None
     teacher: Path | None = None
     skipped_images: int | None = None  # training images Ultralytics' loader refused as corrupt
+    rank: int = -1  # this process's global rank under torchrun (-1: a single-process run)
+    world_size: int = 1  # ranks that trained together (over all nodes)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable summary."""
@@ -156,6 +158,8 @@ def _result(trainer: Any) -> RunResult:
         distill_json=distill_json if distill_json.exists() else None,
         teacher=teacher if teacher.exists() else None,
         skipped_images=_skipped_images(trainer),
+        rank=trainer.launch.rank,
+        world_size=max(trainer.launch.world_size, trainer.world_size or 1),
     )
 
 

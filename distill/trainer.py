@@ -3,18 +3,24 @@
 Ultralytics builds its trainer from validated ``overrides`` (unknown keys are rejected) and callbacks; its DDP
 launcher re-creates the trainer in every rank from ``type(trainer)``, ``args``, the model and the callbacks. So the
 KD settings ride on a picklable callback object, :class:`DistillCallbacks`, which also applies the weight schedule and
-saves the online teacher. The trainer subclasses override two small methods and nothing else:
+saves the online teacher. The distillation trainers override two small methods for KD:
 
 - ``set_model_attributes`` — after the stock attributes land on the student, wrap it in :class:`~distill.model.KDModel`.
   It runs before compile, freezing, the AMP check, DDP wrapping, the EMA copy and the optimizer, so all of those see
   the finished model (adapters included).
 - ``setup_model`` — on resume, rebuild the student from our checkpoint and keep the adapters/generators to restore
   (the stock code would rebuild a plain ``DistillationModel``).
+
+Every trainer here (plain and distilling) also carries :class:`LaunchMixin`, which lets it run as one rank of an
+external multi-node ``torchrun`` launch (Kubeflow Trainer): see its docstring for the three overrides and why.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from copy import deepcopy
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +39,7 @@ from ultralytics.utils.torch_utils import unwrap_model
 
 from .config import DistillConfig
 from .errors import DistillError
+from .launch import Launch, current
 from .model import KDModel, build_kd_model
 from .schedule import kd_scale, resolve_off_epochs
 
@@ -109,13 +116,151 @@ def save_teacher(model: KDModel, trainer: Any, path: Path) -> None:
     tmp.replace(path)  # never leave a half-written teacher.pt
 
 
-class DistillTrainerMixin:
-    """Adds distillation to an Ultralytics task trainer through ``set_model_attributes`` and ``setup_model``."""
+class LaunchMixin:
+    """Runs an Ultralytics task trainer as one rank of an external multi-node ``torchrun`` launch.
+
+    Ultralytics sizes its process group from the devices named on *this* node (``device=0,1`` → 2), so under
+    ``torchrun --nnodes 2`` node 0 trains alone and node 1 crashes; with ``device=cpu`` it never creates the group at
+    all yet still builds a ``DistributedSampler``. The overrides, each only active when ``WORLD_SIZE > 1``:
+
+    - ``__init__``: the trainer's ``world_size`` is the launch's (``WORLD_SIZE``); batch split, DDP wrapping, loss
+      scaling and metric reduction then follow Ultralytics' own code. Under its own single-node DDP the two agree.
+    - ``_setup_ddp``: on CPU, one gloo group from the environment (Ultralytics' assumes an accelerator); on GPU its
+      own (NCCL, ``cuda:LOCAL_RANK``). ``_setup_train`` wraps the model on CPU without ``device_ids`` (DDP refuses
+      ``[None]``), scoped to that call.
+    - ``final_eval``: across nodes, rank 0's ``best.pt`` is sent to ranks that lack it (pods share no filesystem;
+      every rank must join the distributed final validation); on CPU ranks it is validated through the trainer
+      (:class:`BestThroughTrainer`), as Ultralytics' own final validation puts every rank of a group on a GPU.
+    """
 
     def __init__(self, cfg: Any = None, overrides: dict | None = None, _callbacks: dict | None = None) -> None:
         from ultralytics.utils import DEFAULT_CFG
 
         super().__init__(DEFAULT_CFG if cfg is None else cfg, overrides, _callbacks)
+        self.launch: Launch = current()
+        if self.launch.distributed:
+            if self.device.type not in {"cpu", "mps"}:
+                named = [d for d in str(self.args.device).split(":")[-1].split(",") if d]
+                if len(named) < self.launch.local_world_size:
+                    raise DistillError(
+                        f"device '{self.args.device}' names {len(named)} GPU(s) but torchrun started "
+                        f"{self.launch.local_world_size} processes on this node: pass --nproc_per_node "
+                        f"{len(named) or 1} or name one GPU per process (device=0,1,...)"
+                    )
+            if self.args.batch < 1 or self.args.batch % self.launch.world_size:
+                raise DistillError(
+                    f"batch {self.args.batch} does not divide across {self.launch.world_size} ranks "
+                    f"({self.launch.nodes} node(s)): pass a batch that is a multiple of {self.launch.world_size}"
+                )
+            self.world_size = self.launch.world_size
+
+    def _setup_ddp(self) -> None:
+        """Join the launch's process group: gloo on CPU, else Ultralytics' own setup (NCCL on ``cuda:LOCAL_RANK``)."""
+        if self.device.type != "cpu":
+            return super()._setup_ddp()
+        from datetime import timedelta
+
+        import torch.distributed as dist
+
+        dist.init_process_group(
+            "gloo", timeout=timedelta(hours=3), rank=self.launch.rank, world_size=self.launch.world_size
+        )
+
+    def _setup_train(self) -> None:
+        """Ultralytics' setup; on CPU ranks its DDP wrap runs without ``device_ids``."""
+        if self.world_size > 1 and self.device.type == "cpu":
+            with _cpu_ddp():
+                return super()._setup_train()
+        return super()._setup_train()
+
+    def final_eval(self) -> None:
+        """Ultralytics' final validation of ``best.pt``, made to work across nodes and on CPU ranks."""
+        if self.launch.nodes > 1:
+            share_file(Path(self.best), self.launch)
+        if self.launch.distributed and self.device.type == "cpu":
+            self.validator = BestThroughTrainer(self)
+        return super().final_eval()
+
+
+class BestThroughTrainer:
+    """Stands in for the validator in the final evaluation of a CPU rank: ``best.pt`` validated the way epochs are.
+
+    Ultralytics' final validation loads ``best.pt`` on ``cuda:<current device>`` on every rank of a process group, so
+    CPU ranks cannot run it. Instead each rank loads ``best.pt``'s student weights into the trainer's EMA model and runs
+    the per-epoch (trainer) validation, which shards the split and gathers the statistics on rank 0 like the original.
+    """
+
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
+        self.validator = trainer.validator
+        self.args = trainer.validator.args
+
+    def __call__(self, model: str | Path) -> dict[str, float]:
+        """Validate the checkpoint at ``model``; rank 0 returns the metrics, other ranks ``{}`` (as Ultralytics)."""
+        weights = load_checkpoint(model)[0]
+        weights = weights.student_model if isinstance(weights, DistillationModel) else weights
+        ema = self.trainer.ema.ema
+        target = ema.student_model if isinstance(ema, DistillationModel) else ema
+        target.load_state_dict(weights.float().state_dict())
+        metrics = self.validator(trainer=self.trainer)
+        keys = set(self.validator.metrics.keys) | {"fitness"}
+        return {k: v for k, v in (metrics or {}).items() if k in keys}
+
+
+@contextmanager
+def _cpu_ddp() -> Iterator[None]:
+    """Within the block, DDP wraps a CPU model without ``device_ids``.
+
+    Ultralytics passes ``device_ids=[self.device.index]``, ``[None]`` for a CPU device, which DDP refuses.
+    """
+    from torch.nn import parallel
+
+    original = parallel.DistributedDataParallel
+
+    class CpuDDP(original):
+        def __init__(self, module: nn.Module, device_ids: list | None = None, **kwargs: Any) -> None:
+            super().__init__(module, device_ids=None if device_ids == [None] else device_ids, **kwargs)
+
+    parallel.DistributedDataParallel = CpuDDP
+    try:
+        yield
+    finally:
+        parallel.DistributedDataParallel = original
+
+
+def share_file(path: Path, launch: Launch) -> None:
+    """Send rank 0's ``path`` to every rank whose copy is missing or differs (collective: every rank calls it).
+
+    Ranks on a shared filesystem already hold the same bytes and write nothing; a receiving rank writes through a
+    temporary file, so a half-written copy never appears under ``path``.
+    """
+    import torch.distributed as dist
+
+    def digest() -> str | None:
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+    wanted = [digest() if launch.rank == 0 else None]
+    dist.broadcast_object_list(wanted, src=0)
+    if wanted[0] is None:  # rank 0 has no best.pt (no epoch was saved): nothing to share
+        return
+    needs = [None] * launch.world_size
+    dist.all_gather_object(needs, digest() != wanted[0])
+    if not any(needs):
+        return
+    payload = [path.read_bytes() if launch.rank == 0 else None]
+    dist.broadcast_object_list(payload, src=0)
+    if needs[launch.rank] and launch.rank != 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".part")
+        tmp.write_bytes(payload[0])
+        tmp.replace(path)
+
+
+class DistillTrainerMixin:
+    """Adds distillation to an Ultralytics task trainer through ``set_model_attributes`` and ``setup_model``."""
+
+    def __init__(self, cfg: Any = None, overrides: dict | None = None, _callbacks: dict | None = None) -> None:
+        super().__init__(cfg, overrides, _callbacks)
         self.distill = DistillCallbacks.find(self.callbacks)
         self.distill_plan: dict[str, Any] | None = None
         self._kd_resume_state: dict | None = None
@@ -155,15 +300,27 @@ class DistillTrainerMixin:
             )
 
 
-class DistillDetectionTrainer(DistillTrainerMixin, DetectionTrainer):
+class DetectTrainer(LaunchMixin, DetectionTrainer):
+    """Ultralytics ``DetectionTrainer`` that also runs under a multi-node ``torchrun`` launch."""
+
+
+class SegmentTrainer(LaunchMixin, SegmentationTrainer):
+    """Ultralytics ``SegmentationTrainer`` that also runs under a multi-node ``torchrun`` launch."""
+
+
+class KeypointTrainer(LaunchMixin, PoseTrainer):
+    """Ultralytics ``PoseTrainer`` that also runs under a multi-node ``torchrun`` launch."""
+
+
+class DistillDetectionTrainer(DistillTrainerMixin, DetectTrainer):
     """Ultralytics ``DetectionTrainer`` with knowledge distillation."""
 
 
-class DistillSegmentationTrainer(DistillTrainerMixin, SegmentationTrainer):
+class DistillSegmentationTrainer(DistillTrainerMixin, SegmentTrainer):
     """Ultralytics ``SegmentationTrainer`` with knowledge distillation."""
 
 
-class DistillPoseTrainer(DistillTrainerMixin, PoseTrainer):
+class DistillPoseTrainer(DistillTrainerMixin, KeypointTrainer):
     """Ultralytics ``PoseTrainer`` with knowledge distillation."""
 
 
@@ -172,4 +329,4 @@ DISTILL_TRAINERS = {
     "segment": DistillSegmentationTrainer,
     "pose": DistillPoseTrainer,
 }
-PLAIN_TRAINERS = {"detect": DetectionTrainer, "segment": SegmentationTrainer, "pose": PoseTrainer}
+PLAIN_TRAINERS = {"detect": DetectTrainer, "segment": SegmentTrainer, "pose": KeypointTrainer}

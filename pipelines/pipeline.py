@@ -8,10 +8,17 @@ champion by ``min_gain``. Passing ``teacher_weights`` skips teacher training (th
 GPUs, CPU/memory, tolerations, node selector, credentials from Kubernetes secrets, a memory-backed ``/dev/shm``,
 retries and caching. Locally (kfp.local) those settings are ignored or only warned about. (No ``from __future__
 import annotations``: KFP reads the pipeline signature's real types.)
+
+``nodes`` (default 1): with more, each training step runs as a Kubeflow Trainer ``TrainJob`` over that many nodes
+(``gpus`` GPUs each); on a cluster the step is then a light pod that submits and watches the job (``dsl.If`` on
+``nodes``; no GPU held while it waits), and its output is the same S3 URI (``dsl.OneOf``). See
+:mod:`distill.steps.trainjob`.
 """
 
+import json
 import os
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 from kfp import dsl, kubernetes
 
@@ -62,6 +69,14 @@ S3_KEYS = {k: k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_END
 MLFLOW_KEYS = {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI"}
 
 
+def trainjob_settings(s: ClusterSettings, image: str) -> str:
+    """Return the compile-time TrainJob settings (JSON) the training components use when ``nodes > 1``."""
+    return json.dumps(
+        {"image": image, "cpu": s.cpu_limit, "memory": s.memory_limit, "s3_secret": s.s3_secret,
+         "mlflow_secret": s.mlflow_secret, "shm_size": s.shm_size, "node_selector": s.node_selector}
+    )  # fmt: skip
+
+
 def _common(task: dsl.PipelineTask, s: ClusterSettings, memory: str) -> dsl.PipelineTask:
     kubernetes.use_secret_as_env(task, s.s3_secret, S3_KEYS)
     kubernetes.use_secret_as_env(task, s.mlflow_secret, MLFLOW_KEYS)
@@ -104,31 +119,52 @@ def build_pipeline(settings: ClusterSettings | None = None, sweep: bool = False,
     best gain over the baseline is selected, and that student is registered.
     """
     s = settings or ClusterSettings()
-    c = build_components(resolve_image(s.image) if cluster else LOCAL_IMAGE)
+    image = resolve_image(s.image) if cluster else LOCAL_IMAGE
+    c = build_components(image)
+    trainjob = trainjob_settings(s, image)
+
+    def training_step(component, display, nodes, accelerator, gpus, **kwargs):
+        """Add a training task: one node in a GPU pod; on a cluster also, under ``nodes > 1``, the TrainJob launcher.
+
+        Returns an object with ``outputs["Output"]`` (the best.pt URI) whichever branch ran.
+        """
+        kwargs = dict(kwargs, nodes=nodes, gpus=gpus, accelerator=accelerator, trainjob=trainjob)
+        if not cluster:  # kfp.local: one task (nodes > 1 needs a cluster; the component says so)
+            task = component(**kwargs)
+            _training(task, s, accelerator, gpus, cluster).set_display_name(display)
+            return task
+        with dsl.If(nodes == 1, name=f"{display}-one-node"):
+            one = component(**kwargs)
+            _training(one, s, accelerator, gpus, cluster).set_display_name(display)
+        with dsl.Else(name=f"{display}-trainjob"):
+            many = component(**kwargs)
+            _common(many, s, s.light_memory).set_display_name(f"{display} (TrainJob)")
+            many.set_retry(num_retries=s.retries, backoff_duration="60s", backoff_factor=2.0)
+            many.set_caching_options(False)
+        return SimpleNamespace(outputs={"Output": dsl.OneOf(one.outputs["Output"], many.outputs["Output"])})
 
     def shared(data_source, data_format, classes, teacher_model, teacher_weights, student_model, teacher_epochs,
                student_epochs, imgsz, batch, device, seed, s3_prefix, experiment, accelerator, gpus,
-               run_id):  # fmt: skip
+               nodes, run_id):  # fmt: skip
         """prepare-data → (train-teacher ∥ train-student); return the tasks and the common step arguments."""
         data = c.prepare_data(source=data_source, data_format=data_format, classes=classes, prefix=s3_prefix,
                               run_id=run_id, experiment=experiment)  # fmt: skip
         _common(data, s, s.light_memory).set_display_name("prepare-data")
         common = dict(data=data.outputs["Output"], run_id=run_id, prefix=s3_prefix, imgsz=imgsz, batch=batch,
                       device=device, experiment=experiment)  # fmt: skip
-        teacher = c.train(model=teacher_model, name="teacher", epochs=teacher_epochs,
-                          existing_weights=teacher_weights, seed=seed, **common)  # fmt: skip
-        _training(teacher, s, accelerator, gpus, cluster).set_display_name("train-teacher")
-        student = c.train(model=student_model, name="student", epochs=student_epochs, existing_weights="", seed=seed,
-                          **common)  # fmt: skip
-        _training(student, s, accelerator, gpus, cluster).set_display_name("train-student")
+        teacher = training_step(c.train, "train-teacher", nodes, accelerator, gpus, model=teacher_model,
+                                name="teacher", epochs=teacher_epochs, existing_weights=teacher_weights, seed=seed,
+                                **common)  # fmt: skip
+        student = training_step(c.train, "train-student", nodes, accelerator, gpus, model=student_model,
+                                name="student", epochs=student_epochs, existing_weights="", seed=seed,
+                                **common)  # fmt: skip
         return teacher, student, common
 
     def distill_and_evaluate(teacher, student, common, student_model, loss, layers, logit, logit_loss, online,
-                             student_epochs, seed, min_gain, accelerator, gpus, name):  # fmt: skip
-        kd = c.distill(teacher=teacher.outputs["Output"], student=student_model, loss=loss, layers=layers,
-                       logit=logit, logit_loss=logit_loss, online=online, epochs=student_epochs, seed=seed,
-                       name=name, **common)  # fmt: skip
-        _training(kd, s, accelerator, gpus, cluster).set_display_name("distill")
+                             student_epochs, seed, min_gain, accelerator, gpus, nodes, name):  # fmt: skip
+        kd = training_step(c.distill, "distill", nodes, accelerator, gpus, teacher=teacher.outputs["Output"],
+                           student=student_model, loss=loss, layers=layers, logit=logit, logit_loss=logit_loss,
+                           online=online, epochs=student_epochs, seed=seed, name=name, **common)  # fmt: skip
         evaluate_name = "evaluate" if name else ""  # "": the component names it after its distill step (sweep)
         ev = c.evaluate(teacher=teacher.outputs["Output"], baseline=student.outputs["Output"],
                         distilled=kd.outputs["Output"], min_gain=min_gain, name=evaluate_name, **common)  # fmt: skip
@@ -168,13 +204,15 @@ def build_pipeline(settings: ClusterSettings | None = None, sweep: bool = False,
             experiment: str = "yolo-distill",
             accelerator: str = "nvidia.com/gpu",
             gpus: int = 1,
+            nodes: int = 1,
             run_id: str = dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         ) -> str:
             teacher, student, common = shared(data_source, data_format, classes, teacher_model, teacher_weights,
                                               student_model, teacher_epochs, student_epochs, imgsz, batch, device,
-                                              seed, s3_prefix, experiment, accelerator, gpus, run_id)  # fmt: skip
+                                              seed, s3_prefix, experiment, accelerator, gpus, nodes,
+                                              run_id)  # fmt: skip
             kd, ev = distill_and_evaluate(teacher, student, common, student_model, loss, layers, logit, logit_loss,
-                                          online, student_epochs, seed, min_gain, accelerator, gpus,
+                                          online, student_epochs, seed, min_gain, accelerator, gpus, nodes,
                                           "distill")  # fmt: skip
             register(ev.outputs["Output"], kd.outputs["Output"], ev.outputs["metrics"], registry_name, run_id,
                      min_gain, experiment)  # fmt: skip
@@ -206,15 +244,16 @@ def build_pipeline(settings: ClusterSettings | None = None, sweep: bool = False,
         experiment: str = "yolo-distill",
         accelerator: str = "nvidia.com/gpu",
         gpus: int = 1,
+        nodes: int = 1,
         run_id: str = dsl.PIPELINE_JOB_ID_PLACEHOLDER,
     ) -> str:
         teacher, student, common = shared(data_source, data_format, classes, teacher_model, teacher_weights,
                                           student_model, teacher_epochs, student_epochs, imgsz, batch, device,
-                                          seed, s3_prefix, experiment, accelerator, gpus, run_id)  # fmt: skip
+                                          seed, s3_prefix, experiment, accelerator, gpus, nodes, run_id)  # fmt: skip
         with dsl.ParallelFor(sweep_configs, name="sweep") as cfg:
             _, ev = distill_and_evaluate(teacher, student, common, student_model, cfg.loss, cfg.layers, logit,
                                          logit_loss, online, student_epochs, seed, min_gain, accelerator, gpus,
-                                         name="")  # fmt: skip
+                                         nodes, name="")  # fmt: skip
         best = c.select_best(evaluations=dsl.Collected(ev.outputs["metrics"]), min_gain=min_gain)
         _common(best, s, s.light_memory).set_display_name("select-best")
         register(best.outputs["Output"], "", best.outputs["best"], registry_name, run_id, min_gain, experiment)

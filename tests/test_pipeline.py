@@ -13,6 +13,8 @@ from distill.config import DEFAULTS
 from distill.steps import tracking
 
 TRAINING = {"train-teacher", "train-student", "distill"}
+#: With nodes > 1, each training step is a light pod that submits a TrainJob and waits for it.
+LAUNCHERS = {f"{name} (TrainJob)" for name in TRAINING}
 
 
 @pytest.fixture(scope="module", params=["plain", "sweep"])
@@ -26,6 +28,13 @@ def compiled(request, tmp_path_factory) -> tuple[dict, dict]:
     return request.param, spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 
 
+def _all_tasks(spec: dict) -> list[dict]:
+    tasks = list(spec["root"]["dag"]["tasks"].values())
+    for comp in spec["components"].values():
+        tasks.extend(comp.get("dag", {}).get("tasks", {}).values())
+    return tasks
+
+
 def _tasks(spec: dict) -> dict[str, dict]:
     """Every task by display name, including those inside the condition."""
     tasks = dict(spec["root"]["dag"]["tasks"])
@@ -37,7 +46,7 @@ def _tasks(spec: dict) -> dict[str, dict]:
 def test_compiled_pipeline_carries_cluster_settings(compiled):
     variant, spec, k8s = compiled
     tasks = _tasks(spec)
-    assert set(tasks) >= {"prepare-data", "train-teacher", "train-student", "distill", "evaluate", "register"}
+    assert set(tasks) >= {"prepare-data", "evaluate", "register", *TRAINING, *LAUNCHERS}
     if variant == "sweep":
         assert "select-best" in tasks
         loop = next(t for t in spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t)
@@ -66,12 +75,29 @@ def test_compiled_pipeline_carries_cluster_settings(compiled):
             ]
             assert task["retryPolicy"]["maxRetryCount"] == 3
             assert task["cachingOptions"].get("enableCache", False) is False
+        elif name in LAUNCHERS:  # no GPU held while the TrainJob runs; retried (it finds its job again)
+            assert "accelerator" not in container.get("resources", {})
+            assert "emptyDirMounts" not in platform
+            assert task["retryPolicy"]["maxRetryCount"] == 3
+            assert task["cachingOptions"].get("enableCache", False) is False
         else:
             assert "accelerator" not in container.get("resources", {})
             assert "tolerations" not in platform and "nodeSelector" not in platform
             assert task["cachingOptions"]["enableCache"] is True
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert {"data_source", "teacher_weights", "min_gain", "registry_name", "gpus", "accelerator", "seed"} <= set(params)
+    assert params["nodes"]["defaultValue"] == 1 and params["nodes"]["parameterType"] == "NUMBER_INTEGER"
+    # Each training step: its GPU task under nodes == 1, its TrainJob launcher otherwise, outputs joined by OneOf.
+    conditions = [
+        t["triggerPolicy"]["condition"]
+        for t in _all_tasks(spec)
+        if "nodes" in t.get("triggerPolicy", {}).get("condition", "")
+    ]
+    assert len(conditions) == 2 * len(TRAINING)
+    assert sum(c.startswith("!(") for c in conditions) == len(TRAINING)
+    trainjob = json.loads(tasks["distill (TrainJob)"]["inputs"]["parameters"]["trainjob"]["runtimeValue"]["constant"])
+    assert trainjob["image"] == "registry.example/yolo-distill:1.2.3" and trainjob["s3_secret"] == "s3-creds"
+    assert trainjob["node_selector"] == {"nvidia.com/gpu.product": "A100"} and trainjob["shm_size"] == "8Gi"
     assert params["logit_loss"]["defaultValue"] == DEFAULTS["logit_loss"]
     assert ({"sweep_configs"} if variant == "sweep" else {"loss", "layers"}) <= set(params)
     condition = next(c for c in spec["root"]["dag"]["tasks"].values() if c["taskInfo"]["name"].startswith("distilled"))

@@ -7,6 +7,10 @@ presence means the step finished (running it again returns it instead of trainin
 Preemption: every ``checkpoint_every`` epochs the in-progress ``last.pt`` — which carries the KD adapters and MGD
 generators — and the online teacher are uploaded to ``checkpoint/``. Running the same step again with the same
 pipeline run id downloads them and resumes with Ultralytics' own resume, so the epoch count continues.
+
+Several nodes: started by ``torchrun`` (one process per GPU on every node, see :mod:`distill.launch`), every rank
+fetches the inputs and the checkpoint and trains; only global rank 0 talks to MLflow and writes to S3 (checkpoints,
+outputs, ``result.json``), so the step's outputs are the same URIs as on one node.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 import os
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +29,7 @@ from .. import api, storage
 from ..config import DEFAULTS, DistillConfig
 from ..devices import choose_devices
 from ..errors import DistillError
+from ..launch import current
 from ..storage import S3Uri
 from ..trainer import TEACHER_WEIGHTS
 from . import tracking
@@ -189,15 +195,16 @@ def _run_step(
 
     checkpoint = out.join("checkpoint")
     resume_from = _download_checkpoint(checkpoint, local)
-    with tracking.step_run(run_id, name, experiment, tracking_uri) as tracked:
-        mlflow, parent_id, child_id = tracked.client, tracked.parent_id, tracked.child_id
-        kd = config.to_dict() if config else {}
-        kd_params = {f"kd/{k}": v for k, v in kd.items() if k not in {"teacher", "extra"}}
-        tracking.log_params(mlflow, child_id, {**params, **kd_params, "output": str(out)})
-        callbacks = {
-            "on_model_save": [CheckpointUploader(checkpoint, checkpoint_every)],
-            "on_fit_epoch_end": [tracking.EpochLogger(mlflow, child_id)],
-        }
+    launch = current()  # one process of a single-node step, or one rank of a torchrun launch over several nodes
+    tracked_run = tracking.step_run(run_id, name, experiment, tracking_uri) if launch.main else nullcontext()
+    with tracked_run as tracked:
+        callbacks: dict[str, list] = {"on_model_save": [CheckpointUploader(checkpoint, checkpoint_every)]}  # rank 0
+        if tracked is not None:
+            kd = config.to_dict() if config else {}
+            kd_params = {f"kd/{k}": v for k, v in kd.items() if k not in {"teacher", "extra"}}
+            tracking.log_params(tracked.client, tracked.child_id, {**params, **kd_params, "output": str(out),
+                                                                   "world_size": launch.world_size})  # fmt: skip
+            callbacks["on_fit_epoch_end"] = [tracking.EpochLogger(tracked.client, tracked.child_id)]
         train_kw = {k: params[k] for k in ("epochs", "imgsz", "batch", "device", "seed")}
         extra = {k: v for k, v in params.items() if k not in {"step", "model", "teacher", "data", "devices", *train_kw}}
         started = time.time()
@@ -214,6 +221,10 @@ def _run_step(
             run = api.distill(data_yaml, model_local, config, out=local, callbacks=callbacks, **train_kw, **extra)
         else:
             run = api.train(data_yaml, model_local, out=local, callbacks=callbacks, **train_kw, **extra)
+        if tracked is None:  # a rank other than 0: trained its share; rank 0 uploads and reports
+            return {"step": name, "run_id": run_id, "rank": launch.rank, "world_size": launch.world_size,
+                    "resumed": resume_from is not None, "reused": False}  # fmt: skip
+        mlflow, parent_id, child_id = tracked.client, tracked.parent_id, tracked.child_id
         uploaded = {}
         for rel in OUTPUTS:
             path = run.save_dir / rel
@@ -235,6 +246,8 @@ def _run_step(
             "outputs": uploaded,
             "metrics": run.metrics,
             "devices": chosen.devices,
+            "world_size": launch.world_size,
+            "nodes": launch.nodes,
             "skipped_images": run.skipped_images,
             "resumed": resume_from is not None,
             "seconds": round(time.time() - started, 1),

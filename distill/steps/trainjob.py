@@ -1,0 +1,399 @@
+"""Several nodes: a training step (train or distill) run as a Kubeflow Trainer ``TrainJob``.
+
+With ``nodes > 1`` the pipeline's training component does not train itself: it submits a ``TrainJob`` through the
+``kubeflow`` SDK (``TrainerClient``, runtime ``torch-distributed``) whose every node runs the same step command under
+``torchrun`` — ``torchrun -m distill step distill ...`` — and waits for it, printing its status and node 0's log.
+The Trainer controller injects ``PET_NNODES``, ``PET_NPROC_PER_NODE``, ``PET_NODE_RANK``, ``PET_MASTER_ADDR`` and
+``PET_MASTER_PORT``, which ``torchrun`` reads; the engine takes world size and ranks from ``torchrun``
+(:mod:`distill.launch`), and global rank 0 writes the step's outputs and ``result.json`` to the same S3 URIs as a
+single-node step. The component then returns that ``result.json``, so evaluate and register do not change.
+
+Retries are safe: the job is named after the pipeline run and step, so a retried component finds its job again
+(still running: it waits; failed: it deletes it and submits again, and the new job resumes from the S3 checkpoint;
+complete: it reads the result).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import storage
+from ..errors import DistillError, Failure, RunFailure
+from ..storage import S3Uri
+
+RUNTIME = "torch-distributed"
+CONTAINER = "node"  # the trainer container (and replicated job) of the torch-distributed runtime
+
+
+class TrainJobFailed(RunFailure):
+    """The TrainJob ended Failed (the message carries the controller's reason) or never finished in time."""
+
+
+@dataclass(frozen=True)
+class TrainJobSettings:
+    """What a multi-node training step's ``TrainJob`` runs on: image, size, credentials and placement.
+
+    Attributes:
+        image: The project image (the same one the pipeline's components run).
+        nodes: Nodes (pods) of the job, each running ``torchrun`` with one process per GPU.
+        gpus_per_node: GPUs per node (``accelerator`` resources); 0 trains on CPU (gloo).
+        accelerator: The GPU resource name (``nvidia.com/gpu``).
+        cpu: CPU request per node; memory: memory request per node.
+        namespace: Where to create the job (default: the SDK's: the pod's own namespace, or kube-config's).
+        runtime: The ``ClusterTrainingRuntime`` / ``TrainingRuntime`` to use.
+        s3_secret / mlflow_secret: Kubernetes secrets whose keys become the nodes' environment, as for the
+            single-node pods (``AWS_*``; ``MLFLOW_TRACKING_URI``).
+        shm_size: Size of the memory-backed ``/dev/shm`` (PyTorch data loaders need more than the default 64 MiB).
+        node_selector / tolerations: Placement of the nodes.
+        env: Plain environment for the nodes (e.g. ``YOLO_DISTILL_S3_PREFIX``).
+        timeout_s: How long to wait for the job to finish.
+        poll_s: Status polling interval.
+    """
+
+    image: str
+    nodes: int
+    gpus_per_node: int = 1
+    accelerator: str = "nvidia.com/gpu"
+    cpu: str = "8"
+    memory: str = "32G"
+    namespace: str | None = None
+    runtime: str = RUNTIME
+    s3_secret: str = "yolo-distill-s3"
+    mlflow_secret: str = "yolo-distill-mlflow"
+    shm_size: str = "8Gi"
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict[str, str]] = field(
+        default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    )
+    env: dict[str, str] = field(default_factory=dict)
+    timeout_s: int = 7 * 24 * 3600
+    poll_s: float = 15.0
+
+    def __post_init__(self) -> None:
+        if self.nodes < 2:
+            raise DistillError(f"nodes={self.nodes}: a TrainJob is for 2 or more nodes (1 node trains in the step)")
+        if not self.image:
+            raise DistillError("a multi-node step needs the project image (--image or $YOLO_DISTILL_IMAGE)")
+
+
+def settings_from_json(text: str, **fields: Any) -> TrainJobSettings:
+    """Build :class:`TrainJobSettings` from the pipeline's compile-time JSON plus run-time ``fields`` (nodes, GPUs)."""
+    values = {**(json.loads(text) if text else {}), **fields}
+    unknown = set(values) - set(TrainJobSettings.__dataclass_fields__)
+    if unknown:
+        raise DistillError(f"unknown TrainJob settings: {', '.join(sorted(unknown))}")
+    return TrainJobSettings(**values)
+
+
+#: Secret keys that become the nodes' environment (the same as the single-node pods get).
+S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3")
+MLFLOW_KEYS = ("MLFLOW_TRACKING_URI",)
+
+
+def job_name(run_id: str, step: str) -> str:
+    """Return the TrainJob name of a pipeline run's step: stable across retries, a valid DNS label.
+
+    Examples:
+        >>> job_name("4f1c0b7e-aaaa", "distill")
+        'yd-distill-cd9fde70881b'
+    """
+    digest = hashlib.sha256(f"{run_id}\0{step}".encode()).hexdigest()[:12]
+    slug = re.sub(r"[^a-z0-9-]+", "-", step.lower()).strip("-")[:30].strip("-") or "step"
+    return f"yd-{slug}-{digest}"
+
+
+def trainjob_options(name: str, step_args: list[str], settings: TrainJobSettings, labels: dict[str, str]) -> list:
+    """Return the SDK options of the job: name, labels, ``torchrun`` command, secrets, ``/dev/shm`` and placement."""
+    from kubeflow.trainer.options.common import Name
+    from kubeflow.trainer.options.kubernetes import (
+        ContainerPatch,
+        JobSetSpecPatch,
+        JobSetTemplatePatch,
+        JobSpecPatch,
+        JobTemplatePatch,
+        Labels,
+        PodSpecPatch,
+        PodTemplatePatch,
+        ReplicatedJobPatch,
+        RuntimePatch,
+        TrainerArgs,
+        TrainerCommand,
+        TrainingRuntimeSpecPatch,
+    )
+
+    secret_env = [
+        {"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+        for secret, keys in ((settings.s3_secret, S3_KEYS), (settings.mlflow_secret, MLFLOW_KEYS))
+        for key in keys
+    ]
+    pod = PodSpecPatch(
+        volumes=[{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.shm_size}}],
+        containers=[
+            ContainerPatch(name=CONTAINER, env=secret_env, volume_mounts=[{"name": "dshm", "mountPath": "/dev/shm"}])
+        ],
+        node_selector=settings.node_selector or None,
+        tolerations=settings.tolerations or None,
+    )
+    patch = RuntimePatch(
+        training_runtime_spec=TrainingRuntimeSpecPatch(
+            template=JobSetTemplatePatch(
+                spec=JobSetSpecPatch(
+                    replicated_jobs=[
+                        ReplicatedJobPatch(
+                            name=CONTAINER,
+                            template=JobTemplatePatch(spec=JobSpecPatch(template=PodTemplatePatch(spec=pod))),
+                        )
+                    ]
+                )
+            )
+        )
+    )
+    return [
+        Name(name=name),
+        Labels(labels=labels),
+        TrainerCommand(command=["torchrun"]),
+        TrainerArgs(args=["-m", "distill", "step", *step_args]),
+        patch,
+    ]
+
+
+def trainer_spec(settings: TrainJobSettings) -> Any:
+    """Return the SDK's ``CustomTrainerContainer``: image, nodes, resources per node, plain environment."""
+    from kubeflow.trainer import CustomTrainerContainer
+
+    resources: dict[str, Any] = {"cpu": settings.cpu, "memory": settings.memory}
+    if settings.gpus_per_node:
+        resources[settings.accelerator] = str(settings.gpus_per_node)  # a quantity string (the SDK sends 4.0 for 4)
+    return CustomTrainerContainer(
+        image=settings.image,
+        num_nodes=settings.nodes,
+        resources_per_node=resources,
+        env={"PYTHONUNBUFFERED": "1", **settings.env},
+    )
+
+
+def _not_found(error: BaseException) -> bool:
+    """Return whether the SDK's error wraps a Kubernetes 404 (the job does not exist)."""
+    from kubernetes.client import ApiException
+
+    cause = error
+    while cause is not None:
+        if isinstance(cause, ApiException):
+            return cause.status == 404
+        cause = cause.__cause__
+    return False
+
+
+def failure_reason(client: Any, name: str) -> str:
+    """Return the ``Failed`` condition's reason and message of a TrainJob (what the controller says happened)."""
+    from kubeflow.trainer.constants import constants
+
+    backend = client.backend
+    try:
+        cr = backend.custom_api.get_namespaced_custom_object(
+            constants.GROUP, constants.VERSION, backend.namespace, constants.TRAINJOB_PLURAL, name
+        )
+    except Exception as e:  # the reason is a courtesy: the failure itself is already known
+        return f"(reason unavailable: {type(e).__name__})"
+    for condition in (cr.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Failed" and condition.get("status") == "True":
+            return f"{condition.get('reason', 'Failed')}: {condition.get('message', '').strip()}".rstrip(": ")
+    return "no Failed condition recorded"
+
+
+def run_on_nodes(
+    step_args: list[str],
+    out: S3Uri,
+    run_id: str,
+    step: str,
+    settings: TrainJobSettings,
+    client: Any = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run ``yolo-distill step <step_args>`` as a TrainJob over ``settings.nodes`` nodes; return its ``result.json``.
+
+    Args:
+        step_args: The step command after ``step`` (e.g. ``["distill", "--data", ..., "--run-id", run_id]``).
+        out: The step's S3 folder (``<prefix>/runs/<run_id>/<step>``), where rank 0 writes ``result.json``.
+        run_id: The pipeline run (names and labels the job).
+        step: The step name (``teacher``, ``student``, ``distill``).
+        settings: Image, nodes, resources, secrets, placement.
+        client: A ``kubeflow.trainer.TrainerClient`` (default: one for ``settings.namespace``).
+        log: Where progress lines go (default: stderr).
+
+    Raises:
+        TrainJobFailed: The job failed (the controller's reason in the message) or did not finish in time.
+    """
+    say = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    result_uri = out.join("result.json")
+    if storage.head(result_uri) is not None:
+        say(f"step '{step}' of run {run_id} already finished: {result_uri}")
+        return {**json.loads(storage.read_bytes(result_uri)), "reused": True}
+    if client is None:
+        from kubeflow.common.types import KubernetesBackendConfig
+        from kubeflow.trainer import TrainerClient
+
+        # In a pod: the in-cluster service account; elsewhere $KUBECONFIG as it is now (the kubernetes client reads
+        # it once, at import), else ~/.kube/config.
+        config = KubernetesBackendConfig(namespace=settings.namespace, config_file=os.environ.get("KUBECONFIG") or None)
+        client = TrainerClient(backend_config=config)
+    name = job_name(run_id, step)
+    state = _existing_state(client, name)
+    if state == "Failed":
+        say(f"TrainJob {name} failed before ({failure_reason(client, name)}); submitting it again (resumes from S3)")
+        client.delete_job(name)
+        _wait_deleted(client, name, settings)
+        state = None
+    if state is None:
+        labels = {"yolo-distill/run-id": re.sub(r"[^A-Za-z0-9_.-]", "-", run_id)[:63], "yolo-distill/step": step}
+        client.train(
+            runtime=settings.runtime,
+            trainer=trainer_spec(settings),
+            options=trainjob_options(name, step_args, settings, labels),
+        )
+        say(f"submitted TrainJob {name}: {settings.nodes} nodes x {settings.gpus_per_node} GPU(s), {settings.image}")
+    else:
+        say(f"TrainJob {name} exists ({state}): waiting for it")
+    _wait(client, name, settings, say)
+    if storage.head(result_uri) is None:
+        raise TrainJobFailed(f"TrainJob {name} completed but rank 0 wrote no {result_uri}")
+    return {**json.loads(storage.read_bytes(result_uri)), "reused": False, "trainjob": name}
+
+
+def _existing_state(client: Any, name: str) -> str | None:
+    try:
+        return client.get_job(name).status
+    except RuntimeError as e:
+        if _not_found(e):
+            return None
+        raise
+
+
+def _wait_deleted(client: Any, name: str, settings: TrainJobSettings) -> None:
+    deadline = time.monotonic() + 300
+    while _existing_state(client, name) is not None:
+        if time.monotonic() > deadline:
+            raise TrainJobFailed(f"TrainJob {name} was not deleted within 300 s")
+        time.sleep(min(settings.poll_s, 5))
+
+
+def _wait(client: Any, name: str, settings: TrainJobSettings, say: Callable[[str], None]) -> None:
+    """Poll the job until Complete (printing status changes and node 0's new log lines), raising on Failed/timeout."""
+    deadline = time.monotonic() + settings.timeout_s
+    status, logs = None, NodeLog(client, name, say)
+    while True:
+        job = client.get_job(name)
+        if job.status != status:
+            status = job.status
+            say(f"TrainJob {name}: {status}")
+        if status in {"Running", "Complete", "Failed"}:
+            logs.update()
+        if status == "Complete":
+            return
+        if status == "Failed":
+            raise TrainJobFailed(f"TrainJob {name} failed: {failure_reason(client, name)}")
+        if time.monotonic() > deadline:
+            raise TrainJobFailed(f"TrainJob {name} did not finish within {settings.timeout_s} s (status {status})")
+        time.sleep(settings.poll_s)
+
+
+class NodeLog:
+    """Node 0's log (rank 0 logs the epochs), printed a new line at a time at each poll."""
+
+    def __init__(self, client: Any, name: str, say: Callable[[str], None]) -> None:
+        self.client, self.name, self.say = client, name, say
+        self.seen = 0
+        self.broken = False
+
+    def update(self) -> None:
+        """Print the lines added since the last call; a log that cannot be read loses the log, never the job."""
+        try:
+            lines = list(self.client.get_job_logs(self.name))
+        except Exception as e:  # noqa: BLE001 (status polling decides the outcome)
+            if not self.broken:
+                self.say(f"[{self.name}] node-0 log unavailable: {type(e).__name__}")
+            self.broken = True
+            return
+        for line in lines[self.seen :]:
+            self.say(f"[{self.name} node-0] {line.rstrip()}")
+        self.seen = max(self.seen, len(lines))
+
+
+def step_command(step: str, **kwargs: Any) -> list[str]:
+    """Return the ``yolo-distill step <step>`` arguments for keyword arguments of the step function.
+
+    Flags are taken from the CLI's own parser (one source of truth): ``logit=False`` → ``--no-logit``,
+    ``online=True`` → ``--online``, ``None`` is left out, and keywords that are not flags pass through as Ultralytics
+    ``key=value`` overrides.
+
+    Examples:
+        >>> step_command("train", data="s3://b/d", model="yolov8n.yaml", name="student", run_id="r", epochs=3, lr0=0.01)
+        ['train', '--data', 's3://b/d', '--model', 'yolov8n.yaml', '--name', 'student', '--run-id', 'r', '--epochs', '3', 'lr0=0.01']
+    """  # noqa: E501
+    import argparse
+
+    from ..cli import build_parser
+
+    parser = build_parser()
+    steps = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["step"]
+    sub = next(a for a in steps._actions if isinstance(a, argparse._SubParsersAction)).choices[step]
+    actions = {a.dest: a for a in sub._actions if a.option_strings}
+    args, extra = [step], []
+    for key, value in kwargs.items():
+        if value is None:
+            continue
+        action = actions.get(key)
+        if action is None:
+            extra.append(f"{key}={json.dumps(value) if isinstance(value, bool | list | dict) else value}")
+        elif isinstance(action, argparse.BooleanOptionalAction):
+            args.append(f"--{'' if value else 'no-'}{action.option_strings[0][2:]}")
+        elif isinstance(action, argparse._StoreTrueAction):
+            args.extend([action.option_strings[0]] if value else [])
+        else:
+            args.extend([action.option_strings[0], str(value)])
+    return args + extra
+
+
+def run_training_on_nodes(
+    step: str, settings: TrainJobSettings, name: str, run_id: str, prefix: str | None = None, **kwargs: Any
+) -> dict[str, Any]:
+    """Run the ``train`` or ``distill`` step (keyword arguments as :mod:`distill.steps.training`) as a TrainJob.
+
+    The arguments are checked here first, as the single-node step checks them, so bad input fails in seconds
+    instead of after the nodes are scheduled.
+    """
+    from .. import api
+    from ..config import DistillConfig
+    from .common import resolve_prefix
+
+    if not run_id:
+        raise DistillError("a pipeline run id is required (--run-id)")
+    train_args = ("epochs", "imgsz", "batch", "seed")
+    api.check_arguments(**{k: kwargs[k] for k in train_args if kwargs.get(k) is not None})
+    if step == "distill":
+        kd = {k: kwargs[k] for k in DistillConfig.__dataclass_fields__ if k in kwargs and k != "teacher"}
+        DistillConfig(teacher=kwargs["teacher"], **kd)
+    batch, world = int(kwargs.get("batch") or 16), settings.nodes * max(1, settings.gpus_per_node)
+    if batch % world:
+        raise DistillError(
+            f"batch {batch} does not divide across {world} ranks ({settings.nodes} nodes x "
+            f"{max(1, settings.gpus_per_node)}): pass a batch that is a multiple of {world}"
+        )
+    out = resolve_prefix(prefix).join("runs", run_id, name)
+    storage.check_bucket(out)
+    args = step_command(step, name=name, run_id=run_id, prefix=str(resolve_prefix(prefix)), **kwargs)
+    try:
+        return run_on_nodes(args, out, run_id, name, settings)
+    except Failure:
+        raise
+    except Exception as e:  # the SDK's own errors: no cluster, no RBAC, no runtime, ...
+        cause = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}".rstrip(": ")
+        raise RunFailure(f"TrainJob for step '{name}' of run {run_id} could not be run: {cause}") from None
