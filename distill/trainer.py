@@ -124,7 +124,8 @@ class LaunchMixin:
     all yet still builds a ``DistributedSampler``. The overrides, each only active when ``WORLD_SIZE > 1``:
 
     - ``__init__``: the trainer's ``world_size`` is the launch's (``WORLD_SIZE``); batch split, DDP wrapping, loss
-      scaling and metric reduction then follow Ultralytics' own code. Under its own single-node DDP the two agree.
+      scaling and metric reduction then follow Ultralytics' own code. Under its own single-node DDP the two agree
+      (and a batch that does not divide is refused only across nodes, where Ultralytics never ran).
     - ``_setup_ddp``: on CPU, one gloo group from the environment (Ultralytics' assumes an accelerator); on GPU its
       own (NCCL, ``cuda:LOCAL_RANK``). ``_setup_train`` wraps the model on CPU without ``device_ids`` (DDP refuses
       ``[None]``), scoped to that call.
@@ -147,7 +148,7 @@ class LaunchMixin:
                         f"{self.launch.local_world_size} processes on this node: pass --nproc_per_node "
                         f"{len(named) or 1} or name one GPU per process (device=0,1,...)"
                     )
-            if self.args.batch < 1 or self.args.batch % self.launch.world_size:
+            if self.launch.nodes > 1 and (self.args.batch < 1 or self.args.batch % self.launch.world_size):
                 raise DistillError(
                     f"batch {self.args.batch} does not divide across {self.launch.world_size} ranks "
                     f"({self.launch.nodes} node(s)): pass a batch that is a multiple of {self.launch.world_size}"
