@@ -16,7 +16,7 @@ from typing import Any
 
 from ultralytics.nn.tasks import guess_model_task, yaml_model_load
 
-from .config import DistillConfig
+from .config import TRAINING, DistillConfig
 from .errors import DistillError
 from .model import KDModel, load_weights, read_checkpoint
 from .offline import configure_settings
@@ -177,11 +177,11 @@ def train(
     data: str | Path,
     model: str,
     *,
-    epochs: int = 100,
-    imgsz: int = 640,
-    batch: int = 16,
+    epochs: int = TRAINING["epochs"],
+    imgsz: int = TRAINING["imgsz"],
+    batch: int = TRAINING["batch"],
     device: str | None = None,
-    seed: int = 0,
+    seed: int = TRAINING["seed"],
     out: str | Path | None = None,
     callbacks: dict[str, list] | None = None,
     resume: str | Path | None = None,
@@ -235,11 +235,11 @@ def distill(
     student: str | None,
     config: DistillConfig | None = None,
     *,
-    epochs: int = 100,
-    imgsz: int = 640,
-    batch: int = 16,
+    epochs: int = TRAINING["epochs"],
+    imgsz: int = TRAINING["imgsz"],
+    batch: int = TRAINING["batch"],
     device: str | None = None,
-    seed: int = 0,
+    seed: int = TRAINING["seed"],
     out: str | Path | None = None,
     resume: str | Path | None = None,
     callbacks: dict[str, list] | None = None,

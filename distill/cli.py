@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from .config import DEFAULT_FEATURE_WEIGHTS, DEFAULTS, FEATURE_LOSSES, SCHEDULES, DistillConfig
+from .config import DEFAULT_FEATURE_WEIGHTS, DEFAULTS, FEATURE_LOSSES, SCHEDULES, TRAINING, DistillConfig
 from .errors import DistillError, Failure, exit_status
 
 
@@ -45,11 +45,11 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 def _common(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--data", help="dataset yaml (local file)")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--imgsz", type=int, default=640)
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--epochs", type=int, default=TRAINING["epochs"])
+    p.add_argument("--imgsz", type=int, default=TRAINING["imgsz"])
+    p.add_argument("--batch", type=int, default=TRAINING["batch"])
     p.add_argument("--device", default=None, help="cpu, 0, 0,1 ... (default: first GPU, else CPU)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=TRAINING["seed"])
     p.add_argument("--out", default=None, help=f"output folder (default: {default_out}; in place on --resume)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="extra Ultralytics train arguments")
 
@@ -180,11 +180,11 @@ def _step_parsers(step: argparse.ArgumentParser) -> None:
 
     def training(p: argparse.ArgumentParser) -> None:
         p.add_argument("--data", required=True, help="dataset URI from prepare-data (or a local data.yaml)")
-        p.add_argument("--epochs", type=int, default=100)
-        p.add_argument("--imgsz", type=int, default=640)
-        p.add_argument("--batch", type=int, default=16)
+        p.add_argument("--epochs", type=int, default=TRAINING["epochs"])
+        p.add_argument("--imgsz", type=int, default=TRAINING["imgsz"])
+        p.add_argument("--batch", type=int, default=TRAINING["batch"])
         p.add_argument("--device", default=None)
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=int, default=TRAINING["seed"])
         p.add_argument("--checkpoint-every", type=int, default=1, help="upload a resumable checkpoint every N epochs")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="extra Ultralytics train arguments")
         tracked(p)
@@ -214,8 +214,8 @@ def _step_parsers(step: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", required=True, help="baseline student weights URI")
     p.add_argument("--distilled", required=True, help="distilled student weights URI")
     p.add_argument("--name", default="evaluate", help="step name (default: evaluate)")
-    p.add_argument("--imgsz", type=int, default=640)
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--imgsz", type=int, default=TRAINING["imgsz"])
+    p.add_argument("--batch", type=int, default=TRAINING["batch"])
     p.add_argument("--device", default=None)
     p.add_argument("--latency-images", type=int, default=16, help="images timed per model (batch 1)")
     tracked(p)

@@ -137,6 +137,11 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+#: Training defaults of every entry point (API, CLI, steps, Kubeflow pipeline): Ultralytics' own ``default.yaml``
+#: values, written out here so that this module stays free of torch (a test checks they still match Ultralytics').
+TRAINING: dict[str, int] = {"epochs": 100, "imgsz": 640, "batch": 16, "seed": 0}
+
+
 def parse_off_epochs(value: int | str) -> int | str:
     """Parse ``distill_off_epochs``: a non-negative integer, or ``"close_mosaic"`` / ``-1`` (follow close_mosaic).
 

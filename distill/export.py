@@ -168,43 +168,53 @@ def _opset(path: Path) -> int | None:
 
 
 def compare(expected: list[Any], got: list[Any], tolerance: Tolerance) -> Verification:
-    """Match the detections of two lists of Ultralytics ``Results`` (the same images, in order) both ways."""
+    """Match the detections of two lists of Ultralytics ``Results`` (the same images, in order) both ways.
+
+    Every PyTorch detection must have its export counterpart (counted, measured, parts compared), and every export
+    detection a PyTorch one (only checked): a detection either side of the confidence threshold may go unmatched.
+    """
+    v = Verification(images=len(expected))
+    for index, (a, b) in enumerate(zip(expected, got, strict=True)):
+        _match_one_way(a, b, index, "PyTorch", tolerance, v, record=True)
+        _match_one_way(b, a, index, "export", tolerance, v, record=False)
+    return v
+
+
+def _match_one_way(
+    first: Any, second: Any, index: int, side: str, tolerance: Tolerance, v: Verification, record: bool
+) -> None:
+    """Find each of ``first``'s detections in ``second`` (same class, best IoU) and note what does not match.
+
+    With ``record``, the detections, matches and worst differences go into ``v`` and the matched pairs' keypoints
+    and masks are compared too.
+    """
     import torch
     from ultralytics.utils.metrics import box_iou
 
-    v = Verification(images=len(expected))
-    for index, (a, b) in enumerate(zip(expected, got, strict=True)):
-        for first, second, side in ((a, b, "PyTorch"), (b, a, "export")):
-            boxes, others = first.boxes, second.boxes
-            if boxes is None or len(boxes) == 0:
-                continue
-            ious = box_iou(boxes.xyxy, others.xyxy) if others is not None and len(others) else None
-            for k in range(len(boxes)):
-                conf = float(boxes.conf[k])
-                clear = conf >= tolerance.conf + tolerance.conf_tol  # not one that may fall either side
-                if side == "PyTorch":
-                    v.detections += 1
-                same = (
-                    (others.cls == boxes.cls[k]).nonzero().flatten()
-                    if ious is not None
-                    else torch.empty(0, dtype=torch.long)
-                )
-                if len(same) == 0:
-                    if clear:
-                        v.problems.append(f"image {index}: a {side} detection (conf {conf:.3f}) has no counterpart")
-                    continue
-                j = int(same[ious[k, same].argmax()])
-                iou, dconf = float(ious[k, j]), abs(conf - float(others.conf[j]))
-                if side == "PyTorch":
-                    v.matched += 1
-                    v.min_box_iou = min(v.min_box_iou, iou)
-                    v.max_conf_diff = max(v.max_conf_diff, dconf)
-                if clear and (iou < tolerance.min_iou or dconf > tolerance.conf_tol):
-                    v.problems.append(f"image {index}: box IoU {iou:.3f}, confidence difference {dconf:.3f}")
-                    continue
-                if side == "PyTorch":
-                    _compare_parts(first, second, k, j, index, tolerance, v)
-    return v
+    boxes, others = first.boxes, second.boxes
+    if boxes is None or len(boxes) == 0:
+        return
+    ious = box_iou(boxes.xyxy, others.xyxy) if others is not None and len(others) else None
+    for k in range(len(boxes)):
+        conf = float(boxes.conf[k])
+        clear = conf >= tolerance.conf + tolerance.conf_tol  # not one that may fall either side
+        v.detections += int(record)
+        same = (others.cls == boxes.cls[k]).nonzero().flatten() if ious is not None else torch.empty(0, dtype=int)
+        if len(same) == 0:
+            if clear:
+                v.problems.append(f"image {index}: a {side} detection (conf {conf:.3f}) has no counterpart")
+            continue
+        j = int(same[ious[k, same].argmax()])
+        iou, dconf = float(ious[k, j]), abs(conf - float(others.conf[j]))
+        if record:
+            v.matched += 1
+            v.min_box_iou = min(v.min_box_iou, iou)
+            v.max_conf_diff = max(v.max_conf_diff, dconf)
+        if clear and (iou < tolerance.min_iou or dconf > tolerance.conf_tol):
+            v.problems.append(f"image {index}: box IoU {iou:.3f}, confidence difference {dconf:.3f}")
+            continue
+        if record:
+            _compare_parts(first, second, k, j, index, tolerance, v)
 
 
 def _compare_parts(a: Any, b: Any, k: int, j: int, index: int, tolerance: Tolerance, v: Verification) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import stack, storage
+from ..errors import DistillError
 from ..steps import tracking
 from ..steps.common import resolve_prefix
 from .pipeline import build_pipeline
@@ -32,6 +33,11 @@ def run_local(params: dict[str, Any], stack_dir: str | None = None, pipeline_roo
     """
     from kfp import local
 
+    if int(params.get("nodes", 1) or 1) > 1:
+        raise DistillError(
+            f"nodes={params['nodes']}: several nodes run each training step as a Kubeflow Trainer TrainJob, which "
+            "needs a cluster (pipeline submit); run-local trains on this machine (nodes=1)"
+        )
     stack.up(stack_dir)
     os.environ.update(stack.environment(stack_dir))
     storage._client.cache_clear()

@@ -23,7 +23,7 @@ from types import SimpleNamespace
 from kfp import dsl, kubernetes
 
 from ..components.steps import build_components
-from ..config import DEFAULTS
+from ..config import DEFAULTS, TRAINING
 from ..errors import DistillError
 
 PIPELINE_NAME = "yolo-distill"
@@ -192,12 +192,12 @@ def build_pipeline(settings: ClusterSettings | None = None, sweep: bool = False,
             logit: bool = DEFAULTS["logit"],
             logit_loss: str = DEFAULTS["logit_loss"],
             online: bool = False,
-            teacher_epochs: int = 100,
-            student_epochs: int = 100,
-            imgsz: int = 640,
-            batch: int = 16,
+            teacher_epochs: int = TRAINING["epochs"],
+            student_epochs: int = TRAINING["epochs"],
+            imgsz: int = TRAINING["imgsz"],
+            batch: int = TRAINING["batch"],
             device: str = "",
-            seed: int = 0,
+            seed: int = TRAINING["seed"],
             registry_name: str = "yolo-distill-student",
             min_gain: float = 0.0,
             s3_prefix: str = "",
@@ -232,12 +232,12 @@ def build_pipeline(settings: ClusterSettings | None = None, sweep: bool = False,
         logit: bool = DEFAULTS["logit"],
         logit_loss: str = DEFAULTS["logit_loss"],
         online: bool = False,
-        teacher_epochs: int = 100,
-        student_epochs: int = 100,
-        imgsz: int = 640,
-        batch: int = 16,
+        teacher_epochs: int = TRAINING["epochs"],
+        student_epochs: int = TRAINING["epochs"],
+        imgsz: int = TRAINING["imgsz"],
+        batch: int = TRAINING["batch"],
         device: str = "",
-        seed: int = 0,
+        seed: int = TRAINING["seed"],
         registry_name: str = "yolo-distill-student",
         min_gain: float = 0.0,
         s3_prefix: str = "",

@@ -75,6 +75,28 @@ def cli(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.C
     return proc
 
 
+def one_error_line(
+    proc: subprocess.CompletedProcess, code: int, start: str = "", contains: str = "", alone: bool = False
+) -> str:
+    """Assert the process exited ``code`` with exactly one ``error:`` line and no traceback; return that line.
+
+    Args:
+        proc: The finished process (stderr captured as text).
+        code: Expected exit status (2: bad input, 1: failure or outage).
+        start: Text the line must start with after ``error: ``.
+        contains: Text the line must contain.
+        alone: The error line is the only stderr line, and carries no ANSI colour codes.
+    """
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert proc.returncode == code, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {start}") and contains in errors[0], proc.stderr[-3000:]
+    if alone:
+        assert lines == errors and "\x1b[" not in proc.stderr, proc.stderr[-3000:]
+    return errors[0]
+
+
 @pytest.fixture(scope="session")
 def teachers(tmp_path_factory) -> dict[str, Path]:
     """A small (yolov8s-scale) teacher per task, trained 1 epoch: detect through the CLI, the others via the API."""

@@ -16,19 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import TASK_DATA, cli
+from conftest import TASK_DATA, cli, one_error_line
 
 from distill import DistillError, storage
 from distill.steps.archive import safe_extract_zip
 from distill.steps.prepare_data import prepare_data
-
-
-def one_line(proc: subprocess.CompletedProcess, code: int, text: str) -> None:
-    """Assert exactly one stderr line, the ``error:`` line containing ``text``, and exit status ``code``."""
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == code, proc.stderr[-3000:]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], proc.stderr[-3000:]
-    assert "\x1b[" not in proc.stderr  # no ANSI colour codes
 
 
 @pytest.mark.parametrize(
@@ -41,10 +33,12 @@ def one_line(proc: subprocess.CompletedProcess, code: int, text: str) -> None:
          "argument --imgsz: invalid int value: 'x'"),
         (("step", "train", "--data", str(TASK_DATA["detect"]), "--model", "yolov8n.yaml", "--name", "t",
           "--run-id", "r", "--prefix", "s3://bucket/p", "--epochs", "-1"), "'epochs' must be >= 1"),
+        (("pipeline", "run-local", "data_source=shapes", "nodes=2"),
+         "nodes=2: several nodes run each training step as a Kubeflow Trainer TrainJob"),
     ],
 )  # fmt: skip
 def test_bad_arguments_are_one_line_exit_2(args, text):
-    one_line(cli(*args, check=False), 2, text)
+    one_error_line(cli(*args, check=False), 2, contains=text, alone=True)
 
 
 def test_images_folder_without_images(tmp_path):
@@ -55,7 +49,7 @@ def test_images_folder_without_images(tmp_path):
                                     "names": {0: "a"}}))  # fmt: skip
     proc = cli("train", "--data", str(data), "--model", "yolov8n.yaml", "--epochs", "1", "--imgsz", "64",
                "--out", str(tmp_path / "run"), check=False)  # fmt: skip
-    one_line(proc, 2, f"the train split '{tmp_path / 'images' / 'train'}' holds no images")
+    one_error_line(proc, 2, contains=f"the train split '{tmp_path / 'images' / 'train'}' holds no images", alone=True)
 
 
 def _copy_coco8(tmp_path: Path) -> Path:
@@ -160,7 +154,8 @@ def test_hostile_checkpoint_is_refused_without_running(tmp_path):
     for args in (("train", "--model", str(evil)), ("distill", "--student", "yolov8n.yaml", "--teacher", str(evil))):
         proc = cli(*args, "--data", str(TASK_DATA["detect"]), "--epochs", "1", "--imgsz", "64", "--out",
                    str(tmp_path / "run"), check=False)  # fmt: skip
-        one_line(proc, 2, f"weights '{evil}' refused: the file references code outside the Ultralytics checkpoint")
+        refused = f"weights '{evil}' refused: the file references code outside the Ultralytics checkpoint"
+        one_error_line(proc, 2, contains=refused, alone=True)
         assert "YOLO_DISTILL_TRUST_CHECKPOINTS=1" in proc.stderr
         assert not marker.exists()
     # The opt-out is real: trusted, the same file runs its code (which is why it is off by default).

@@ -6,7 +6,7 @@ import pytest
 
 from distill import DistillConfig, DistillError
 from distill.cli import build_parser, parse_overrides
-from distill.config import DEFAULT_FEATURE_WEIGHTS, parse_layers
+from distill.config import DEFAULT_FEATURE_WEIGHTS, TRAINING, parse_layers
 from distill.schedule import kd_scale, resolve_off_epochs
 
 
@@ -191,3 +191,9 @@ def test_cli_parses_the_new_loss_choices_and_close_mosaic(capsys):
         with pytest.raises(SystemExit):
             build_parser().parse_args([*base, *bad])
         assert message in capsys.readouterr().err
+
+
+def test_training_defaults_are_ultralytics_own():
+    from ultralytics.utils import DEFAULT_CFG_DICT
+
+    assert TRAINING == {key: DEFAULT_CFG_DICT[key] for key in TRAINING}

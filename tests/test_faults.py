@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import one_error_line
 
 from distill import stack, storage
 from distill.steps import tracking
@@ -45,16 +46,6 @@ def run_cli(*args: str, patch: str = "", timeout: float = 600, **env: str) -> su
 def last_json(proc: subprocess.CompletedProcess) -> dict:
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def one_error_line(proc: subprocess.CompletedProcess, code: int, start: str) -> str:
-    """Assert the process failed with exactly one ``error:`` line (no traceback) and return it."""
-    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-    assert proc.returncode == code, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    errors = [line for line in lines if line.startswith("error:")]
-    assert len(errors) == 1 and errors[0].startswith(f"error: {start}"), proc.stderr[-3000:]
-    return errors[0]
 
 
 @pytest.fixture

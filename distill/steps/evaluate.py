@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from .. import storage
+from ..config import TRAINING
 from ..errors import DistillError, RunFailure
 from . import tracking
 from .common import fetch_dataset, fetch_model, resolve_prefix
@@ -41,8 +42,8 @@ def evaluate(
     run_id: str,
     prefix: str | None = None,
     name: str = "evaluate",
-    imgsz: int = 640,
-    batch: int = 16,
+    imgsz: int = TRAINING["imgsz"],
+    batch: int = TRAINING["batch"],
     device: str | None = None,
     latency_images: int = 16,
     experiment: str | None = None,

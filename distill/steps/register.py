@@ -36,10 +36,6 @@ TAG_REASON = "yolo_distill.reason"
 SETTLE_S = 1.0
 MAX_PROMOTION_TRIES = 5
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
-#: The pyfunc's output columns (pyfunc_model.py is logged as self-contained code and keeps its own copy; importing
-#: it here would run its ``set_model``).
-BOX_COLUMNS = ["image", "class_id", "class_name", "confidence", "x1", "y1", "x2", "y2"]
-TASK_COLUMNS = {"detect": [], "segment": ["polygon"], "pose": ["keypoints"]}
 #: The verified ONNX file inside a version's artifacts (export_verified names the copies model.pt, model.onnx, ...).
 ONNX_FILE = "model.onnx"
 #: Dataset images the exports are verified on.
@@ -202,8 +198,9 @@ def _log_and_register(
     from mlflow.models import infer_signature
 
     task, imgsz = report["task"], int(report["imgsz"])
-    columns = BOX_COLUMNS + TASK_COLUMNS.get(task, [])
-    sample_row = [0, 0, "name", 0.5, 0.0, 0.0, 1.0, 1.0] + ["[]"] * (len(columns) - len(BOX_COLUMNS))
+    box_columns, task_columns = pyfunc_columns()
+    columns = box_columns + task_columns.get(task, [])
+    sample_row = [0, 0, "name", 0.5, 0.0, 0.0, 1.0, 1.0] + ["[]"] * (len(columns) - len(box_columns))
     signature = infer_signature(
         model_input=pd.DataFrame({"image": ["<base64 image bytes>"]}),
         model_output=pd.DataFrame([sample_row], columns=columns),
@@ -358,3 +355,21 @@ def _summary(mlflow_client, name: str, version: str) -> dict[str, Any]:
         "aliases": sorted(mv.aliases),
         "model_uri": f"models:/{name}/{version}",
     }
+
+
+def pyfunc_columns() -> tuple[list[str], dict[str, list[str]]]:
+    """Return the served model's output columns (``BOX_COLUMNS``, ``TASK_COLUMNS``) as ``pyfunc_model.py`` defines them.
+
+    Read from its source: the file is logged as self-contained code, and importing it would run its ``set_model``.
+    """
+    import ast
+
+    wanted = {"BOX_COLUMNS", "TASK_COLUMNS"}
+    values = {
+        target.id: ast.literal_eval(node.value)
+        for node in ast.parse(PYFUNC_CODE.read_text()).body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name) and target.id in wanted
+    }
+    return values["BOX_COLUMNS"], values["TASK_COLUMNS"]

@@ -26,7 +26,7 @@ from typing import Any
 from ultralytics.utils import LOGGER
 
 from .. import api, storage
-from ..config import DEFAULTS, DistillConfig
+from ..config import DEFAULTS, TRAINING, DistillConfig
 from ..devices import choose_devices
 from ..errors import DistillError
 from ..launch import current
@@ -76,11 +76,11 @@ def train(
     name: str,
     run_id: str,
     prefix: str | None = None,
-    epochs: int = 100,
-    imgsz: int = 640,
-    batch: int = 16,
+    epochs: int = TRAINING["epochs"],
+    imgsz: int = TRAINING["imgsz"],
+    batch: int = TRAINING["batch"],
     device: str | None = None,
-    seed: int = 0,
+    seed: int = TRAINING["seed"],
     checkpoint_every: int = 1,
     experiment: str | None = None,
     tracking_uri: str | None = None,
@@ -129,11 +129,11 @@ def distill(
     tau: float = DEFAULTS["tau"],
     schedule: str = DEFAULTS["schedule"],
     distill_off_epochs: int | str = DEFAULTS["distill_off_epochs"],
-    epochs: int = 100,
-    imgsz: int = 640,
-    batch: int = 16,
+    epochs: int = TRAINING["epochs"],
+    imgsz: int = TRAINING["imgsz"],
+    batch: int = TRAINING["batch"],
     device: str | None = None,
-    seed: int = 0,
+    seed: int = TRAINING["seed"],
     checkpoint_every: int = 1,
     experiment: str | None = None,
     tracking_uri: str | None = None,
