@@ -71,7 +71,7 @@ def train(
         return existing_weights
     step = dict(data=data, model=model, epochs=epochs, imgsz=imgsz, batch=batch, device=device or None, seed=seed,
                 experiment=experiment or None)  # fmt: skip
-    if nodes > 1:
+    if nodes != 1:  # 0 or less is refused there, one line naming the value
         settings = multinode.settings_from_json(trainjob, nodes=nodes, gpus_per_node=gpus, accelerator=accelerator)
         result = multinode.run_training_on_nodes("train", settings, name, run_id, prefix or None, **step)
     else:
@@ -117,7 +117,7 @@ def distill(
     step = dict(data=data, teacher=teacher, student=student, loss=loss, layers=layers, logit=logit,
                 logit_loss=logit_loss, online=online, epochs=epochs, imgsz=imgsz, batch=batch, device=device or None,
                 seed=seed, experiment=experiment or None)  # fmt: skip
-    if nodes > 1:
+    if nodes != 1:  # 0 or less is refused there, one line naming the value
         settings = multinode.settings_from_json(trainjob, nodes=nodes, gpus_per_node=gpus, accelerator=accelerator)
         result = multinode.run_training_on_nodes("distill", settings, name, run_id, prefix or None, **step)
     else:

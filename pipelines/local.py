@@ -33,9 +33,12 @@ def run_local(params: dict[str, Any], stack_dir: str | None = None, pipeline_roo
     """
     from kfp import local
 
-    if int(params.get("nodes", 1) or 1) > 1:
+    nodes = params.get("nodes", 1)
+    if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
+        raise DistillError(f"nodes={nodes}: must be a whole number of nodes, 1 or more")
+    if nodes > 1:
         raise DistillError(
-            f"nodes={params['nodes']}: several nodes run each training step as a Kubeflow Trainer TrainJob, which "
+            f"nodes={nodes}: several nodes run each training step as a Kubeflow Trainer TrainJob, which "
             "needs a cluster (pipeline submit); run-local trains on this machine (nodes=1)"
         )
     stack.up(stack_dir)
