@@ -371,7 +371,7 @@ def run_training_on_nodes(
     instead of after the nodes are scheduled.
     """
     from .. import api
-    from ..config import DistillConfig
+    from ..config import TRAINING, DistillConfig
     from .common import resolve_prefix
 
     if not run_id:
@@ -381,7 +381,7 @@ def run_training_on_nodes(
     if step == "distill":
         kd = {k: kwargs[k] for k in DistillConfig.__dataclass_fields__ if k in kwargs and k != "teacher"}
         DistillConfig(teacher=kwargs["teacher"], **kd)
-    batch, world = int(kwargs.get("batch") or 16), settings.nodes * max(1, settings.gpus_per_node)
+    batch, world = int(kwargs.get("batch") or TRAINING["batch"]), settings.nodes * max(1, settings.gpus_per_node)
     if batch % world:
         raise DistillError(
             f"batch {batch} does not divide across {world} ranks ({settings.nodes} nodes x "
