@@ -75,6 +75,13 @@ def cli(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.C
     return proc
 
 
+def free_port() -> int:
+    """Return a TCP port on loopback that is free now (for servers and rendezvous the tests start)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def one_error_line(
     proc: subprocess.CompletedProcess, code: int, start: str = "", contains: str = "", alone: bool = False
 ) -> str:

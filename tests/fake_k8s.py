@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,8 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
+
+from conftest import free_port
 
 GROUP = "/apis/trainer.kubeflow.org/v1alpha1"
 #: The torch-distributed ClusterTrainingRuntime as Kubeflow Trainer's manifests install it.
@@ -53,12 +54,6 @@ RUNTIME = {
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class FakeCluster(ThreadingHTTPServer):
@@ -100,7 +95,7 @@ class FakeCluster(ThreadingHTTPServer):
                 for var in container.get("env", []):
                     ref = var.get("valueFrom", {}).get("secretKeyRef")
                     env[var["name"]] = self.secrets[ref["name"]][ref["key"]] if ref else var["value"]
-        nodes, port, runs = trainer["numNodes"], _free_port(), []
+        nodes, port, runs = trainer["numNodes"], free_port(), []
         for rank in range(nodes):
             folder = self.workdir / name / f"node-{rank}"
             folder.mkdir(parents=True, exist_ok=True)
@@ -157,15 +152,19 @@ class FakeCluster(ThreadingHTTPServer):
             })  # fmt: skip
         return out
 
-    def running(self, pod: str) -> bool:
+    def run_of(self, pod: str) -> dict | None:
+        """The node process behind a pod name (``<job>-node-0-<rank>``, as :meth:`pods` names them), if any."""
         match = re.match(r"(.+)-node-0-(\d+)$", pod)
         runs = self.nodes.get(match.group(1), []) if match else []
-        return bool(runs) and runs[int(match.group(2))]["proc"].poll() is None
+        return runs[int(match.group(2))] if runs else None
+
+    def running(self, pod: str) -> bool:
+        run = self.run_of(pod)
+        return run is not None and run["proc"].poll() is None
 
     def log_of(self, pod: str) -> str:
-        match = re.match(r"(.+)-node-0-(\d+)$", pod)
-        runs = self.nodes.get(match.group(1), []) if match else []
-        return runs[int(match.group(2))]["log"].read_text(errors="replace") if runs else ""
+        run = self.run_of(pod)
+        return run["log"].read_text(errors="replace") if run else ""
 
 
 class _Api(BaseHTTPRequestHandler):

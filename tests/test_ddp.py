@@ -7,13 +7,12 @@ pieces: its launcher file (``generate_ddp_file``) and a 2-process gloo group wra
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import polars as pl
-from conftest import STUDENT, TASK_DATA
+from conftest import STUDENT, TASK_DATA, free_port
 from ultralytics.utils import callbacks as ul_callbacks
 from ultralytics.utils.dist import generate_ddp_file
 
@@ -58,12 +57,6 @@ def test_kd_settings_survive_the_ddp_launcher_file(tmp_path):
     assert df["train/mgd_loss"][-1] > 0 and df["train/logit_loss"][-1] > 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_gloo_ranks_have_nonzero_kd_and_identical_adapters(tmp_path):
     out = tmp_path / "ddp.json"
     proc = subprocess.run(
@@ -74,7 +67,7 @@ def test_two_gloo_ranks_have_nonzero_kd_and_identical_adapters(tmp_path):
             "--nproc_per_node",
             "2",
             "--master_port",
-            str(_free_port()),
+            str(free_port()),
             str(HERE / "ddp_worker.py"),
             str(out),
         ],

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,20 +24,14 @@ from urllib.parse import urlparse
 
 import polars as pl
 import pytest
-from conftest import TASK_DATA
+from conftest import TASK_DATA, free_port
 
 LAUNCH_TIMEOUT_S = 600
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_nodes(args: list[str], folders: list[Path], envs: list[dict[str, str]]) -> list[subprocess.Popen]:
     """Start one torchrun agent per simulated node (node rank = list index), each in its own folder."""
-    port = str(_free_port())
+    port = str(free_port())
     procs = []
     for rank, (folder, env) in enumerate(zip(folders, envs, strict=True)):
         folder.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 from distill.export import Tolerance, compare, export_verified
 from distill.steps import tracking
@@ -72,12 +72,6 @@ def _iou(a: list[float], b: list[float]) -> float:
     return w * h / union if union > 0 else 0.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _post(url: str, body: dict) -> tuple[int, dict]:
     request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
     try:
@@ -106,7 +100,7 @@ def registered(request, stack_env, shape_models):
 @pytest.fixture(scope="module")
 def server(registered, stack_env, tmp_path_factory):
     """``mlflow models serve`` of ``models:/serve-<task>@champion`` on a free loopback port."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("serve") / "server.log"
     env = {
         **os.environ,
