@@ -56,8 +56,7 @@ def train(
     """
     import json
 
-    from distill.steps import training
-    from distill.steps import trainjob as multinode
+    from distill.steps.trainjob import run_training_step
 
     if existing_weights:
         from distill import storage
@@ -71,11 +70,7 @@ def train(
         return existing_weights
     step = dict(data=data, model=model, epochs=epochs, imgsz=imgsz, batch=batch, device=device or None, seed=seed,
                 experiment=experiment or None)  # fmt: skip
-    if nodes != 1:  # 0 or less is refused there, one line naming the value
-        settings = multinode.settings_from_json(trainjob, nodes=nodes, gpus_per_node=gpus, accelerator=accelerator)
-        result = multinode.run_training_on_nodes("train", settings, name, run_id, prefix or None, **step)
-    else:
-        result = training.train(name=name, run_id=run_id, prefix=prefix or None, **step)
+    result = run_training_step("train", nodes, gpus, accelerator, trainjob, name, run_id, prefix or None, **step)
     best = result["outputs"]["best.pt"]
     weights.metadata.update({"s3_uri": best["uri"], "sha256": best["sha256"], "mlflow_run_id": result["mlflow_run_id"]})
     with open(weights.path, "w") as f:
@@ -110,18 +105,13 @@ def distill(
     """Distil the teacher into the student; return the distilled ``best.pt`` URI (``nodes > 1``: as a TrainJob)."""
     import json
 
-    from distill.steps import training
-    from distill.steps import trainjob as multinode
+    from distill.steps.trainjob import run_training_step
 
     name = name or f"distill-{loss}-{layers.replace(',', '_')}"
     step = dict(data=data, teacher=teacher, student=student, loss=loss, layers=layers, logit=logit,
                 logit_loss=logit_loss, online=online, epochs=epochs, imgsz=imgsz, batch=batch, device=device or None,
                 seed=seed, experiment=experiment or None)  # fmt: skip
-    if nodes != 1:  # 0 or less is refused there, one line naming the value
-        settings = multinode.settings_from_json(trainjob, nodes=nodes, gpus_per_node=gpus, accelerator=accelerator)
-        result = multinode.run_training_on_nodes("distill", settings, name, run_id, prefix or None, **step)
-    else:
-        result = training.distill(run_id=run_id, name=name, prefix=prefix or None, **step)
+    result = run_training_step("distill", nodes, gpus, accelerator, trainjob, name, run_id, prefix or None, **step)
     best = result["outputs"]["best.pt"]
     weights.metadata.update(
         {"s3_uri": best["uri"], "sha256": best["sha256"], "loss": loss, "layers": layers,

@@ -63,9 +63,21 @@ def choose_devices(device: str | None, batch: int, cuda_count: int | None = None
     ids = [p for p in text.split(",") if p]
     if not all(p.isdigit() for p in ids):
         return DeviceChoice(text, [text])  # anything else is Ultralytics' to accept or refuse
-    if len(ids) > 1 and (batch < 1 or batch % len(ids)):
-        raise DistillError(
-            f"batch {batch} does not divide across {len(ids)} GPUs (devices {','.join(ids)}): pass a batch that is "
-            f"a multiple of {len(ids)}, or choose the GPUs with device=..."
-        )
+    if len(ids) > 1:
+        check_batch_divides(batch, len(ids), f"GPUs (devices {','.join(ids)})", ", or choose the GPUs with device=...")
     return DeviceChoice(",".join(ids), [f"cuda:{i}" for i in ids])
+
+
+def check_batch_divides(batch: float, ranks: int, over: str, hint: str = "") -> None:
+    """Refuse a total batch that does not split evenly over ``ranks`` processes (each trains ``batch / ranks``).
+
+    Used for one node's GPUs (:func:`choose_devices`), the ranks of a multi-node launch and a TrainJob's nodes × GPUs;
+    ``over`` names what the ranks are (``"GPUs (devices 0,1)"``), ``hint`` ends the message with another way out.
+
+    Raises:
+        DistillError: Naming the batch and the rank count; AutoBatch (``batch < 1``) cannot span ranks either.
+    """
+    if batch < 1 or batch % ranks:
+        raise DistillError(
+            f"batch {batch} does not divide across {ranks} {over}: pass a batch that is a multiple of {ranks}{hint}"
+        )

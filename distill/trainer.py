@@ -38,6 +38,7 @@ from ultralytics.utils import LOGGER, RANK
 from ultralytics.utils.torch_utils import unwrap_model
 
 from .config import DistillConfig
+from .devices import check_batch_divides
 from .errors import DistillError
 from .launch import Launch, current
 from .model import KDModel, build_kd_model
@@ -148,11 +149,8 @@ class LaunchMixin:
                         f"{self.launch.local_world_size} processes on this node: pass --nproc_per_node "
                         f"{len(named) or 1} or name one GPU per process (device=0,1,...)"
                     )
-            if self.launch.nodes > 1 and (self.args.batch < 1 or self.args.batch % self.launch.world_size):
-                raise DistillError(
-                    f"batch {self.args.batch} does not divide across {self.launch.world_size} ranks "
-                    f"({self.launch.nodes} node(s)): pass a batch that is a multiple of {self.launch.world_size}"
-                )
+            if self.launch.nodes > 1:
+                check_batch_divides(self.args.batch, self.launch.world_size, f"ranks ({self.launch.nodes} node(s))")
             self.world_size = self.launch.world_size
 
     def _setup_ddp(self) -> None:
@@ -237,18 +235,17 @@ def share_file(path: Path, launch: Launch) -> None:
     """
     import torch.distributed as dist
 
-    def digest() -> str | None:
-        return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-
-    wanted = [digest() if launch.rank == 0 else None]
+    local = path.read_bytes() if path.is_file() else None  # read once: hashed, and sent from rank 0
+    mine = hashlib.sha256(local).hexdigest() if local is not None else None
+    wanted = [mine if launch.rank == 0 else None]
     dist.broadcast_object_list(wanted, src=0)
     if wanted[0] is None:  # rank 0 has no best.pt (no epoch was saved): nothing to share
         return
     needs = [None] * launch.world_size
-    dist.all_gather_object(needs, digest() != wanted[0])
+    dist.all_gather_object(needs, mine != wanted[0])
     if not any(needs):
         return
-    payload = [path.read_bytes() if launch.rank == 0 else None]
+    payload = [local if launch.rank == 0 else None]
     dist.broadcast_object_list(payload, src=0)
     if needs[launch.rank] and launch.rank != 0:
         path.parent.mkdir(parents=True, exist_ok=True)

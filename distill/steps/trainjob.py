@@ -372,6 +372,7 @@ def run_training_on_nodes(
     """
     from .. import api
     from ..config import TRAINING, DistillConfig
+    from ..devices import check_batch_divides
     from .common import resolve_prefix
 
     if not run_id:
@@ -381,15 +382,13 @@ def run_training_on_nodes(
     if step == "distill":
         kd = {k: kwargs[k] for k in DistillConfig.__dataclass_fields__ if k in kwargs and k != "teacher"}
         DistillConfig(teacher=kwargs["teacher"], **kd)
-    batch, world = int(kwargs.get("batch") or TRAINING["batch"]), settings.nodes * max(1, settings.gpus_per_node)
-    if batch % world:
-        raise DistillError(
-            f"batch {batch} does not divide across {world} ranks ({settings.nodes} nodes x "
-            f"{max(1, settings.gpus_per_node)}): pass a batch that is a multiple of {world}"
-        )
-    out = resolve_prefix(prefix).join("runs", run_id, name)
+    per_node = max(1, settings.gpus_per_node)
+    check_batch_divides(int(kwargs.get("batch") or TRAINING["batch"]), settings.nodes * per_node,
+                        f"ranks ({settings.nodes} nodes x {per_node})")  # fmt: skip
+    root = resolve_prefix(prefix)
+    out = root.join("runs", run_id, name)
     storage.check_bucket(out)
-    args = step_command(step, name=name, run_id=run_id, prefix=str(resolve_prefix(prefix)), **kwargs)
+    args = step_command(step, name=name, run_id=run_id, prefix=str(root), **kwargs)
     try:
         return run_on_nodes(args, out, run_id, name, settings)
     except Failure:
@@ -397,3 +396,20 @@ def run_training_on_nodes(
     except Exception as e:  # the SDK's own errors: no cluster, no RBAC, no runtime, ...
         cause = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}".rstrip(": ")
         raise RunFailure(f"TrainJob for step '{name}' of run {run_id} could not be run: {cause}") from None
+
+
+def run_training_step(
+    step: str, nodes: int, gpus: int, accelerator: str, trainjob: str, name: str, run_id: str,
+    prefix: str | None = None, **kwargs: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """Run the pipeline's ``train`` or ``distill`` step: in this process on one node, else as a TrainJob.
+
+    The one entry of both training components. ``trainjob`` is the pipeline's compile-time JSON settings; ``nodes``
+    other than 1 goes to :func:`run_training_on_nodes` (below 2 it is refused there, one line naming the value).
+    """
+    if nodes == 1:
+        from . import training
+
+        return getattr(training, step)(name=name, run_id=run_id, prefix=prefix, **kwargs)
+    settings = settings_from_json(trainjob, nodes=nodes, gpus_per_node=gpus, accelerator=accelerator)
+    return run_training_on_nodes(step, settings, name, run_id, prefix, **kwargs)
