@@ -300,6 +300,13 @@ def run_kd_share(result: dict[str, Any]) -> dict[str, float] | None:
     return kd_share(Path(result["job"]["dir"]) / "train" / "results.csv")
 
 
+def run_val_curve(result: dict[str, Any]) -> list[float] | None:
+    """Return a finished run's per-epoch val curve (recorded when reused, else from its ``results.csv``)."""
+    if "val_curve" in result:
+        return result["val_curve"]
+    return val_curve(Path(result["job"]["dir"]) / "train" / "results.csv")
+
+
 def run_record(result: dict[str, Any], workdir: Path | None = None) -> dict[str, Any]:
     """One run as the report lists it: student name, seed, scores and where it ran (repository-relative paths).
 
@@ -323,6 +330,7 @@ def run_record(result: dict[str, Any], workdir: Path | None = None) -> dict[str,
         "job": job_key(job),
         "config": run_config(result),
         "kd_share": run_kd_share(result),
+        "val_curve": run_val_curve(result),
     }
 
 
@@ -353,6 +361,7 @@ def reuse(job: dict[str, Any], runs: dict[tuple[str, int], dict[str, Any]]) -> d
         "train_s": record["train_s"],
         "config": record["config"],
         "kd_share": record["kd_share"],
+        "val_curve": record.get("val_curve"),
         "reused_from": record["reused_from"],
         "cached": True,
     }
@@ -387,6 +396,22 @@ def kd_share(results_csv: Path) -> dict[str, float] | None:
         return round(kd / total, 4) if total else 0.0
 
     return {"first_epoch": share(rows[0]), "last_epoch": share(rows[-1])}
+
+
+def val_curve(results_csv: Path, metric: str = METRIC) -> list[float] | None:
+    """Return the val ``metric`` after every epoch (what Ultralytics' per-epoch validation logged), ``None`` if not run.
+
+    Paired over seeds (:func:`benchmarks.paired.curve_gains`) it shows *when* a student is ahead of its baseline —
+    on BCCD the KD students lead in the middle of training and the baseline catches up in the last epochs.
+    """
+    if not results_csv.is_file():
+        return None
+    import csv
+
+    rows = [{k.strip(): v for k, v in row.items()} for row in csv.DictReader(results_csv.open())]
+    if not rows or metric not in rows[0]:
+        return None
+    return [round(float(row[metric]), 5) for row in rows]
 
 
 def summarise(name: str, results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -585,6 +610,7 @@ def main(argv: list[str] | None = None) -> int:
             for metric in dict.fromkeys((METRIC, TASK_METRIC[args.task]))
             if "baseline" in by_name
         },
+        "paired_val_by_epoch": paired.curve_gains(runs, names) if "baseline" in by_name else {},
         "runs": runs,
         "wall_s": round(time.perf_counter() - started, 1),  # this invocation's; runs taken from cache add nothing
         "runs_from_cache": sum(bool(r.get("cached")) for r in finished),
@@ -594,6 +620,9 @@ def main(argv: list[str] | None = None) -> int:
     for metric in report["paired"]:
         table += f"\n\nPaired gains over the baseline (test {metric.removeprefix('metrics/')}, points):\n\n"
         table += paired.markdown(runs, names, metric, default=report["default"])
+    if report["paired_val_by_epoch"]:
+        table += "\n\nMean paired gain on val (mAP50-95 after each epoch, points):\n\n"
+        table += paired.curve_markdown(report["paired_val_by_epoch"])
     print(table)
     reports.publish(args, "-".join(filter(None, ("accuracy", args.profile, args.tag))), report)
     return 0

@@ -99,3 +99,51 @@ def markdown(
         ci = "" if p["ci"] is None else f"{p['ci'][0] * scale:+.1f} … {p['ci'][1] * scale:+.1f}"
         rows.append(f"| {label} | {cells(name)} | {p['mean'] * scale:+.2f} | {ci} | {p['wins']}/{p['n']} |")
     return "\n".join(rows)
+
+
+def curve_gains(runs: list[dict[str, Any]], students: list[str], baseline: str = "baseline") -> dict[str, Any]:
+    """Mean paired gain over the baseline after every epoch, from the runs' val curves (``val_curve``).
+
+    Only seeds where the student and the baseline both have a curve of the same length count. The final score says
+    whether a student ends better; this says when it was ahead — a student that leads mid-training and is caught up
+    by the end learns faster from the teacher but does not end higher.
+
+    Returns:
+        (dict): Student → ``seeds`` used and ``mean`` (one mean gain per epoch); students without a pair are left out.
+
+    Examples:
+        >>> runs = [{"name": "baseline", "seed": 0, "val_curve": [0.1, 0.3]},
+        ...         {"name": "kd", "seed": 0, "val_curve": [0.2, 0.3]}]
+        >>> curve_gains(runs, ["baseline", "kd"])
+        {'kd': {'seeds': [0], 'mean': [0.1, 0.0]}}
+    """
+    curves = {(r["name"], r["seed"]): r.get("val_curve") for r in runs}
+    out: dict[str, Any] = {}
+    for name in students:
+        if name == baseline:
+            continue
+        pairs = {
+            seed: (curve, curves.get((baseline, seed)))
+            for (n, seed), curve in curves.items()
+            if n == name and curve and curves.get((baseline, seed)) and len(curve) == len(curves[(baseline, seed)])
+        }
+        if pairs:
+            seeds = sorted(pairs)
+            epochs = len(pairs[seeds[0]][0])
+            if all(len(pairs[s][0]) == epochs for s in seeds):
+                mean = [statistics.fmean(pairs[s][0][e] - pairs[s][1][e] for s in seeds) for e in range(epochs)]
+                out[name] = {"seeds": seeds, "mean": [round(m, 5) for m in mean]}
+    return out
+
+
+def curve_markdown(gains: dict[str, Any], every: int = 5, scale: float = 100.0) -> str:
+    """Markdown of :func:`curve_gains`: mean paired val gain in points at every ``every``-th epoch and the last."""
+    if not gains:
+        return ""
+    epochs = max(len(g["mean"]) for g in gains.values())
+    shown = sorted({*range(every, epochs + 1, every), epochs})
+    rows = ["| student | seeds | " + " | ".join(f"epoch {e}" for e in shown) + " |", "|" + "---|" * (len(shown) + 2)]
+    for name, g in gains.items():
+        cells = " | ".join(f"{g['mean'][e - 1] * scale:+.1f}" if e <= len(g["mean"]) else "" for e in shown)
+        rows.append(f"| {name} | {len(g['seeds'])} | {cells} |")
+    return "\n".join(rows)

@@ -137,6 +137,35 @@ def test_kd_share_counts_every_non_task_loss_column(tmp_path):
     assert accuracy.kd_share(csv) == {"first_epoch": 0.2, "last_epoch": 0.2}
 
 
+def test_val_curve_reads_every_epochs_validation(tmp_path):
+    csv = tmp_path / "results.csv"
+    csv.write_text("epoch, metrics/mAP50(B), metrics/mAP50-95(B)\n1, 0.2, 0.1\n2, 0.5, 0.25\n3, 0.6, 0.3\n")
+    assert accuracy.val_curve(csv) == [0.1, 0.25, 0.3]
+    assert accuracy.val_curve(tmp_path / "missing.csv") is None
+
+
+def test_curve_gains_are_paired_per_epoch_means():
+    """Per epoch, the mean over seeds of student − baseline; a seed without a matching baseline curve is left out."""
+    from benchmarks import paired
+
+    runs = [
+        {"name": "baseline", "seed": 0, "val_curve": [0.10, 0.20, 0.30]},
+        {"name": "baseline", "seed": 1, "val_curve": [0.12, 0.18, 0.34]},
+        {"name": "kd", "seed": 0, "val_curve": [0.14, 0.25, 0.29]},
+        {"name": "kd", "seed": 1, "val_curve": [0.12, 0.26, 0.33]},
+        {"name": "kd", "seed": 2, "val_curve": [0.9, 0.9, 0.9]},  # no baseline for seed 2
+        {"name": "short", "seed": 0, "val_curve": [0.2]},  # another length: not comparable epoch by epoch
+        {"name": "none", "seed": 0, "val_curve": None},
+    ]
+    gains = paired.curve_gains(runs, ["baseline", "kd", "short", "none"])
+    assert list(gains) == ["kd"] and gains["kd"]["seeds"] == [0, 1]
+    assert gains["kd"]["mean"] == pytest.approx([0.02, 0.065, -0.01])
+    lines = paired.curve_markdown(gains, every=2).splitlines()
+    assert lines[0] == "| student | seeds | epoch 2 | epoch 3 |"
+    assert lines[2] == "| kd | 2 | +6.5 | -1.0 |"
+    assert paired.curve_markdown({}) == ""
+
+
 def test_paired_gain_matches_a_paired_t_test():
     from scipy import stats
 
@@ -187,12 +216,13 @@ def test_runs_of_a_committed_report_are_reused_only_when_the_same(tmp_path):
            "dir": "/elsewhere/.work/default-e30-s1-abc"}  # fmt: skip
     config = accuracy.resolved_config(job)
     result = {"job": job, "test": {"metrics/mAP50-95(B)": 0.31}, "val": {}, "train_s": 9.0, "config": config,
-              "kd_share": {"first_epoch": 0.2, "last_epoch": 0.2}}  # fmt: skip
+              "kd_share": {"first_epoch": 0.2, "last_epoch": 0.2}, "val_curve": [0.1, 0.3]}  # fmt: skip
     (tmp_path / "old.json").write_text(json.dumps({"runs": [accuracy.run_record(result)], "teacher": {"test": {}}}))
     runs, teacher = accuracy.reusable_runs([tmp_path / "old.json"])
     here = dict(job, data=str(tmp_path / "data.yaml"), teacher=None, dir=str(tmp_path / "default-e30-s1-abc"))
     reused = accuracy.reuse(here, runs)
     assert reused["test"] == {"metrics/mAP50-95(B)": 0.31} and reused["cached"] is True and teacher == {"test": {}}
+    assert reused["val_curve"] == [0.1, 0.3] and accuracy.run_record(reused)["val_curve"] == [0.1, 0.3]
     assert accuracy.run_record(reused)["reused_from"] == "old.json"
     assert accuracy.reuse(dict(here, epochs=31), runs) is None
     assert accuracy.reuse(dict(here, seed=2), runs) is None
