@@ -96,6 +96,7 @@ STUDENTS: dict[str, Any] = {
     "pkd+kl": {"loss": "pkd", "logit": True, "logit_loss": "kl"},
     "ncwd+kl-off": {"loss": "ncwd", "logit": True, "logit_loss": "kl", "distill_off_epochs": "close_mosaic"},
     "mimic+kl": {"loss": "mimic", "logit": True, "logit_loss": "kl"},
+    "mimic-off": {"loss": "mimic", "logit": True, "distill_off_epochs": "close_mosaic"},  # KD off when mosaic closes
     "kl": {"loss": "none", "logit": True, "logit_loss": "kl"},
     "ultralytics-kd": "native",
 }
@@ -188,12 +189,43 @@ def launch(job: dict[str, Any]) -> dict[str, Any]:
             previous = json.loads(done.read_text())
             if previous.get("job") == job and ran_config(folder) == resolved_config(job):
                 return {**previous, "cached": True}
+        twin = same_run(job)
+        if twin is not None:
+            return twin
         code = reports.run_worker("benchmarks.accuracy", job, folder / "job.json", folder / "log.txt")
         if code != 0 or not done.is_file():
             tail = (folder / "log.txt").read_text(errors="replace").strip().splitlines()[-5:]
             where = f"{job['name']} (seed {job['seed']}) failed, see {folder / 'log.txt'}"
             raise RuntimeError(where + ":\n" + "\n".join(tail))
         return json.loads(done.read_text())
+
+
+def same_run(job: dict[str, Any]) -> dict[str, Any] | None:
+    """Return a finished run of the work folder that *is* ``job`` under another student name, else ``None``.
+
+    Same settings (data, model, teacher, epochs, seed, ...) and — for KD students — the same KD configuration as its
+    trainer really ran it, so training ``job`` would repeat it step for step (runs are deterministic on CPU). This
+    is what keeps a table cheap when the shipped defaults change: ``default`` then means what another student (say
+    ``mimic-off``) already trained, and the earlier default's runs stay under their own folder. The result carries
+    the twin's config, KD share and val curve (the job's own folder has none) and its folder name (``same_as``).
+    """
+    here = Path(job["dir"])
+    settings = {k: v for k, v in job.items() if k not in {"name", "dir", "spec"}}
+    config = resolved_config(job)
+    for done in sorted(here.parent.glob("*/result.json")):
+        folder = done.parent
+        if folder == here:
+            continue
+        previous = json.loads(done.read_text())
+        other = previous.get("job", {})
+        if {k: v for k, v in other.items() if k not in {"name", "dir", "spec"}} != settings:
+            continue
+        same = other.get("spec") == job["spec"] if config is None else ran_config(folder) == config
+        if same:
+            csv = folder / "train" / "results.csv"
+            return {**previous, "job": job, "cached": True, "same_as": folder.name, "config": ran_config(folder),
+                    "kd_share": kd_share(csv), "val_curve": val_curve(csv)}  # fmt: skip
+    return None
 
 
 def finished_result(job: dict[str, Any]) -> dict[str, Any] | None:
@@ -327,6 +359,7 @@ def run_record(result: dict[str, Any], workdir: Path | None = None) -> dict[str,
         "teacher": relative(job.get("teacher"), workdir),
         "cached": bool(result.get("cached")),
         "reused_from": result.get("reused_from"),
+        "same_as": result.get("same_as"),
         "job": job_key(job),
         "config": run_config(result),
         "kd_share": run_kd_share(result),

@@ -54,11 +54,15 @@ else:
 import glob
 reports = sorted(glob.glob("benchmarks/results/accuracy-demo-t60-2*.json"))  # scored as the demo scores (64 images)
 if reports:
+    from benchmarks.accuracy import resolved_config
+
     r = json.load(open(reports[-1]))
-    p = r["paired"]["metrics/mAP50-95(B)"]["vs_baseline"].get("default")
+    shipped = resolved_config({"spec": {}, "teacher": None})  # the row measured with today's defaults, by config
+    row = next((st["name"] for st in r["students"] if st.get("config") == shipped), None)
+    p = r["paired"]["metrics/mAP50-95(B)"]["vs_baseline"].get(row) if row else None
     if p and p["n"]:
         ci = f", 95% CI {p['ci'][0] * 100:+.1f} to {p['ci'][1] * 100:+.1f}" if p["ci"] else ""
         seeds = " / ".join(f"{g * 100:+.1f}" for g in p["gains"])
         print(f"measured: the default gains {p['mean'] * 100:+.1f} points mAP50-95 over the baseline in this regime "
-              f"(seeds {p['seeds']}: {seeds}{ci}; {p['wins']}/{p['n']} wins) — {reports[-1]}")
+              f"(seeds {p['seeds']}: {seeds}{ci}; {p['wins']}/{p['n']} wins; row '{row}') — {reports[-1]}")
 PY

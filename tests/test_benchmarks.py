@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import BCCD, DATA, ROOT
@@ -164,6 +165,31 @@ def test_curve_gains_are_paired_per_epoch_means():
     assert lines[0] == "| student | seeds | epoch 2 | epoch 3 |"
     assert lines[2] == "| kd | 2 | +6.5 | -1.0 |"
     assert paired.curve_markdown({}) == ""
+
+
+def test_a_run_trained_under_another_name_is_taken_over_only_when_the_same(tmp_path):
+    """When the shipped default changes, ``default`` reuses the named student that already ran its configuration."""
+    job = {"name": "mimic-off", "seed": 1, "spec": {"loss": "mimic", "distill_off_epochs": "close_mosaic"},
+           "model": "yolov8n.yaml", "epochs": 30, "imgsz": 160, "batch": 16, "device": "cpu", "workers": 0,
+           "data": "/d/data.yaml", "teacher": "/t/best.pt", "dir": str(tmp_path / "mimic-off-e30-s1-abc")}  # fmt: skip
+    train = Path(job["dir"]) / "train"
+    train.mkdir(parents=True)
+    config = accuracy.resolved_config(job)
+    (train / "distill.json").write_text(json.dumps({"config": {**config, "teacher": job["teacher"]}}))
+    (train / "results.csv").write_text("epoch, train/box_loss, train/mimic_loss, metrics/mAP50-95(B)\n1, 3, 1, 0.2\n")
+    result = {"job": job, "best": str(train / "weights" / "best.pt"), "test": {"metrics/mAP50-95(B)": 0.33},
+              "val": {}, "train_s": 5.0}  # fmt: skip
+    (Path(job["dir"]) / "result.json").write_text(json.dumps(result))
+
+    same = dict(job, name="default", spec={"distill_off_epochs": "close_mosaic"}, dir=str(tmp_path / "default-x"))
+    twin = accuracy.same_run(same)
+    assert twin["test"] == {"metrics/mAP50-95(B)": 0.33} and twin["same_as"] == "mimic-off-e30-s1-abc"
+    assert twin["job"] == same and twin["config"] == config and twin["val_curve"] == [0.2]
+    assert twin["kd_share"] == {"first_epoch": 0.25, "last_epoch": 0.25}
+    assert accuracy.run_record(twin)["same_as"] == "mimic-off-e30-s1-abc"
+    assert accuracy.same_run(dict(same, seed=2)) is None  # another seed
+    assert accuracy.same_run(dict(same, spec={"distill_off_epochs": 0})) is None  # another KD configuration
+    assert accuracy.same_run(dict(same, spec=None, teacher=None)) is None  # plain training is not that run
 
 
 def test_paired_gain_matches_a_paired_t_test():
