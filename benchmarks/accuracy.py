@@ -90,7 +90,7 @@ STUDENTS: dict[str, Any] = {
     "mgd": {"loss": "mgd", "logit": False},
     "mgd+logit": {"loss": "mgd", "logit": True},
     "mimic": {"loss": "mimic", "logit": False},
-    "mimic+logit": {"loss": "mimic", "logit": True},
+    "mimic+logit": {"loss": "mimic", "logit": True, "distill_off_epochs": 0},  # KD throughout: the default until 11-29
     "online-cwd": {"loss": "cwd", "logit": False, "online": True},
     "pkd+logit": {"loss": "pkd", "logit": True},
     "pkd+kl": {"loss": "pkd", "logit": True, "logit_loss": "kl"},
@@ -102,9 +102,9 @@ STUDENTS: dict[str, Any] = {
 }
 
 
-#: The students of the deciding (five-seed) table: the baseline, the shipped default, Ultralytics' KD, and the two
-#: best candidates of the one-seed screening (benchmarks/README.md).
-DECIDING = ("baseline", "default", "ultralytics-kd", "ncwd+kl-off", "mimic+kl")
+#: The students of the deciding (five-seed) table: the baseline, the shipped default, Ultralytics' KD, the previous
+#: default (``mimic+logit``, KD throughout) and the two best candidates of the screening (benchmarks/README.md).
+DECIDING = ("baseline", "default", "ultralytics-kd", "mimic+logit", "ncwd+kl-off", "mimic+kl")
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:

@@ -55,10 +55,12 @@ class DistillConfig:
         mgd_ratio (float): MGD fraction of spatial positions masked out (0.65, Yang et al. 2022).
         mgd_alpha (float): MGD loss scale (2e-5, Yang et al. 2022).
         schedule (str): KD weight over epochs: ``constant`` (default), ``linear`` or ``cosine`` decay to 0.
-        distill_off_epochs (int | str): Switch KD off for the last N epochs; ``"close_mosaic"`` (or ``-1``): for the
-            epochs the trainer trains without mosaic (its ``close_mosaic``), RTMDet's two-stage recipe. Default 0
-            (KD throughout) for every loss: on BCCD, KD off for the last 5 epochs did not help; pass it with ``ncwd``
-            to reproduce RTMDet's recipe in full.
+        distill_off_epochs (int | str): Switch KD off for the last N epochs; ``"close_mosaic"`` (or ``-1``, the
+            default): for the epochs the trainer trains without mosaic (its ``close_mosaic``), RTMDet's two-stage
+            recipe; a run without a mosaic stage keeps KD throughout (:func:`distill.schedule.resolve_off_epochs`).
+            The default because it scored at least as well as KD throughout on every paired seed measured (BCCD
+            and make demo's set, ``benchmarks/README.md``) and its last stage needs no teacher forward; ``0``: KD
+            throughout (the default until 2026-11-29).
     """
 
     teacher: str
@@ -76,7 +78,7 @@ class DistillConfig:
     mgd_ratio: float = 0.65
     mgd_alpha: float = 2e-5
     schedule: str = "constant"
-    distill_off_epochs: int | str = 0
+    distill_off_epochs: int | str = CLOSE_MOSAIC
     extra: dict[str, Any] = field(default_factory=dict, repr=False)  # reserved for forward-compatible keys
 
     def __post_init__(self) -> None:

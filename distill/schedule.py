@@ -42,7 +42,9 @@ def resolve_off_epochs(setting: int | str, epochs: int, close_mosaic: int) -> in
 
     With ``setting == "close_mosaic"`` KD stops exactly when Ultralytics closes mosaic: its trainer turns mosaic off
     from epoch ``epochs - close_mosaic`` (0-based) when ``close_mosaic > 0``, i.e. for the last ``close_mosaic``
-    epochs, or for the whole run when ``close_mosaic >= epochs``.
+    epochs. A run with no mosaic stage — ``close_mosaic >= epochs``, which Ultralytics trains without mosaic from the
+    start, or ``close_mosaic=0`` — has no second stage to hand over to, so KD stays on throughout (the setting is the
+    shipped default; a 5-epoch fine-tune must not silently train without its teacher).
 
     Args:
         setting (int | str): ``DistillConfig.distill_off_epochs``.
@@ -53,8 +55,9 @@ def resolve_off_epochs(setting: int | str, epochs: int, close_mosaic: int) -> in
         >>> resolve_off_epochs(3, 100, 10), resolve_off_epochs("close_mosaic", 100, 10)
         (3, 10)
         >>> resolve_off_epochs("close_mosaic", 100, 0), resolve_off_epochs("close_mosaic", 5, 10)
-        (0, 5)
+        (0, 0)
     """
     if setting == "close_mosaic":
-        return min(max(int(close_mosaic or 0), 0), epochs)
+        closed = max(int(close_mosaic or 0), 0)
+        return closed if closed < epochs else 0
     return int(setting)

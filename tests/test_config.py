@@ -14,7 +14,7 @@ def test_defaults_are_documented_values():
     cfg = DistillConfig(teacher="t.pt")
     assert (cfg.loss, cfg.logit, cfg.layers, cfg.online) == ("mimic", True, "neck", False)  # the BCCD benchmark's best
     assert (cfg.feat_weight, cfg.logit_weight, cfg.tau, cfg.mgd_ratio, cfg.mgd_alpha) == (1.0, 0.25, 1.0, 0.65, 2e-5)
-    assert (cfg.schedule, cfg.distill_off_epochs) == ("constant", 0)
+    assert (cfg.schedule, cfg.distill_off_epochs) == ("constant", "close_mosaic")  # KD off when mosaic closes
     assert (cfg.logit_loss, cfg.logit_tau, cfg.logit_conf_weight) == ("mse", 10.0, False)  # kl: opt-in for now
 
 
@@ -94,14 +94,15 @@ def test_kd_schedule(schedule, epoch, off, expected):
         (2, 10, 3, [8, 9]),
         ("close_mosaic", 10, 3, [7, 8, 9]),
         ("close_mosaic", 10, 0, []),
-        ("close_mosaic", 2, 5, [0, 1]),
+        ("close_mosaic", 2, 5, []),  # no mosaic stage (Ultralytics closes it from the start): KD stays on
+        ("close_mosaic", 10, 10, []),
     ],
 )
 def test_kd_off_epochs_can_follow_the_trainers_close_mosaic(setting, epochs, close_mosaic, off_epochs):
     off = resolve_off_epochs(setting, epochs, close_mosaic)
     assert [e for e in range(epochs) if kd_scale("constant", e, epochs, off) == 0] == off_epochs
-    if setting == "close_mosaic":  # Ultralytics' own gate (BaseTrainer._do_train): close once epoch >= epochs - N
-        assert off_epochs == [e for e in range(epochs) if close_mosaic and e >= epochs - close_mosaic]
+    if setting == "close_mosaic" and 0 < close_mosaic < epochs:  # Ultralytics' gate: closed once epoch >= epochs - N
+        assert off_epochs == [e for e in range(epochs) if e >= epochs - close_mosaic]
 
 
 def test_cli_parses_every_documented_flag():

@@ -11,7 +11,7 @@ over (N, H, W):
 and the normalised maps are compared with channel-wise distillation (Shu et al., ICCV 2021; see :mod:`.cwd`):
 τ² · Σ KL(softmax(t̂/τ) ‖ softmax(ŝ/τ)) / (N·C). Defaults as in those configs: τ = 1, weight 1. The recipe also
 stops KD when mosaic closes for the last epochs (MMRazor's ``StopDistillHook`` / ``DistillationLossDetachHook`` at
-epoch 280 of 300); here that is ``distill_off_epochs="close_mosaic"``, opt-in.
+epoch 280 of 300); here that is ``distill_off_epochs="close_mosaic"``, the shipped default for every loss.
 """
 
 from __future__ import annotations
