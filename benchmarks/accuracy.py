@@ -80,24 +80,25 @@ PROFILES = {
 }
 
 #: Every student the benchmark knows: ``None`` = plain training, ``"native"`` = Ultralytics' ``distill_model=``,
-#: a dict = our :class:`~distill.DistillConfig` fields. ``screen`` trains them all (one seed); the other profiles
-#: train :data:`DECIDING` unless ``--students`` says otherwise.
+#: a dict = our :class:`~distill.DistillConfig` fields over today's defaults; the students measured with KD throughout
+#: say ``distill_off_epochs: 0``, so they stay the runs the tables report after the default changed. ``screen`` trains
+#: them all (one seed); the other profiles train :data:`DECIDING` unless ``--students`` says otherwise.
 STUDENTS: dict[str, Any] = {
     "baseline": None,
     "default": {},  # the shipped defaults (config.DEFAULTS) as they are when the benchmark runs
-    "cwd": {"loss": "cwd", "logit": False},
-    "cwd+logit": {"loss": "cwd", "logit": True},
-    "mgd": {"loss": "mgd", "logit": False},
-    "mgd+logit": {"loss": "mgd", "logit": True},
-    "mimic": {"loss": "mimic", "logit": False},
+    "cwd": {"loss": "cwd", "logit": False, "distill_off_epochs": 0},
+    "cwd+logit": {"loss": "cwd", "logit": True, "distill_off_epochs": 0},
+    "mgd": {"loss": "mgd", "logit": False, "distill_off_epochs": 0},
+    "mgd+logit": {"loss": "mgd", "logit": True, "distill_off_epochs": 0},
+    "mimic": {"loss": "mimic", "logit": False, "distill_off_epochs": 0},
     "mimic+logit": {"loss": "mimic", "logit": True, "distill_off_epochs": 0},  # KD throughout: the default until 11-29
-    "online-cwd": {"loss": "cwd", "logit": False, "online": True},
-    "pkd+logit": {"loss": "pkd", "logit": True},
-    "pkd+kl": {"loss": "pkd", "logit": True, "logit_loss": "kl"},
+    "online-cwd": {"loss": "cwd", "logit": False, "online": True, "distill_off_epochs": 0},
+    "pkd+logit": {"loss": "pkd", "logit": True, "distill_off_epochs": 0},
+    "pkd+kl": {"loss": "pkd", "logit": True, "logit_loss": "kl", "distill_off_epochs": 0},
     "ncwd+kl-off": {"loss": "ncwd", "logit": True, "logit_loss": "kl", "distill_off_epochs": "close_mosaic"},
-    "mimic+kl": {"loss": "mimic", "logit": True, "logit_loss": "kl"},
+    "mimic+kl": {"loss": "mimic", "logit": True, "logit_loss": "kl", "distill_off_epochs": 0},
     "mimic-off": {"loss": "mimic", "logit": True, "distill_off_epochs": "close_mosaic"},  # KD off when mosaic closes
-    "kl": {"loss": "none", "logit": True, "logit_loss": "kl"},
+    "kl": {"loss": "none", "logit": True, "logit_loss": "kl", "distill_off_epochs": 0},
     "ultralytics-kd": "native",
 }
 
@@ -185,13 +186,9 @@ def launch(job: dict[str, Any]) -> dict[str, Any]:
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         done = folder / "result.json"
-        if done.is_file():
-            previous = json.loads(done.read_text())
-            if previous.get("job") == job and ran_config(folder) == resolved_config(job):
-                return {**previous, "cached": True}
-        twin = same_run(job)
-        if twin is not None:
-            return twin
+        finished = same_run(job)
+        if finished is not None:
+            return finished
         code = reports.run_worker("benchmarks.accuracy", job, folder / "job.json", folder / "log.txt")
         if code != 0 or not done.is_file():
             tail = (folder / "log.txt").read_text(errors="replace").strip().splitlines()[-5:]
@@ -201,27 +198,31 @@ def launch(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def same_run(job: dict[str, Any]) -> dict[str, Any] | None:
-    """Return a finished run of the work folder that *is* ``job`` under another student name, else ``None``.
+    """Return the finished run that *is* ``job`` — in its own folder, or under another student's name — else ``None``.
 
     Same settings (data, model, teacher, epochs, seed, ...) and — for KD students — the same KD configuration as its
-    trainer really ran it, so training ``job`` would repeat it step for step (runs are deterministic on CPU). This
-    is what keeps a table cheap when the shipped defaults change: ``default`` then means what another student (say
-    ``mimic-off``) already trained, and the earlier default's runs stay under their own folder. The result carries
-    the twin's config, KD share and val curve (the job's own folder has none) and its folder name (``same_as``).
+    trainer really ran it (compared resolved, not as written: ``{}`` and the defaults spelled out are one run), so
+    training ``job`` would repeat it step for step (runs are deterministic on CPU). Its own folder is looked at
+    first; then the others, which is what keeps a table cheap when the shipped defaults change: ``default`` then
+    means what another student (say ``mimic-off``) already trained, and the earlier default's runs stay in their
+    folder. A run taken from another folder carries that folder's config, KD share and val curve and its name
+    (``same_as``).
     """
     here = Path(job["dir"])
     settings = {k: v for k, v in job.items() if k not in {"name", "dir", "spec"}}
     config = resolved_config(job)
-    for done in sorted(here.parent.glob("*/result.json")):
-        folder = done.parent
-        if folder == here:
+    others = (done.parent for done in sorted(here.parent.glob("*/result.json")) if done.parent != here)
+    for folder in (here, *others):
+        done = folder / "result.json"
+        if not done.is_file():
             continue
         previous = json.loads(done.read_text())
         other = previous.get("job", {})
         if {k: v for k, v in other.items() if k not in {"name", "dir", "spec"}} != settings:
             continue
-        same = other.get("spec") == job["spec"] if config is None else ran_config(folder) == config
-        if same:
+        if (other.get("spec") == job["spec"]) if config is None else (ran_config(folder) == config):
+            if folder == here:
+                return {**previous, "job": job, "cached": True}
             csv = folder / "train" / "results.csv"
             return {**previous, "job": job, "cached": True, "same_as": folder.name, "config": ran_config(folder),
                     "kd_share": kd_share(csv), "val_curve": val_curve(csv)}  # fmt: skip
@@ -381,11 +382,20 @@ def reusable_runs(paths: list[Path]) -> tuple[dict[tuple[str, int], dict[str, An
 
 
 def reuse(job: dict[str, Any], runs: dict[tuple[str, int], dict[str, Any]]) -> dict[str, Any] | None:
-    """Return an earlier report's result for ``job`` when it is the same run with today's resolved KD config."""
+    """Return an earlier report's result for ``job`` when it is the same run with today's resolved KD config.
+
+    KD students are compared by their resolved config, not their spec as written (as :func:`same_run` does).
+    """
     record = runs.get((job["name"], job["seed"]))
-    if record is None or record["job"] != job_key(job):
+    if record is None:
         return None
-    if isinstance(job["spec"], dict) and record["config"] != resolved_config(job):
+    key, recorded = job_key(job), record["job"]
+    if {k: v for k, v in recorded.items() if k != "spec"} != {k: v for k, v in key.items() if k != "spec"}:
+        return None
+    same = (
+        record["config"] == resolved_config(job) if isinstance(job["spec"], dict) else recorded["spec"] == job["spec"]
+    )
+    if not same:
         return None
     return {
         "job": job,

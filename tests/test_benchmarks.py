@@ -190,6 +190,10 @@ def test_a_run_trained_under_another_name_is_taken_over_only_when_the_same(tmp_p
     assert accuracy.same_run(dict(same, seed=2)) is None  # another seed
     assert accuracy.same_run(dict(same, spec={"distill_off_epochs": 0})) is None  # another KD configuration
     assert accuracy.same_run(dict(same, spec=None, teacher=None)) is None  # plain training is not that run
+    spelled = dict(job, spec={**job["spec"], "logit": True})  # the same config written out: its own run, not a new one
+    assert accuracy.same_run(spelled)["test"] == {"metrics/mAP50-95(B)": 0.33} and "same_as" not in accuracy.same_run(
+        spelled
+    )
 
 
 def test_paired_gain_matches_a_paired_t_test():
@@ -253,5 +257,8 @@ def test_runs_of_a_committed_report_are_reused_only_when_the_same(tmp_path):
     assert accuracy.reuse(dict(here, epochs=31), runs) is None
     assert accuracy.reuse(dict(here, seed=2), runs) is None
     assert accuracy.reuse(dict(here, dir=str(tmp_path / "default-e30-s1-otherdata")), runs) is None
+    spelled = dict(here, spec={"loss": "mimic"})  # the defaults spelled out are the same run
+    assert accuracy.reuse(spelled, runs)["test"] == {"metrics/mAP50-95(B)": 0.31}
+    assert accuracy.reuse(dict(here, spec=None), runs) is None  # plain training is another run
     runs[("default", 1)]["config"] = dict(config, logit_weight=9.0)  # the default changed since: train again
     assert accuracy.reuse(here, runs) is None
