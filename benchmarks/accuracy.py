@@ -457,6 +457,21 @@ def val_curve(results_csv: Path, metric: str = METRIC) -> list[float] | None:
     return [round(float(row[metric]), 5) for row in rows]
 
 
+def phases(epochs: int, close_mosaic: int = 10) -> list[tuple[int, int]]:
+    """Epoch spans (1-based, inclusive) the report compares on val: after warm-up with mosaic, then mosaic closed.
+
+    The first third of a run (warm-up, nothing detected yet) is left out; ``close_mosaic`` is Ultralytics' default,
+    which the benchmark does not change. A run too short for a mosaic stage gets one span, after its first third.
+
+    Examples:
+        >>> phases(30), phases(40), phases(9)
+        ([(11, 20), (21, 30)], [(14, 30), (31, 40)], [(4, 9)])
+    """
+    start = epochs // 3 + 1
+    closed = epochs - close_mosaic
+    return [(start, closed), (closed + 1, epochs)] if closed >= start else [(start, epochs)]
+
+
 def summarise(name: str, results: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and sample standard deviation of test mAP over seeds for one student."""
     m95 = [r["test"]["metrics/mAP50-95(B)"] for r in results]
@@ -654,6 +669,11 @@ def main(argv: list[str] | None = None) -> int:
             if "baseline" in by_name
         },
         "paired_val_by_epoch": paired.curve_gains(runs, names) if "baseline" in by_name else {},
+        "paired_val_by_phase": {
+            f"{first}-{last}": paired.span_gains(runs, names, first, last) for first, last in phases(epochs)
+        }
+        if "baseline" in by_name
+        else {},
         "runs": runs,
         "wall_s": round(time.perf_counter() - started, 1),  # this invocation's; runs taken from cache add nothing
         "runs_from_cache": sum(bool(r.get("cached")) for r in finished),
@@ -663,6 +683,15 @@ def main(argv: list[str] | None = None) -> int:
     for metric in report["paired"]:
         table += f"\n\nPaired gains over the baseline (test {metric.removeprefix('metrics/')}, points):\n\n"
         table += paired.markdown(runs, names, metric, default=report["default"])
+    for span, gains in report["paired_val_by_phase"].items():
+        table += f"\n\nPaired gain on val, mean mAP50-95 over epochs {span} (points):\n\n"
+        table += "\n".join(
+            f"- {name}: {g['mean'] * 100:+.2f}"
+            + (f" (95% CI {g['ci'][0] * 100:+.2f} … {g['ci'][1] * 100:+.2f})" if g["ci"] else "")
+            + f", {g['wins']}/{g['n']} seeds ahead"
+            for name, g in gains.items()
+            if g["n"]
+        )
     if report["paired_val_by_epoch"]:
         table += "\n\nMean paired gain on val (mAP50-95 after each epoch, points):\n\n"
         table += paired.curve_markdown(report["paired_val_by_epoch"])

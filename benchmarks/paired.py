@@ -147,3 +147,30 @@ def curve_markdown(gains: dict[str, Any], every: int = 5, scale: float = 100.0) 
         cells = " | ".join(f"{g['mean'][e - 1] * scale:+.1f}" if e <= len(g["mean"]) else "" for e in shown)
         rows.append(f"| {name} | {len(g['seeds'])} | {cells} |")
     return "\n".join(rows)
+
+
+def span_gains(
+    runs: list[dict[str, Any]], students: list[str], first: int, last: int, baseline: str = "baseline"
+) -> dict[str, dict[str, Any]]:
+    """:func:`paired_gain` of each student's mean val score over epochs ``first``..``last`` (1-based, inclusive).
+
+    One number per seed and phase of training (say, the mosaic epochs after warm-up, then the mosaic-closed ones),
+    so whether a student was ahead in a phase gets a confidence interval, not a reading of one noisy epoch.
+
+    Examples:
+        >>> runs = [{"name": "baseline", "seed": s, "val_curve": [0.1, 0.2, 0.3]} for s in (0, 1)]
+        >>> runs += [{"name": "kd", "seed": s, "val_curve": [0.1, 0.25 + s / 100, 0.3]} for s in (0, 1)]
+        >>> g = span_gains(runs, ["baseline", "kd"], 2, 2)["kd"]
+        >>> g["gains"], g["wins"]
+        ([0.05, 0.06], 2)
+    """
+
+    def means(name: str) -> dict[int, float]:
+        return {
+            r["seed"]: statistics.fmean(r["val_curve"][first - 1 : last])
+            for r in runs
+            if r["name"] == name and r.get("val_curve") and len(r["val_curve"]) >= last
+        }
+
+    base = means(baseline)
+    return {s: paired_gain(means(s), base) for s in students if s != baseline and means(s)}

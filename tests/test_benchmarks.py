@@ -196,6 +196,24 @@ def test_a_run_trained_under_another_name_is_taken_over_only_when_the_same(tmp_p
     )
 
 
+def test_phase_gains_pair_each_seeds_mean_over_the_span():
+    """The phase comparison is a paired t-interval over per-seed means of the val curve, checked against scipy."""
+    from scipy import stats
+
+    from benchmarks import paired
+
+    base = {0: [0.1, 0.2, 0.30, 0.40], 1: [0.1, 0.3, 0.30, 0.50], 2: [0.0, 0.2, 0.25, 0.45]}
+    kd = {0: [0.1, 0.3, 0.35, 0.40], 1: [0.1, 0.3, 0.40, 0.50], 2: [0.0, 0.2, 0.30, 0.44]}
+    runs = [{"name": "baseline", "seed": s, "val_curve": c} for s, c in base.items()]
+    runs += [{"name": "kd", "seed": s, "val_curve": c} for s, c in kd.items()]
+    g = paired.span_gains(runs, ["baseline", "kd"], 2, 3)["kd"]
+    mid = [sum(kd[s][1:3]) / 2 for s in range(3)], [sum(base[s][1:3]) / 2 for s in range(3)]
+    ci = stats.ttest_rel(*mid).confidence_interval(0.95)
+    assert g["gains"] == pytest.approx([0.075, 0.05, 0.025]) and g["wins"] == 3
+    assert g["ci"] == pytest.approx([ci.low, ci.high], abs=1e-4)
+    assert accuracy.phases(30) == [(11, 20), (21, 30)]  # the BCCD profile: mosaic epochs after warm-up, then closed
+
+
 def test_paired_gain_matches_a_paired_t_test():
     from scipy import stats
 
