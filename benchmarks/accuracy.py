@@ -414,17 +414,23 @@ TASK_LOSSES = ("train/box_loss", "train/cls_loss", "train/dfl_loss", "train/seg_
                "train/kobj_loss")  # fmt: skip
 
 
+def results_rows(results_csv: Path) -> list[dict[str, str]]:
+    """Rows of an Ultralytics ``results.csv`` with its padded column names stripped (none if the file is missing)."""
+    if not results_csv.is_file():
+        return []
+    import csv
+
+    with results_csv.open() as f:
+        return [{k.strip(): v for k, v in row.items()} for row in csv.DictReader(f)]
+
+
 def kd_share(results_csv: Path) -> dict[str, float] | None:
     """Share of the KD terms in the training loss at the first and the last epoch (the loss-scale check).
 
     KD columns are every ``train/*_loss`` that is not a task loss (ours: ``cwd_loss``, ``logit_loss``, ...;
     Ultralytics' KD: ``dis_loss``); the online teacher's own loss is left out. ``None`` for plain training.
     """
-    if not results_csv.is_file():
-        return None
-    import csv
-
-    rows = [{k.strip(): v for k, v in row.items()} for row in csv.DictReader(results_csv.open())]
+    rows = results_rows(results_csv)
     if not rows:
         return None
     kd_cols = [k for k in rows[0] if k.startswith("train/") and k.endswith("_loss") and k not in TASK_LOSSES
@@ -447,11 +453,7 @@ def val_curve(results_csv: Path, metric: str = METRIC) -> list[float] | None:
     Paired over seeds (:func:`benchmarks.paired.curve_gains`) it shows *when* a student is ahead of its baseline —
     on BCCD the KD students lead in the middle of training and the baseline catches up in the last epochs.
     """
-    if not results_csv.is_file():
-        return None
-    import csv
-
-    rows = [{k.strip(): v for k, v in row.items()} for row in csv.DictReader(results_csv.open())]
+    rows = results_rows(results_csv)
     if not rows or metric not in rows[0]:
         return None
     return [round(float(row[metric]), 5) for row in rows]
