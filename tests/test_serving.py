@@ -3,19 +3,24 @@
 For each task (detect, segment, pose) a version is registered from a real evaluation, the champion is served by a
 real model server process on loopback, and requests carrying base64 images are answered like the ``.pt`` answers
 in-process — with PyTorch and with the ONNX export. Bad requests get a 4xx with a clear message and the server keeps
-serving.
+serving. The server is safe to expose: it reads no file of its own (``/etc/passwd``, a missing file and a real image on
+the server get one identical refusal), refuses an ``imgsz`` of 100 000 px, too many images and a decompression-bomb PNG
+at once, and no 4xx body carries a stack trace. In-process, a loader that opts in still predicts on local paths.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
+import struct
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 
 import pytest
@@ -31,6 +36,8 @@ from distill.steps.register import register
 CONF = 0.05
 TIGHT = Tolerance(conf=CONF, conf_tol=0.02)
 MODELS = {"detect": "yolov8n.yaml", "segment": "yolov8n-seg.yaml", "pose": "yolov8n-pose.yaml"}
+#: The served model's one answer to any ``image`` that is not base64 (it never looks at the server's files).
+NOT_BASE64 = "row 0: 'image' must be base64-encoded image bytes"
 
 
 @pytest.fixture(scope="session")
@@ -83,6 +90,33 @@ def _post(url: str, body: dict) -> tuple[int, dict]:
 
 def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
+
+
+def _refusal(status: int, answer: dict, *needles: str) -> str:
+    """Assert a short 400 without a stack trace whose reason names ``needles``; return the reason.
+
+    MLflow's scoring server frames the model's message as ``Failed to predict data '<the request's data, as pandas
+    prints it, cells cut at 50 characters>'. \nError: <message>``; the reason is the part after the last ``Error: ``.
+    """
+    assert status == 400, (status, answer)
+    body = json.dumps(answer)
+    assert "stack_trace" not in answer and "Traceback" not in body and len(body) < 2000, body[:3000]
+    reason = answer.get("message", "").rsplit("Error: ", 1)[-1]
+    assert "\n" not in reason and len(reason) < 200 and all(n in reason for n in needles), reason
+    return reason
+
+
+@functools.cache
+def _bomb_png(side: int) -> bytes:
+    """A valid ``side`` x ``side`` black greyscale PNG: a few hundred KB that decode to ``side``² pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row, deflate = bytes(side + 1), zlib.compressobj(9)  # each row: filter byte 0, then the pixels
+    pixels = b"".join(deflate.compress(row) for _ in range(side)) + deflate.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
 
 
 @pytest.fixture(scope="module", params=["detect", "segment", "pose"])
@@ -176,18 +210,89 @@ def test_served_predictions_match_the_pt_for_both_backends(registered, server):
 @pytest.mark.parametrize(
     ("column", "value", "message"),
     [
-        ("image", "this is not base64!", "neither base64 nor an existing local path"),
-        ("image", base64.b64encode(b"plain text, not an image").decode(), "not an image OpenCV can decode"),
+        ("image", "this is not base64!", NOT_BASE64),
+        ("image", base64.b64encode(b"plain text, not an image").decode(), "base64 but not a JPEG/PNG"),
+        ("image", base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"x" * 40).decode(), "base64 but not a JPEG/PNG"),
         ("picture", "abc", "image"),
     ],
 )
 def test_bad_requests_get_4xx_and_the_server_keeps_serving(registered, server, column, value, message):
     status, answer = _post(f"{server}/invocations", {"dataframe_split": {"columns": [column], "data": [[value]]}})
-    assert 400 <= status < 500 and message in answer.get("message", ""), (status, answer)
+    _refusal(status, answer, message)
     image = split_images(Path(registered["data"]), "val")[0]
     good = {"dataframe_split": {"columns": ["image"], "data": [[_b64(image)]]}}
     status, answer = _post(f"{server}/invocations", good)
     assert status == 200, answer
+
+
+def test_the_server_reads_none_of_its_own_files(registered, server):
+    """A path is refused with one message whether it names a secret, nothing, an image or the model's own weights."""
+    image = split_images(Path(registered["data"]), "val")[0]
+    paths = ["/etc/passwd", "/no/such/file.jpg", str(image), registered["weights"]]
+    reasons = set()
+    for path in paths:
+        status, answer = _post(f"{server}/invocations", {"dataframe_split": {"columns": ["image"], "data": [[path]]}})
+        reasons.add(_refusal(status, answer, NOT_BASE64))
+    assert reasons == {NOT_BASE64}
+
+
+@pytest.mark.parametrize(
+    ("rows", "params", "needles"),
+    [
+        (1, {"imgsz": 100_000}, ["params.imgsz", "[32, 2048]", "100000"]),
+        (1, {"imgsz": 8}, ["params.imgsz", "got 8"]),
+        (1, {"conf": 5.0}, ["params.conf", "[0, 1]"]),
+        (65, {}, ["65 images", "more than 64"]),
+    ],
+    ids=["imgsz-100000", "imgsz-8", "conf-5", "65-images"],
+)
+def test_requests_beyond_the_bounds_get_a_fast_400(registered, server, rows, params, needles):
+    """Checked before any inference: answered in seconds even where inference would take minutes or all memory."""
+    image = _b64(split_images(Path(registered["data"]), "val")[0])
+    body = {"dataframe_split": {"columns": ["image"], "data": [[image]] * rows}, "params": params}
+    start = time.monotonic()
+    status, answer = _post(f"{server}/invocations", body)
+    assert time.monotonic() - start < 5, answer
+    _refusal(status, answer, *needles)
+
+
+@pytest.mark.parametrize("side", [10_000, 20_000])
+def test_a_decompression_bomb_is_refused_from_its_header(registered, server, side):
+    """A ~0.1-0.4 MB PNG of 100 or 400 megapixels (above PIL's own bomb limit) is refused without being decoded."""
+    start = time.monotonic()
+    body = {"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(_bomb_png(side)).decode()]]}}
+    status, answer = _post(f"{server}/invocations", body)
+    assert time.monotonic() - start < 5, answer
+    _refusal(status, answer, "pixels", "more than 50000000")
+    good = _b64(split_images(Path(registered["data"]), "val")[0])
+    assert _post(f"{server}/invocations", {"dataframe_split": {"columns": ["image"], "data": [[good]]}})[0] == 200
+
+
+def test_local_batch_use_opts_in_to_paths(registered, monkeypatch):
+    """In-process, ``model_config={"allow_paths": True}`` predicts on local paths; bounds and short errors hold."""
+    import mlflow
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    if registered["task"] != "detect":
+        pytest.skip("one task is enough: the path is the same")
+    uri = "models:/serve-detect@champion"
+    images = split_images(Path(registered["data"]), "val")[:3]
+    paths = pd.DataFrame({"image": [str(i) for i in images[:2]]})
+    with pytest.raises(MlflowException, match=NOT_BASE64):
+        mlflow.pyfunc.load_model(uri).predict(paths, params={"conf": CONF, "imgsz": 64})
+    monkeypatch.setenv("YOLO_DISTILL_MAX_IMAGES", "2")
+    local = mlflow.pyfunc.load_model(uri, model_config={"allow_paths": True})
+    by_path = local.predict(paths, params={"conf": CONF, "imgsz": 64})
+    by_bytes = local.predict(pd.DataFrame({"image": [_b64(i) for i in images[:2]]}), params={"conf": CONF, "imgsz": 64})
+    assert len(by_path) > 0 and by_path.equals(by_bytes)
+    with pytest.raises(MlflowException, match=r"3 images in one request, more than 2 \(YOLO_DISTILL_MAX_IMAGES\)"):
+        local.predict(pd.DataFrame({"image": [str(i) for i in images]}))
+    local.unwrap_python_model().models = {"torch": object()}  # a fault inside inference: a 500, its traceback logged
+    with pytest.raises(MlflowException) as fault:
+        local.predict(paths)
+    assert fault.value.get_http_status_code() == 500 and "stack_trace" not in fault.value.serialize_as_json()
+    assert fault.value.message == "prediction failed (AttributeError); the server log has the details"
 
 
 @pytest.mark.parametrize("task", ["detect", "pose"])

@@ -250,7 +250,7 @@ def test_register_promotion_gate_both_ways_and_idempotence(stack_env, evaluated,
     version = client.get_model_version("gate-model", better["version"])
     assert version.tags["dataset_hash"] and version.tags["weights_uri"] == model
     assert version.tags["loss"] == "cwd" and version.tags["yolo_distill.pipeline_run_id"] == "gate-2"
-    loaded = mlflow.pyfunc.load_model("models:/gate-model@champion")
+    loaded = mlflow.pyfunc.load_model("models:/gate-model@champion", model_config={"allow_paths": True})
     image = str(DATA / "coco8" / "images" / "val" / "000000000036.jpg")
     detections = loaded.predict(pd.DataFrame({"image": [image]}), params={"conf": 1e-6, "imgsz": 64})
     assert list(detections.columns) == ["image", "class_id", "class_name", "confidence", "x1", "y1", "x2", "y2"]
