@@ -10,15 +10,25 @@ Every upload records the file's sha256 in the object metadata (``x-amz-meta-sha2
 Errors are :class:`StorageError` with one message naming the URI (never a secret), typed by cause
 (:mod:`distill.errors`): :class:`NotFound` and :class:`InvalidUri` are bad input (exit 2), :class:`Unreachable` an
 outage and :class:`AccessDenied` / a checksum mismatch a failure (exit 1).
+
+Conditional writes (:func:`put_if`: ``If-None-Match: *`` / ``If-Match``, which S3, SeaweedFS and MinIO evaluate
+atomically) give one process at a time a :class:`Lease` on a key — with a heartbeat, so a crashed holder's lease is
+taken over instead of blocking forever.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
+import socket
+import threading
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
@@ -304,3 +314,194 @@ def download_prefix(uri: str | S3Uri, folder: str | Path) -> list[Path]:
     if not files:
         raise NotFound(f"'{u}' not found (no objects under this prefix)")
     return files
+
+
+#: S3's answers to a conditional write whose condition did not hold (412), or that lost to a concurrent one (409).
+_CONDITION_FAILED = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+#: An ETag no object has: a write conditioned on it must be refused (how :class:`Lease` checks the server).
+_NO_ETAG = '"00000000000000000000000000000000"'
+
+
+def put_if(data: bytes, uri: str | S3Uri, *, absent: bool = False, etag: str | None = None) -> str | None:
+    """Write a small object only if it is absent (``If-None-Match: *``) or still has ``etag`` (``If-Match``).
+
+    S3 checks the condition and writes in one step, so of writers racing on one key exactly one succeeds (measured
+    on SeaweedFS 4.48: 16 concurrent writers, 20 rounds each way, one winner every round).
+
+    Returns:
+        The object's new ETag, or ``None`` when the condition did not hold (nothing written).
+    """
+    from botocore.exceptions import ClientError
+
+    if absent == (etag is not None):
+        raise ValueError("put_if: give exactly one of absent=True or etag")
+    u = as_uri(uri)
+    condition = {"IfNoneMatch": "*"} if absent else {"IfMatch": etag}
+    try:
+        r = client().put_object(
+            Bucket=u.bucket, Key=u.key, Body=data, Metadata={SHA256_META: hashlib.sha256(data).hexdigest()},
+            **condition,
+        )  # fmt: skip
+    except ClientError as e:
+        if str(e.response.get("Error", {}).get("Code", "")) in _CONDITION_FAILED:
+            return None
+        raise translate(e, u) from None
+    except Exception as e:
+        raise translate(e, u) from None
+    return r["ETag"]
+
+
+def read_with_etag(uri: str | S3Uri) -> tuple[bytes, str] | None:
+    """Return a small object's content and ETag (what :func:`put_if` compares), or ``None`` when it is absent."""
+    u = as_uri(uri)
+    try:
+        r = client().get_object(Bucket=u.bucket, Key=u.key)
+        return r["Body"].read(), r["ETag"]
+    except Exception as e:
+        err = translate(e, u)
+        if isinstance(err, NotFound):
+            return None
+        raise err from None
+
+
+class LeaseLost(StorageError):
+    """Another process took over a lease this one held (it saw no heartbeat for the stale period)."""
+
+
+class LeaseBusy(StorageError):
+    """A lease stayed held by a live holder for longer than the caller would wait."""
+
+
+class Lease:
+    """An exclusive lease on one S3 key that survives a crashed holder, built only on conditional writes.
+
+    The key holds a small JSON record (``owner``, ``token``, ``state``, ``beat``). A process takes the lease with
+    ``If-None-Match: *`` when the key is absent, or with ``If-Match`` on the ETag it read when the record is not
+    ``held`` (``done`` / ``released``) or its holder is presumed dead: the ETag did not change for ``stale_s`` seconds
+    on the waiter's own clock (no clocks are compared across machines). While held, a thread rewrites the record
+    every ``beat_s`` seconds (``If-Match`` on the holder's last ETag): a refused write means another process took
+    the lease over, and :meth:`confirm` then raises :class:`LeaseLost`. Leaving the block writes ``done``, or
+    ``released`` after an error, so the next process takes the lease at once. A server that ignores the conditions
+    would make every claim succeed: the first claim checks that it refuses them and fails clearly otherwise.
+
+    Used as ``with Lease(uri): ...``; a waiter polls every ``poll_s`` and gives up after ``wait_s`` with
+    :class:`LeaseBusy`, calling ``on_wait(record, waited_s)`` when it starts waiting and every ``report_s`` after.
+    """
+
+    def __init__(
+        self, uri: str | S3Uri, *, stale_s: float = 60.0, beat_s: float = 5.0, wait_s: float = 1800.0,
+        poll_s: float = 1.0, report_s: float = 30.0, on_wait=None, owner: str | None = None,
+    ) -> None:  # fmt: skip
+        self.uri, self.stale_s, self.beat_s, self.wait_s = as_uri(uri), stale_s, beat_s, wait_s
+        self.poll_s, self.report_s, self.on_wait = poll_s, report_s, on_wait
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        self.token, self.beat, self.etag = uuid.uuid4().hex, 0, None
+        self.taken_from: dict | None = None  #: the presumed-dead holder's record, when this lease was taken over
+        self._mutex, self._stop, self._thread = threading.Lock(), threading.Event(), None
+
+    def __enter__(self) -> Lease:
+        self.acquire()
+        self._thread = threading.Thread(target=self._beats, name=f"lease {self.uri}", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.release("released" if exc_type else "done")
+
+    def _record(self, state: str) -> bytes:
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        record = {"owner": self.owner, "token": self.token, "state": state, "beat": self.beat, "time": now}
+        return json.dumps(record).encode()
+
+    def acquire(self) -> None:
+        """Take the lease: at once when free, else once its holder has finished or is presumed dead (bounded)."""
+        started = time.monotonic()
+        seen, since, reported = None, started, None
+        while True:
+            current = read_with_etag(self.uri)
+            if current is None and self._take(absent=True):
+                return
+            record, etag = (_lease_record(current[0]), current[1]) if current else ({}, None)
+            if current and record.get("token") == self.token:  # our claim went through; a retried request was refused
+                self.etag = etag
+                return
+            now = time.monotonic()
+            if etag != seen:
+                seen, since = etag, now
+            held = record.get("state") == "held"
+            if current and (not held or now - since >= self.stale_s) and self._take(etag=etag):
+                self.taken_from = record if held else None
+                return
+            waited = now - started
+            if held and self.on_wait and (reported is None or waited - reported >= self.report_s):
+                self.on_wait(record, waited)
+                reported = waited
+            if held and waited >= self.wait_s:
+                raise LeaseBusy(f"'{self.uri}' is still held by {record.get('owner')} after {waited:.0f}s; rerun later")
+            time.sleep(self.poll_s)
+
+    def confirm(self) -> None:
+        """Renew the lease now, raising :class:`LeaseLost` when another process has taken it over.
+
+        Call right before an action only one process may take: the holder keeps the lease until ``stale_s`` after its
+        last heartbeat, so an action taken right after a successful renewal cannot overlap a takeover.
+        """
+        self._write("held")
+
+    def release(self, state: str = "done") -> None:
+        """Stop the heartbeat and record ``state`` (best effort: a lease left held is taken over after ``stale_s``)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        try:
+            self._write(state)
+        except Exception:  # noqa: S110 (leaving: the block's own outcome is what counts)
+            pass
+
+    def _take(self, absent: bool = False, etag: str | None = None) -> bool:
+        self.beat = 0
+        body = self._record("held")
+        new = put_if(body, self.uri, absent=absent, etag=etag)
+        if new is None:
+            return False
+        self.etag = new
+        if put_if(body, self.uri, absent=True) is not None or put_if(body, self.uri, etag=_NO_ETAG) is not None:
+            raise StorageError(
+                f"the S3 endpoint {endpoint_url() or '(AWS default)'} ignores conditional writes (If-None-Match, "
+                f"If-Match), so '{self.uri}' cannot be locked"
+            )
+        return True
+
+    def _write(self, state: str) -> None:
+        """Rewrite the record with ``state`` if it is still ours (If-Match on our last ETag)."""
+        with self._mutex:
+            if self.etag is None:
+                raise LeaseLost(f"'{self.uri}' was taken over by another process")
+            self.beat += 1
+            new = put_if(self._record(state), self.uri, etag=self.etag)
+            if new is None:
+                current = read_with_etag(self.uri)
+                record = _lease_record(current[0]) if current else {}
+                if not (current and record.get("token") == self.token and record.get("beat") == self.beat):
+                    self.etag = None
+                    raise LeaseLost(f"'{self.uri}' was taken over by {record.get('owner') or 'another process'}")
+                new = current[1]  # our write went through; a retried request was refused
+            self.etag = new
+
+    def _beats(self) -> None:
+        while not self._stop.wait(self.beat_s):
+            try:
+                self._write("held")
+            except LeaseLost:
+                return
+            except Exception:  # noqa: S112 (an outage: the next beat tries again)
+                continue
+
+
+def _lease_record(data: bytes) -> dict:
+    """Parse a lease record; anything unreadable counts as free (an empty record)."""
+    try:
+        record = json.loads(data)
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}

@@ -10,14 +10,34 @@ left: missing tags, the ``challenger`` alias and the gate's decision (recorded o
 
 Inputs are checked before the registry is touched (the evaluation must be complete: :func:`check_complete`), and a
 version is created with its pipeline-run tag in the same call, so a rerun after any fault finds and completes it.
+
+One version per pipeline run, whatever the timing: the whole register of run R (find or create the version, tags,
+gate) runs under a lease on ``<prefix>/registry/<name>/<R>.lock`` (:class:`distill.storage.Lease`, prefix
+``$YOLO_DISTILL_S3_PREFIX``, else the evaluation's: the part before ``/runs/``, or its folder). MLflow offers nothing
+atomic to build this on (versions are numbered, tags and aliases are plain overwrites); S3's conditional writes are:
+the lease is taken with ``If-None-Match: *`` and handed on with ``If-Match``, which SeaweedFS evaluates atomically.
+A register that finds the lease held (a retried pod while the first still runs) waits — up to :data:`LOCK_WAIT_S`,
+saying so every 30 s — then goes the way of a rerun: finds the version, reports its decision. A holder that died is
+presumed dead when its heartbeat (every :data:`LOCK_BEAT_S`) stopped for :data:`LOCK_STALE_S`; the waiter takes the
+lease over and finishes what was started. The holder renews the lease right before creating the version, so a holder
+that stalled past the stale period learns it was overtaken instead of creating a second version. An evaluation that
+is a local file, with no S3 prefix set, has nowhere shared to lock: that register runs unlocked.
+
+The step's MLflow run stays RUNNING until the whole step is done (the pyfunc is logged into it without ending it):
+a run marked FINISHED always has its version, tags and decision.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
+import sys
 import tempfile
 import time
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +45,7 @@ from .. import __version__, storage
 from ..errors import DistillError, RunFailure
 from ..export import DEFAULT_FORMATS, Export, check_packages, export_verified, parse_formats
 from . import tracking
-from .common import fetch_dataset, fetch_model
+from .common import PREFIX_ENV, fetch_dataset, fetch_model
 from .evaluate import check_complete, measure, model_table, split_images
 
 TAG_RUN = "yolo_distill.pipeline_run_id"
@@ -40,6 +60,11 @@ PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 ONNX_FILE = "model.onnx"
 #: Dataset images the exports are verified on.
 EXPORT_SAMPLES = 8
+#: The run's lock: how long a register waits for another register of the same run, how often the holder renews it
+#: and after how long without renewal its holder is presumed dead (a rerun after a crash waits this long once).
+LOCK_WAIT_S = 1800.0
+LOCK_BEAT_S = 5.0
+LOCK_STALE_S = 60.0
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
 
@@ -111,7 +136,15 @@ def register(
         "mode": plan.get("mode", ""), "split": report["split"], "imgsz": str(report["imgsz"]),
     }  # fmt: skip
 
-    with tracking.step_run(run_id, step, experiment, tracking_uri) as run, tempfile.TemporaryDirectory() as tmp:
+    lock = run_lock(name, run_id, metrics_uri)  # held until the step's run has ended: the next one reads it all
+    with (
+        lock or nullcontext(),
+        tracking.step_run(run_id, step, experiment, tracking_uri) as run,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        if lock is not None and lock.taken_from:
+            print(f"register: took over the lock of {lock.taken_from.get('owner')} (no heartbeat for "
+                  f"{lock.stale_s:.0f}s): finishing what it started", file=sys.stderr, flush=True)  # fmt: skip
         mlflow_client = run.client
         version = _version_for_run(mlflow_client, name, run_id)
         reused = version is not None
@@ -119,32 +152,54 @@ def register(
             samples = split_images(fetch_dataset(report["data"]), report["split"])[:EXPORT_SAMPLES]
             exports = export_verified(weights, samples, int(report["imgsz"]), Path(tmp), formats)
             version = _log_and_register(
-                mlflow_client, run.child_id, name, weights, metrics_uri, report, run_id, exports, samples[0]
-            )
-        mv = mlflow_client.get_model_version(name, version)
-        if "onnx" in mv.tags.get("export_formats", "").split(","):  # the URI `mlflow artifacts download` takes
-            tags["onnx_artifact"] = f"models:/{name}/{version}/artifacts/{ONNX_FILE}"
-        card = model_card(report, plan, data_hash, mv.tags)
-        if mv.description != card:
-            mlflow_client.update_model_version(name, version, description=card)
-        for key, value in tags.items():  # a rerun after a fault sets what the first try did not
-            if mv.tags.get(key) != str(value):
-                mlflow_client.set_model_version_tag(name, version, key, value)
-        if TAG_DECISION in mv.tags:  # decided before: report that decision, move nothing
-            promoted, reason = mv.tags[TAG_DECISION] == "promoted", mv.tags.get(TAG_REASON, "")
-            champion_score = None
-        else:
-            mlflow_client.set_registered_model_alias(name, "challenger", version)
-            promoted, reason, champion_score = _promote(mlflow_client, name, version, report, data_hash, score,
-                                                        min_gain)  # fmt: skip
-            mlflow_client.set_model_version_tag(name, version, TAG_REASON, reason)
-            mlflow_client.set_model_version_tag(name, version, TAG_DECISION, "promoted" if promoted else "kept")
+                mlflow_client, run.child_id, name, weights, metrics_uri, report, run_id, exports, samples[0],
+                fence=lock.confirm if lock else None,
+            )  # fmt: skip
+        promoted, reason, champion_score = _complete(mlflow_client, name, version, tags, report, plan, data_hash,
+                                                     score, min_gain)  # fmt: skip
         mlflow_client.set_tag(run.child_id, "promotion", reason)
         summary = _summary(mlflow_client, name, version)
     return {
         **summary, "promoted": promoted, "reason": reason, "score": score, "champion_score": champion_score,
         "reused": reused, "mlflow_run_id": run.child_id,
     }  # fmt: skip
+
+
+def _complete(
+    mlflow_client,
+    name: str,
+    version: str,
+    tags: dict[str, str],
+    report: dict,
+    plan: dict[str, Any],
+    data_hash: str,
+    score: float,
+    min_gain: float,
+) -> tuple[bool, str, float | None]:
+    """Give ``version`` what it still lacks (card, tags), then decide on ``champion`` once; a decided one reports.
+
+    Returns:
+        (tuple): ``(promoted, reason, champion score or None)``.
+    """
+    mv = mlflow_client.get_model_version(name, version)
+    if "onnx" in mv.tags.get("export_formats", "").split(","):  # the URI `mlflow artifacts download` takes
+        tags["onnx_artifact"] = f"models:/{name}/{version}/artifacts/{ONNX_FILE}"
+    card = model_card(report, plan, data_hash, mv.tags)
+    if mv.description != card:
+        mlflow_client.update_model_version(name, version, description=card)
+    for key, value in tags.items():  # a rerun after a fault sets what the first try did not
+        if mv.tags.get(key) != str(value):
+            mlflow_client.set_model_version_tag(name, version, key, value)
+    if TAG_DECISION in mv.tags:  # decided before: report that decision, move nothing
+        promoted, reason = mv.tags[TAG_DECISION] == "promoted", mv.tags.get(TAG_REASON, "")
+        champion_score = None
+    else:
+        mlflow_client.set_registered_model_alias(name, "challenger", version)
+        promoted, reason, champion_score = _promote(mlflow_client, name, version, report, data_hash, score,
+                                                    min_gain)  # fmt: skip
+        mlflow_client.set_model_version_tag(name, version, TAG_REASON, reason)
+        mlflow_client.set_model_version_tag(name, version, TAG_DECISION, "promoted" if promoted else "kept")
+    return promoted, reason, champion_score
 
 
 def _distill_plan(model: str) -> dict[str, Any]:
@@ -167,6 +222,41 @@ def _version_for_run(mlflow_client, name: str, run_id: str) -> str | None:
     return None
 
 
+def run_lock(name: str, run_id: str, metrics_uri: str) -> storage.Lease | None:
+    """Return the lease that serialises the registers of pipeline run ``run_id`` (``None``: nowhere shared to lock).
+
+    The key is ``<prefix>/registry/<name>/<run id>.lock`` (a run id with characters unsafe in a key is replaced by a
+    safe form plus a hash of it), under ``$YOLO_DISTILL_S3_PREFIX``, else under the evaluation's prefix: the retried
+    pod gets the same environment and arguments, so it names the same key.
+    """
+    prefix = os.environ.get(PREFIX_ENV) or _prefix_of(metrics_uri)
+    if not prefix:
+        return None
+    safe = re.sub(r"[^A-Za-z0-9_.\-]", "_", run_id)
+    if safe != run_id:
+        safe = f"{safe}-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
+    uri = storage.parse_s3_uri(prefix).join("registry", name, f"{safe}.lock")
+    return storage.Lease(uri, stale_s=LOCK_STALE_S, beat_s=LOCK_BEAT_S, wait_s=LOCK_WAIT_S, on_wait=lock_busy)
+
+
+def _prefix_of(metrics_uri: str) -> str | None:
+    """Return the S3 prefix an evaluation was written under (before ``/runs/``), else its folder; ``None``: local."""
+    if not storage.is_s3(metrics_uri):
+        return None
+    head, runs, _ = metrics_uri.partition("/runs/")
+    return head if runs else metrics_uri.rsplit("/", 1)[0]
+
+
+def lock_busy(record: dict[str, Any], waited_s: float) -> None:
+    """Say that another register of the same run holds its lock (a seam of its own: the race test watches it)."""
+    print(
+        f"register: another register of this pipeline run ({record.get('owner', '?')}) holds its lock; waited "
+        f"{waited_s:.0f}s of {LOCK_WAIT_S:.0f}s, then this one reports the version that one made",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def _log_and_register(
     mlflow_client,
     child_id: str,
@@ -177,8 +267,12 @@ def _log_and_register(
     run_id: str,
     exports: list[Export],
     example: Path,
+    fence: Callable[[], None] | None = None,
 ) -> str:
-    """Log the pyfunc (weights + verified exports, signature, a base64 input example) and register it."""
+    """Log the pyfunc (weights + verified exports, signature, a base64 input example) and register it.
+
+    ``fence`` runs right before the version is created (the run lock's renewal: it raises if the lock was lost).
+    """
     import base64
 
     import mlflow
@@ -210,14 +304,14 @@ def _log_and_register(
     weights_copy = exports[0].path.with_suffix(".pt")  # export_verified's copy: model.pt beside model.onnx
     artifacts = {"weights": str(weights_copy if weights_copy.is_file() else weights),
                  **{e.format: str(e.path) for e in exports}}  # fmt: skip
-    with mlflow.start_run(run_id=child_id, nested=True):
+    with tracking.active_run(child_id):  # not `mlflow.start_run`: that ends the run FINISHED
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(PYFUNC_CODE),
             artifacts=artifacts,
             signature=signature,
             input_example=example,
-            model_config={"task": task, "imgsz": imgsz},
+            model_config={"task": task, "imgsz": imgsz, "allow_paths": False},  # paths: an explicit opt-in at load
             pip_requirements=[
                 f"ultralytics=={ultralytics.__version__}",
                 f"onnxruntime=={onnxruntime.__version__}",
@@ -229,6 +323,8 @@ def _log_and_register(
         TAG_RUN: run_id, "export_formats": ",".join(e.format for e in exports), "export_verified": "true",
         "onnx_opset": str(onnx.opset), "onnx_imgsz": str(onnx.imgsz), "onnx_dynamic_batch": str(onnx.dynamic).lower(),
     }  # fmt: skip
+    if fence is not None:
+        fence()
     version = mlflow.register_model(info.model_uri, name, tags=tags)
     return str(version.version)
 

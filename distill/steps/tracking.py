@@ -166,6 +166,23 @@ def step_run(
         c.set_terminated(parent_id, "FINISHED")
 
 
+@contextmanager
+def active_run(run_id: str) -> Iterator[None]:
+    """Make ``run_id`` MLflow's active run for the block (what ``log_model`` logs into) without ending it.
+
+    ``with mlflow.start_run(run_id=...)`` marks the run FINISHED on leaving the block, while the step still has work
+    to do — a fault after that leaves a FINISHED run without what the step makes. Leaving with status RUNNING only
+    takes the run off MLflow's active-run stack; :func:`step_run` ends it when the step is done.
+    """
+    import mlflow
+
+    mlflow.start_run(run_id=run_id, nested=True)
+    try:
+        yield
+    finally:
+        mlflow.end_run(status="RUNNING")
+
+
 def _end_quickly(c, run_ids: tuple[str, ...], status: str) -> None:
     """Best effort, no retries: end runs ``status`` (used on the way out of a failure, which must stay the error)."""
     saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
@@ -246,7 +263,8 @@ class EpochLogger:
         """Log the epoch's metrics at step = epoch number (1-based).
 
         Ultralytics calls this once more after training for the final validation of ``best.pt``, at step
-        ``epochs + 1``: then only those validation metrics are logged.
+        ``epochs + 1``: then only those validation metrics are logged. That call is the only record of the final
+        validation (the step logs nothing more), so each metric has one value per step.
         """
         step = trainer.epoch + 1
         metrics = dict(trainer.metrics or {})
