@@ -6,10 +6,17 @@ student.
 Both run Ultralytics' own task trainers in-process and write Ultralytics' layout into ``out``:
 ``weights/best.pt``, ``weights/last.pt``, ``results.csv``, ``args.yaml`` — plus ``distill.json`` (the resolved
 distillation plan) and, in online mode, ``weights/teacher.pt``.
+
+A refused run (:class:`DistillError`, also when the trainer refuses it after it began) prints only its error and
+leaves ``out`` as it found it: a folder the run created is removed, an existing one gets back the files
+Ultralytics' trainer writes or deletes before its checks end (``args.yaml``, ``results.csv``).
 """
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +27,7 @@ from .config import TRAINING, DistillConfig
 from .errors import DistillError
 from .model import KDModel, load_weights, read_checkpoint
 from .offline import configure_settings
-from .trainer import DISTILL_TRAINERS, PLAIN_TRAINERS, TEACHER_WEIGHTS, DistillCallbacks
+from .trainer import DISTILL_TRAINERS, PLAIN_TRAINERS, TEACHER_WEIGHTS, DistillCallbacks, DistillTrainerMixin, held_logs
 
 configure_settings()  # before any trainer registers Ultralytics' logger integrations
 
@@ -129,19 +136,85 @@ def _overrides(out: str | Path, **kwargs: Any) -> dict[str, Any]:
 
 
 def _run(trainer_cls: type, overrides: dict[str, Any], callbacks: dict[str, list] | None) -> Any:
-    """Construct and run an Ultralytics trainer, turning its argument errors into :class:`DistillError`."""
+    """Construct and run an Ultralytics trainer, turning its argument errors into :class:`DistillError`.
+
+    Until the run is accepted — the trainer is built, and for distillation the teacher/student pair validated —
+    Ultralytics' console output is held back and the output folder can be put back (:class:`_OutputFolder`).
+    """
     from ultralytics.utils import callbacks as ul_callbacks
 
     cbs = ul_callbacks.get_default_callbacks()
     for event, handlers in (callbacks or {}).items():
         cbs[event].extend(handlers)
-    try:
-        trainer = trainer_cls(overrides=overrides, _callbacks=cbs)
-    except SyntaxError as e:  # Ultralytics' message for unknown arguments, followed by its whole CLI help
-        lines = [line.strip() for line in str(e).splitlines() if "not a valid YOLO argument" in line]
-        raise DistillError(" ".join(lines) or str(e).strip().splitlines()[0]) from None
-    trainer.train()
+    with held_logs() as held, _OutputFolder.of(overrides).restored_on_refusal():
+        try:
+            trainer = trainer_cls(overrides=overrides, _callbacks=cbs)
+        except SyntaxError as e:  # Ultralytics' message for unknown arguments, followed by its whole CLI help
+            lines = [line.strip() for line in str(e).splitlines() if "not a valid YOLO argument" in line]
+            raise DistillError(" ".join(lines) or str(e).strip().splitlines()[0]) from None
+        if trainer.ddp or not isinstance(trainer, DistillTrainerMixin):
+            held.show()  # accepted (a distillation trainer releases it once the pair is validated)
+        trainer.train()
     return trainer
+
+
+class _OutputFolder:
+    """A run's output folder as it was before the run, so that a refused run can leave it as it found it.
+
+    Ultralytics' trainer creates the folder and ``weights/``, writes ``args.yaml`` and deletes ``results.csv``
+    while it is constructed, before the checks that may still refuse the run (the teacher, the layer pairs).
+    """
+
+    TOUCHED = ("args.yaml", "results.csv")
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.created: Path | None = None  # the topmost folder that did not exist yet: all of it would be this run's
+        self.saved: dict[str, bytes | None] = {}
+        self.had_weights = True
+        if path is None:
+            return
+        missing = [p for p in (path, *path.parents) if not p.exists()]
+        self.created = missing[-1] if missing else None
+        if self.created is None:
+            self.saved = {n: (path / n).read_bytes() if (path / n).is_file() else None for n in self.TOUCHED}
+            self.had_weights = (path / "weights").is_dir()
+
+    @classmethod
+    def of(cls, overrides: dict[str, Any]) -> _OutputFolder:
+        """Return the folder of a run with these trainer ``overrides`` (``None``: a resume in place)."""
+        if overrides.get("save_dir"):
+            return cls(Path(overrides["save_dir"]).resolve())
+        if overrides.get("project") and overrides.get("name"):
+            return cls((Path(overrides["project"]) / overrides["name"]).resolve())
+        return cls(None)
+
+    @contextmanager
+    def restored_on_refusal(self) -> Iterator[None]:
+        """On a :class:`DistillError` in the block, put the folder back (a checkpoint the run wrote stays)."""
+        try:
+            yield
+        except DistillError:
+            self.restore()
+            raise
+
+    def restore(self) -> None:
+        """Remove what the run created, or write back the files it changed in a folder that existed."""
+        if self.path is None:
+            return
+        if self.created is not None:
+            if not (self.path / "weights" / "last.pt").is_file():  # refused before its first checkpoint
+                shutil.rmtree(self.created, ignore_errors=True)
+            return
+        for name in self.TOUCHED:
+            before, path = self.saved[name], self.path / name
+            if before is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.write_bytes(before)
+        weights = self.path / "weights"
+        if not self.had_weights and weights.is_dir() and not any(weights.iterdir()):
+            weights.rmdir()
 
 
 def _result(trainer: Any) -> RunResult:

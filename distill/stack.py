@@ -5,6 +5,11 @@ put/get/delete, a real MLflow API call — and records ports, process ids and ge
 (``$YOLO_DISTILL_STACK_DIR``, default ``./.stack``), so data and settings survive a restart. ``stack env`` prints the
 ``export`` lines a shell can ``eval``; tests and ``make demo`` use exactly this.
 
+Every server process carries :data:`SERVER_MARK` in its environment, so ``down`` stops all of a server's processes
+(MLflow's uvicorn worker too, also after its leader died) and ``up`` never takes a stale or foreign process answering
+on a port for its own server: it stops its own orphans, refuses a port another process holds (one line naming it),
+counts a server ready only when its own process listens and answers, and stops what it started if it fails.
+
 SeaweedFS is the object store Kubeflow itself ships. MLflow keeps its runs in SQLite and its artifacts in the same
 S3 bucket, served through the tracking server (``--serve-artifacts``) so clients need no extra settings.
 """
@@ -15,20 +20,28 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import RunFailure
+
+if TYPE_CHECKING:
+    import psutil
 
 DEFAULT_BUCKET = "yolo-distill"
 DEFAULT_PREFIX = "dev"
 READY_TIMEOUT_S = 90
+#: Set in the environment of every server process the stack starts (inherited by their workers), valued
+#: ``<state folder>|<role>``: how ``down`` and ``up`` find all of a server's processes, even orphaned ones.
+SERVER_MARK = "YOLO_DISTILL_STACK_SERVER"
+ROLES = {"s3": "SeaweedFS S3", "mlflow": "MLflow server"}
 
 
 class StackError(RunFailure):
@@ -86,19 +99,81 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
+def _reap(pid: int | None) -> None:
+    """Collect ``pid`` if it is an exited child of this process (a zombie would otherwise look alive)."""
+    if pid:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+
+def _members(folder: Path, role: str, leader: int | None = None) -> list[psutil.Process]:
+    """Every live process of the stack's ``role`` server: its leader and workers, orphaned workers included.
+
+    They are found by :data:`SERVER_MARK` in their environment — a worker outlives a killed leader, and process ids
+    are reused, so neither the recorded id nor its process group alone is proof. A ``leader`` started before the
+    mark existed (its command line names the folder) brings its process group along.
+    """
+    import psutil
+
+    _reap(leader)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of this process counts as dead
-        return os.waitpid(pid, os.WNOHANG) == (0, 0)
-    except ChildProcessError:
-        return True
+        legacy = leader if leader and str(folder) in " ".join(psutil.Process(leader).cmdline()) else None
+    except psutil.Error:
+        legacy = None
+    mark, found = f"{folder}|{role}", []
+    for proc in psutil.process_iter():
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE and (
+                proc.environ().get(SERVER_MARK) == mark or (legacy and os.getpgid(proc.pid) == legacy)
+            ):
+                found.append(proc)
+        except (psutil.Error, OSError):  # gone meanwhile, or not this user's to inspect
+            continue
+    return found
+
+
+def _running(folder: Path, role: str, pid: int | None) -> bool:
+    """Whether ``pid`` is the live leader of the stack's ``role`` server (not an exited or reused process id)."""
+    return bool(pid) and any(p.pid == pid for p in _members(folder, role, pid))
+
+
+def _listening(folder: Path, role: str, port: int) -> bool:
+    """Whether a process of the stack's own ``role`` server listens on ``port`` (not a stale or foreign one).
+
+    Where the system does not show this user the sockets of its own processes, the answer is yes: unknown.
+    """
+    import psutil
+
+    unknown = False
+    for proc in _members(folder, role):
+        try:
+            if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in proc.net_connections("tcp")):
+                return True
+        except psutil.AccessDenied:
+            unknown = True
+        except psutil.Error:
+            continue
+    return unknown
+
+
+def _holder(port: int) -> str:
+    """Name the process listening on ``port`` (``pid N (command)``), as far as the system tells this user."""
+    import psutil
+
+    try:
+        listeners = [c.pid for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.pid
+                     and c.laddr.port == port]  # fmt: skip
+        return f"pid {listeners[0]} ({' '.join(psutil.Process(listeners[0]).cmdline())[:120]})"
+    except (psutil.Error, IndexError):
+        return "another process"
+
+
+def _role_ports(state: StackState, role: str) -> list[int]:
+    if role == "mlflow":
+        return [state.mlflow_port]
+    return [p + twin for p in (state.s3_port, *state.weed_ports.values()) for twin in (0, 10000)]
 
 
 def _new_state(bucket: str, prefix: str) -> StackState:
@@ -170,7 +245,7 @@ def _start_s3(folder: Path, state: StackState, creds: dict[str, str]) -> int:
         f"-filer.port={p['filer']}", f"-admin.port={p['admin']}", "-admin.ui=false", "-webdav=false",
         "-master.telemetry=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
     ]  # fmt: skip
-    env = {**os.environ, **creds}
+    env = {**os.environ, **creds, SERVER_MARK: f"{folder}|s3"}
     return _spawn(cmd, env, folder / "logs" / "s3.log", cwd=data)
 
 
@@ -185,6 +260,7 @@ def _start_mlflow(folder: Path, state: StackState, creds: dict[str, str]) -> int
         **os.environ, **creds,
         "MLFLOW_S3_ENDPOINT_URL": state.s3_endpoint, "AWS_ENDPOINT_URL_S3": state.s3_endpoint,
         "AWS_DEFAULT_REGION": "us-east-1", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        SERVER_MARK: f"{folder}|mlflow",
     }  # fmt: skip
     return _spawn(cmd, env, folder / "logs" / "mlflow.log", cwd=folder)
 
@@ -231,47 +307,87 @@ def _mlflow_ready(state: StackState) -> bool:
         return False
 
 
-def _wait(check, what: str, pid: int, log: Path, timeout: float = READY_TIMEOUT_S) -> None:
+def _wait(
+    folder: Path, state: StackState, role: str, ready: Callable[[], bool], timeout: float = READY_TIMEOUT_S
+) -> None:
+    """Wait until the ``role`` server answers ``ready()`` *from its own process*, listening on its port.
+
+    A stale or foreign process on the port could answer the check for a server that failed to bind; that does not
+    count. The server exiting, or not serving within ``timeout``, is a :class:`StackError` (with the log's tail).
+    """
+    pid, port = getattr(state, f"{role}_pid"), _role_ports(state, role)[0]
+    log = folder / "logs" / f"{role}.log"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if check():
+        if ready() and _listening(folder, role, port):
             return
-        if not _alive(pid):
+        if not _running(folder, role, pid):
             tail = log.read_text(errors="replace")[-1500:] if log.is_file() else ""
-            raise StackError(f"{what} exited during start-up; last log lines:\n{tail}")
+            raise StackError(f"{ROLES[role]} exited during start-up; last log lines:\n{tail}")
         time.sleep(0.5)
-    raise StackError(f"{what} did not become ready within {timeout:.0f}s (log: {log})")
+    raise StackError(f"{ROLES[role]} did not become ready within {timeout:.0f}s (log: {log})")
+
+
+def _claim(state: StackState, role: str) -> None:
+    """Refuse to start ``role`` on a port another process holds: that process would answer the readiness checks."""
+    for port in _role_ports(state, role):
+        if not _port_free(port):
+            raise StackError(
+                f"{ROLES[role]}: port {port} on 127.0.0.1 is in use by {_holder(port)}; stop it, or run "
+                "`yolo-distill stack down` and `up` again to move the stack to free ports"
+            )
 
 
 def up(folder: str | Path | None = None, bucket: str = DEFAULT_BUCKET, prefix: str = DEFAULT_PREFIX) -> dict:
-    """Start (or reuse) the stack and wait until both servers serve; return :func:`status`."""
+    """Start (or reuse) the stack and wait until both servers serve; return :func:`status`.
+
+    Workers left behind by a server whose leader died are stopped first (they may hold its port). A port held by
+    any other process is a :class:`StackError` naming it, and a failed ``up`` stops the servers it started itself.
+    """
     folder = stack_dir(folder)
     folder.mkdir(parents=True, exist_ok=True)
     creds = _credentials(folder)
     state = _load(folder)
-    if state is None or not (_alive(state.s3_pid) or _alive(state.mlflow_pid)) and not _ports_free(state):
+    running = {role: bool(state) and _running(folder, role, getattr(state, f"{role}_pid")) for role in ROLES}
+    for role in ROLES:
+        if not running[role]:
+            _stop(folder, role, getattr(state, f"{role}_pid", None))
+            if state is not None:
+                setattr(state, f"{role}_pid", None)  # an exited server's id may be another process's by now
+    if state is None or not any(running.values()) and not _ports_free(state):
         state = _new_state(bucket, prefix)  # first start, or the remembered ports were taken meanwhile
-    if not (_alive(state.s3_pid) and _s3_ready(state, creds)):
-        state.s3_pid = _start_s3(folder, state, creds)
+    checks = {"s3": lambda: _s3_ready(state, creds), "mlflow": lambda: _mlflow_ready(state)}
+    started: list[str] = []
+    try:
+        for role, start in (("s3", _start_s3), ("mlflow", _start_mlflow)):
+            if not running[role]:
+                _claim(state, role)
+                setattr(state, f"{role}_pid", start(folder, state, creds))
+                started.append(role)
+                _save(folder, state)
+            _wait(folder, state, role, checks[role])  # a reused server may still be starting
+    except StackError:
+        for role in started:
+            _stop(folder, role, getattr(state, f"{role}_pid"))
+            setattr(state, f"{role}_pid", None)
         _save(folder, state)
-        _wait(lambda: _s3_ready(state, creds), "SeaweedFS S3", state.s3_pid, folder / "logs" / "s3.log")
-    if not (_alive(state.mlflow_pid) and _mlflow_ready(state)):
-        state.mlflow_pid = _start_mlflow(folder, state, creds)
-        _save(folder, state)
-        _wait(lambda: _mlflow_ready(state), "MLflow server", state.mlflow_pid, folder / "logs" / "mlflow.log")
+        raise
     _save(folder, state)
     return status(folder)
 
 
 def status(folder: str | Path | None = None) -> dict:
-    """Return which servers are running and serving, with their URLs (no secrets)."""
+    """Return which servers are running and serving, with their URLs (no secrets).
+
+    A server serves when its own process listens on its port and answers a real request (S3 put/get, MLflow API).
+    """
     folder = stack_dir(folder)
     state = _load(folder)
     if state is None:
         return {"dir": str(folder), "running": False, "s3": None, "mlflow": None}
     creds = _credentials(folder)
-    s3_ok = _alive(state.s3_pid) and _s3_ready(state, creds)
-    mlflow_ok = _alive(state.mlflow_pid) and _mlflow_ready(state)
+    s3_ok = _serving(folder, state, "s3") and _s3_ready(state, creds)
+    mlflow_ok = _serving(folder, state, "mlflow") and _mlflow_ready(state)
     return {
         "dir": str(folder),
         "running": bool(s3_ok and mlflow_ok),
@@ -281,32 +397,47 @@ def status(folder: str | Path | None = None) -> dict:
     }
 
 
+def _serving(folder: Path, state: StackState, role: str) -> bool:
+    """Whether the recorded ``role`` server runs and one of its processes listens on its port."""
+    return _running(folder, role, getattr(state, f"{role}_pid")) and _listening(
+        folder, role, _role_ports(state, role)[0]
+    )
+
+
 def down(folder: str | Path | None = None, timeout: float = 15) -> dict:
-    """Stop both servers (SIGTERM, then SIGKILL after ``timeout``); data stays in the folder for the next ``up``."""
+    """Stop both servers, every process of each (SIGTERM, then SIGKILL after ``timeout``); data stays for ``up``."""
     folder = stack_dir(folder)
     state = _load(folder)
+    for role in ("mlflow", "s3"):
+        _stop(folder, role, getattr(state, f"{role}_pid", None), timeout)
     if state is None:
         return status(folder)
-    for pid in (state.mlflow_pid, state.s3_pid):
-        _stop(pid, timeout)
     state.s3_pid = state.mlflow_pid = None
     _save(folder, state)
     return status(folder)
 
 
-def _stop(pid: int | None, timeout: float) -> None:
-    if not _alive(pid):
-        return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pid, sig)  # the whole session: MLflow's workers, weed's components
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.2)
-        if not _alive(pid):
-            return
+def _stop(folder: Path, role: str, leader: int | None, timeout: float = 15) -> None:
+    """Stop every process of the ``role`` server, leader and workers alike, and wait until they are gone.
+
+    Stopping only the leader (or only its process group while the leader lives) can leave a worker holding the
+    port, answering for a server that no longer runs.
+    """
+    import psutil
+
+    procs = _members(folder, role, leader)
+    for signal_it, wait in ((psutil.Process.terminate, timeout), (psutil.Process.kill, 5.0)):
+        for proc in procs:
+            try:
+                signal_it(proc)
+            except psutil.NoSuchProcess:
+                continue
+        procs = psutil.wait_procs(procs, timeout=wait)[1]
+        if not procs:
+            break
+    _reap(leader)
+    if procs:
+        raise StackError(f"{ROLES[role]}: processes {[p.pid for p in procs]} survived SIGKILL")
 
 
 def env_lines(folder: str | Path | None = None) -> str:

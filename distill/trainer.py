@@ -11,6 +11,10 @@ saves the online teacher. The distillation trainers override two small methods f
 - ``setup_model`` — on resume, rebuild the student from our checkpoint and keep the adapters/generators to restore
   (the stock code would rebuild a plain ``DistillationModel``).
 
+While a run is set up, Ultralytics' console output is held back (:func:`held_logs`) until the run is accepted —
+for distillation, until the teacher/student pair is validated — so a refused run prints its one ``error:`` line
+and nothing before it (no banner, no argument dump, no model table).
+
 Every trainer here (plain and distilling) also carries :class:`LaunchMixin`, which lets it run as one rank of an
 external multi-node ``torchrun`` launch (Kubeflow Trainer): see its docstring for the three overrides and why.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from copy import deepcopy
@@ -115,6 +120,65 @@ def save_teacher(model: KDModel, trainer: Any, path: Path) -> None:
         tmp,
     )
     tmp.replace(path)  # never leave a half-written teacher.pt
+
+
+class HeldLogs(logging.Handler):
+    """Stands in for the handlers of Ultralytics' ``LOGGER`` and keeps its records until shown or discarded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+        self.saved: list[logging.Handler] | None = LOGGER.handlers[:]
+        LOGGER.handlers = [self]
+
+    def emit(self, record: logging.LogRecord) -> None:  # noqa: D102 (logging's hook)
+        self.records.append(record)
+
+    def show(self) -> None:
+        """Put Ultralytics' handlers back and pass them the held records, in order (no-op once done).
+
+        (Not ``release``: ``logging.Handler`` has one, for its lock, called on every record.)
+        """
+        if self.saved is None:
+            return
+        LOGGER.handlers, handlers, self.saved = self.saved, self.saved, None
+        for record in self.records:
+            for handler in handlers:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
+        self.records.clear()
+
+    def discard(self) -> None:
+        """Put Ultralytics' handlers back and forget the held records: the run was refused."""
+        self.records.clear()
+        self.show()
+
+
+_HELD: list[HeldLogs] = []  # the holds in force in this process, outermost first
+
+
+@contextmanager
+def held_logs() -> Iterator[HeldLogs]:
+    """Hold Ultralytics' console output in the block until :func:`release_logs`; drop it on a :class:`DistillError`.
+
+    Any other way out of the block releases what was held, so a crash keeps its context on the console.
+    """
+    held = HeldLogs()
+    _HELD.append(held)
+    try:
+        yield held
+    except DistillError:
+        held.discard()
+        raise
+    finally:
+        held.show()
+        _HELD.remove(held)
+
+
+def release_logs() -> None:
+    """Print what :func:`held_logs` holds and stop holding: the run was accepted (a no-op when nothing is held)."""
+    for held in reversed(_HELD):  # innermost first: it hands its records to the one it stands in for
+        held.show()
 
 
 class LaunchMixin:
@@ -281,10 +345,12 @@ class DistillTrainerMixin:
         """Set the stock attributes on the student, then wrap it in the :class:`KDModel` (validated up front)."""
         super().set_model_attributes()
         if isinstance(unwrap_model(self.model), KDModel):
+            release_logs()
             return
         self.model, self.distill_plan = build_kd_model(
             self.model, self, self.distill.config, resume_state=self._kd_resume_state
         )
+        release_logs()  # the pair is valid: the run is accepted, the set-up output held so far can show
         if RANK in {-1, 0}:
             self.save_dir.mkdir(parents=True, exist_ok=True)
             (self.save_dir / "distill.json").write_text(json.dumps(self.distill_plan, indent=2) + "\n")

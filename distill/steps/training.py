@@ -236,7 +236,6 @@ def _run_step(
         for rel in ("results.csv", "args.yaml", "distill.json"):
             if (run.save_dir / rel).is_file():
                 mlflow.log_artifact(child_id, str(run.save_dir / rel))
-        tracking.log_metrics(mlflow, child_id, run.metrics, step=int(train_kw["epochs"]) + 1)
         result = {
             "step": name,
             "run_id": run_id,
