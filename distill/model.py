@@ -4,6 +4,22 @@
 for it, freezes ``teacher_model.*``, strips the teacher from the EMA, saves only the student in the final
 ``best.pt``/``last.pt`` (``strip_optimizer``), and fuses to the student. We reuse its picklable feature hooks and
 their (de)serialisation, and replace what it hard-codes: which layers, how channels are aligned, which losses.
+
+``KDModel`` does not run ``DistillationModel.__init__`` (8.4.190): it calls ``nn.Module.__init__`` and sets the same
+state itself (:func:`distill.seams.start_feature_capture`). The parent's constructor, checked against our needs:
+
+- it runs a probe forward of two images at ``args.imgsz`` through both models. Our seam (``set_model_attributes``)
+  runs before Ultralytics rounds ``imgsz`` to a stride multiple, so ``imgsz=100`` crashes in a ``Concat``; at 640 it
+  costs ~3 s on CPU (v8n + v8s) for shapes we already probe at ``2 * stride``;
+- it picks its own layers (the head's inputs plus the head) and registers a ``projector`` (Conv1x1-ReLU-Conv1x1 per
+  level, ~0.5 M parameters for v8n -> v8s) that our losses never use: it would join the optimizer, the EMA and every
+  checkpoint, and never receive a gradient;
+- it freezes the teacher and registers it as ``teacher_model`` unconditionally: an online teacher must stay
+  trainable, under ``online_teacher``;
+- it reads ``args.dis``, the built-in KD's weight, which means nothing here.
+
+Calling it and then undoing four of those would tie us to more of its internals than skipping it. What the inherited
+methods (hooks, pickling, ``fuse``) read is set here, and ``tests/test_seams.py`` checks that it is all of it.
 """
 
 from __future__ import annotations
@@ -35,6 +51,7 @@ from .losses import (
     shared_outputs,
 )
 from .offline import TRUST_ENV, trusts_checkpoints
+from .seams import captured_features, clear_features, freeze_teacher, start_feature_capture
 
 
 class KDModel(DistillationModel):
@@ -65,7 +82,7 @@ class KDModel(DistillationModel):
         logit_keys: list[str],
         reg_max: int = 16,
     ) -> None:
-        nn.Module.__init__(self)  # DistillationModel.__init__ hard-codes layers and projector: build our own parts
+        nn.Module.__init__(self)  # not DistillationModel.__init__: see the module docstring for why
         self.distill_config = config.to_dict()
         self.online = config.online
         self.student_model = student
@@ -84,11 +101,7 @@ class KDModel(DistillationModel):
         self.logit_weight = config.logit_weight
         self.kd_scale = 1.0  # set each epoch by the schedule callback
         self.kd_loss_names = kd_loss_names(config)
-        self._teacher_feats: dict[int, torch.Tensor] = {}
-        self._student_feats: dict[int, torch.Tensor] = {}
-        self._teacher_hooks: list = []
-        self._student_hooks: list = []
-        self._register_feature_hooks()
+        start_feature_capture(self)  # the parent's hook state and hooks, as its constructor would make them
         copy_attr(self, student)
         self.train(student.training)
 
@@ -110,7 +123,7 @@ class KDModel(DistillationModel):
         """Set train/eval mode; an offline teacher always stays frozen in eval mode."""
         nn.Module.train(self, mode)
         if not self.online:
-            self._freeze_teacher()
+            freeze_teacher(self)
         return self
 
     def kd_state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
@@ -139,8 +152,8 @@ class KDModel(DistillationModel):
                 items[name] = zero
             return torch.cat([task_loss, zero.expand(len(self.kd_loss_names))]), items
 
-        self._teacher_feats.clear()
-        self._student_feats.clear()
+        clear_features(self)
+        student_feats, teacher_feats = captured_features(self)
         teacher = self.teacher_model
         scale = float(self.kd_scale)
         teacher_preds = None
@@ -159,8 +172,8 @@ class KDModel(DistillationModel):
             feat = zero
             if scale > 0:
                 for i, (adapter, criterion) in enumerate(zip(self.connectors, self.feature_losses, strict=True)):
-                    student_feat = adapter(self._student_feats[i])
-                    feat = feat + criterion(student_feat, self._teacher_feats[i].detach())
+                    student_feat = adapter(student_feats[i])
+                    feat = feat + criterion(student_feat, teacher_feats[i].detach())
                 feat = feat * (self.feat_weight * scale)
             terms.append(feat)
         if self.logit_loss is not None:
@@ -175,8 +188,7 @@ class KDModel(DistillationModel):
             terms.append(teacher_loss.sum() / bs)
         for name, term in zip(self.kd_loss_names, terms, strict=True):
             items[name] = term.detach().reshape(1)
-        self._teacher_feats.clear()
-        self._student_feats.clear()
+        clear_features(self)
         return torch.cat([task_loss, torch.stack(terms) * bs]), items
 
 

@@ -17,6 +17,9 @@ and nothing before it (no banner, no argument dump, no model table).
 
 Every trainer here (plain and distilling) also carries :class:`LaunchMixin`, which lets it run as one rank of an
 external multi-node ``torchrun`` launch (Kubeflow Trainer): see its docstring for the three overrides and why.
+
+The underscored Ultralytics names this relies on (two overridden private methods, ``_callbacks``, the DDP class swap,
+the feature-hook helpers) are listed and checked in :mod:`distill.seams`.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from .errors import DistillError
 from .launch import Launch, current
 from .model import KDModel, build_kd_model
 from .schedule import kd_scale, resolve_off_epochs
+from .seams import clear_features, cpu_ddp, drop_feature_hooks
 
 TEACHER_WEIGHTS = "teacher.pt"
 
@@ -99,10 +103,9 @@ class DistillCallbacks:
 
 def save_teacher(model: KDModel, trainer: Any, path: Path) -> None:
     """Write the online teacher as a plain Ultralytics checkpoint (loads with ``YOLO(path)``)."""
-    model._teacher_feats.clear()
+    clear_features(model)
     teacher = deepcopy(model.teacher_model).half()
-    for m in teacher.modules():
-        DistillationModel._clear_feature_hooks(m)
+    drop_feature_hooks(teacher)
     teacher.criterion = None
     teacher.args = dict(vars(trainer.args))
     for p in teacher.parameters():
@@ -199,6 +202,7 @@ class LaunchMixin:
       (:class:`BestThroughTrainer`), as Ultralytics' own final validation puts every rank of a group on a GPU.
     """
 
+    # ``_callbacks`` mirrors BaseTrainer.__init__ (a parameter seam: distill.seams.SEAMS)
     def __init__(self, cfg: Any = None, overrides: dict | None = None, _callbacks: dict | None = None) -> None:
         from ultralytics.utils import DEFAULT_CFG
 
@@ -217,7 +221,7 @@ class LaunchMixin:
                 check_batch_divides(self.args.batch, self.launch.world_size, f"ranks ({self.launch.nodes} node(s))")
             self.world_size = self.launch.world_size
 
-    def _setup_ddp(self) -> None:
+    def _setup_ddp(self) -> None:  # an override seam: distill.seams.SEAMS (BaseTrainer._setup_ddp)
         """Join the launch's process group: gloo on CPU, else Ultralytics' own setup (NCCL on ``cuda:LOCAL_RANK``)."""
         if self.device.type != "cpu":
             return super()._setup_ddp()
@@ -229,10 +233,10 @@ class LaunchMixin:
             "gloo", timeout=timedelta(hours=3), rank=self.launch.rank, world_size=self.launch.world_size
         )
 
-    def _setup_train(self) -> None:
+    def _setup_train(self) -> None:  # an override seam: distill.seams.SEAMS (BaseTrainer._setup_train)
         """Ultralytics' setup; on CPU ranks its DDP wrap runs without ``device_ids``."""
         if self.world_size > 1 and self.device.type == "cpu":
-            with _cpu_ddp():
+            with cpu_ddp():
                 return super()._setup_train()
         return super()._setup_train()
 
@@ -268,27 +272,6 @@ class BestThroughTrainer:
         metrics = self.validator(trainer=self.trainer)
         keys = set(self.validator.metrics.keys) | {"fitness"}
         return {k: v for k, v in (metrics or {}).items() if k in keys}
-
-
-@contextmanager
-def _cpu_ddp() -> Iterator[None]:
-    """Within the block, DDP wraps a CPU model without ``device_ids``.
-
-    Ultralytics passes ``device_ids=[self.device.index]``, ``[None]`` for a CPU device, which DDP refuses.
-    """
-    from torch.nn import parallel
-
-    original = parallel.DistributedDataParallel
-
-    class CpuDDP(original):
-        def __init__(self, module: nn.Module, device_ids: list | None = None, **kwargs: Any) -> None:
-            super().__init__(module, device_ids=None if device_ids == [None] else device_ids, **kwargs)
-
-    parallel.DistributedDataParallel = CpuDDP
-    try:
-        yield
-    finally:
-        parallel.DistributedDataParallel = original
 
 
 def share_file(path: Path, launch: Launch) -> None:
