@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install test test-all lint format demo bench-speed bench-accuracy clean
+.PHONY: install test test-fast test-all lint format demo bench-speed bench-accuracy clean
 
 install: $(STAMP)
 
@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml images/requirements.lock
 
 test: install
 	$(BIN)/python -m pytest
+
+# The fast tier: tests marked `fast` (in-process: no training, no server, no subprocess; the guard in
+# tests/conftest.py fails a test wrongly marked), for checking a change to a loss or a setting in seconds.
+test-fast: install
+	$(BIN)/python -m pytest -m "fast and not slow" -q
 
 test-all: install
 	$(BIN)/python -m pytest -m ""

@@ -32,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     reports.add_report_args(ap)
     args = ap.parse_args(argv)
 
-    import distill  # noqa: F401  (offline Ultralytics before it loads)
+    import distill
+
+    distill.configure()  # offline Ultralytics, before it loads
     from distill.steps.evaluate import measure
 
     original = json.loads(args.report.read_text())

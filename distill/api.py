@@ -26,10 +26,8 @@ from ultralytics.nn.tasks import guess_model_task, yaml_model_load
 from .config import TRAINING, DistillConfig
 from .errors import DistillError
 from .model import KDModel, load_weights, read_checkpoint
-from .offline import configure_settings
+from .offline import configure
 from .trainer import DISTILL_TRAINERS, PLAIN_TRAINERS, TEACHER_WEIGHTS, DistillCallbacks, DistillTrainerMixin, held_logs
-
-configure_settings()  # before any trainer registers Ultralytics' logger integrations
 
 
 @dataclass
@@ -275,12 +273,16 @@ def train(
         resume: An interrupted run's ``last.pt``: continue it (``data``/``out`` may point to new locations).
         **overrides: Any other Ultralytics train argument (``lr0=0.01``, ``plots=False``, ...).
 
+    Configures Ultralytics first (:func:`distill.configure`: offline, integrations off; a no-op once done), so a
+    Python caller needs no setup; ``from distill import train`` has already configured it before importing it.
+
     Examples:
         >>> from distill import train
         >>> run = train("coco8/data.yaml", "yolov8s.yaml", epochs=1, imgsz=64, out="runs/teacher")  # doctest: +SKIP
         >>> run.best  # doctest: +SKIP
         PosixPath('.../runs/teacher/weights/best.pt')
     """
+    configure()
     if resume is not None:
         path = _checkpoint(resume)
         ckpt = read_checkpoint(path, "resume")[1]
@@ -335,11 +337,14 @@ def distill(
         callbacks: Extra Ultralytics callbacks ``{event: [fn(trainer), ...]}`` (progress, tracking).
         **overrides: Any other Ultralytics train argument.
 
+    Configures Ultralytics first, like :func:`train` (idempotent).
+
     Examples:
         >>> from distill import DistillConfig, distill
         >>> cfg = DistillConfig(teacher="runs/teacher/weights/best.pt", loss="cwd")
         >>> run = distill("coco8/data.yaml", "yolov8n.yaml", cfg, epochs=1, imgsz=64)  # doctest: +SKIP
     """
+    configure()
     if resume is not None:
         return _resume(resume, data, out, device, config, callbacks, overrides)
     if config is None:

@@ -8,11 +8,15 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-import distill  # noqa: F401  (configures Ultralytics offline before anything imports it)
+import distill
+
+distill.configure()  # Ultralytics offline, before anything imports it (the tests' processes inherit the environment)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"  # small real datasets with their licences (tests/data/README.md)
@@ -51,6 +55,54 @@ def no_network(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", guarded)
     monkeypatch.setattr(socket, "getaddrinfo", _guard_getaddrinfo(socket.getaddrinfo))
+
+
+#: Session fixtures that train or start servers: a test that needs one is not fast.
+SLOW_FIXTURES = frozenset({"teachers", "stack_env", "datasets", "trained", "evaluated"})
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    """Set up a test marked ``fast`` under :func:`fast_tier_guard` (its fixtures of any scope included)."""
+    slow = sorted(SLOW_FIXTURES & set(getattr(item, "fixturenames", ())))
+    if slow and item.get_closest_marker("fast") is not None:
+        pytest.fail(f"a test marked fast uses {', '.join(slow)} (training or servers): drop the fast marker")
+    with fast_tier_guard(item):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    """Run a test marked ``fast`` under :func:`fast_tier_guard`."""
+    with fast_tier_guard(item):
+        yield
+
+
+@contextmanager
+def fast_tier_guard(item: pytest.Item) -> Iterator[None]:
+    """Hold a test marked ``fast`` to its promise: no subprocess, no listening server, no training.
+
+    The fast tier (``make test-fast``) is only worth having if it stays fast, so a test wrongly marked fails loudly
+    instead of slowing the tier down. The guard covers setup (a module fixture that trains is caught too) and the
+    test itself, not teardown: the last test of a full run may be fast while a session's stack shuts down.
+    """
+    if item.get_closest_marker("fast") is None:
+        yield
+        return
+    from ultralytics.engine.trainer import BaseTrainer
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(subprocess.Popen, "_execute_child", _refuse("starts a subprocess"))
+        mp.setattr(socket.socket, "listen", _refuse("starts a server (listen)"))
+        mp.setattr(BaseTrainer, "train", _refuse("trains a model (BaseTrainer.train)"))
+        yield
+
+
+def _refuse(what: str):
+    def refused(*args, **kwargs):
+        raise AssertionError(f"a test marked fast {what}: drop the fast marker")
+
+    return refused
 
 
 def _guard_getaddrinfo(real):

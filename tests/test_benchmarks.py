@@ -15,6 +15,7 @@ def _variant(seconds: float) -> dict:
     return {"median_s": seconds, "peak_rss_mb": 1000.0, "peak_cuda_mb": None, "breakdown_s": {}}
 
 
+@pytest.mark.fast
 def test_speed_ratios_divide_by_the_floor_and_by_ultralytics():
     results = {
         "v8s-v8n": {
@@ -34,6 +35,7 @@ def _round(seconds: float, *times: float) -> dict:
     return dict(_variant(seconds), times_s=list(times), breakdown_s={"teacher_forward": seconds / 2})
 
 
+@pytest.mark.fast
 def test_speed_rounds_pool_steps_and_give_each_rounds_ratio():
     """Rounds pool every timed step for the median; the range is the ratio of each round on its own."""
     pooled = speed.pool([_round(0.3, 0.2, 0.3, 0.4), _round(0.6, 0.5, 0.6, 0.7)])
@@ -52,6 +54,7 @@ def test_speed_rounds_pool_steps_and_give_each_rounds_ratio():
     assert "| p | cwd | 780 · 636 | 1.114 (1.00–1.20) · 1.026 |" in speed.markdown(report)
 
 
+@pytest.mark.fast
 def test_speed_report_is_recomputed_from_its_recorded_steps(tmp_path):
     """--from-report rebuilds every statistic from ``times_s`` (here: a report written before p10 existed)."""
     old = {"benchmark": "speed", "profile": "cpu", "machine": {"device": "cpu"}, "kd_over_floor": {"stale": 9.0},
@@ -65,6 +68,7 @@ def test_speed_report_is_recomputed_from_its_recorded_steps(tmp_path):
     assert report["resummarised_from"] == "old.json" and report["profile"] == "cpu"
 
 
+@pytest.mark.fast
 def test_accuracy_summary_is_mean_and_sample_std_over_seeds(tmp_path):
     runs = [
         {"job": {"spec": None, "seed": s, "dir": str(tmp_path / f"s{s}")}, "train_s": 10.0,
@@ -78,6 +82,7 @@ def test_accuracy_summary_is_mean_and_sample_std_over_seeds(tmp_path):
     assert table.index("| cwd |") < table.index("| baseline |") and "+0.0500" in table
 
 
+@pytest.mark.fast
 def test_accuracy_variant_is_validated_before_any_training():
     assert accuracy.parse_variant("w3:loss=cwd,logit=0,feat_weight=3") == (
         "w3",
@@ -128,6 +133,7 @@ def test_accuracy_benchmark_smoke(tmp_path):
     assert report["dataset"]["score_split"] == "test" and report["teacher"]["epochs"] == 3
 
 
+@pytest.mark.fast
 def test_kd_share_counts_every_non_task_loss_column(tmp_path):
     csv = tmp_path / "results.csv"
     csv.write_text(
@@ -138,6 +144,7 @@ def test_kd_share_counts_every_non_task_loss_column(tmp_path):
     assert accuracy.kd_share(csv) == {"first_epoch": 0.2, "last_epoch": 0.2}
 
 
+@pytest.mark.fast
 def test_val_curve_reads_every_epochs_validation(tmp_path):
     csv = tmp_path / "results.csv"
     csv.write_text("epoch, metrics/mAP50(B), metrics/mAP50-95(B)\n1, 0.2, 0.1\n2, 0.5, 0.25\n3, 0.6, 0.3\n")
@@ -145,6 +152,7 @@ def test_val_curve_reads_every_epochs_validation(tmp_path):
     assert accuracy.val_curve(tmp_path / "missing.csv") is None
 
 
+@pytest.mark.fast
 def test_curve_gains_are_paired_per_epoch_means():
     """Per epoch, the mean over seeds of student − baseline; a seed without a matching baseline curve is left out."""
     from benchmarks import paired
@@ -167,6 +175,7 @@ def test_curve_gains_are_paired_per_epoch_means():
     assert paired.curve_markdown({}) == ""
 
 
+@pytest.mark.fast
 def test_a_run_trained_under_another_name_is_taken_over_only_when_the_same(tmp_path):
     """When the shipped default changes, ``default`` reuses the named student that already ran its configuration."""
     job = {"name": "mimic-off", "seed": 1, "spec": {"loss": "mimic", "distill_off_epochs": "close_mosaic"},
@@ -196,6 +205,7 @@ def test_a_run_trained_under_another_name_is_taken_over_only_when_the_same(tmp_p
     )
 
 
+@pytest.mark.fast
 def test_phase_gains_pair_each_seeds_mean_over_the_span():
     """The phase comparison is a paired t-interval over per-seed means of the val curve, checked against scipy."""
     from scipy import stats
@@ -214,6 +224,7 @@ def test_phase_gains_pair_each_seeds_mean_over_the_span():
     assert accuracy.phases(30) == [(11, 20), (21, 30)]  # the BCCD profile: mosaic epochs after warm-up, then closed
 
 
+@pytest.mark.fast
 def test_paired_gain_matches_a_paired_t_test():
     from scipy import stats
 
@@ -233,6 +244,7 @@ def test_paired_gain_matches_a_paired_t_test():
     assert paired.paired_gain({}, base)["mean"] is None
 
 
+@pytest.mark.fast
 def test_paired_markdown_lists_seeds_gain_ci_and_wins():
     from benchmarks import paired
 
@@ -247,6 +259,7 @@ def test_paired_markdown_lists_seeds_gain_ci_and_wins():
     assert lines[4].startswith("| other | 29.0 | 30.0 | -1.00 | -1.0 … -1.0 | 0/2 |")
 
 
+@pytest.mark.fast
 def test_accuracy_run_records_are_repository_relative(tmp_path):
     result = {"job": {"name": "default", "seed": 3, "spec": {}, "epochs": 30, "imgsz": 160,
                       "dir": str(ROOT / "benchmarks" / ".work" / "x"), "teacher": str(tmp_path / "t.pt")},
@@ -257,6 +270,7 @@ def test_accuracy_run_records_are_repository_relative(tmp_path):
     assert (record["name"], record["seed"], record["test"]) == ("default", 3, {"metrics/mAP50-95(B)": 0.3})
 
 
+@pytest.mark.fast
 def test_runs_of_a_committed_report_are_reused_only_when_the_same(tmp_path):
     """--reuse takes over a run from an earlier report (another machine, no work folder) only if nothing differs."""
     job = {"name": "default", "seed": 1, "spec": {}, "model": "yolov8n.yaml", "epochs": 30, "imgsz": 160,

@@ -7,6 +7,9 @@ import pytest
 from distill import DistillError
 from distill.devices import choose_devices, visible_cuda_devices
 
+#: In-process only (no training, server or subprocess): part of `make test-fast`.
+pytestmark = pytest.mark.fast
+
 
 @pytest.mark.parametrize(
     ("device", "cuda_count", "expected", "devices"),

@@ -156,6 +156,7 @@ def assert_same_boxes(got: dict, want: dict) -> None:
                 assert a[0] == b[0] and np.allclose(a[1:], b[1:], atol=2e-6), (split, name, a, b)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("fmt", ["yolo", "voc", "coco"])
 @VALID
 @given(ds=datasets())
@@ -272,6 +273,7 @@ def damage(fmt: str, kind: str, ds: dict, src: Path) -> tuple[str, str]:
     return Path(target).name, text
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(("fmt", "kind"), [(fmt, kind) for fmt, kinds in DAMAGE.items() for kind in kinds])
 @DAMAGED
 @given(ds=datasets())
@@ -313,6 +315,7 @@ def test_step_refuses_damage_with_one_line_and_publishes_nothing(stack_env, tmp_
     assert sorted(storage.list_keys(f"{prefix}/datasets/")) == before
 
 
+@pytest.mark.fast
 def test_coco_imports_only_listed_images_and_counts_boxes_outside(tmp_path):
     """An image on disk the file does not list is not imported as background; a box outside its image is counted."""
     WRITERS["coco"](EXAMPLE, tmp_path / "src")

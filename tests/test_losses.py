@@ -29,6 +29,9 @@ from distill.losses import (
     teacher_confidence,
 )
 
+#: In-process only (no training, server or subprocess): part of `make test-fast`.
+pytestmark = pytest.mark.fast
+
 
 def cwd_reference(student: np.ndarray, teacher: np.ndarray, tau: float) -> float:
     """CWD written out in NumPy, loop by loop, from the paper's definition."""

@@ -38,6 +38,7 @@ def real_batch(trainer, n: int = 2) -> dict:
     return trainer.preprocess_batch(next(iter(loader)))
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("loss", ["cwd", "mgd", "mimic"])
 def test_gradients_reach_student_and_adapters_never_a_frozen_teacher(tmp_path, loss):
     trainer = make_trainer(tmp_path, "detect", DistillConfig(teacher=TEACHER["detect"], loss=loss))
@@ -58,6 +59,7 @@ def test_gradients_reach_student_and_adapters_never_a_frozen_teacher(tmp_path, l
         assert torch.equal(v, teacher_state[k]), k
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(("task", "loss"), [("detect", "ncwd"), ("segment", "pkd"), ("pose", "pkd")])
 def test_kl_logit_loss_and_new_feature_losses_through_the_trainer_seam(tmp_path, task, loss):
     """logit_loss="kl" on every task: LD + class KL, plus assembled masks (segment) or decoded keypoints (pose)."""
@@ -74,6 +76,7 @@ def test_kl_logit_loss_and_new_feature_losses_through_the_trainer_seam(tmp_path,
     assert all(p.grad is None for p in model.teacher_model.parameters())
 
 
+@pytest.mark.fast
 def test_distill_off_epochs_follows_the_trainers_close_mosaic(tmp_path):
     config = DistillConfig(teacher=TEACHER["detect"], loss="ncwd", distill_off_epochs="close_mosaic")
     trainer = make_trainer(tmp_path, "detect", config)
@@ -86,6 +89,7 @@ def test_distill_off_epochs_follows_the_trainers_close_mosaic(tmp_path):
     assert scales == [1.0] * 7 + [0.0] * 3  # KD off exactly while Ultralytics trains without mosaic
 
 
+@pytest.mark.fast
 def test_adapters_match_channels_and_kd_parts_are_submodules(tmp_path):
     trainer = make_trainer(tmp_path, "detect", DistillConfig(teacher=TEACHER["detect"], loss="mgd"))
     model = trainer.model
@@ -98,6 +102,7 @@ def test_adapters_match_channels_and_kd_parts_are_submodules(tmp_path):
     assert (trainer.save_dir / "distill.json").is_file()
 
 
+@pytest.mark.fast
 def test_online_teacher_is_trainable_and_gets_gradients(tmp_path):
     trainer = make_trainer(tmp_path, "detect", DistillConfig(teacher=TEACHER["detect"], online=True))
     model = trainer.model
@@ -109,6 +114,7 @@ def test_online_teacher_is_trainable_and_gets_gradients(tmp_path):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.teacher_model.parameters())
 
 
+@pytest.mark.fast
 def test_eval_mode_loss_reports_zero_kd_columns(tmp_path):
     trainer = make_trainer(tmp_path, "detect", DistillConfig(teacher=TEACHER["detect"], loss="cwd", logit=True))
     model = trainer.model.eval()
@@ -117,6 +123,7 @@ def test_eval_mode_loss_reports_zero_kd_columns(tmp_path):
     assert total.shape[0] == 3 + 2
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     ("student", "teacher", "preset", "expected"),
     [
@@ -132,6 +139,7 @@ def test_layer_presets_resolve_from_the_model(tmp_path, student, teacher, preset
     assert trainer.model.teacher_feats_idx == expected
 
 
+@pytest.mark.fast
 def test_teacher_layers_may_differ_from_student_layers(tmp_path):
     cfg = DistillConfig(teacher="yolo11s.yaml", layers="15,18,21", teacher_layers="neck")
     trainer = make_trainer(tmp_path, "detect", cfg, student="yolov8n.yaml")
@@ -139,6 +147,7 @@ def test_teacher_layers_may_differ_from_student_layers(tmp_path):
     assert trainer.model.teacher_feats_idx == [16, 19, 22]
 
 
+@pytest.mark.fast
 def test_cross_family_pair_distils_the_outputs_it_shares(tmp_path):
     # YOLO26 has reg_max=1 (no box distribution): the logit loss keeps to the class scores; neck layers map per model.
     cfg = DistillConfig(teacher="yolo26s.yaml", logit=True)
@@ -153,6 +162,7 @@ def _nc1_data(tmp_path):
     return data
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     ("config", "kwargs", "message"),
     [
@@ -181,6 +191,7 @@ def test_pose_teacher_for_detect_student_is_a_task_mismatch(tmp_path, teachers):
         make_trainer(tmp_path, "detect", DistillConfig(teacher=str(teachers["pose"])))
 
 
+@pytest.mark.fast
 def test_adapters_and_generators_join_the_optimizer(tmp_path):
     trainer = make_trainer(tmp_path, "detect", DistillConfig(teacher=TEACHER["detect"], loss="mgd"))
     optimizer = trainer.build_optimizer(trainer.model, name="SGD", lr=0.01)

@@ -1,5 +1,5 @@
-"""`import distill` alone makes Ultralytics offline (env, a local font; integrations off once the API loads), in a
-clean process — and stays light, so `--help` and argument errors never wait for torch."""
+"""The Python API configures Ultralytics offline by itself (env, a local font, integrations off) on first use, in a
+clean process, while `import distill` stays light, so `--help` and argument errors never wait for torch."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import subprocess
 import sys
 
 
-def test_import_configures_ultralytics_offline(tmp_path):
+def test_the_api_configures_ultralytics_offline_on_first_use(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("YOLO_", "XDG_"))}
     env["HOME"] = str(tmp_path)  # a user who never set anything up
     code = """
 import json, os, sys
 import distill
 light = not any(m in sys.modules for m in ("torch", "ultralytics"))
-distill.train  # the API: loads Ultralytics and switches its integrations off
+distill.train  # the API: configures Ultralytics (distill.configure), then loads it
 from ultralytics.utils import SETTINGS, USER_CONFIG_DIR
 from ultralytics.utils.checks import check_font
 print(json.dumps({

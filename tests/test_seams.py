@@ -26,6 +26,8 @@ from distill import seams
 from distill.model import KDModel
 from distill.seams import CAPTURE_STATE, SEAMS, Seam
 
+pytestmark = pytest.mark.fast  # in-process: the pinned Ultralytics' source and tiny stand-in models
+
 DISTILL = Path(distill.__file__).parent
 SEAMS_FILE = Path(seams.__file__)
 TRAINERS = [*distill.trainer.DISTILL_TRAINERS.values(), *distill.trainer.PLAIN_TRAINERS.values()]

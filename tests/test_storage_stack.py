@@ -61,6 +61,7 @@ def test_unreachable_endpoint(stack_env, monkeypatch):
         storage.head(f"{stack_env['YOLO_DISTILL_S3_PREFIX']}/x")
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     ("uri", "message"),
     [("http://x/y", "not an s3:// URI"), ("s3://A_B/k", "not a valid S3 bucket name"), ("s3://ok-b/a/../b", "'..'")],
