@@ -17,9 +17,26 @@ from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
 def prepare_data(
     source: str, data_format: str, classes: str, prefix: str, run_id: str, experiment: str, dataset: Output[Dataset]
 ) -> str:
-    """Import, normalise, validate and publish the dataset; return its URI."""
+    """Import, normalise, validate and publish the dataset; return its URI.
+
+    Args:
+        source: The dataset: a local folder or ``.zip``, an ``s3://`` prefix or an ``s3://...zip``.
+        data_format: ``yolo`` (a folder with ``data.yaml``), ``coco`` (``annotations/*.json`` + images) or ``voc``.
+        classes: Comma-separated class names in index order; empty: the dataset's own (VOC: the sorted names found).
+        prefix: ``s3://bucket/prefix`` to publish under; empty: ``$YOLO_DISTILL_S3_PREFIX``.
+        run_id: The pipeline run id; the step is tracked as its MLflow child run.
+        experiment: MLflow experiment; empty: ``$MLFLOW_EXPERIMENT_NAME`` or ``yolo-distill``.
+        dataset: The output artifact the step writes (see Returns).
+
+    Returns:
+        dataset: The step's result (JSON), with the dataset's S3 URI, content hash and counts as metadata.
+        Output: The published dataset's URI, the ``data`` of the steps after it.
+    """
     import json
 
+    import distill
+
+    distill.configure()  # Ultralytics offline, before any step module imports it
     from distill.steps.prepare_data import prepare_data as step
 
     result = step(source, data_format, dest=prefix or None, classes=classes or None, run_id=run_id,
@@ -47,15 +64,43 @@ def train(
     gpus: int,
     accelerator: str,
     trainjob: str,
+    train_args: dict,
     weights: Output[Model],
 ) -> str:
     """Train a teacher or baseline student; with ``existing_weights`` set, use those instead (no training).
 
-    With ``nodes > 1`` the step runs as a Kubeflow Trainer TrainJob (``trainjob``: its settings as JSON) and this pod
-    only submits and watches it.
+    With ``nodes > 1`` the step runs as a Kubeflow Trainer TrainJob and this pod only submits and watches it. A rerun
+    of a finished step returns its result; a retried one resumes from its last uploaded checkpoint.
+
+    Args:
+        data: Dataset URI from prepare-data.
+        model: Model ``.yaml`` (from scratch) or weights URI (local or ``s3://``) to start from.
+        name: Step name (``teacher``, ``student``), its folder under ``runs/<run_id>/``.
+        run_id: The pipeline run id (outputs under ``runs/<run_id>/``; tracked as its MLflow child run).
+        prefix: ``s3://bucket/prefix`` the step writes under; empty: ``$YOLO_DISTILL_S3_PREFIX``.
+        epochs: Training epochs.
+        imgsz: Image size.
+        batch: Batch size (over all GPUs).
+        device: Ultralytics device string; empty: every GPU of the pod (DDP), else the CPU.
+        seed: Random seed.
+        experiment: MLflow experiment; empty: ``$MLFLOW_EXPERIMENT_NAME`` or ``yolo-distill``.
+        existing_weights: Weights URI to use instead of training (the teacher of an earlier run); empty: train.
+        nodes: Nodes to train on: 1 in this pod, more as a TrainJob.
+        gpus: GPUs per node.
+        accelerator: The GPU resource name (``nvidia.com/gpu``).
+        trainjob: The TrainJob's settings as JSON (image, resources, secrets; set when the pipeline is compiled).
+        train_args: Other Ultralytics train arguments (checked before the run starts).
+        weights: The output artifact the step writes (see Returns).
+
+    Returns:
+        weights: The step's result (JSON), with the ``best.pt`` S3 URI, sha256 and MLflow run id as metadata.
+        Output: The trained ``best.pt`` URI (``existing_weights`` when set).
     """
     import json
 
+    import distill
+
+    distill.configure()  # Ultralytics offline, before any step module imports it
     from distill.steps.trainjob import run_training_step
 
     if existing_weights:
@@ -69,7 +114,7 @@ def train(
             json.dump({"best": existing_weights, "reused": True}, f)
         return existing_weights
     step = dict(data=data, model=model, epochs=epochs, imgsz=imgsz, batch=batch, device=device or None, seed=seed,
-                experiment=experiment or None)  # fmt: skip
+                experiment=experiment or None, **train_args)  # fmt: skip
     result = run_training_step("train", nodes, gpus, accelerator, trainjob, name, run_id, prefix or None, **step)
     best = result["outputs"]["best.pt"]
     weights.metadata.update({"s3_uri": best["uri"], "sha256": best["sha256"], "mlflow_run_id": result["mlflow_run_id"]})
@@ -84,11 +129,8 @@ def distill(
     student: str,
     run_id: str,
     prefix: str,
-    loss: str,
-    layers: str,
-    logit: bool,
-    logit_loss: str,
-    online: bool,
+    kd: dict,
+    sweep_item: dict,
     epochs: int,
     imgsz: int,
     batch: int,
@@ -100,22 +142,55 @@ def distill(
     gpus: int,
     accelerator: str,
     trainjob: str,
+    train_args: dict,
     weights: Output[Model],
 ) -> str:
-    """Distil the teacher into the student; return the distilled ``best.pt`` URI (``nodes > 1``: as a TrainJob)."""
+    """Distil the teacher into the student; return the distilled ``best.pt`` URI (``nodes > 1``: as a TrainJob).
+
+    Args:
+        data: Dataset URI from prepare-data.
+        teacher: The trained teacher's weights URI.
+        student: Student model ``.yaml`` (from scratch) or weights URI.
+        run_id: The pipeline run id (outputs under ``runs/<run_id>/``; tracked as its MLflow child run).
+        prefix: ``s3://bucket/prefix`` the step writes under; empty: ``$YOLO_DISTILL_S3_PREFIX``.
+        kd: The KD settings (``distill.settings.KD``; the pipeline hands them over as text, typed back here).
+        sweep_item: The sweep's ``{loss, layers}`` over ``kd`` (``{}`` outside a sweep).
+        epochs: Training epochs.
+        imgsz: Image size.
+        batch: Batch size (over all GPUs).
+        device: Ultralytics device string; empty: every GPU of the pod (DDP), else the CPU.
+        seed: Random seed.
+        experiment: MLflow experiment; empty: ``$MLFLOW_EXPERIMENT_NAME`` or ``yolo-distill``.
+        name: Step name, its folder under ``runs/<run_id>/``; empty: ``distill-<loss>-<layers>``.
+        nodes: Nodes to train on: 1 in this pod, more as a TrainJob.
+        gpus: GPUs per node.
+        accelerator: The GPU resource name (``nvidia.com/gpu``).
+        trainjob: The TrainJob's settings as JSON (image, resources, secrets; set when the pipeline is compiled).
+        train_args: Other Ultralytics train arguments (checked before the run starts).
+        weights: The output artifact the step writes (see Returns).
+
+    Returns:
+        weights: The step's result (JSON), with the ``best.pt`` S3 URI, sha256, loss, layers, logit loss and
+            MLflow run id as metadata.
+        Output: The distilled ``best.pt`` URI.
+    """
     import json
 
+    import distill
+
+    distill.configure()  # Ultralytics offline, before any step module imports it
+    from distill.settings import coerce_kd
     from distill.steps.trainjob import run_training_step
 
-    name = name or f"distill-{loss}-{layers.replace(',', '_')}"
-    step = dict(data=data, teacher=teacher, student=student, loss=loss, layers=layers, logit=logit,
-                logit_loss=logit_loss, online=online, epochs=epochs, imgsz=imgsz, batch=batch, device=device or None,
-                seed=seed, experiment=experiment or None)  # fmt: skip
+    kd = coerce_kd({**kd, **sweep_item})
+    name = name or f"distill-{kd['loss']}-{str(kd['layers']).replace(',', '_')}"
+    step = dict(data=data, teacher=teacher, student=student, epochs=epochs, imgsz=imgsz, batch=batch,
+                device=device or None, seed=seed, experiment=experiment or None, **kd, **train_args)  # fmt: skip
     result = run_training_step("distill", nodes, gpus, accelerator, trainjob, name, run_id, prefix or None, **step)
     best = result["outputs"]["best.pt"]
     weights.metadata.update(
-        {"s3_uri": best["uri"], "sha256": best["sha256"], "loss": loss, "layers": layers,
-         "logit_loss": logit_loss if logit else "", "mlflow_run_id": result["mlflow_run_id"]}
+        {"s3_uri": best["uri"], "sha256": best["sha256"], "loss": kd["loss"], "layers": str(kd["layers"]),
+         "logit_loss": kd["logit_loss"] if kd["logit"] else "", "mlflow_run_id": result["mlflow_run_id"]}
     )  # fmt: skip
     with open(weights.path, "w") as f:
         json.dump(result, f)
@@ -138,7 +213,33 @@ def evaluate(
     metrics: Output[Metrics],
     report: Output[Markdown],
 ) -> str:
-    """Compare the three models; return ``register`` when distilled − baseline ≥ ``min_gain``, else ``skip``."""
+    """Compare the three models; return ``register`` when distilled − baseline ≥ ``min_gain``, else ``skip``.
+
+    Args:
+        data: Dataset URI from prepare-data (scored on its test split, else val).
+        teacher: The teacher's weights URI.
+        baseline: The baseline student's weights URI (trained without KD).
+        distilled: The distilled student's weights URI.
+        run_id: The pipeline run id (outputs under ``runs/<run_id>/``; tracked as its MLflow child run).
+        prefix: ``s3://bucket/prefix`` the step writes under; empty: ``$YOLO_DISTILL_S3_PREFIX``.
+        imgsz: Image size.
+        batch: Batch size.
+        device: Ultralytics device string; empty: a GPU if the pod has one, else the CPU.
+        experiment: MLflow experiment; empty: ``$MLFLOW_EXPERIMENT_NAME`` or ``yolo-distill``.
+        min_gain: Minimum gain of the primary metric over the baseline to go on to register.
+        name: Step name; empty: ``evaluate-<distill step>`` (one evaluation per distill step of a sweep).
+        metrics: The output artifact the step writes (see Returns).
+        report: The output artifact the step writes (see Returns).
+
+    Returns:
+        metrics: Every model's metrics and the gain over the baseline, with the ``metrics.json`` and report
+            URIs as metadata.
+        report: The comparison report (Markdown).
+        Output: ``register`` or ``skip``.
+    """
+    import distill
+
+    distill.configure()  # Ultralytics offline, before any step module imports it
     from distill import storage
     from distill.steps.evaluate import evaluate as step
 
@@ -160,7 +261,17 @@ def evaluate(
 
 
 def select_best(evaluations: Input[list[Metrics]], min_gain: float, best: Output[Metrics]) -> str:
-    """Sweep: pick the evaluation with the largest gain over the baseline; return ``register`` or ``skip``."""
+    """Sweep: pick the evaluation with the largest gain over the baseline; return ``register`` or ``skip``.
+
+    Args:
+        evaluations: The sweep's evaluate ``metrics`` outputs, one per ``{loss, layers}``.
+        min_gain: Minimum gain of the primary metric over the baseline to go on to register.
+        best: The output artifact the step writes (see Returns).
+
+    Returns:
+        best: The winning evaluation (its metadata; the file holds its ``metrics.json`` URI).
+        Output: ``register`` or ``skip``.
+    """
     winner = max(evaluations, key=lambda e: float(e.metadata["gain_over_baseline"]))
     best.metadata.update(winner.metadata)
     with open(best.path, "w") as f:
@@ -171,9 +282,27 @@ def select_best(evaluations: Input[list[Metrics]], min_gain: float, best: Output
 def register(
     distilled: str, evaluation: Input[Metrics], name: str, run_id: str, min_gain: float, experiment: str
 ) -> str:
-    """Register the distilled student (default: the one the evaluation measured); return the result as JSON."""
+    """Register the distilled student (default: the one the evaluation measured); return the result as JSON.
+
+    The version gets alias ``challenger``; ``champion`` moves to it only when it beats the current champion by at
+    least ``min_gain`` on the same data. One version per pipeline run: a rerun finishes and reports that version.
+
+    Args:
+        distilled: The distilled student's weights URI; empty: the one ``evaluation`` measured.
+        evaluation: The evaluate (or select-best) ``metrics`` output whose ``metrics.json`` decides.
+        name: Registered model name.
+        run_id: The pipeline run id (one version per pipeline run).
+        min_gain: Minimum gain of the primary metric over the current champion to promote (≥ 0).
+        experiment: MLflow experiment; empty: ``$MLFLOW_EXPERIMENT_NAME`` or ``yolo-distill``.
+
+    Returns:
+        Output: The result as JSON: version, aliases, model URI, whether promoted and why.
+    """
     import json
 
+    import distill
+
+    distill.configure()  # Ultralytics offline, before any step module imports it
     from distill.steps.register import register as step
 
     result = step(

@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from .config import DEFAULT_FEATURE_WEIGHTS, DEFAULTS, FEATURE_LOSSES, SCHEDULES, TRAINING, DistillConfig
+from . import settings
+from .config import TRAINING, DistillConfig
 from .errors import DistillError, Failure, exit_status
 
 
@@ -73,8 +74,6 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--student", help="student .yaml (random init) or local .pt")
     d.add_argument("--teacher", help="teacher .pt (or .yaml for tests)")
     _kd_flags(d)
-    d.add_argument("--mgd-ratio", type=float, default=0.65, help="MGD masked fraction (default: 0.65)")
-    d.add_argument("--mgd-alpha", type=float, default=2e-5, help="MGD loss scale (default: 2e-5)")
     d.add_argument("--resume", default=None, help="continue an interrupted run from its weights/last.pt")
     _common(d, "runs/distill")
 
@@ -128,45 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _kd_flags(p: argparse.ArgumentParser) -> None:
-    from .config import LOGIT_LOSSES, parse_off_epochs  # (kept local: only the KD flags need them)
-
-    def off_epochs(text: str) -> int | str:
-        try:
-            return parse_off_epochs(text)
-        except DistillError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-
-    d = DEFAULTS  # the measured-best configuration (benchmarks/README.md)
-    p.add_argument("--loss", default=d["loss"], choices=FEATURE_LOSSES, help=f"feature loss (default: {d['loss']})")
-    p.add_argument(
-        "--logit", action=argparse.BooleanOptionalAction, default=d["logit"],
-        help=f"logit loss (default: {'on' if d['logit'] else 'off'})",
-    )  # fmt: skip
-    p.add_argument("--logit-loss", default=d["logit_loss"], choices=LOGIT_LOSSES,
-                   help="mse: raw head logits; kl: LD box KL, class binary KL, OKS keypoints, masks "
-                        f"(default: {d['logit_loss']})")  # fmt: skip
-    p.add_argument("--logit-tau", type=float, default=d["logit_tau"],
-                   help=f"kl logit loss: box-distribution temperature (default: {d['logit_tau']})")  # fmt: skip
-    p.add_argument(
-        "--logit-conf-weight", action=argparse.BooleanOptionalAction, default=d["logit_conf_weight"],
-        help="kl logit loss: weight box/class terms by teacher confidence "
-             f"(default: {'on' if d['logit_conf_weight'] else 'off'})",
-    )  # fmt: skip
-    p.add_argument("--layers", default=d["layers"], help=f"neck | backbone-neck | I,J,K (default: {d['layers']})")
-    p.add_argument("--teacher-layers", default=None, help="teacher layers if they differ from the student's")
-    p.add_argument("--online", action="store_true", help="train the teacher jointly (default: offline, frozen)")
-    p.add_argument(
-        "--feat-weight", type=float, default=None,
-        help=f"feature-loss weight (default per loss: {DEFAULT_FEATURE_WEIGHTS})",
-    )  # fmt: skip
-    p.add_argument("--logit-weight", type=float, default=d["logit_weight"],
-                   help=f"logit-loss weight (default: {d['logit_weight']})")  # fmt: skip
-    p.add_argument("--tau", type=float, default=d["tau"], help=f"CWD/NCWD temperature (default: {d['tau']})")
-    p.add_argument("--schedule", default=d["schedule"], choices=SCHEDULES,
-                   help=f"KD weight over epochs (default: {d['schedule']})")  # fmt: skip
-    p.add_argument("--distill-off-epochs", type=off_epochs, default=d["distill_off_epochs"],
-                   help="switch KD off for the last N epochs, or close_mosaic (-1): while mosaic is closed "
-                        f"(default: {d['distill_off_epochs']})")  # fmt: skip
+    """Add a flag per KD setting, from their one declaration (:data:`distill.settings.KD`)."""
+    for option in settings.KD:
+        option.add_to(p)
 
 
 def _step_parsers(step: argparse.ArgumentParser) -> None:
@@ -178,16 +141,10 @@ def _step_parsers(step: argparse.ArgumentParser) -> None:
         p.add_argument("--experiment", default=None, help="MLflow experiment (default: yolo-distill)")
         p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
 
-    def training(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data", required=True, help="dataset URI from prepare-data (or a local data.yaml)")
-        p.add_argument("--epochs", type=int, default=TRAINING["epochs"])
-        p.add_argument("--imgsz", type=int, default=TRAINING["imgsz"])
-        p.add_argument("--batch", type=int, default=TRAINING["batch"])
-        p.add_argument("--device", default=None)
-        p.add_argument("--seed", type=int, default=TRAINING["seed"])
-        p.add_argument("--checkpoint-every", type=int, default=1, help="upload a resumable checkpoint every N epochs")
+    def declared(p: argparse.ArgumentParser, step: str) -> None:
+        for option in settings.STEP_OPTIONS[step]:  # one declaration: distill.settings
+            option.add_to(p)
         p.add_argument("overrides", nargs="*", metavar="key=value", help="extra Ultralytics train arguments")
-        tracked(p)
 
     p = sub.add_parser("prepare-data", help="import, normalise, validate and publish a dataset")
     p.add_argument("--source", required=True, help="local folder or .zip, s3:// prefix or .zip")
@@ -196,17 +153,8 @@ def _step_parsers(step: argparse.ArgumentParser) -> None:
     p.add_argument("--dest", default=None, help="s3://bucket/prefix (default: $YOLO_DISTILL_S3_PREFIX)")
     p.add_argument("--run-id", default=None, help="the pipeline run this step belongs to (tracked in MLflow)")
 
-    p = sub.add_parser("train", help="train a teacher or baseline student")
-    p.add_argument("--model", required=True, help="model .yaml or weights URI (local or s3://)")
-    p.add_argument("--name", required=True, help="step name, e.g. teacher or student")
-    training(p)
-
-    p = sub.add_parser("distill", help="distil a teacher into a student")
-    p.add_argument("--teacher", required=True, help="teacher weights URI (local or s3://)")
-    p.add_argument("--student", required=True, help="student .yaml or weights URI")
-    p.add_argument("--name", default="distill", help="step name (default: distill)")
-    _kd_flags(p)
-    training(p)
+    declared(sub.add_parser("train", help="train a teacher or baseline student"), "train")
+    declared(sub.add_parser("distill", help="distil a teacher into a student"), "distill")
 
     p = sub.add_parser("evaluate", help="compare teacher, baseline and distilled student on the same split")
     p.add_argument("--data", required=True, help="dataset URI")
@@ -257,25 +205,18 @@ def _run_step(args: argparse.Namespace) -> dict[str, Any]:
         )  # fmt: skip
     from .steps import training
 
-    common = dict(
-        run_id=args.run_id, prefix=args.prefix, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
-        device=args.device, seed=args.seed, checkpoint_every=args.checkpoint_every, experiment=args.experiment,
-        tracking_uri=args.tracking_uri, **parse_overrides(args.overrides),
-    )  # fmt: skip
-    if args.step == "train":
-        return training.train(args.data, args.model, args.name, **common)
-    return training.distill(
-        args.data, args.teacher, args.student, name=args.name, loss=args.loss, logit=args.logit,
-        logit_loss=args.logit_loss, layers=args.layers, teacher_layers=args.teacher_layers, online=args.online,
-        feat_weight=args.feat_weight, logit_weight=args.logit_weight, logit_tau=args.logit_tau,
-        logit_conf_weight=args.logit_conf_weight, tau=args.tau, schedule=args.schedule,
-        distill_off_epochs=args.distill_off_epochs, **common,
-    )  # fmt: skip
+    given = settings.values(settings.STEP_OPTIONS[args.step], args)
+    step = training.train if args.step == "train" else training.distill
+    return step(**given, **parse_overrides(args.overrides))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the process exit status."""
     args = build_parser().parse_args(argv)
+    if args.command in {"train", "distill", "step"} or (args.command == "pipeline" and args.action == "run-local"):
+        from .offline import configure
+
+        configure()  # before Ultralytics is imported, here or in run-local's tasks (they inherit the environment)
     if args.command == "stack":
         return _stack(args)
     if args.command == "pipeline":
@@ -308,24 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             for flag in ("data", "student", "teacher"):
                 if not getattr(args, flag):
                     raise DistillError(f"--{flag} is required")
-            config = DistillConfig(
-                teacher=args.teacher,
-                loss=args.loss,
-                logit=args.logit,
-                logit_loss=args.logit_loss,
-                layers=args.layers,
-                teacher_layers=args.teacher_layers,
-                online=args.online,
-                feat_weight=args.feat_weight,
-                logit_weight=args.logit_weight,
-                logit_tau=args.logit_tau,
-                logit_conf_weight=args.logit_conf_weight,
-                tau=args.tau,
-                mgd_ratio=args.mgd_ratio,
-                mgd_alpha=args.mgd_alpha,
-                schedule=args.schedule,
-                distill_off_epochs=args.distill_off_epochs,
-            )
+            config = DistillConfig(teacher=args.teacher, **settings.values(settings.KD, args))
             result = api.distill(args.data, args.student, config, **common, **extra)
     except Failure as e:
         return fail(e)

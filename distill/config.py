@@ -27,6 +27,18 @@ CLOSE_MOSAIC = "close_mosaic"
 DEFAULT_FEATURE_WEIGHTS = {"cwd": 1.0, "mgd": 1.0, "mimic": 1.0, "ncwd": 1.0, "pkd": 10.0, "none": 0.0}
 
 
+def _kd(
+    kind: type,
+    help: str,  # noqa: A002 (argparse's word)
+    choices: tuple[str, ...] | None = None,
+    optional: bool = False,
+    parse: Any = None,
+) -> dict[str, Any]:
+    """Field metadata of a KD setting: what :mod:`distill.settings` derives the CLI flag and pipeline parameter from."""
+    meta = {"kind": kind, "help": help, "choices": choices, "optional": optional}
+    return meta | ({"parse": parse} if parse is not None else {})
+
+
 @dataclass
 class DistillConfig:
     """Knowledge-distillation settings, independent of the data and training hyper-parameters.
@@ -65,21 +77,32 @@ class DistillConfig:
     """
 
     teacher: str
-    loss: str = "mimic"
-    logit: bool = True
-    logit_loss: str = "mse"
-    layers: str | list[int] = "neck"
-    teacher_layers: str | list[int] | None = None
-    online: bool = False
-    feat_weight: float | None = None
-    logit_weight: float = 0.25
-    logit_tau: float = 10.0
-    logit_conf_weight: bool = False
-    tau: float = 1.0
-    mgd_ratio: float = 0.65
-    mgd_alpha: float = 2e-5
-    schedule: str = "constant"
-    distill_off_epochs: int | str = CLOSE_MOSAIC
+    loss: str = field(default="mimic", metadata=_kd(str, "feature loss", FEATURE_LOSSES))
+    logit: bool = field(default=True, metadata=_kd(bool, "also distil the head outputs (logit loss)"))
+    logit_loss: str = field(default="mse", metadata=_kd(str, "mse: raw head logits; kl: LD box KL, class binary KL, "
+                                                        "OKS keypoints, masks", LOGIT_LOSSES))  # fmt: skip
+    layers: str | list[int] = field(default="neck", metadata=_kd(str, "neck | backbone-neck | I,J,K"))
+    teacher_layers: str | list[int] | None = field(
+        default=None, metadata=_kd(str, "teacher layers if they differ from the student's", optional=True)
+    )
+    online: bool = field(default=False, metadata=_kd(bool, "train the teacher jointly (off: offline, frozen)"))
+    feat_weight: float | None = field(
+        default=None, metadata=_kd(float, f"feature-loss weight (per loss: {DEFAULT_FEATURE_WEIGHTS})", optional=True)
+    )
+    logit_weight: float = field(default=0.25, metadata=_kd(float, "logit-loss weight"))
+    logit_tau: float = field(default=10.0, metadata=_kd(float, "kl logit loss: box-distribution temperature"))
+    logit_conf_weight: bool = field(
+        default=False, metadata=_kd(bool, "kl logit loss: weight box/class terms by teacher confidence")
+    )
+    tau: float = field(default=1.0, metadata=_kd(float, "CWD/NCWD temperature"))
+    mgd_ratio: float = field(default=0.65, metadata=_kd(float, "MGD masked fraction"))
+    mgd_alpha: float = field(default=2e-5, metadata=_kd(float, "MGD loss scale"))
+    schedule: str = field(default="constant", metadata=_kd(str, "KD weight over epochs", SCHEDULES))
+    distill_off_epochs: int | str = field(
+        default=CLOSE_MOSAIC,
+        metadata=_kd(str, "switch KD off for the last N epochs, or close_mosaic (-1): while mosaic is closed",
+                     parse=lambda v: parse_off_epochs(v)),
+    )  # fmt: skip
     extra: dict[str, Any] = field(default_factory=dict, repr=False)  # reserved for forward-compatible keys
 
     def __post_init__(self) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import stack, storage
 from ..errors import DistillError
+from ..settings import pipeline_arguments
 from ..steps import tracking
 from ..steps.common import resolve_prefix
 from .pipeline import build_pipeline
@@ -41,6 +42,7 @@ def run_local(params: dict[str, Any], stack_dir: str | None = None, pipeline_roo
             f"nodes={nodes}: several nodes run each training step as a Kubeflow Trainer TrainJob, which "
             "needs a cluster (pipeline submit); run-local trains on this machine (nodes=1)"
         )
+    params = pipeline_arguments(params)  # bad settings fail here, before the stack or any step starts
     stack.up(stack_dir)
     os.environ.update(stack.environment(stack_dir))
     storage._client.cache_clear()

@@ -15,6 +15,7 @@ import annotations``: KFP reads the pipeline signature's real types.)
 :mod:`distill.steps.trainjob`.
 """
 
+import inspect
 import json
 import os
 from dataclasses import dataclass, field
@@ -23,8 +24,9 @@ from types import SimpleNamespace
 from kfp import dsl, kubernetes
 
 from ..components.steps import build_components
-from ..config import DEFAULTS, TRAINING
+from ..config import TRAINING
 from ..errors import DistillError
+from ..settings import KD
 
 PIPELINE_NAME = "yolo-distill"
 #: Environment variable naming the image when ``--image`` is not given.
@@ -143,123 +145,105 @@ def build_pipeline(settings: ClusterSettings | None = None, sweep: bool = False,
             many.set_caching_options(False)
         return SimpleNamespace(outputs={"Output": dsl.OneOf(one.outputs["Output"], many.outputs["Output"])})
 
-    def shared(data_source, data_format, classes, teacher_model, teacher_weights, student_model, teacher_epochs,
-               student_epochs, imgsz, batch, device, seed, s3_prefix, experiment, accelerator, gpus,
-               nodes, run_id):  # fmt: skip
+    def shared(p: dict):
         """prepare-data → (train-teacher ∥ train-student); return the tasks and the common step arguments."""
-        data = c.prepare_data(source=data_source, data_format=data_format, classes=classes, prefix=s3_prefix,
-                              run_id=run_id, experiment=experiment)  # fmt: skip
+        data = c.prepare_data(source=p["data_source"], data_format=p["data_format"], classes=p["classes"],
+                              prefix=p["s3_prefix"], run_id=p["run_id"], experiment=p["experiment"])  # fmt: skip
         _common(data, s, s.light_memory).set_display_name("prepare-data")
-        common = dict(data=data.outputs["Output"], run_id=run_id, prefix=s3_prefix, imgsz=imgsz, batch=batch,
-                      device=device, experiment=experiment)  # fmt: skip
-        teacher = training_step(c.train, "train-teacher", nodes, accelerator, gpus, model=teacher_model,
-                                name="teacher", epochs=teacher_epochs, existing_weights=teacher_weights, seed=seed,
-                                **common)  # fmt: skip
-        student = training_step(c.train, "train-student", nodes, accelerator, gpus, model=student_model,
-                                name="student", epochs=student_epochs, existing_weights="", seed=seed,
-                                **common)  # fmt: skip
+        common = dict(data=data.outputs["Output"], run_id=p["run_id"], prefix=p["s3_prefix"], imgsz=p["imgsz"],
+                      batch=p["batch"], device=p["device"], experiment=p["experiment"])  # fmt: skip
+        where = dict(nodes=p["nodes"], accelerator=p["accelerator"], gpus=p["gpus"])
+        teacher = training_step(c.train, "train-teacher", **where, model=p["teacher_model"], name="teacher",
+                                epochs=p["teacher_epochs"], existing_weights=p["teacher_weights"], seed=p["seed"],
+                                train_args=p["train_args"], **common)  # fmt: skip
+        student = training_step(c.train, "train-student", **where, model=p["student_model"], name="student",
+                                epochs=p["student_epochs"], existing_weights="", seed=p["seed"],
+                                train_args=p["train_args"], **common)  # fmt: skip
         return teacher, student, common
 
-    def distill_and_evaluate(teacher, student, common, student_model, loss, layers, logit, logit_loss, online,
-                             student_epochs, seed, min_gain, accelerator, gpus, nodes, name):  # fmt: skip
-        kd = training_step(c.distill, "distill", nodes, accelerator, gpus, teacher=teacher.outputs["Output"],
-                           student=student_model, loss=loss, layers=layers, logit=logit, logit_loss=logit_loss,
-                           online=online, epochs=student_epochs, seed=seed, name=name, **common)  # fmt: skip
+    def distill_and_evaluate(teacher, student, common, p: dict, sweep_item, name):
+        kd = {o.name: p[o.name] for o in KD if o.name in p}  # the sweep's loss/layers come in sweep_item
+        kd_task = training_step(c.distill, "distill", p["nodes"], p["accelerator"], p["gpus"],
+                                teacher=teacher.outputs["Output"], student=p["student_model"], kd=kd,
+                                sweep_item=sweep_item, epochs=p["student_epochs"], seed=p["seed"], name=name,
+                                train_args=p["train_args"], **common)  # fmt: skip
         evaluate_name = "evaluate" if name else ""  # "": the component names it after its distill step (sweep)
         ev = c.evaluate(teacher=teacher.outputs["Output"], baseline=student.outputs["Output"],
-                        distilled=kd.outputs["Output"], min_gain=min_gain, name=evaluate_name, **common)  # fmt: skip
+                        distilled=kd_task.outputs["Output"], min_gain=p["min_gain"], name=evaluate_name,
+                        **common)  # fmt: skip
         _common(ev, s, s.light_memory).set_display_name("evaluate")
-        return kd, ev
+        return kd_task, ev
 
-    def register(gate, kd_output, evaluation, registry_name, run_id, min_gain, experiment):
+    def register(gate, kd_output, evaluation, p: dict):
         with dsl.If(gate == "register", name="distilled-beats-baseline"):
-            reg = c.register(distilled=kd_output, evaluation=evaluation, name=registry_name, run_id=run_id,
-                             min_gain=min_gain, experiment=experiment)  # fmt: skip
+            reg = c.register(distilled=kd_output, evaluation=evaluation, name=p["registry_name"], run_id=p["run_id"],
+                             min_gain=p["min_gain"], experiment=p["experiment"])  # fmt: skip
             _common(reg, s, s.light_memory).set_display_name("register")
 
-    if not sweep:
+    def plain(p: dict) -> str:
+        teacher, student, common = shared(p)
+        kd, ev = distill_and_evaluate(teacher, student, common, p, {}, "distill")
+        register(ev.outputs["Output"], kd.outputs["Output"], ev.outputs["metrics"], p)
+        return ev.outputs["Output"]
 
-        @dsl.pipeline(name=PIPELINE_NAME, description="Distil a YOLO teacher into a small student and register it.")
-        def yolo_distill(
-            data_source: str,
-            data_format: str = "yolo",
-            classes: str = "",
-            teacher_model: str = "yolov8s.yaml",
-            teacher_weights: str = "",
-            student_model: str = "yolov8n.yaml",
-            loss: str = DEFAULTS["loss"],
-            layers: str = DEFAULTS["layers"],
-            logit: bool = DEFAULTS["logit"],
-            logit_loss: str = DEFAULTS["logit_loss"],
-            online: bool = False,
-            teacher_epochs: int = TRAINING["epochs"],
-            student_epochs: int = TRAINING["epochs"],
-            imgsz: int = TRAINING["imgsz"],
-            batch: int = TRAINING["batch"],
-            device: str = "",
-            seed: int = TRAINING["seed"],
-            registry_name: str = "yolo-distill-student",
-            min_gain: float = 0.0,
-            s3_prefix: str = "",
-            experiment: str = "yolo-distill",
-            accelerator: str = "nvidia.com/gpu",
-            gpus: int = 1,
-            nodes: int = 1,
-            run_id: str = dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-        ) -> str:
-            teacher, student, common = shared(data_source, data_format, classes, teacher_model, teacher_weights,
-                                              student_model, teacher_epochs, student_epochs, imgsz, batch, device,
-                                              seed, s3_prefix, experiment, accelerator, gpus, nodes,
-                                              run_id)  # fmt: skip
-            kd, ev = distill_and_evaluate(teacher, student, common, student_model, loss, layers, logit, logit_loss,
-                                          online, student_epochs, seed, min_gain, accelerator, gpus, nodes,
-                                          "distill")  # fmt: skip
-            register(ev.outputs["Output"], kd.outputs["Output"], ev.outputs["metrics"], registry_name, run_id,
-                     min_gain, experiment)  # fmt: skip
-            return ev.outputs["Output"]
-
-        return yolo_distill
-
-    @dsl.pipeline(name=f"{PIPELINE_NAME}-sweep", description="Distil with several {loss, layers}; register the best.")
-    def yolo_distill_sweep(
-        data_source: str,
-        sweep_configs: list = DEFAULT_SWEEP,
-        data_format: str = "yolo",
-        classes: str = "",
-        teacher_model: str = "yolov8s.yaml",
-        teacher_weights: str = "",
-        student_model: str = "yolov8n.yaml",
-        logit: bool = DEFAULTS["logit"],
-        logit_loss: str = DEFAULTS["logit_loss"],
-        online: bool = False,
-        teacher_epochs: int = TRAINING["epochs"],
-        student_epochs: int = TRAINING["epochs"],
-        imgsz: int = TRAINING["imgsz"],
-        batch: int = TRAINING["batch"],
-        device: str = "",
-        seed: int = TRAINING["seed"],
-        registry_name: str = "yolo-distill-student",
-        min_gain: float = 0.0,
-        s3_prefix: str = "",
-        experiment: str = "yolo-distill",
-        accelerator: str = "nvidia.com/gpu",
-        gpus: int = 1,
-        nodes: int = 1,
-        run_id: str = dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-    ) -> str:
-        teacher, student, common = shared(data_source, data_format, classes, teacher_model, teacher_weights,
-                                          student_model, teacher_epochs, student_epochs, imgsz, batch, device,
-                                          seed, s3_prefix, experiment, accelerator, gpus, nodes, run_id)  # fmt: skip
-        with dsl.ParallelFor(sweep_configs, name="sweep") as cfg:
-            _, ev = distill_and_evaluate(teacher, student, common, student_model, cfg.loss, cfg.layers, logit,
-                                         logit_loss, online, student_epochs, seed, min_gain, accelerator, gpus,
-                                         nodes, name="")  # fmt: skip
-        best = c.select_best(evaluations=dsl.Collected(ev.outputs["metrics"]), min_gain=min_gain)
+    def swept(p: dict) -> str:
+        teacher, student, common = shared(p)
+        with dsl.ParallelFor(p["sweep_configs"], name="sweep") as cfg:
+            _, ev = distill_and_evaluate(teacher, student, common, p, cfg, name="")
+        best = c.select_best(evaluations=dsl.Collected(ev.outputs["metrics"]), min_gain=p["min_gain"])
         _common(best, s, s.light_memory).set_display_name("select-best")
-        register(best.outputs["Output"], "", best.outputs["best"], registry_name, run_id, min_gain, experiment)
+        register(best.outputs["Output"], "", best.outputs["best"], p)
         return best.outputs["Output"]
 
-    return yolo_distill_sweep
+    if not sweep:
+        return _declared_pipeline(PIPELINE_NAME, "Distil a YOLO teacher into a small student and register it.", plain,
+                                  pipeline_parameters(sweep=False))  # fmt: skip
+    return _declared_pipeline(f"{PIPELINE_NAME}-sweep", "Distil with several {loss, layers}; register the best.",
+                              swept, pipeline_parameters(sweep=True))  # fmt: skip
+
+
+#: KD settings the sweep variant takes from each ``sweep_configs`` item instead of a parameter.
+SWEPT = ("loss", "layers")
+
+
+def pipeline_parameters(sweep: bool) -> list[tuple[str, type, object]]:
+    """Return the pipeline's parameters ``(name, type, default)``: run inputs, every KD setting, ``train_args``.
+
+    The KD settings come from their one declaration (:data:`distill.settings.KD`: typed, with the library default;
+    optional ones are ``""``); ``train_args`` is a mapping of other Ultralytics train arguments.
+    """
+    head = [("data_source", str, inspect.Parameter.empty)]
+    head += [("sweep_configs", list, DEFAULT_SWEEP)] if sweep else []
+    head += [("data_format", str, "yolo"), ("classes", str, ""), ("teacher_model", str, "yolov8s.yaml"),
+             ("teacher_weights", str, ""), ("student_model", str, "yolov8n.yaml")]  # fmt: skip
+    kd = [(o.name, o.pipeline_type, o.pipeline_default) for o in KD if not (sweep and o.name in SWEPT)]
+    tail = [("teacher_epochs", int, TRAINING["epochs"]), ("student_epochs", int, TRAINING["epochs"]),
+            ("imgsz", int, TRAINING["imgsz"]), ("batch", int, TRAINING["batch"]), ("device", str, ""),
+            ("seed", int, TRAINING["seed"]), ("train_args", dict, {}), ("registry_name", str, "yolo-distill-student"),
+            ("min_gain", float, 0.0), ("s3_prefix", str, ""), ("experiment", str, "yolo-distill"),
+            ("accelerator", str, "nvidia.com/gpu"), ("gpus", int, 1), ("nodes", int, 1),
+            ("run_id", str, dsl.PIPELINE_JOB_ID_PLACEHOLDER)]  # fmt: skip
+    return head + kd + tail
+
+
+def _declared_pipeline(name: str, description: str, body, parameters: list[tuple[str, type, object]]):
+    """Return ``body`` (which takes one dict of parameters) as a ``@dsl.pipeline`` with ``parameters`` as signature.
+
+    KFP reads a pipeline's parameters from its signature; giving it one built from the declarations (instead of ~30
+    parameters written out per variant) is what keeps every setting in one place.
+    """
+    names = [n for n, _, _ in parameters]
+
+    def pipeline_func(*args, **kwargs) -> str:
+        return body(dict(zip(names, args, strict=False)) | kwargs)
+
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    pipeline_func.__signature__ = inspect.Signature(
+        [inspect.Parameter(n, kind, default=d, annotation=t) for n, t, d in parameters], return_annotation=str
+    )
+    pipeline_func.__annotations__ = {n: t for n, t, _ in parameters} | {"return": str}
+    pipeline_func.__name__ = name.replace("-", "_")
+    return dsl.pipeline(name=name, description=description)(pipeline_func)
 
 
 def compile_pipeline(path: str, settings: ClusterSettings | None = None, sweep: bool = False) -> str:

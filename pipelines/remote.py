@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DistillError, RunFailure, ServiceUnavailable
+from ..settings import pipeline_arguments
 from .pipeline import PIPELINE_NAME, ClusterSettings, compile_pipeline
 
 
@@ -69,6 +70,7 @@ def submit(
     """Submit one run; return its id and name."""
     if "data_source" not in params:
         raise DistillError("submit needs data_source=...")
+    params = pipeline_arguments(params)  # bad settings fail here, before any pod
     kfp_client = client(host, namespace, token)
     result = kfp_client.create_run_from_pipeline_package(
         _package(package, settings), arguments=params, run_name=run_name, experiment_name=experiment,
@@ -94,6 +96,7 @@ def schedule(
         raise DistillError(f"--cron '{cron}' must have 6 fields (seconds first), e.g. '0 0 3 * * 1'")
     if "data_source" not in params:
         raise DistillError("schedule needs data_source=...")
+    params = pipeline_arguments(params)  # bad settings fail here, before any run is scheduled
     kfp_client = client(host, namespace, token)
     exp = kfp_client.create_experiment(experiment, namespace=namespace)
     job = kfp_client.create_recurring_run(

@@ -9,6 +9,7 @@ import yaml
 from conftest import TASK_DATA, cli
 from distill.pipelines.local import run_local
 
+from distill import storage
 from distill.config import DEFAULTS
 from distill.steps import tracking
 
@@ -120,10 +121,17 @@ def test_run_local_registers_then_gate_skips_register(stack_env, tmp_path):
     assert client.get_run(parent).data.tags[tracking.TAG_PIPELINE] == "kfp-local-1"
 
     # Scheduled-retraining shape: reuse the trained teacher; an impossible min_gain must skip register for real.
+    # Any KD setting and any Ultralytics argument reach the step (as the CLI would pass them: a number, a mapping).
     second = run_local(
-        {**common, "run_id": "kfp-local-2", "teacher_weights": first["steps"]["teacher"]["best"], "min_gain": 1.0},
+        {**common, "run_id": "kfp-local-2", "teacher_weights": first["steps"]["teacher"]["best"], "min_gain": 1.0,
+         "distill_off_epochs": 0, "tau": 2.0, "train_args": {"lr0": 0.02}},
         stack_dir=stack_env["STACK_DIR"],
-    )
+    )  # fmt: skip
+    out = f"{stack_env['YOLO_DISTILL_S3_PREFIX']}/runs/kfp-local-2"
+    plan = json.loads(storage.read_bytes(f"{out}/distill/distill.json"))
+    assert plan["config"]["distill_off_epochs"] == 0 and plan["config"]["tau"] == 2.0
+    for step in ("distill", "student"):
+        assert yaml.safe_load(storage.read_bytes(f"{out}/{step}/args.yaml"))["lr0"] == 0.02
     assert second["steps"]["teacher"]["status"] == "reused"
     assert second["steps"]["evaluate"]["gate"] == "skip"
     assert second["steps"]["register"] == {"status": "skipped", "reason": "distilled − baseline < min_gain 1.0"}

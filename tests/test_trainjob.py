@@ -15,13 +15,8 @@ from fake_k8s import FakeCluster
 from distill import storage
 from distill.cli import build_parser
 from distill.errors import DistillError
-from distill.steps.trainjob import (
-    TrainJobFailed,
-    job_name,
-    run_training_on_nodes,
-    settings_from_json,
-    step_command,
-)
+from distill.settings import command_line
+from distill.steps.trainjob import TrainJobFailed, job_name, run_training_on_nodes, settings_from_json
 
 SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3")
 
@@ -52,8 +47,9 @@ def settings(**kw):
     return settings_from_json(compiled, **{"nodes": 2, "gpus_per_node": 0, "poll_s": 0.5, **kw})
 
 
-def test_step_command_round_trips_through_the_cli_parser():
-    args = step_command("distill", data="s3://b/d", teacher="s3://b/t.pt", student="yolov8n.yaml", name="distill",
+@pytest.mark.fast
+def test_command_line_round_trips_through_the_cli_parser():
+    args = command_line("distill", data="s3://b/d", teacher="s3://b/t.pt", student="yolov8n.yaml", name="distill",
                         run_id="r1", loss="cwd", logit=False, online=True, logit_conf_weight=True, epochs=5,
                         device=None, lr0=0.002, plots=False)  # fmt: skip
     parsed = build_parser().parse_args(["step", *args])

@@ -26,10 +26,11 @@ from typing import Any
 from ultralytics.utils import LOGGER
 
 from .. import api, storage
-from ..config import DEFAULTS, TRAINING, DistillConfig
+from ..config import TRAINING, DistillConfig
 from ..devices import choose_devices
 from ..errors import DistillError
 from ..launch import current
+from ..settings import split_kd
 from ..storage import S3Uri
 from ..trainer import TEACHER_WEIGHTS
 from . import tracking
@@ -116,19 +117,6 @@ def distill(
     run_id: str,
     name: str = "distill",
     prefix: str | None = None,
-    loss: str = DEFAULTS["loss"],
-    logit: bool = DEFAULTS["logit"],
-    logit_loss: str = DEFAULTS["logit_loss"],
-    layers: str = DEFAULTS["layers"],
-    teacher_layers: str | None = None,
-    online: bool = False,
-    feat_weight: float | None = None,
-    logit_weight: float = DEFAULTS["logit_weight"],
-    logit_tau: float = DEFAULTS["logit_tau"],
-    logit_conf_weight: bool = DEFAULTS["logit_conf_weight"],
-    tau: float = DEFAULTS["tau"],
-    schedule: str = DEFAULTS["schedule"],
-    distill_off_epochs: int | str = DEFAULTS["distill_off_epochs"],
     epochs: int = TRAINING["epochs"],
     imgsz: int = TRAINING["imgsz"],
     batch: int = TRAINING["batch"],
@@ -137,25 +125,15 @@ def distill(
     checkpoint_every: int = 1,
     experiment: str | None = None,
     tracking_uri: str | None = None,
-    **overrides: Any,
+    **settings: Any,
 ) -> dict[str, Any]:
-    """Distil a teacher (weights URI) into a student as a pipeline step; KD settings as in :class:`DistillConfig`."""
-    config = DistillConfig(
-        teacher=teacher,
-        loss=loss,
-        logit=logit,
-        logit_loss=logit_loss,
-        layers=layers,
-        teacher_layers=teacher_layers,
-        online=online,
-        feat_weight=feat_weight,
-        logit_weight=logit_weight,
-        logit_tau=logit_tau,
-        logit_conf_weight=logit_conf_weight,
-        tau=tau,
-        schedule=schedule,
-        distill_off_epochs=distill_off_epochs,
-    )  # fmt: skip  (validated before any download)
+    """Distil a teacher (weights URI) into a student as a pipeline step.
+
+    ``settings``: the KD settings (:class:`DistillConfig`'s fields, declared once: :data:`distill.settings.KD`; the
+    library defaults for those not given) and any other Ultralytics train argument.
+    """
+    kd, overrides = split_kd(settings)
+    config = DistillConfig(teacher=teacher, **kd)  # validated before any download
     params = {"step": "distill", "model": student, "teacher": teacher, "data": data, "epochs": epochs,
               "imgsz": imgsz, "batch": batch, "device": device, "seed": seed, **overrides}  # fmt: skip
     return _run_step(name, run_id, prefix, params, checkpoint_every, experiment, tracking_uri, config=config)
@@ -171,28 +149,23 @@ def _run_step(
     tracking_uri: str | None,
     config: DistillConfig | None,
 ) -> dict[str, Any]:
-    if not run_id:
-        raise DistillError("a pipeline run id is required (--run-id)")
-    api.check_arguments(**{k: v for k, v in params.items() if k not in {"step", "model", "teacher", "data", "device"}})
-    chosen = choose_devices(params["device"], int(params["batch"]))  # every GPU of the pod unless told otherwise
-    params = {**params, "device": chosen.device, "devices": ",".join(chosen.devices)}
+    """Run one train or distill step end to end; return its result (``result.json``'s content, plus ``reused``).
+
+    The order is the point: inputs are checked before anything is fetched; a step that already finished returns its
+    ``result.json``; else the inputs and an earlier attempt's checkpoint are fetched, the model trains (every rank)
+    under the step's MLflow runs (rank 0 only), and rank 0 uploads the outputs and writes ``result.json`` last.
+    ``params`` are the step's arguments as logged (``step``, ``model``, ``data``, ``device``, train arguments and, to
+    distil, ``teacher``); ``config`` is the KD configuration (``teacher`` still a URI), ``None`` for plain training.
+    """
+    params, devices = _check_inputs(run_id, params)
     out = resolve_prefix(prefix).join("runs", run_id, name)
     storage.check_bucket(out)
-    done = storage.head(out.join("result.json"))
-    if done is not None:
-        result = json.loads(storage.read_bytes(out.join("result.json")))
-        LOGGER.info(f"step '{name}' of run {run_id} already finished: {out}/result.json")
-        with tracking.step_run(run_id, name, experiment, tracking_uri):
-            pass  # a fault after result.json was written may have left the runs RUNNING: end them FINISHED
-        return {**result, "reused": True}
+    finished = _finished_result(out, name, run_id, experiment, tracking_uri)
+    if finished is not None:
+        return finished
 
     local = workdir(run_id, name)
-    data_yaml = fetch_dataset(params["data"])
-    model = params["model"]
-    model_local = fetch_model(model, "model")
-    if config is not None:
-        config = DistillConfig.from_dict({**config.to_dict(), "teacher": fetch_model(config.teacher, "teacher")})
-
+    data_yaml, model_local, config = _fetch_inputs(params, config)
     checkpoint = out.join("checkpoint")
     resume_from = _download_checkpoint(checkpoint, local)
     launch = current()  # one process of a single-node step, or one rank of a torchrun launch over several nodes
@@ -205,56 +178,110 @@ def _run_step(
             tracking.log_params(tracked.client, tracked.child_id, {**params, **kd_params, "output": str(out),
                                                                    "world_size": launch.world_size})  # fmt: skip
             callbacks["on_fit_epoch_end"] = [tracking.EpochLogger(tracked.client, tracked.child_id)]
-        train_kw = {k: params[k] for k in ("epochs", "imgsz", "batch", "device", "seed")}
-        extra = {k: v for k, v in params.items() if k not in {"step", "model", "teacher", "data", "devices", *train_kw}}
         started = time.time()
         if resume_from is not None:
             LOGGER.info(f"resuming step '{name}' of run {run_id} from {checkpoint}/last.pt")
-            if config is not None:
-                run = api.distill(
-                    data_yaml, None, config, resume=resume_from, out=local, callbacks=callbacks, device=chosen.device
-                )  # fmt: skip  (the retried pod may hold other GPUs)
-            else:
-                run = api.train(data_yaml, None, resume=resume_from, out=local, callbacks=callbacks,
-                                device=chosen.device)  # fmt: skip
-        elif config is not None:
-            run = api.distill(data_yaml, model_local, config, out=local, callbacks=callbacks, **train_kw, **extra)
-        else:
-            run = api.train(data_yaml, model_local, out=local, callbacks=callbacks, **train_kw, **extra)
+        run = _train(data_yaml, model_local, config, params, local, callbacks, resume_from)
         if tracked is None:  # a rank other than 0: trained its share; rank 0 uploads and reports
             return {"step": name, "run_id": run_id, "rank": launch.rank, "world_size": launch.world_size,
                     "resumed": resume_from is not None, "reused": False}  # fmt: skip
-        mlflow, parent_id, child_id = tracked.client, tracked.parent_id, tracked.child_id
-        uploaded = {}
-        for rel in OUTPUTS:
-            path = run.save_dir / rel
-            if path.is_file():
-                uploaded[Path(rel).name] = {
-                    "uri": str(out.join(Path(rel).name)),
-                    "sha256": storage.upload_file(path, out.join(Path(rel).name)),
-                }
-        for rel in ("results.csv", "args.yaml", "distill.json"):
-            if (run.save_dir / rel).is_file():
-                mlflow.log_artifact(child_id, str(run.save_dir / rel))
-        result = {
-            "step": name,
-            "run_id": run_id,
-            "best": uploaded["best.pt"]["uri"],
-            "last": uploaded["last.pt"]["uri"],
-            "teacher": uploaded.get(TEACHER_WEIGHTS, {}).get("uri"),
-            "outputs": uploaded,
-            "metrics": run.metrics,
-            "devices": chosen.devices,
-            "world_size": launch.world_size,
-            "nodes": launch.nodes,
-            "skipped_images": run.skipped_images,
-            "resumed": resume_from is not None,
-            "seconds": round(time.time() - started, 1),
-            "mlflow_run_id": child_id,
-            "mlflow_parent_run_id": parent_id,
-        }
+        uploaded = _upload_outputs(run, out, tracked.client, tracked.child_id)
+        result = {"step": name, "run_id": run_id, "best": uploaded["best.pt"]["uri"],
+                  "last": uploaded["last.pt"]["uri"], "teacher": uploaded.get(TEACHER_WEIGHTS, {}).get("uri"),
+                  "outputs": uploaded, "metrics": run.metrics, "devices": devices, "world_size": launch.world_size,
+                  "nodes": launch.nodes, "skipped_images": run.skipped_images, "resumed": resume_from is not None,
+                  "seconds": round(time.time() - started, 1), "mlflow_run_id": tracked.child_id,
+                  "mlflow_parent_run_id": tracked.parent_id}  # fmt: skip
         storage.upload_bytes(json.dumps(result, indent=2).encode(), out.join("result.json"), "application/json")
         return {**result, "reused": False}
+
+
+def _check_inputs(run_id: str, params: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Refuse a step without a run id or with bad train arguments, and choose its devices — before any download.
+
+    Returns ``params`` with ``device`` set to the chosen Ultralytics device (every GPU of the pod unless told
+    otherwise) and ``devices`` to what it stands for, and that list of torch device names (for the result).
+    """
+    if not run_id:
+        raise DistillError("a pipeline run id is required (--run-id)")
+    api.check_arguments(**{k: v for k, v in params.items() if k not in {"step", "model", "teacher", "data", "device"}})
+    chosen = choose_devices(params["device"], int(params["batch"]))
+    return {**params, "device": chosen.device, "devices": ",".join(chosen.devices)}, chosen.devices
+
+
+def _finished_result(
+    out: S3Uri, name: str, run_id: str, experiment: str | None, tracking_uri: str | None
+) -> dict[str, Any] | None:
+    """Return the step's ``result.json`` (marked ``reused``) if the step already finished, else ``None``.
+
+    A fault after ``result.json`` was written may have left the step's MLflow runs RUNNING: opening and closing them
+    here ends them FINISHED.
+    """
+    if storage.head(out.join("result.json")) is None:
+        return None
+    result = json.loads(storage.read_bytes(out.join("result.json")))
+    LOGGER.info(f"step '{name}' of run {run_id} already finished: {out}/result.json")
+    with tracking.step_run(run_id, name, experiment, tracking_uri):
+        pass
+    return {**result, "reused": True}
+
+
+def _fetch_inputs(params: dict[str, Any], config: DistillConfig | None) -> tuple[Path, str, DistillConfig | None]:
+    """Fetch the dataset, the model and (distill) the teacher; return the local ``data.yaml``, model and config.
+
+    The returned config is ``config`` with its ``teacher`` replaced by the downloaded local weights.
+    """
+    data_yaml = fetch_dataset(params["data"])
+    model_local = fetch_model(params["model"], "model")
+    if config is not None:
+        config = DistillConfig.from_dict({**config.to_dict(), "teacher": fetch_model(config.teacher, "teacher")})
+    return data_yaml, model_local, config
+
+
+def _train(
+    data_yaml: Path,
+    model: str,
+    config: DistillConfig | None,
+    params: dict[str, Any],
+    local: Path,
+    callbacks: dict[str, list],
+    resume_from: Path | None,
+) -> api.RunResult:
+    """Train (``config``: distil) into ``local``; with a checkpoint, resume it instead with Ultralytics' own resume.
+
+    A resumed run takes its settings from the checkpoint, but the device from ``params``: the retried pod may hold
+    other GPUs than the first.
+    """
+    if resume_from is not None:
+        if config is not None:
+            return api.distill(data_yaml, None, config, resume=resume_from, out=local, callbacks=callbacks,
+                               device=params["device"])  # fmt: skip
+        return api.train(data_yaml, None, resume=resume_from, out=local, callbacks=callbacks, device=params["device"])
+    train_kw = {k: params[k] for k in ("epochs", "imgsz", "batch", "device", "seed")}
+    extra = {k: v for k, v in params.items() if k not in {"step", "model", "teacher", "data", "devices", *train_kw}}
+    if config is not None:
+        return api.distill(data_yaml, model, config, out=local, callbacks=callbacks, **train_kw, **extra)
+    return api.train(data_yaml, model, out=local, callbacks=callbacks, **train_kw, **extra)
+
+
+def _upload_outputs(run: api.RunResult, out: S3Uri, mlflow_client: Any, child_id: str) -> dict[str, dict[str, str]]:
+    """Upload the run's :data:`OUTPUTS` that exist to ``out`` and log its results, args and plan to MLflow.
+
+    Returns:
+        (dict): file name → ``{"uri", "sha256"}`` of every uploaded file.
+    """
+    uploaded = {}
+    for rel in OUTPUTS:
+        path = run.save_dir / rel
+        if path.is_file():
+            uploaded[Path(rel).name] = {
+                "uri": str(out.join(Path(rel).name)),
+                "sha256": storage.upload_file(path, out.join(Path(rel).name)),
+            }
+    for rel in ("results.csv", "args.yaml", "distill.json"):
+        if (run.save_dir / rel).is_file():
+            mlflow_client.log_artifact(child_id, str(run.save_dir / rel))
+    return uploaded
 
 
 def _download_checkpoint(checkpoint: S3Uri, local: Path) -> Path | None:

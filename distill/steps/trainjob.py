@@ -327,41 +327,6 @@ class NodeLog:
         self.seen = max(self.seen, len(lines))
 
 
-def step_command(step: str, **kwargs: Any) -> list[str]:
-    """Return the ``yolo-distill step <step>`` arguments for keyword arguments of the step function.
-
-    Flags are taken from the CLI's own parser (one source of truth): ``logit=False`` → ``--no-logit``,
-    ``online=True`` → ``--online``, ``None`` is left out, and keywords that are not flags pass through as Ultralytics
-    ``key=value`` overrides.
-
-    Examples:
-        >>> step_command("train", data="s3://b/d", model="yolov8n.yaml", name="student", run_id="r", epochs=3, lr0=0.01)
-        ['train', '--data', 's3://b/d', '--model', 'yolov8n.yaml', '--name', 'student', '--run-id', 'r', '--epochs', '3', 'lr0=0.01']
-    """  # noqa: E501
-    import argparse
-
-    from ..cli import build_parser
-
-    parser = build_parser()
-    steps = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["step"]
-    sub = next(a for a in steps._actions if isinstance(a, argparse._SubParsersAction)).choices[step]
-    actions = {a.dest: a for a in sub._actions if a.option_strings}
-    args, extra = [step], []
-    for key, value in kwargs.items():
-        if value is None:
-            continue
-        action = actions.get(key)
-        if action is None:
-            extra.append(f"{key}={json.dumps(value) if isinstance(value, bool | list | dict) else value}")
-        elif isinstance(action, argparse.BooleanOptionalAction):
-            args.append(f"--{'' if value else 'no-'}{action.option_strings[0][2:]}")
-        elif isinstance(action, argparse._StoreTrueAction):
-            args.extend([action.option_strings[0]] if value else [])
-        else:
-            args.extend([action.option_strings[0], str(value)])
-    return args + extra
-
-
 def run_training_on_nodes(
     step: str, settings: TrainJobSettings, name: str, run_id: str, prefix: str | None = None, **kwargs: Any
 ) -> dict[str, Any]:
@@ -373,6 +338,7 @@ def run_training_on_nodes(
     from .. import api
     from ..config import TRAINING, DistillConfig
     from ..devices import check_batch_divides
+    from ..settings import command_line, split_kd
     from .common import resolve_prefix
 
     if not run_id:
@@ -380,15 +346,14 @@ def run_training_on_nodes(
     train_args = ("epochs", "imgsz", "batch", "seed")
     api.check_arguments(**{k: kwargs[k] for k in train_args if kwargs.get(k) is not None})
     if step == "distill":
-        kd = {k: kwargs[k] for k in DistillConfig.__dataclass_fields__ if k in kwargs and k != "teacher"}
-        DistillConfig(teacher=kwargs["teacher"], **kd)
+        DistillConfig(teacher=kwargs["teacher"], **split_kd(kwargs)[0])
     per_node = max(1, settings.gpus_per_node)
     check_batch_divides(int(kwargs.get("batch") or TRAINING["batch"]), settings.nodes * per_node,
                         f"ranks ({settings.nodes} nodes x {per_node})")  # fmt: skip
     root = resolve_prefix(prefix)
     out = root.join("runs", run_id, name)
     storage.check_bucket(out)
-    args = step_command(step, name=name, run_id=run_id, prefix=str(root), **kwargs)
+    args = command_line(step, name=name, run_id=run_id, prefix=str(root), **kwargs)  # from the one declaration
     try:
         return run_on_nodes(args, out, run_id, name, settings)
     except Failure:

@@ -1,0 +1,240 @@
+"""Every setting of a training step, declared once: the KD settings and the step's own options.
+
+The KD settings are :class:`distill.config.DistillConfig`'s fields (their help, kind and choices ride in each field's
+``metadata``); the step options (:data:`STEP_OPTIONS`) are declared here. From these declarations come the CLI flags
+(:meth:`Option.add_to`), the TrainJob command line (:func:`command_line`), the pipeline's parameters and the values the
+components hand to the step functions (:meth:`Option.coerce`) — so a new field appears everywhere, and a test checks
+each layer against this module. Any other keyword is an Ultralytics train argument (``train_args`` in the pipeline,
+``key=value`` on the command line), checked with Ultralytics' own rules (:func:`check_train_args`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import MISSING, dataclass, fields
+from typing import Any
+
+from .config import TRAINING, DistillConfig
+from .errors import DistillError
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its keyword name, kind (``str``, ``int``, ``float``, ``bool``), default, help and choices.
+
+    ``optional`` settings accept ``None`` (the library picks: e.g. the per-loss feature weight); in the pipeline,
+    which has no ``None``, they are ``""``. ``parse`` turns text (a flag value, a pipeline string) into the value.
+    """
+
+    name: str
+    kind: type
+    default: Any = None
+    help: str = ""
+    choices: tuple[str, ...] | None = None
+    required: bool = False
+    optional: bool = False
+    parse: Callable[[str], Any] | None = None
+
+    @property
+    def flag(self) -> str:
+        """The command-line flag (``logit_tau`` → ``--logit-tau``)."""
+        return "--" + self.name.replace("_", "-")
+
+    def add_to(self, parser: argparse.ArgumentParser) -> None:
+        """Add this setting's flag to ``parser`` (bools as ``--x`` / ``--no-x``)."""
+        shown = f"default: {self.default}" if self.default is not None else "default: chosen by the library"
+        text = f"{self.help} ({shown})" if not self.required else self.help
+        if self.kind is bool:
+            parser.add_argument(self.flag, action=argparse.BooleanOptionalAction, default=self.default, help=text)
+            return
+        parser.add_argument(self.flag, type=self._flag_type(), default=self.default, choices=self.choices,
+                            required=self.required, help=text)  # fmt: skip
+
+    def _flag_type(self) -> Callable[[str], Any]:
+        def convert(text: str) -> Any:
+            try:
+                return self.coerce(text)
+            except DistillError as e:
+                raise argparse.ArgumentTypeError(str(e)) from None
+
+        convert.__name__ = self.kind.__name__  # argparse names the type in its messages
+        return convert
+
+    def coerce(self, value: Any) -> Any:
+        """Return ``value`` (text from a flag or a pipeline, or a value) as this setting's kind; ``""`` → ``None``."""
+        if value is None or (self.optional and value == ""):
+            return None
+        if isinstance(value, list | tuple) and self.kind is str:  # layers=[15, 18, 21] from YAML or JSON
+            value = ",".join(map(str, value))
+        if self.parse is not None:
+            return self.parse(value)
+        if self.kind is bool and isinstance(value, str):
+            if value.strip().lower() not in {"true", "false"}:
+                raise DistillError(f"{self.name} must be true or false, got {value!r}")
+            return value.strip().lower() == "true"
+        try:
+            return self.kind(value) if not isinstance(value, self.kind) or isinstance(value, bool) else value
+        except (TypeError, ValueError):
+            raise DistillError(f"{self.name} must be {self.kind.__name__}, got {value!r}") from None
+
+    def to_args(self, value: Any) -> list[str]:
+        """Return the command-line words that set ``value`` (nothing for ``None``)."""
+        if value is None:
+            return []
+        if self.kind is bool:
+            return [self.flag if value else "--no-" + self.flag[2:]]
+        text = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+        return [self.flag, text]
+
+    @property
+    def pipeline_type(self) -> type:
+        """The pipeline parameter's type: the kind, or ``str`` for optional and free-text settings."""
+        return str if self.optional or self.parse is not None else self.kind
+
+    def pipeline_value(self, value: Any) -> Any:
+        """Return a typed ``value`` as the pipeline parameter carries it (text for :attr:`pipeline_type` ``str``)."""
+        if self.pipeline_type is not str:
+            return value
+        return "" if value is None else ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+    @property
+    def pipeline_default(self) -> Any:
+        """The pipeline parameter's default: the library default, ``""`` for ``None``."""
+        return "" if self.default is None else self.default
+
+
+def kd_options() -> tuple[Option, ...]:
+    """Return the KD settings: every :class:`DistillConfig` field but ``teacher`` (an input) and ``extra``."""
+    out = []
+    for f in fields(DistillConfig):
+        if f.name in {"teacher", "extra"}:
+            continue
+        meta = f.metadata
+        if "kind" not in meta:
+            raise TypeError(f"DistillConfig.{f.name} declares no kind/help in its field metadata")
+        default = f.default if f.default is not MISSING else None
+        out.append(Option(f.name, meta["kind"], default, meta["help"], meta.get("choices"),
+                          optional=meta.get("optional", False), parse=meta.get("parse")))  # fmt: skip
+    return tuple(out)
+
+
+KD: tuple[Option, ...] = kd_options()
+KD_NAMES = frozenset(o.name for o in KD)
+
+#: The options of the ``train`` and ``distill`` steps besides the KD settings (CLI ``yolo-distill step ...``).
+_TRAINING = (
+    Option("data", str, help="dataset URI from prepare-data (or a local data.yaml)", required=True),
+    Option("epochs", int, TRAINING["epochs"], "training epochs"),
+    Option("imgsz", int, TRAINING["imgsz"], "image size"),
+    Option("batch", int, TRAINING["batch"], "batch size (across all GPUs)"),
+    Option("device", str, None, "cpu, 0, 0,1 ...; empty: every visible GPU, else the CPU", optional=True),
+    Option("seed", int, TRAINING["seed"], "random seed"),
+    Option("checkpoint_every", int, 1, "upload a resumable checkpoint every N epochs"),
+    Option("run_id", str, help="the pipeline run this step belongs to", required=True),
+    Option("prefix", str, None, "s3://bucket/prefix (default: $YOLO_DISTILL_S3_PREFIX)", optional=True),
+    Option("experiment", str, None, "MLflow experiment (default: yolo-distill)", optional=True),
+    Option("tracking_uri", str, None, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI)", optional=True),
+)
+STEP_OPTIONS: dict[str, tuple[Option, ...]] = {
+    "train": (
+        Option("model", str, help="model .yaml or weights URI (local or s3://)", required=True),
+        Option("name", str, help="step name, e.g. teacher or student", required=True),
+        *_TRAINING,
+    ),
+    "distill": (
+        Option("teacher", str, help="teacher weights URI (local or s3://)", required=True),
+        Option("student", str, help="student .yaml or weights URI", required=True),
+        Option("name", str, "distill", "step name"),
+        *KD,
+        *_TRAINING,
+    ),
+}
+
+
+def values(options: Iterable[Option], namespace: argparse.Namespace) -> dict[str, Any]:
+    """Return ``{name: value}`` of ``options`` from parsed arguments."""
+    return {o.name: getattr(namespace, o.name) for o in options}
+
+
+def split_kd(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split keyword settings into the KD ones and the rest (Ultralytics train arguments)."""
+    kd = {k: v for k, v in settings.items() if k in KD_NAMES}
+    return kd, {k: v for k, v in settings.items() if k not in KD_NAMES}
+
+
+def coerce_kd(kd: dict[str, Any]) -> dict[str, Any]:
+    """Return KD settings from a pipeline (values may arrive as text: ``"true"``, ``"0.5"``, ``""``) typed."""
+    options = {o.name: o for o in KD}
+    unknown = sorted(set(kd) - set(options))
+    if unknown:
+        raise DistillError(f"unknown distillation setting(s): {', '.join(unknown)}")
+    return {k: options[k].coerce(v) for k, v in kd.items()}
+
+
+def command_line(step: str, **kwargs: Any) -> list[str]:
+    """Return the ``yolo-distill step <step>`` arguments for keyword arguments of the step function.
+
+    Declared options become flags (``logit=False`` → ``--no-logit``; ``None`` is left out); any other keyword is an
+    Ultralytics ``key=value`` argument.
+
+    Examples:
+        >>> command_line("train", data="s3://b/d", model="yolov8n.yaml", name="s", run_id="r", epochs=3, lr0=0.01)
+        ['train', '--data', 's3://b/d', '--model', 'yolov8n.yaml', '--name', 's', '--run-id', 'r', '--epochs', '3', 'lr0=0.01']
+    """  # noqa: E501
+    options = {o.name: o for o in STEP_OPTIONS[step]}
+    args, extra = [step], []
+    for key, value in kwargs.items():
+        if key in options:
+            args += options[key].to_args(value)
+        elif value is not None:
+            extra.append(f"{key}={json.dumps(value) if isinstance(value, bool | list | dict) else value}")
+    return args + extra
+
+
+def pipeline_arguments(params: dict[str, Any]) -> dict[str, Any]:
+    """Check a run's pipeline arguments before any pod starts; return them as the pipeline's parameters type them.
+
+    The KD settings are validated as :class:`DistillConfig` validates them and ``train_args`` with Ultralytics' rules
+    (:func:`check_train_args`): bad input is one error naming the setting, not a failed pod minutes later.
+    """
+    out, kd = dict(params), {}
+    for option in KD:
+        if option.name in out:
+            kd[option.name] = option.coerce(out[option.name])
+            out[option.name] = option.pipeline_value(kd[option.name])
+    DistillConfig(teacher="teacher.pt", **kd)
+    if "train_args" in out:
+        out["train_args"] = check_train_args(out["train_args"])
+    return out
+
+
+def check_train_args(train_args: Any) -> dict[str, Any]:
+    """Check a ``train_args`` mapping with Ultralytics' own rules; return it. One error names the bad key or value.
+
+    Settings that have their own parameter (``epochs``, the KD settings, ...) are refused here: one way to set each.
+    """
+    from difflib import get_close_matches
+
+    from ultralytics.utils import DEFAULT_CFG_DICT
+
+    from .api import check_arguments
+
+    if isinstance(train_args, str):
+        try:
+            train_args = json.loads(train_args or "{}")
+        except json.JSONDecodeError as e:
+            raise DistillError(f"train_args is not a JSON object: {e}") from None
+    if not isinstance(train_args, dict):
+        raise DistillError(f"train_args must be a mapping of Ultralytics train arguments, got {train_args!r:.60}")
+    own = sorted(set(train_args) & ({o.name for o in _TRAINING} | KD_NAMES | {"model", "data", "name"}))
+    if own:
+        raise DistillError(f"train_args: '{own[0]}' has its own pipeline parameter; set it there")
+    for key in train_args:
+        if key not in DEFAULT_CFG_DICT:
+            close = get_close_matches(str(key), list(DEFAULT_CFG_DICT), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise DistillError(f"train_args: '{key}' is not an Ultralytics train argument{hint}")
+    check_arguments(**train_args)
+    return train_args

@@ -1,0 +1,124 @@
+"""Every setting is declared once (distill.settings) and reachable from each layer: CLI, step, component, pipeline,
+TrainJob; Ultralytics arguments travel as ``train_args``, checked before anything runs."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, cli, one_error_line
+from distill.pipelines.pipeline import ClusterSettings, compile_pipeline
+
+from distill import settings
+from distill.cli import build_parser
+from distill.config import DistillConfig
+from distill.errors import DistillError
+
+#: A value for every KD setting that differs from its default (a new setting without one here fails the first test).
+CHANGED = {
+    "loss": "cwd", "logit": False, "logit_loss": "kl", "layers": [15, 18, 21], "teacher_layers": [16, 19, 22],
+    "online": True, "feat_weight": 2.5, "logit_weight": 0.5, "logit_tau": 4.0, "logit_conf_weight": True, "tau": 2.0,
+    "mgd_ratio": 0.5, "mgd_alpha": 3e-5, "schedule": "cosine", "distill_off_epochs": 3,
+}  # fmt: skip
+
+
+@pytest.mark.fast
+def test_every_kd_setting_is_declared_with_a_changed_value_here():
+    fields = set(DistillConfig.__dataclass_fields__) - {"teacher", "extra"}
+    assert {o.name for o in settings.KD} == fields == set(CHANGED)
+    for option in settings.KD:
+        assert option.help and option.kind in {str, int, float, bool}, option
+        assert option.default == DistillConfig.__dataclass_fields__[option.name].default
+
+
+@pytest.mark.fast
+def test_cli_distill_and_step_distill_reach_every_setting():
+    changed = DistillConfig(teacher="t.pt", **CHANGED).to_dict()
+    words = settings.command_line("distill", data="d", teacher="t.pt", student="s.yaml", run_id="r", **CHANGED)
+    step = build_parser().parse_args(["step", *words])
+    assert DistillConfig(teacher="t.pt", **settings.values(settings.KD, step)).to_dict() == changed
+    flags = [w for o in settings.KD for w in o.to_args(CHANGED[o.name])]
+    engine = build_parser().parse_args(["distill", "--data", "d", "--student", "s", "--teacher", "t.pt", *flags])
+    assert DistillConfig(teacher="t.pt", **settings.values(settings.KD, engine)).to_dict() == changed
+    defaults = build_parser().parse_args(["step", *settings.command_line("distill", data="d", teacher="t", student="s",
+                                                                         run_id="r")])  # fmt: skip
+    assert DistillConfig(teacher="t", **settings.values(settings.KD, defaults)) == DistillConfig(teacher="t")
+
+
+@pytest.mark.fast
+def test_step_function_and_component_take_every_setting():
+    from distill.components.steps import distill as component
+
+    from distill.steps.training import distill as step
+
+    assert inspect.signature(step).parameters["settings"].kind is inspect.Parameter.VAR_KEYWORD
+    kd, rest = settings.split_kd({**CHANGED, "lr0": 0.01})
+    assert kd == CHANGED and rest == {"lr0": 0.01}
+    assert {"kd", "sweep_item", "train_args"} <= set(inspect.signature(component).parameters)
+    as_text = {o.name: o.pipeline_value(o.coerce(CHANGED[o.name])) for o in settings.KD}  # what KFP hands over
+    as_text = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in as_text.items()}
+    typed = settings.coerce_kd(as_text)
+    assert DistillConfig(teacher="t", **typed).to_dict() == DistillConfig(teacher="t", **CHANGED).to_dict()
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("sweep", [False, True])
+def test_compiled_pipeline_has_every_setting_with_its_default(tmp_path, sweep):
+    path = compile_pipeline(str(tmp_path / "p.yaml"), ClusterSettings(image="registry.example/y:1"), sweep=sweep)
+    params = next(yaml.safe_load_all(Path(path).read_text()))["root"]["inputDefinitions"]["parameters"]
+    kinds = {str: "STRING", int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE", bool: "BOOLEAN"}
+    for option in settings.KD:
+        if sweep and option.name in {"loss", "layers"}:
+            assert option.name not in params  # each sweep item sets them
+            continue
+        assert params[option.name]["defaultValue"] == option.pipeline_default, option.name
+        assert params[option.name]["parameterType"] == kinds[option.pipeline_type], option.name
+    assert params["train_args"] == {"defaultValue": {}, "isOptional": True, "parameterType": "STRUCT"}
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"train_args": {"lr": 0.1}}, "train_args: 'lr' is not an Ultralytics train argument (did you mean"),
+        ({"train_args": {"lr0": -1}}, "'lr0=-1' is an invalid value"),
+        ({"train_args": {"epochs": 3}}, "train_args: 'epochs' has its own pipeline parameter"),
+        ({"train_args": "[1, 2]"}, "train_args must be a mapping"),
+        ({"loss": "foo"}, "unknown loss 'foo'"),
+        ({"logit": "maybe"}, "logit must be true or false"),
+        ({"distill_off_epochs": -5}, "distill_off_epochs must be"),
+    ],
+)
+def test_pipeline_arguments_are_checked_before_anything_runs(params, message):
+    with pytest.raises(DistillError, match=message.replace("(", r"\(")):
+        settings.pipeline_arguments({"data_source": "x", **params})
+
+
+def test_run_local_refuses_a_bad_train_args_key_in_one_line(tmp_path):
+    """No stack is started and no step runs: the stack folder is never created."""
+    proc = cli("pipeline", "run-local", f"data_source={tmp_path}", 'train_args={"lr": 0.1}',
+               "--stack-dir", str(tmp_path / "stack"), check=False)  # fmt: skip
+    one_error_line(proc, 2, contains="train_args: 'lr' is not an Ultralytics train argument", alone=True)
+    assert not (tmp_path / "stack").exists()
+
+
+@pytest.mark.fast
+def test_steps_do_not_import_the_cli_nor_read_argparse_internals():
+    for path in (ROOT / "distill").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and path.parent.name == "steps":
+                assert not (node.module or "").endswith("cli"), f"{path} imports the CLI"
+            if isinstance(node, ast.Attribute):
+                assert node.attr not in {"_actions", "_SubParsersAction"}, f"{path} reads argparse internals"
+
+
+@pytest.mark.fast
+def test_command_line_round_trip_keeps_ultralytics_arguments():
+    words = settings.command_line("train", data="d", model="m.yaml", name="n", run_id="r", lr0=0.01, cos_lr=True)
+    parsed = build_parser().parse_args(["step", *words])
+    assert parsed.overrides == ["lr0=0.01", "cos_lr=true"] and json.loads("true") is True
