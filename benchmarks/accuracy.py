@@ -515,8 +515,8 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, train the teacher and every student (in parallel), write and print the report."""
+def arg_parser() -> argparse.ArgumentParser:
+    """Return the benchmark's command line (the worker's ``--worker`` and the report options included)."""
     ap = argparse.ArgumentParser(prog="python -m benchmarks.accuracy", description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
     ap.add_argument(
@@ -557,11 +557,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--tag", default="", help="report name suffix (accuracy-<profile>-<tag>-<date>.json)")
     reports.add_report_args(ap)
-    args = ap.parse_args(argv)
-    if args.worker:
-        _worker(args.worker)
-        return 0
+    return ap
 
+
+def profile_settings(args: argparse.Namespace) -> tuple[Profile, tuple[int, ...], int, str]:
+    """Return the profile with the command line's overrides: profile, seeds, student epochs and the teacher tag.
+
+    The tag (``-t<epochs>``, else empty) goes into the students' folder names when ``--teacher-epochs`` differs from
+    the profile's: students of another teacher are other runs.
+    """
     profile = PROFILES[args.profile]
     seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else profile.seeds
     epochs = args.epochs or profile.epochs
@@ -570,6 +574,11 @@ def main(argv: list[str] | None = None) -> int:
         teacher_tag = f"-t{args.teacher_epochs}"  # students of another teacher are other runs
     else:
         teacher_tag = ""
+    return profile, seeds, epochs, teacher_tag
+
+
+def chosen_students(args: argparse.Namespace) -> dict[str, Any]:
+    """Return the students to train, name → spec: ``--students`` (else the profile's set) and every ``--variant``."""
     students: dict[str, Any] = {}
     chosen = args.students or ",".join(STUDENTS if args.profile == "screen" else DECIDING)
     for name in [s.strip() for s in chosen.split(",") if s.strip()]:
@@ -579,39 +588,30 @@ def main(argv: list[str] | None = None) -> int:
     for text in args.variant:
         name, spec = parse_variant(text)
         students[name] = spec
-    jobs = args.jobs or (os.cpu_count() or 1 if args.device == "cpu" else 1)
-    # Runs are cached by their settings, not the profile's name, so screen and cpu share every run they both ask for.
-    student_yaml, teacher_yaml = task_model(profile.student, args.task), task_model(profile.teacher, args.task)
-    workdir = (args.workdir / f"accuracy-{profile.imgsz}px-b{profile.batch}-{Path(student_yaml).stem}").resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
+    return students
 
-    started = time.perf_counter()
+
+def benchmark_dataset(args: argparse.Namespace, profile: Profile, workdir: Path) -> tuple[Path, str]:
+    """Return the ``data.yaml`` and content hash of the set to train on (made once under ``workdir``).
+
+    The profile's synthetic set if it names one, else BCCD for detect and a synthetic set for segment and pose.
+    """
     if profile.synthetic:
-        data, data_hash = synth_dataset(args.task, profile.imgsz, workdir, profile.synthetic)
-    elif args.task == "detect":
-        data, data_hash = import_bccd(args.data, workdir)
-    else:
-        data, data_hash = synth_dataset(args.task, profile.imgsz, workdir)
-    base = dict(data=str(data), imgsz=profile.imgsz, batch=profile.batch, device=args.device, workers=0)
-    teacher_job = dict(
-        base, name="teacher", spec=None, model=teacher_yaml, epochs=profile.teacher_epochs, seed=0, teacher=None,
-        dir=str(workdir / f"teacher-{Path(teacher_yaml).stem}-e{profile.teacher_epochs}-{data_hash}"),
-    )  # fmt: skip
-    student_jobs = []
-    for seed in seeds:  # seed-major, so an early stop still leaves every student with one seed
-        for name, spec in students.items():
-            tag = name.replace("+", "-")
-            student_jobs.append(
-                dict(base, name=name, spec=spec, model=student_yaml, epochs=epochs, seed=seed, teacher=None,
-                     dir=str(workdir / f"{tag}-e{epochs}{teacher_tag if spec is not None else ''}-s{seed}-{data_hash}"))
-            )  # fmt: skip
-    print(
-        f"teacher {teacher_yaml} ({profile.teacher_epochs} epochs at {profile.imgsz}px), then "
-        f"{len(student_jobs)} student runs ({len(students)} students x seeds {list(seeds)}), {jobs} at a time",
-        flush=True,
-    )
+        return synth_dataset(args.task, profile.imgsz, workdir, profile.synthetic)
+    if args.task == "detect":
+        return import_bccd(args.data, workdir)
+    return synth_dataset(args.task, profile.imgsz, workdir)
 
-    reusable, reused_teacher = reusable_runs(args.reuse)
+
+def train_all(
+    teacher_job: dict[str, Any], student_jobs: list[dict[str, Any]], reuse_reports: list[Path], jobs: int
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Train (or take over) every student, ``jobs`` at a time; return their results and the teacher's.
+
+    A run of a ``--reuse`` report that is the same run is taken over. The teacher trains only when a distilled
+    student still needs it; baselines start at once, beside it, and distilled students wait for its weights.
+    """
+    reusable, reused_teacher = reusable_runs(reuse_reports)
 
     def run(job: dict[str, Any], teacher: Future | None) -> dict[str, Any]:
         result = reuse(job, reusable)
@@ -633,20 +633,35 @@ def main(argv: list[str] | None = None) -> int:
         futures = [pool.submit(run, job, teacher_future) for job in order]
         finished = [f.result() for f in futures]
         teacher = teacher_future.result() if teacher_future else finished_result(teacher_job) or reused_teacher
+    return finished, teacher
 
+
+def build_report(
+    args: argparse.Namespace,
+    settings: dict[str, Any],
+    data_hash: str,
+    teacher: dict[str, Any] | None,
+    finished: list[dict[str, Any]],
+    started: float,
+) -> dict[str, Any]:
+    """Return the report: settings, dataset, machine, teacher, per-student summaries, paired gains and every run.
+
+    ``settings`` are the profile's with the seeds, epochs and jobs this invocation used; ``started`` is when it
+    began (``wall_s``).
+    """
     by_name: dict[str, list[dict[str, Any]]] = {}
     for r in finished:
         by_name.setdefault(r["job"]["name"], []).append(r)
     runs = [run_record(r, args.workdir.resolve()) for r in finished]
-    names = list(by_name)
-    report = {
+    synthetic = settings["synthetic"]
+    return {
         "benchmark": "accuracy",
         "profile": args.profile,
-        "settings": {**asdict(profile), "seeds": list(seeds), "epochs": epochs, "jobs": jobs},
+        "settings": settings,
         "task": args.task,
         "dataset": {
             "name": "BCCD"
-            if args.task == "detect" and not profile.synthetic
+            if args.task == "detect" and not synthetic
             else f"synthetic shapes ({args.task}, yolo-distill synth)",
             "hash": data_hash,
             "score_split": "test",
@@ -654,8 +669,8 @@ def main(argv: list[str] | None = None) -> int:
         },  # fmt: skip
         "machine": reports.machine(args.device),
         "teacher": {
-            "model": teacher_yaml,
-            "epochs": profile.teacher_epochs,
+            "model": task_model(settings["teacher"], args.task),
+            "epochs": settings["teacher_epochs"],
             "test": teacher["test"],
             "val": teacher["val"],
             "train_s": teacher["train_s"],
@@ -665,22 +680,37 @@ def main(argv: list[str] | None = None) -> int:
         "default": "default" if "default" in by_name else None,
         "default_config": resolved_config({"spec": {}, "teacher": None}),
         "students": [summarise(name, results) for name, results in by_name.items()],
-        "paired": {
-            metric: {"level": 0.95, "vs_baseline": paired.paired_table(runs, names, metric)}
-            for metric in dict.fromkeys((METRIC, TASK_METRIC[args.task]))
-            if "baseline" in by_name
-        },
-        "paired_val_by_epoch": paired.curve_gains(runs, names) if "baseline" in by_name else {},
-        "paired_val_by_phase": {
-            f"{first}-{last}": paired.span_gains(runs, names, first, last) for first, last in phases(epochs)
-        }
-        if "baseline" in by_name
-        else {},
+        **paired_gains(runs, list(by_name), args.task, settings["epochs"]),
         "runs": runs,
         "wall_s": round(time.perf_counter() - started, 1),  # this invocation's; runs taken from cache add nothing
         "runs_from_cache": sum(bool(r.get("cached")) for r in finished),
         "train_s_total": round(teacher["train_s"] + sum(r["train_s"] for r in finished), 1),
     }
+
+
+def paired_gains(runs: list[dict[str, Any]], names: list[str], task: str, epochs: int) -> dict[str, Any]:
+    """Return the report's paired comparisons with the baseline (all empty without a baseline).
+
+    ``paired``: test gains per metric (boxes', and the task's own); ``paired_val_by_epoch``: val gains after every
+    epoch; ``paired_val_by_phase``: mean val gains over each of :func:`phases`.
+    """
+    if "baseline" not in names:
+        return {"paired": {}, "paired_val_by_epoch": {}, "paired_val_by_phase": {}}
+    return {
+        "paired": {
+            metric: {"level": 0.95, "vs_baseline": paired.paired_table(runs, names, metric)}
+            for metric in dict.fromkeys((METRIC, TASK_METRIC[task]))
+        },
+        "paired_val_by_epoch": paired.curve_gains(runs, names),
+        "paired_val_by_phase": {
+            f"{first}-{last}": paired.span_gains(runs, names, first, last) for first, last in phases(epochs)
+        },
+    }
+
+
+def report_tables(report: dict[str, Any]) -> str:
+    """Return the printed report: the students' table, then the paired gains on test, on val by phase and by epoch."""
+    runs, names = report["runs"], [s["name"] for s in report["students"]]
     table = markdown(report)
     for metric in report["paired"]:
         table += f"\n\nPaired gains over the baseline (test {metric.removeprefix('metrics/')}, points):\n\n"
@@ -697,7 +727,51 @@ def main(argv: list[str] | None = None) -> int:
     if report["paired_val_by_epoch"]:
         table += "\n\nMean paired gain on val (mAP50-95 after each epoch, points):\n\n"
         table += paired.curve_markdown(report["paired_val_by_epoch"])
-    print(table)
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, train the teacher and every student (in parallel), write and print the report."""
+    args = arg_parser().parse_args(argv)
+    import distill
+
+    distill.configure()  # offline Ultralytics, before it loads (here and in the workers)
+    if args.worker:
+        _worker(args.worker)
+        return 0
+
+    profile, seeds, epochs, teacher_tag = profile_settings(args)
+    students = chosen_students(args)
+    jobs = args.jobs or (os.cpu_count() or 1 if args.device == "cpu" else 1)
+    # Runs are cached by their settings, not the profile's name, so screen and cpu share every run they both ask for.
+    student_yaml, teacher_yaml = task_model(profile.student, args.task), task_model(profile.teacher, args.task)
+    workdir = (args.workdir / f"accuracy-{profile.imgsz}px-b{profile.batch}-{Path(student_yaml).stem}").resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    started = time.perf_counter()
+    data, data_hash = benchmark_dataset(args, profile, workdir)
+    base = dict(data=str(data), imgsz=profile.imgsz, batch=profile.batch, device=args.device, workers=0)
+    teacher_job = dict(
+        base, name="teacher", spec=None, model=teacher_yaml, epochs=profile.teacher_epochs, seed=0, teacher=None,
+        dir=str(workdir / f"teacher-{Path(teacher_yaml).stem}-e{profile.teacher_epochs}-{data_hash}"),
+    )  # fmt: skip
+    student_jobs = []
+    for seed in seeds:  # seed-major, so an early stop still leaves every student with one seed
+        for name, spec in students.items():
+            tag = name.replace("+", "-")
+            student_jobs.append(
+                dict(base, name=name, spec=spec, model=student_yaml, epochs=epochs, seed=seed, teacher=None,
+                     dir=str(workdir / f"{tag}-e{epochs}{teacher_tag if spec is not None else ''}-s{seed}-{data_hash}"))
+            )  # fmt: skip
+    print(
+        f"teacher {teacher_yaml} ({profile.teacher_epochs} epochs at {profile.imgsz}px), then "
+        f"{len(student_jobs)} student runs ({len(students)} students x seeds {list(seeds)}), {jobs} at a time",
+        flush=True,
+    )
+    finished, teacher = train_all(teacher_job, student_jobs, args.reuse, jobs)
+    settings = {**asdict(profile), "seeds": list(seeds), "epochs": epochs, "jobs": jobs}
+    report = build_report(args, settings, data_hash, teacher, finished, started)
+    print(report_tables(report))
     reports.publish(args, "-".join(filter(None, ("accuracy", args.profile, args.tag))), report)
     return 0
 

@@ -454,8 +454,8 @@ def report_name(profile: str, device: str) -> str:
     return f"speed-{profile}" if device == "cpu" else f"speed-cuda-{profile}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, measure every pair × variant in turn, write and print the report."""
+def arg_parser() -> argparse.ArgumentParser:
+    """Return the benchmark's command line (the worker's ``--worker`` and the report options included)."""
     ap = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
     ap.add_argument("--device", default="cpu")
@@ -478,19 +478,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--from-report", type=Path, default=None, help="recompute an earlier report's ratios and table "
                     "from its recorded steps (writes it again under today's date)")  # fmt: skip
     reports.add_report_args(ap)
-    args = ap.parse_args(argv)
-    if args.worker:
-        _worker(args.worker)
-        return 0
-    if args.from_report:
-        if not args.from_report.is_file():
-            raise SystemExit(f"report '{args.from_report}' not found")
-        report = resummarise(args.from_report)
-        report_lines(report)
-        reports.publish(args, report_name(report["profile"], report["machine"]["device"]), report)
-        return 0
+    return ap
 
-    profile = PROFILES[args.profile]
+
+def republish(args: argparse.Namespace) -> int:
+    """``--from-report``: recompute an earlier report's ratios and table from its recorded steps, print and write it."""
+    if not args.from_report.is_file():
+        raise SystemExit(f"report '{args.from_report}' not found")
+    report = resummarise(args.from_report)
+    report_lines(report)
+    reports.publish(args, report_name(report["profile"], report["machine"]["device"]), report)
+    return 0
+
+
+def chosen_pairs(args: argparse.Namespace, profile: dict[str, Any]) -> tuple[list[str], list[str] | None]:
+    """Return the pairs to measure and the variants ``--variants`` asks for (``None``: the profile's), both checked."""
     pairs = args.pairs.split(",") if args.pairs else profile["pairs"]
     chosen = args.variants.split(",") if args.variants else None
     for name in pairs:
@@ -499,40 +501,68 @@ def main(argv: list[str] | None = None) -> int:
     for name in chosen or []:
         if name not in VARIANTS:
             raise SystemExit(f"unknown variant '{name}': choose from {', '.join(VARIANTS)}")
+    return pairs, chosen
+
+
+def measure_pair(
+    pair: str, variants: list[str], rounds: int, scratch: Path, data_root: Path, settings: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Measure every variant of one teacher→student pair ``rounds`` times, interleaved; return each one's pooled result.
+
+    The pair's data (its dataset repeated to ``warmup + steps`` batches) and a random-init teacher are written under
+    ``scratch``; ``settings`` are the jobs' ``imgsz``, ``batch``, ``steps``, ``warmup`` and ``device``.
+    """
+    from ultralytics import YOLO
+
+    task, teacher_yaml, student_yaml, data_name = PAIRS[pair]
+    source = data_root / data_name
+    if not (source / "data.yaml").is_file():
+        raise SystemExit(f"dataset '{source}' not found (pass --data-root)")
+    images = settings["batch"] * (settings["warmup"] + settings["steps"])
+    data = repeated_dataset(source, scratch / pair / "data", images)
+    teacher = scratch / pair / f"{Path(teacher_yaml).stem}.pt"
+    YOLO(teacher_yaml, task=task).save(teacher)  # random init: speed does not depend on the values
+    measured: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+    for i in range(rounds):  # interleaved: round 1 of every variant, then round 2, ...
+        for variant in variants:
+            job = dict(pair=pair, variant=variant, round=i, data=str(data), teacher=str(teacher),
+                       student=student_yaml, **settings)  # fmt: skip
+            r = measure(job, scratch / pair)
+            measured[variant].append(r)
+            shown = f"{r['median_s'] * 1000:.0f} ms/step" if "median_s" in r else f"FAILED: {r['error']}"
+            print(f"  {pair:<14} {variant:<15} round {i + 1}/{rounds}  {shown}", flush=True)
+    return {variant: pool(rs) for variant, rs in measured.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, measure every pair × variant in turn, write and print the report."""
+    args = arg_parser().parse_args(argv)
+    import distill
+
+    distill.configure()  # offline Ultralytics, before it loads (here and in the workers)
+    if args.worker:
+        _worker(args.worker)
+        return 0
+    if args.from_report:
+        return republish(args)
+
+    profile = PROFILES[args.profile]
+    pairs, chosen = chosen_pairs(args, profile)
     imgsz = args.imgsz or (128 if args.device == "cpu" else 640)
     steps, warmup = profile["steps"], profile["warmup"]
     rounds = profile["rounds"] if args.rounds is None else args.rounds
     if rounds < 1:
         raise SystemExit(f"--rounds must be at least 1, got {rounds}")
-
-    from ultralytics import YOLO
+    settings = dict(imgsz=imgsz, batch=args.batch, steps=steps, warmup=warmup, device=args.device)
 
     started = time.perf_counter()
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="yolo-distill-speed-") as tmp:
-        scratch = Path(tmp)
         for pair in pairs:
-            task, teacher_yaml, student_yaml, data_name = PAIRS[pair]
-            source = args.data_root / data_name
-            if not (source / "data.yaml").is_file():
-                raise SystemExit(f"dataset '{source}' not found (pass --data-root)")
-            data = repeated_dataset(source, scratch / pair / "data", args.batch * (warmup + steps))
-            teacher = scratch / pair / f"{Path(teacher_yaml).stem}.pt"
-            YOLO(teacher_yaml, task=task).save(teacher)  # random init: speed does not depend on the values
             variants = chosen or profile["variants"]
             if pair != "v8s-v8n" and not chosen and "small_pair_variants" in profile:
                 variants = profile["small_pair_variants"]  # every variant on v8s→v8n; the key ones elsewhere
-            measured: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
-            for i in range(rounds):  # interleaved: round 1 of every variant, then round 2, ...
-                for variant in variants:
-                    job = dict(pair=pair, variant=variant, round=i, data=str(data), teacher=str(teacher),
-                               student=student_yaml, imgsz=imgsz, batch=args.batch, steps=steps, warmup=warmup,
-                               device=args.device)  # fmt: skip
-                    r = measure(job, scratch / pair)
-                    measured[variant].append(r)
-                    shown = f"{r['median_s'] * 1000:.0f} ms/step" if "median_s" in r else f"FAILED: {r['error']}"
-                    print(f"  {pair:<14} {variant:<15} round {i + 1}/{rounds}  {shown}", flush=True)
-            results[pair] = {variant: pool(rs) for variant, rs in measured.items()}
+            results[pair] = measure_pair(pair, variants, rounds, Path(tmp), args.data_root, settings)
     head = {
         "benchmark": "speed",
         "profile": args.profile,

@@ -110,31 +110,12 @@ def register(
         export: Formats to ship beside the ``.pt`` (``onnx`` always; ``torchscript``, ``openvino`` on request), each
             made by Ultralytics' exporter and verified against PyTorch on sample images before anything is registered.
     """
-    if not _NAME_RE.match(name or ""):
-        raise DistillError(f"registered model name '{name}' is invalid (letters, digits, _ . -)")
-    if min_gain < 0:
-        raise DistillError(f"min_gain must be >= 0, got {min_gain}")
-    formats = parse_formats(export)
-    check_packages(formats)
-    metrics_uri = evaluation if evaluation.endswith(".json") else f"{evaluation.rstrip('/')}/metrics.json"
-    report = _read_json(metrics_uri)
-    check_complete(metrics_uri, report)
-    if report["uris"]["distilled"] != model:
-        raise DistillError(
-            f"model '{model}' is not the distilled model evaluated in '{metrics_uri}' ({report['uris']['distilled']})"
-        )
+    formats, metrics_uri, report = _checked_inputs(model, evaluation, name, min_gain, export)
     weights = fetch_model(model, "model")
     data_hash = dataset_hash(report["data"])
-    primary = report["verdict"]["primary_metric"]
     score = float(report["verdict"]["distilled"])
     plan = _distill_plan(model)
-    tags = {
-        TAG_RUN: run_id, "dataset_hash": data_hash, "teacher": report["uris"]["teacher"], "weights_uri": model,
-        "evaluation": metrics_uri, "metric_name": primary, "metric": f"{score:.6f}",
-        "gain_over_baseline": str(report["verdict"]["gain_over_baseline"]), "code_version": __version__,
-        "loss": plan.get("loss", ""), "layers": str(plan.get("layers", "")), "logit": str(plan.get("logit", "")),
-        "mode": plan.get("mode", ""), "split": report["split"], "imgsz": str(report["imgsz"]),
-    }  # fmt: skip
+    tags = _version_tags(model, run_id, metrics_uri, report, data_hash, score, plan)
 
     lock = run_lock(name, run_id, metrics_uri)  # held until the step's run has ended: the next one reads it all
     with (
@@ -162,6 +143,43 @@ def register(
     return {
         **summary, "promoted": promoted, "reason": reason, "score": score, "champion_score": champion_score,
         "reused": reused, "mlflow_run_id": run.child_id,
+    }  # fmt: skip
+
+
+def _checked_inputs(
+    model: str, evaluation: str, name: str, min_gain: float, export: str | tuple[str, ...]
+) -> tuple[tuple[str, ...], str, dict[str, Any]]:
+    """Check the request before the registry is touched; return the export formats, ``metrics.json`` URI and report.
+
+    Refused: an invalid model name, a negative ``min_gain``, an unknown export format (or its package missing), an
+    incomplete evaluation (:func:`check_complete`) and a ``model`` other than the distilled one it measured.
+    """
+    if not _NAME_RE.match(name or ""):
+        raise DistillError(f"registered model name '{name}' is invalid (letters, digits, _ . -)")
+    if min_gain < 0:
+        raise DistillError(f"min_gain must be >= 0, got {min_gain}")
+    formats = parse_formats(export)
+    check_packages(formats)
+    metrics_uri = evaluation if evaluation.endswith(".json") else f"{evaluation.rstrip('/')}/metrics.json"
+    report = _read_json(metrics_uri)
+    check_complete(metrics_uri, report)
+    if report["uris"]["distilled"] != model:
+        raise DistillError(
+            f"model '{model}' is not the distilled model evaluated in '{metrics_uri}' ({report['uris']['distilled']})"
+        )
+    return formats, metrics_uri, report
+
+
+def _version_tags(
+    model: str, run_id: str, metrics_uri: str, report: dict, data_hash: str, score: float, plan: dict[str, Any]
+) -> dict[str, str]:
+    """Return the tags a version of pipeline run ``run_id`` carries: provenance, metric, KD plan, evaluation setup."""
+    return {
+        TAG_RUN: run_id, "dataset_hash": data_hash, "teacher": report["uris"]["teacher"], "weights_uri": model,
+        "evaluation": metrics_uri, "metric_name": report["verdict"]["primary_metric"], "metric": f"{score:.6f}",
+        "gain_over_baseline": str(report["verdict"]["gain_over_baseline"]), "code_version": __version__,
+        "loss": plan.get("loss", ""), "layers": str(plan.get("layers", "")), "logit": str(plan.get("logit", "")),
+        "mode": plan.get("mode", ""), "split": report["split"], "imgsz": str(report["imgsz"]),
     }  # fmt: skip
 
 
@@ -273,10 +291,23 @@ def _log_and_register(
 
     ``fence`` runs right before the version is created (the run lock's renewal: it raises if the lock was lost).
     """
-    import base64
-
     import mlflow
 
+    _log_evaluation(mlflow_client, child_id, metrics_uri, report, exports)
+    info = _log_pyfunc(child_id, weights, report, exports, example)
+    onnx = next(e for e in exports if e.format == "onnx")
+    tags = {
+        TAG_RUN: run_id, "export_formats": ",".join(e.format for e in exports), "export_verified": "true",
+        "onnx_opset": str(onnx.opset), "onnx_imgsz": str(onnx.imgsz), "onnx_dynamic_batch": str(onnx.dynamic).lower(),
+    }  # fmt: skip
+    if fence is not None:
+        fence()
+    version = mlflow.register_model(info.model_uri, name, tags=tags)
+    return str(version.version)
+
+
+def _log_evaluation(mlflow_client, child_id: str, metrics_uri: str, report: dict, exports: list[Export]) -> None:
+    """Attach the evaluation (``metrics.json``, and ``report.md`` when on S3) and the exports' checks to the run."""
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "metrics.json").write_text(json.dumps(report, indent=2))
         mlflow_client.log_artifact(child_id, str(Path(tmp) / "metrics.json"), "evaluation")
@@ -286,26 +317,29 @@ def _log_and_register(
             mlflow_client.log_artifact(child_id, str(Path(tmp) / "report.md"), "evaluation")
         (Path(tmp) / "exports.json").write_text(json.dumps([e.to_dict() for e in exports], indent=2))
         mlflow_client.log_artifact(child_id, str(Path(tmp) / "exports.json"), "export")
+
+
+def _log_pyfunc(child_id: str, weights: str, report: dict, exports: list[Export], example: Path) -> Any:
+    """Log the pyfunc model into the step's run without ending it; return its ``ModelInfo``.
+
+    Its artifacts are the ``.pt`` and every verified export; ``example`` (a sample image) becomes the base64 input
+    example, and the requirements pin the Ultralytics and ONNX Runtime versions that verified the exports.
+    """
+    import base64
+
+    import mlflow
     import onnxruntime
     import pandas as pd
     import ultralytics
-    from mlflow.models import infer_signature
 
     task, imgsz = report["task"], int(report["imgsz"])
-    box_columns, task_columns = pyfunc_columns()
-    columns = box_columns + task_columns.get(task, [])
-    sample_row = [0, 0, "name", 0.5, 0.0, 0.0, 1.0, 1.0] + ["[]"] * (len(columns) - len(box_columns))
-    signature = infer_signature(
-        model_input=pd.DataFrame({"image": ["<base64 image bytes>"]}),
-        model_output=pd.DataFrame([sample_row], columns=columns),
-        params={"conf": 0.25, "imgsz": imgsz, "backend": "torch"},
-    )
+    signature = _pyfunc_signature(task, imgsz)
     example = pd.DataFrame({"image": [base64.b64encode(example.read_bytes()).decode()]})
     weights_copy = exports[0].path.with_suffix(".pt")  # export_verified's copy: model.pt beside model.onnx
     artifacts = {"weights": str(weights_copy if weights_copy.is_file() else weights),
                  **{e.format: str(e.path) for e in exports}}  # fmt: skip
     with tracking.active_run(child_id):  # not `mlflow.start_run`: that ends the run FINISHED
-        info = mlflow.pyfunc.log_model(
+        return mlflow.pyfunc.log_model(
             name="model",
             python_model=str(PYFUNC_CODE),
             artifacts=artifacts,
@@ -318,15 +352,21 @@ def _log_and_register(
                 "pandas",
             ],  # fmt: skip
         )
-    onnx = next(e for e in exports if e.format == "onnx")
-    tags = {
-        TAG_RUN: run_id, "export_formats": ",".join(e.format for e in exports), "export_verified": "true",
-        "onnx_opset": str(onnx.opset), "onnx_imgsz": str(onnx.imgsz), "onnx_dynamic_batch": str(onnx.dynamic).lower(),
-    }  # fmt: skip
-    if fence is not None:
-        fence()
-    version = mlflow.register_model(info.model_uri, name, tags=tags)
-    return str(version.version)
+
+
+def _pyfunc_signature(task: str, imgsz: int) -> Any:
+    """Return the served model's signature: base64 images in; one row per detection out (the task's columns too)."""
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    box_columns, task_columns = pyfunc_columns()
+    columns = box_columns + task_columns.get(task, [])
+    sample_row = [0, 0, "name", 0.5, 0.0, 0.0, 1.0, 1.0] + ["[]"] * (len(columns) - len(box_columns))
+    return infer_signature(
+        model_input=pd.DataFrame({"image": ["<base64 image bytes>"]}),
+        model_output=pd.DataFrame([sample_row], columns=columns),
+        params={"conf": 0.25, "imgsz": imgsz, "backend": "torch"},
+    )
 
 
 def model_card(report: dict[str, Any], plan: dict[str, Any], data_hash: str, tags: dict[str, str]) -> str:
