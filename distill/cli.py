@@ -78,9 +78,19 @@ def build_parser() -> argparse.ArgumentParser:
     _common(d, "runs/distill")
 
     _step_parsers(sub.add_parser("step", help="pipeline steps (S3 artifacts, MLflow tracking)"))
+    _pipeline_parsers(sub.add_parser("pipeline", help="the Kubeflow pipeline: compile, run locally with kfp.local"))
+    _synth_flags(sub.add_parser("synth", help="write a deterministic synthetic dataset (shapes) in the YOLO layout"))
+    _stack_flags(sub.add_parser("stack", help="local SeaweedFS S3 + MLflow servers on loopback"))
+    return parser
 
-    pl = sub.add_parser("pipeline", help="the Kubeflow pipeline: compile, run locally with kfp.local")
-    pls = pl.add_subparsers(dest="action", required=True)
+
+def _pipeline_parsers(pipeline: argparse.ArgumentParser) -> None:
+    """Add ``pipeline``'s actions: ``compile``, ``submit`` and ``schedule`` (to a cluster), ``run-local``.
+
+    Each action is its own sub-parser so that ``yolo-distill pipeline ACTION --help`` lists only its flags;
+    :func:`_pipeline` dispatches on ``args.action``.
+    """
+    pls = pipeline.add_subparsers(dest="action", required=True)
     c = pls.add_parser("compile", help="compile the pipeline to a YAML package")
     c.add_argument("-o", "--output", default="pipeline.yaml", help="output file (default: pipeline.yaml)")
     c.add_argument("--image", default=None, help="image, pinned by tag or digest (default: $YOLO_DISTILL_IMAGE)")
@@ -89,20 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--s3-secret", default=None, help="Kubernetes secret with the S3 credentials/endpoint")
     c.add_argument("--mlflow-secret", default=None, help="Kubernetes secret with MLFLOW_TRACKING_URI")
 
-    def remote(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--host", required=True, help="KFP API URL")
-        p.add_argument("--namespace", default=None, help="Kubeflow profile namespace (multi-user)")
-        p.add_argument("--experiment", default="yolo-distill", help="KFP experiment (default: yolo-distill)")
-        p.add_argument("--token", default=None, help="bearer token (default: $KFP_TOKEN)")
-        p.add_argument("--package", default=None, help="compiled pipeline YAML (default: compile now)")
-        p.add_argument("--image", default=None, help="container image when compiling (default: $YOLO_DISTILL_IMAGE)")
-        p.add_argument("params", nargs="*", metavar="param=value", help="pipeline parameters")
-
     sb = pls.add_parser("submit", help="submit one run to a KFP cluster")
-    remote(sb)
+    _remote_flags(sb)
     sb.add_argument("--run-name", default=None)
     sc = pls.add_parser("schedule", help="create, list or delete recurring runs")
-    remote(sc)
+    _remote_flags(sc)
     sc.add_argument("--cron", default=None, help='6-field cron, e.g. "0 0 3 * * 1" (Mondays 03:00)')
     sc.add_argument("--name", default="yolo-distill-weekly", help="recurring run name")
     sc.add_argument("--list", action="store_true", help="list recurring runs")
@@ -111,19 +112,43 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("params", nargs="*", metavar="param=value", help="pipeline parameters (data_source=... ...)")
     r.add_argument("--stack-dir", default=None, help="local stack state folder")
 
-    sy = sub.add_parser("synth", help="write a deterministic synthetic dataset (shapes) in the YOLO layout")
-    sy.add_argument("--out", required=True, help="output folder")
-    sy.add_argument("--task", default="detect", choices=("detect", "segment", "pose"))
-    sy.add_argument("--images", type=int, default=48, help="training images (default: 48)")
-    sy.add_argument("--val", type=int, default=16, help="validation images (default: 16)")
-    sy.add_argument("--test", type=int, default=0, help="held-out test images (default: 0)")
-    sy.add_argument("--size", type=int, default=128, help="image size in pixels (default: 128)")
-    sy.add_argument("--seed", type=int, default=0)
 
-    st = sub.add_parser("stack", help="local SeaweedFS S3 + MLflow servers on loopback")
-    st.add_argument("action", choices=("up", "down", "status", "env"))
-    st.add_argument("--dir", default=None, help="state folder (default: $YOLO_DISTILL_STACK_DIR or ./.stack)")
-    return parser
+def _remote_flags(p: argparse.ArgumentParser) -> None:
+    """Add the flags ``pipeline submit`` and ``pipeline schedule`` share: which cluster, and what to send it.
+
+    Declared once so both actions name the KFP API, namespace, token and package the same way (read by
+    :func:`_remote`).
+    """
+    p.add_argument("--host", required=True, help="KFP API URL")
+    p.add_argument("--namespace", default=None, help="Kubeflow profile namespace (multi-user)")
+    p.add_argument("--experiment", default="yolo-distill", help="KFP experiment (default: yolo-distill)")
+    p.add_argument("--token", default=None, help="bearer token (default: $KFP_TOKEN)")
+    p.add_argument("--package", default=None, help="compiled pipeline YAML (default: compile now)")
+    p.add_argument("--image", default=None, help="container image when compiling (default: $YOLO_DISTILL_IMAGE)")
+    p.add_argument("params", nargs="*", metavar="param=value", help="pipeline parameters")
+
+
+def _synth_flags(p: argparse.ArgumentParser) -> None:
+    """Add ``synth``'s flags: where to write the dataset, its task, split sizes, image size and seed.
+
+    The defaults make a dataset small enough for a CPU smoke run (48 train / 16 val images of 128 px).
+    """
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--task", default="detect", choices=("detect", "segment", "pose"))
+    p.add_argument("--images", type=int, default=48, help="training images (default: 48)")
+    p.add_argument("--val", type=int, default=16, help="validation images (default: 16)")
+    p.add_argument("--test", type=int, default=0, help="held-out test images (default: 0)")
+    p.add_argument("--size", type=int, default=128, help="image size in pixels (default: 128)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _stack_flags(p: argparse.ArgumentParser) -> None:
+    """Add ``stack``'s flags: the action (``up``, ``down``, ``status``, ``env``) and the state folder.
+
+    The action is positional (``yolo-distill stack up``), read by :func:`_stack`.
+    """
+    p.add_argument("action", choices=("up", "down", "status", "env"))
+    p.add_argument("--dir", default=None, help="state folder (default: $YOLO_DISTILL_STACK_DIR or ./.stack)")
 
 
 def _kd_flags(p: argparse.ArgumentParser) -> None:

@@ -307,50 +307,18 @@ def build_kd_model(
     if config.online and resume_state is not None and resume_state.get("teacher"):
         teacher_source = resume_state["teacher"]  # the online teacher as trained so far
     teacher = load_teacher(teacher_source, trainer)
-    data = trainer.data
-    teacher_nc = int(getattr(teacher, "nc", None) or teacher.yaml.get("nc"))
-    if teacher_nc != int(data["nc"]):
-        raise DistillError(
-            f"class mismatch: teacher '{config.teacher}' has nc={teacher_nc}, the dataset/student has nc={data['nc']}"
-        )
-    if trainer.args.task == "pose":
-        t_kpt = list(getattr(teacher, "kpt_shape", None) or teacher.yaml.get("kpt_shape") or [])
-        if t_kpt != list(data["kpt_shape"]):
-            raise DistillError(
-                f"kpt_shape mismatch: teacher '{config.teacher}' has {t_kpt}, the dataset has {list(data['kpt_shape'])}"
-            )
+    _check_labels(teacher, trainer, config.teacher)
 
     device = next(student.parameters()).device
     teacher = teacher.to(device).float()
-    student_layers = resolve_layers(config.layers, student, "student") if config.has_features else []
-    teacher_spec = config.teacher_layers if config.teacher_layers is not None else config.layers
-    teacher_layers = resolve_layers(teacher_spec, teacher, "teacher") if config.has_features else []
-    if len(student_layers) != len(teacher_layers):
-        raise DistillError(
-            f"layer count mismatch: student layers {student_layers} vs teacher layers {teacher_layers}; "
-            "pass --teacher-layers with one teacher layer per student layer"
-        )
+    student_layers, teacher_layers = _pair_layers(student, teacher, config)
     stride = int(max(float(student.stride.max()), float(teacher.stride.max()), 32))
     probe_size = 2 * stride
-    ch = int(data.get("channels", 3))
+    ch = int(trainer.data.get("channels", 3))
     student_shapes, student_out = probe(student, student_layers, probe_size, ch)
     teacher_shapes, teacher_out = probe(teacher, teacher_layers, probe_size, ch)
-    for s, t in zip(student_shapes, teacher_shapes, strict=True):
-        if (s.height, s.width) != (t.height, t.width):
-            raise DistillError(
-                f"spatial mismatch at a {probe_size}px probe: student layer {s.index} is {s.height}x{s.width}, "
-                f"teacher layer {t.index} is {t.height}x{t.width}; pair layers of the same stride"
-            )
-    logit_keys: list[str] = []
-    reg_max = 16
-    if config.logit:
-        logit_keys = shared_outputs(head_outputs(student_out), head_outputs(teacher_out))
-        reg_max = head_outputs(student_out)["boxes"].shape[1] // 4 if "boxes" in logit_keys else 1
-        if not logit_keys:
-            raise DistillError(
-                "logit loss: the teacher's and student's heads share no output of the same shape "
-                "(different reg_max or head type); use --no-logit"
-            )
+    _check_spatial(student_shapes, teacher_shapes, probe_size)
+    logit_keys, reg_max = _logit_outputs(config, student_out, teacher_out)
 
     if config.online:
         teacher.args = trainer.args  # its own task loss uses the run's box/cls/dfl gains
@@ -360,10 +328,95 @@ def build_kd_model(
         model.load_kd_state_dict(resume_state)
     if device.type == "cuda" and not config.online:
         model.teacher_model.half()  # frozen teacher: inference only, half the memory and time
-    plan = {
+    return model, _plan(model, config, trainer.args.task, student_shapes, teacher_shapes, logit_keys, probe_size)
+
+
+def _check_labels(teacher: nn.Module, trainer: Any, name: str) -> None:
+    """Refuse a teacher whose classes (and, for pose, ``kpt_shape``) differ from the dataset's.
+
+    Its head would predict a different label space, so no logit or feature comparison would mean anything.
+    ``name`` is the configured teacher, as the user wrote it, for the message.
+    """
+    data = trainer.data
+    teacher_nc = int(getattr(teacher, "nc", None) or teacher.yaml.get("nc"))
+    if teacher_nc != int(data["nc"]):
+        raise DistillError(
+            f"class mismatch: teacher '{name}' has nc={teacher_nc}, the dataset/student has nc={data['nc']}"
+        )
+    if trainer.args.task == "pose":
+        t_kpt = list(getattr(teacher, "kpt_shape", None) or teacher.yaml.get("kpt_shape") or [])
+        if t_kpt != list(data["kpt_shape"]):
+            raise DistillError(
+                f"kpt_shape mismatch: teacher '{name}' has {t_kpt}, the dataset has {list(data['kpt_shape'])}"
+            )
+
+
+def _pair_layers(student: nn.Module, teacher: nn.Module, config: DistillConfig) -> tuple[list[int], list[int]]:
+    """Resolve the student's and the teacher's layer specs to indices, one teacher layer per student layer.
+
+    The teacher uses ``config.teacher_layers`` when given, else the student's spec. Both are empty when no feature
+    loss is configured (logit-only distillation).
+    """
+    student_layers = resolve_layers(config.layers, student, "student") if config.has_features else []
+    teacher_spec = config.teacher_layers if config.teacher_layers is not None else config.layers
+    teacher_layers = resolve_layers(teacher_spec, teacher, "teacher") if config.has_features else []
+    if len(student_layers) != len(teacher_layers):
+        raise DistillError(
+            f"layer count mismatch: student layers {student_layers} vs teacher layers {teacher_layers}; "
+            "pass --teacher-layers with one teacher layer per student layer"
+        )
+    return student_layers, teacher_layers
+
+
+def _check_spatial(student_shapes: list[LayerShape], teacher_shapes: list[LayerShape], probe_size: int) -> None:
+    """Refuse a layer pair whose feature maps differ in height or width at the probe input.
+
+    The feature losses compare the maps position by position, and the 1x1 adapter only aligns channels.
+    """
+    for s, t in zip(student_shapes, teacher_shapes, strict=True):
+        if (s.height, s.width) != (t.height, t.width):
+            raise DistillError(
+                f"spatial mismatch at a {probe_size}px probe: student layer {s.index} is {s.height}x{s.width}, "
+                f"teacher layer {t.index} is {t.height}x{t.width}; pair layers of the same stride"
+            )
+
+
+def _logit_outputs(config: DistillConfig, student_out: Any, teacher_out: Any) -> tuple[list[str], int]:
+    """Return the head outputs the logit loss compares and the student's DFL bins (``reg_max``).
+
+    Only outputs of the same shape in both heads can be compared; with none in common the logit loss is refused.
+    With the logit loss off: no outputs, and ``reg_max`` keeps its default (16), which nothing then reads.
+    """
+    if not config.logit:
+        return [], 16
+    logit_keys = shared_outputs(head_outputs(student_out), head_outputs(teacher_out))
+    reg_max = head_outputs(student_out)["boxes"].shape[1] // 4 if "boxes" in logit_keys else 1
+    if not logit_keys:
+        raise DistillError(
+            "logit loss: the teacher's and student's heads share no output of the same shape "
+            "(different reg_max or head type); use --no-logit"
+        )
+    return logit_keys, reg_max
+
+
+def _plan(
+    model: KDModel,
+    config: DistillConfig,
+    task: str,
+    student_shapes: list[LayerShape],
+    teacher_shapes: list[LayerShape],
+    logit_keys: list[str],
+    probe_size: int,
+) -> dict[str, Any]:
+    """Return the resolved plan of a run, written to ``distill.json``.
+
+    It records what the config resolved to on these two models (the layer pairs with their probed shapes, the head
+    outputs the logit loss compares, the loss columns), which the config alone does not say.
+    """
+    return {
         "config": config.to_dict(),
         "mode": "online" if config.online else "offline",
-        "task": trainer.args.task,
+        "task": task,
         "pairs": [
             {"student": asdict(s), "teacher": asdict(t), "adapter": f"conv1x1 {s.channels}->{t.channels}"}
             for s, t in zip(student_shapes, teacher_shapes, strict=True)
@@ -374,7 +427,6 @@ def build_kd_model(
         "loss_columns": model.kd_loss_names,
         "probe_imgsz": probe_size,
     }
-    return model, plan
 
 
 def _own_module_classes() -> list[type]:

@@ -120,24 +120,40 @@ def build_pipeline(settings: ClusterSettings | None = None, sweep: bool = False,
     With ``sweep``, distill + evaluate run once per ``{loss, layers}`` of ``sweep_configs`` (``dsl.ParallelFor``), the
     best gain over the baseline is selected, and that student is registered.
     """
-    s = settings or ClusterSettings()
-    image = resolve_image(s.image) if cluster else LOCAL_IMAGE
-    c = build_components(image)
-    trainjob = trainjob_settings(s, image)
+    b = _Builder(settings or ClusterSettings(), cluster)
+    if not sweep:
+        return _declared_pipeline(PIPELINE_NAME, "Distil a YOLO teacher into a small student and register it.",
+                                  b.plain, pipeline_parameters(sweep=False))  # fmt: skip
+    return _declared_pipeline(f"{PIPELINE_NAME}-sweep", "Distil with several {loss, layers}; register the best.",
+                              b.swept, pipeline_parameters(sweep=True))  # fmt: skip
 
-    def training_step(component, display, nodes, accelerator, gpus, **kwargs):
+
+class _Builder:
+    """Adds the pipeline's tasks, bound to the cluster settings, the components and the compile-time TrainJob JSON.
+
+    Each method takes ``p``, the pipeline's parameters by name (see :func:`pipeline_parameters`).
+    """
+
+    def __init__(self, s: ClusterSettings, cluster: bool) -> None:
+        self.s, self.cluster = s, cluster
+        image = resolve_image(s.image) if cluster else LOCAL_IMAGE
+        self.c = build_components(image)
+        self.trainjob = trainjob_settings(s, image)
+
+    def training_step(self, component, display, nodes, accelerator, gpus, **kwargs):
         """Add a training task: one node in a GPU pod; on a cluster also, under ``nodes > 1``, the TrainJob launcher.
 
         Returns an object with ``outputs["Output"]`` (the best.pt URI) whichever branch ran.
         """
-        kwargs = dict(kwargs, nodes=nodes, gpus=gpus, accelerator=accelerator, trainjob=trainjob)
-        if not cluster:  # kfp.local: one task (nodes > 1 needs a cluster; the component says so)
+        s = self.s
+        kwargs = dict(kwargs, nodes=nodes, gpus=gpus, accelerator=accelerator, trainjob=self.trainjob)
+        if not self.cluster:  # kfp.local: one task (nodes > 1 needs a cluster; the component says so)
             task = component(**kwargs)
-            _training(task, s, accelerator, gpus, cluster).set_display_name(display)
+            _training(task, s, accelerator, gpus, self.cluster).set_display_name(display)
             return task
         with dsl.If(nodes == 1, name=f"{display}-one-node"):
             one = component(**kwargs)
-            _training(one, s, accelerator, gpus, cluster).set_display_name(display)
+            _training(one, s, accelerator, gpus, self.cluster).set_display_name(display)
         with dsl.Else(name=f"{display}-trainjob"):
             many = component(**kwargs)
             _common(many, s, s.light_memory).set_display_name(f"{display} (TrainJob)")
@@ -145,61 +161,60 @@ def build_pipeline(settings: ClusterSettings | None = None, sweep: bool = False,
             many.set_caching_options(False)
         return SimpleNamespace(outputs={"Output": dsl.OneOf(one.outputs["Output"], many.outputs["Output"])})
 
-    def shared(p: dict):
+    def shared(self, p: dict):
         """prepare-data → (train-teacher ∥ train-student); return the tasks and the common step arguments."""
+        c, s = self.c, self.s
         data = c.prepare_data(source=p["data_source"], data_format=p["data_format"], classes=p["classes"],
                               prefix=p["s3_prefix"], run_id=p["run_id"], experiment=p["experiment"])  # fmt: skip
         _common(data, s, s.light_memory).set_display_name("prepare-data")
         common = dict(data=data.outputs["Output"], run_id=p["run_id"], prefix=p["s3_prefix"], imgsz=p["imgsz"],
                       batch=p["batch"], device=p["device"], experiment=p["experiment"])  # fmt: skip
         where = dict(nodes=p["nodes"], accelerator=p["accelerator"], gpus=p["gpus"])
-        teacher = training_step(c.train, "train-teacher", **where, model=p["teacher_model"], name="teacher",
-                                epochs=p["teacher_epochs"], existing_weights=p["teacher_weights"], seed=p["seed"],
-                                train_args=p["train_args"], **common)  # fmt: skip
-        student = training_step(c.train, "train-student", **where, model=p["student_model"], name="student",
-                                epochs=p["student_epochs"], existing_weights="", seed=p["seed"],
-                                train_args=p["train_args"], **common)  # fmt: skip
+        teacher = self.training_step(c.train, "train-teacher", **where, model=p["teacher_model"], name="teacher",
+                                     epochs=p["teacher_epochs"], existing_weights=p["teacher_weights"],
+                                     seed=p["seed"], train_args=p["train_args"], **common)  # fmt: skip
+        student = self.training_step(c.train, "train-student", **where, model=p["student_model"], name="student",
+                                     epochs=p["student_epochs"], existing_weights="", seed=p["seed"],
+                                     train_args=p["train_args"], **common)  # fmt: skip
         return teacher, student, common
 
-    def distill_and_evaluate(teacher, student, common, p: dict, sweep_item, name):
+    def distill_and_evaluate(self, teacher, student, common, p: dict, sweep_item, name):
+        """Add distill (the KD settings from ``p``, the sweep's over them) and evaluate; return both tasks."""
         kd = {o.name: p[o.name] for o in KD if o.name in p}  # the sweep's loss/layers come in sweep_item
-        kd_task = training_step(c.distill, "distill", p["nodes"], p["accelerator"], p["gpus"],
-                                teacher=teacher.outputs["Output"], student=p["student_model"], kd=kd,
-                                sweep_item=sweep_item, epochs=p["student_epochs"], seed=p["seed"], name=name,
-                                train_args=p["train_args"], **common)  # fmt: skip
+        kd_task = self.training_step(self.c.distill, "distill", p["nodes"], p["accelerator"], p["gpus"],
+                                     teacher=teacher.outputs["Output"], student=p["student_model"], kd=kd,
+                                     sweep_item=sweep_item, epochs=p["student_epochs"], seed=p["seed"], name=name,
+                                     train_args=p["train_args"], **common)  # fmt: skip
         evaluate_name = "evaluate" if name else ""  # "": the component names it after its distill step (sweep)
-        ev = c.evaluate(teacher=teacher.outputs["Output"], baseline=student.outputs["Output"],
-                        distilled=kd_task.outputs["Output"], min_gain=p["min_gain"], name=evaluate_name,
-                        **common)  # fmt: skip
-        _common(ev, s, s.light_memory).set_display_name("evaluate")
+        ev = self.c.evaluate(teacher=teacher.outputs["Output"], baseline=student.outputs["Output"],
+                             distilled=kd_task.outputs["Output"], min_gain=p["min_gain"], name=evaluate_name,
+                             **common)  # fmt: skip
+        _common(ev, self.s, self.s.light_memory).set_display_name("evaluate")
         return kd_task, ev
 
-    def register(gate, kd_output, evaluation, p: dict):
+    def register(self, gate, kd_output, evaluation, p: dict) -> None:
+        """Add register under the gate (``register`` from evaluate or select-best)."""
         with dsl.If(gate == "register", name="distilled-beats-baseline"):
-            reg = c.register(distilled=kd_output, evaluation=evaluation, name=p["registry_name"], run_id=p["run_id"],
-                             min_gain=p["min_gain"], experiment=p["experiment"])  # fmt: skip
-            _common(reg, s, s.light_memory).set_display_name("register")
+            reg = self.c.register(distilled=kd_output, evaluation=evaluation, name=p["registry_name"],
+                                  run_id=p["run_id"], min_gain=p["min_gain"], experiment=p["experiment"])  # fmt: skip
+            _common(reg, self.s, self.s.light_memory).set_display_name("register")
 
-    def plain(p: dict) -> str:
-        teacher, student, common = shared(p)
-        kd, ev = distill_and_evaluate(teacher, student, common, p, {}, "distill")
-        register(ev.outputs["Output"], kd.outputs["Output"], ev.outputs["metrics"], p)
+    def plain(self, p: dict) -> str:
+        """Add the pipeline: prepare-data → teacher ∥ student → distill → evaluate → register."""
+        teacher, student, common = self.shared(p)
+        kd, ev = self.distill_and_evaluate(teacher, student, common, p, {}, "distill")
+        self.register(ev.outputs["Output"], kd.outputs["Output"], ev.outputs["metrics"], p)
         return ev.outputs["Output"]
 
-    def swept(p: dict) -> str:
-        teacher, student, common = shared(p)
+    def swept(self, p: dict) -> str:
+        """Add the sweep: distill + evaluate per ``sweep_configs`` item, select the best, register it."""
+        teacher, student, common = self.shared(p)
         with dsl.ParallelFor(p["sweep_configs"], name="sweep") as cfg:
-            _, ev = distill_and_evaluate(teacher, student, common, p, cfg, name="")
-        best = c.select_best(evaluations=dsl.Collected(ev.outputs["metrics"]), min_gain=p["min_gain"])
-        _common(best, s, s.light_memory).set_display_name("select-best")
-        register(best.outputs["Output"], "", best.outputs["best"], p)
+            _, ev = self.distill_and_evaluate(teacher, student, common, p, cfg, name="")
+        best = self.c.select_best(evaluations=dsl.Collected(ev.outputs["metrics"]), min_gain=p["min_gain"])
+        _common(best, self.s, self.s.light_memory).set_display_name("select-best")
+        self.register(best.outputs["Output"], "", best.outputs["best"], p)
         return best.outputs["Output"]
-
-    if not sweep:
-        return _declared_pipeline(PIPELINE_NAME, "Distil a YOLO teacher into a small student and register it.", plain,
-                                  pipeline_parameters(sweep=False))  # fmt: skip
-    return _declared_pipeline(f"{PIPELINE_NAME}-sweep", "Distil with several {loss, layers}; register the best.",
-                              swept, pipeline_parameters(sweep=True))  # fmt: skip
 
 
 #: KD settings the sweep variant takes from each ``sweep_configs`` item instead of a parameter.
