@@ -21,8 +21,6 @@ WORKDIR /opt/yolo-distill
 COPY images/requirements.lock images/requirements.lock
 COPY pyproject.toml README.md ./
 COPY distill ./distill
-COPY components ./components
-COPY pipelines ./pipelines
 RUN pip install --constraint images/requirements.lock . \
     && python -c "import distill, distill.components.steps, distill.pipelines.pipeline"
 
