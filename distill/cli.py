@@ -177,6 +177,12 @@ def _step_parsers(step: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", default=None, help="class names in index order, comma-separated")
     p.add_argument("--dest", default=None, help="s3://bucket/prefix (default: $YOLO_DISTILL_S3_PREFIX)")
     p.add_argument("--run-id", default=None, help="the pipeline run this step belongs to (tracked in MLflow)")
+    p.add_argument(
+        "--unlabeled",
+        default=None,
+        metavar="SOURCE",
+        help="unlabelled images (folder, .zip, s3:// prefix or .zip) to publish beside the dataset as a pool",
+    )
 
     declared(sub.add_parser("train", help="train a teacher or baseline student"), "train")
     declared(sub.add_parser("distill", help="distil a teacher into a student"), "distill")
@@ -212,7 +218,8 @@ def _run_step(args: argparse.Namespace) -> dict[str, Any]:
     if args.step == "prepare-data":
         from .steps.prepare_data import prepare_data
 
-        return prepare_data(args.source, args.format, dest=args.dest, classes=args.classes, run_id=args.run_id)
+        return prepare_data(args.source, args.format, dest=args.dest, classes=args.classes, run_id=args.run_id,
+                            unlabeled=args.unlabeled)  # fmt: skip
     if args.step == "evaluate":
         from .steps.evaluate import evaluate
 

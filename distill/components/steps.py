@@ -15,9 +15,16 @@ from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
 
 
 def prepare_data(
-    source: str, data_format: str, classes: str, prefix: str, run_id: str, experiment: str, dataset: Output[Dataset]
+    source: str,
+    data_format: str,
+    classes: str,
+    prefix: str,
+    run_id: str,
+    experiment: str,
+    dataset: Output[Dataset],
+    unlabeled_source: str = "",
 ) -> str:
-    """Import, normalise, validate and publish the dataset; return its URI.
+    """Import, normalise, validate and publish the dataset (and an unlabelled pool beside it); return its URI.
 
     Args:
         source: The dataset: a local folder or ``.zip``, an ``s3://`` prefix or an ``s3://...zip``.
@@ -27,9 +34,12 @@ def prepare_data(
         run_id: The pipeline run id; the step is tracked as its MLflow child run.
         experiment: MLflow experiment; empty: ``$MLFLOW_EXPERIMENT_NAME`` or ``yolo-distill``.
         dataset: The output artifact the step writes (see Returns).
+        unlabeled_source: Unlabelled images (a folder or ``.zip``, an ``s3://`` prefix or ``s3://...zip``, read as
+            it is when the step runs) to publish as a pool beside the dataset; empty: none.
 
     Returns:
-        dataset: The step's result (JSON), with the dataset's S3 URI, content hash and counts as metadata.
+        dataset: The step's result (JSON), with the dataset's S3 URI, content hash and counts as metadata, and the
+            pool's URI and hash (the snapshot used) when there is one.
         Output: The published dataset's URI, the ``data`` of the steps after it.
     """
     import json
@@ -40,8 +50,12 @@ def prepare_data(
     from distill.steps.prepare_data import prepare_data as step
 
     result = step(source, data_format, dest=prefix or None, classes=classes or None, run_id=run_id,
-                  experiment=experiment or None)  # fmt: skip
+                  experiment=experiment or None, unlabeled=unlabeled_source or None)  # fmt: skip
     dataset.metadata.update({"s3_uri": result["uri"], "hash": result["hash"], "counts": result["counts"]})
+    if "unlabeled" in result:
+        pool = result["unlabeled"]
+        dataset.metadata.update({"unlabeled_uri": pool["uri"], "unlabeled_hash": pool["hash"],
+                                 "unlabeled_images": pool["images"]})  # fmt: skip
     with open(dataset.path, "w") as f:
         json.dump(result, f)
     return result["uri"]

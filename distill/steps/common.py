@@ -74,6 +74,38 @@ def fetch_dataset(uri: str) -> Path:
     return data
 
 
+def fetch_pool(uri: str) -> Path:
+    """Return a local folder of an unlabelled pool's images (``s3://.../pools/<hash>``, published by prepare-data).
+
+    Downloaded once into the cache; every file is checked against the pool's manifest (sha256), after download too,
+    so a pool whose objects were changed after publishing is refused rather than trained on.
+
+    Raises:
+        DistillError: ``uri`` is not an ``s3://`` URI, has no manifest, or its manifest is not a pool's.
+        StorageError: A file does not match its manifest (exit 1).
+    """
+    from .unlabeled_pool import POOL_KIND
+
+    root = storage.parse_s3_uri(uri.rstrip("/"))
+    manifest = json.loads(storage.read_bytes(root.join("manifest.json")))
+    if not isinstance(manifest, dict) or manifest.get("kind") != POOL_KIND:
+        raise DistillError(f"'{uri}' is not an unlabelled pool (its manifest.json is not a pool's)")
+    local = cache_dir() / "pools" / manifest["hash"]
+    ok = local / ".complete"
+    if not ok.is_file():
+        for rel, digest in manifest["files"].items():
+            target = (local / rel).resolve()
+            if not target.is_relative_to(local.resolve()):
+                raise DistillError(f"'{uri}': its manifest names '{rel}', outside the pool")
+            if not (target.is_file() and storage.sha256_file(target) == digest):
+                storage.download_file(root.join(rel), target)
+                if storage.sha256_file(target) != digest:
+                    target.unlink()
+                    raise storage.StorageError(f"'{root.join(rel)}' does not match the pool's manifest (changed)")
+        ok.write_text(manifest["hash"])
+    return local / "images"
+
+
 def fetch_model(uri: str, role: str) -> str:
     """Return a local model: a ``.yaml`` as is, weights fetched by URI and checked to load (error names the URI)."""
     from ..api import model_task

@@ -7,6 +7,10 @@ The published folder holds ``images/<split>/``, ``labels/<split>/``, ``data.yaml
 with its sha256, class names, image and instance counts per split, boxes dropped on import). The hash is computed
 over the content, so the same data always lands in the same place and is never uploaded twice; the manifest is
 uploaded last, so a folder without one is an interrupted upload, never a dataset.
+
+With ``unlabeled`` set, an unlabelled image source is published beside the dataset as a pool
+(``<prefix>/pools/<pool-hash>/``, :mod:`.unlabeled_pool`), checked against the dataset's splits before anything is
+uploaded; the dataset's own manifest and hash do not change, the result gains ``unlabeled``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from .import_coco import from_coco
 from .import_common import Where
 from .import_voc import from_voc
 from .import_yolo import from_yolo
+from .unlabeled_pool import COUNTS, build_pool, scan_pool
 
 FORMATS = ("yolo", "coco", "voc")
 
@@ -41,6 +46,7 @@ def prepare_data(
     run_id: str | None = None,
     experiment: str | None = None,
     tracking_uri: str | None = None,
+    unlabeled: str | None = None,
 ) -> dict[str, Any]:
     """Import, normalise, validate and publish a dataset; return ``uri``, ``data``, ``hash``, counts and names.
 
@@ -53,9 +59,14 @@ def prepare_data(
         run_id: Pipeline run this step belongs to; when given, the step is tracked as its MLflow child run.
         experiment: MLflow experiment.
         tracking_uri: MLflow tracking URI.
+        unlabeled: Unlabelled images to publish beside the dataset as a pool (a folder, a ``.zip``, an ``s3://``
+            prefix or ``s3://...zip``; an ``s3://`` prefix is read as it is now). The result then has
+            ``unlabeled``: the pool's ``uri``, ``hash`` (the snapshot used), ``images`` and what was left out
+            (:data:`.unlabeled_pool.COUNTS`).
 
     Raises:
-        DistillError: Unknown format, missing/invalid source, unsafe archive, unknown class, S3 errors.
+        DistillError: Unknown format, missing/invalid source, unsafe archive, unknown class, S3 errors; an
+            unlabelled source without images, or left without any once leaks and repeats are dropped.
     """
     if format not in FORMATS:
         raise DistillError(f"unknown dataset format '{format}': choose one of {', '.join(FORMATS)}")
@@ -64,30 +75,58 @@ def prepare_data(
     names = [c.strip() for c in classes.split(",")] if isinstance(classes, str) else classes
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         tmp = Path(tmp)
-        out = tmp / "dataset"
-        manifest = import_dataset(source, out, format, names, scratch=tmp)
-        digest = manifest["hash"]
-        target = prefix.join("datasets", digest)
-        uploaded = False
-        if storage.head(target.join("manifest.json")) is None:
-            storage.upload_dir(out, target)
-            storage.upload_bytes(
-                json.dumps(manifest, indent=2).encode(), target.join("manifest.json"), "application/json"
-            )
-            uploaded = True
+        scan = None
+        if unlabeled:  # sorted first: a source without images fails before the dataset's import
+            scan = scan_pool(unlabeled, *open_source(unlabeled, tmp / "unlabeled", "unlabelled source"))
+        manifest = import_dataset(source, tmp / "dataset", format, names, scratch=tmp)
+        pool = build_pool(scan, tmp / "pool", manifest) if scan else None  # checked before anything is uploaded
+        target = prefix.join("datasets", manifest["hash"])
+        uploaded = publish(tmp / "dataset", manifest, target)
+        pooled = _publish_pool(tmp / "pool", pool, prefix) if pool else None
     result = {
         "uri": str(target),
         "data": str(target.join("data.yaml")),
-        "hash": digest,
+        "hash": manifest["hash"],
         "names": manifest["names"],
         "counts": manifest["counts"],
         "dropped_boxes": manifest["dropped_boxes"],
         **({"category_ids": manifest["category_ids"]} if "category_ids" in manifest else {}),
         "uploaded": uploaded,
+        **({"unlabeled": pooled} if pooled else {}),
     }
     if run_id:
         result["mlflow_run_id"] = _track(result, source, format, run_id, experiment, tracking_uri)
     return result
+
+
+def publish(folder: Path, manifest: dict[str, Any], target: storage.S3Uri) -> bool:
+    """Upload a content-addressed folder and then its manifest, unless ``target`` has one; return whether uploaded.
+
+    The manifest goes last, so a folder without one is an interrupted upload (uploaded again by the next run),
+    never a dataset or pool; one with a manifest holds this very content (its hash is the folder's name).
+    """
+    if storage.head(target.join("manifest.json")) is not None:
+        return False
+    storage.upload_dir(folder, target)
+    storage.upload_bytes(json.dumps(manifest, indent=2).encode(), target.join("manifest.json"), "application/json")
+    return True
+
+
+def _publish_pool(folder: Path, pool: dict[str, Any], prefix: storage.S3Uri) -> dict[str, Any]:
+    """Publish a pool under ``<prefix>/pools/<pool-hash>/``; return the result's ``unlabeled`` (URI, hash, counts)."""
+    target = prefix.join("pools", pool["hash"])
+    uploaded = publish(folder, pool, target)
+    return {"uri": str(target), **{k: pool[k] for k in ("hash", "source", "images", *COUNTS)}, "uploaded": uploaded}
+
+
+def open_source(source: str, folder: Path, what: str = "dataset source") -> tuple[Path, Where]:
+    """Bring ``source`` to a local folder (see :func:`_materialise`); return it with how to name its files.
+
+    A downloaded or extracted copy's files are named by the source as given; a local folder's by their own paths.
+    """
+    local = _materialise(source, folder, what)
+    fetched = storage.is_s3(source) or str(source).lower().endswith(".zip")
+    return local, Where(local, str(source) if fetched else None)
 
 
 def import_dataset(
@@ -117,11 +156,9 @@ def import_dataset(
     out = Path(out)
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         tmp = Path(tmp)
-        local = _materialise(source, tmp / "source")
-        fetched = storage.is_s3(source) or str(source).lower().endswith(".zip")  # extracted or downloaded here
-        where = Where(local, str(source) if fetched else None)
-        if format == "yolo":
-            report = from_yolo(local, out, where, confine=local if fetched else None)
+        local, where = open_source(source, tmp / "source")
+        if format == "yolo":  # an extracted or downloaded copy's paths must resolve inside it
+            report = from_yolo(local, out, where, confine=local if where.label else None)
         elif format == "voc":
             report = from_voc(local, out, classes, where)
         else:
@@ -135,19 +172,27 @@ def _track(result: dict[str, Any], source: str, fmt: str, run_id: str, experimen
     """Record the import as a ``prepare-data-<hash>`` child run of the pipeline run: params, counts, the URI.
 
     One child run per dataset, so a pipeline run that prepares two datasets (train and an extra test set) records
-    both instead of failing on MLflow's "Changing param values is not allowed".
+    both instead of failing on MLflow's "Changing param values is not allowed". With an unlabelled pool the run is
+    ``prepare-data-<hash>-pool-<pool-hash>`` and also records the pool (source, URI, hash: the snapshot used, counts),
+    so a rerun that finds more images under an ``s3://`` prefix records the new snapshot beside the old one.
     """
-    with tracking.step_run(run_id, f"prepare-data-{result['hash'][:12]}", experiment, tracking_uri) as run:
+    pool = result.get("unlabeled")
+    name = f"prepare-data-{result['hash'][:12]}" + (f"-pool-{pool['hash'][:12]}" if pool else "")
+    with tracking.step_run(run_id, name, experiment, tracking_uri) as run:
         params = {"source": source, "format": fmt, "dataset": result["uri"], "hash": result["hash"],
                   "names": ",".join(result["names"])}  # fmt: skip
+        metrics = {f"{split}/{k}": v for split, c in result["counts"].items() for k, v in c.items()}
+        metrics["dropped_boxes"] = result["dropped_boxes"]
+        if pool:
+            params.update({f"unlabeled_{k}": pool[k] for k in ("source", "uri", "hash")})
+            metrics.update({f"unlabeled/{k}": pool[k] for k in ("images", *COUNTS)})
         tracking.log_params(run.client, run.child_id, params)
-        counts = {f"{split}/{k}": v for split, c in result["counts"].items() for k, v in c.items()}
-        tracking.log_metrics(run.client, run.child_id, {**counts, "dropped_boxes": result["dropped_boxes"]}, step=0)
+        tracking.log_metrics(run.client, run.child_id, metrics, step=0)
     return run.child_id
 
 
-def _materialise(source: str, folder: Path) -> Path:
-    """Bring the source to a local folder (download from S3, extract archives safely)."""
+def _materialise(source: str, folder: Path, what: str = "dataset source") -> Path:
+    """Bring the source to a local folder (download from S3, extract archives safely); ``what`` names it in errors."""
     if storage.is_s3(source):
         if source.lower().endswith(".zip"):
             archive = storage.download_file(source, folder.with_suffix(".zip"))
@@ -156,7 +201,7 @@ def _materialise(source: str, folder: Path) -> Path:
         return folder
     path = Path(source)
     if not path.exists():
-        raise DistillError(f"dataset source '{source}' not found")
+        raise DistillError(f"{what} '{source}' not found")
     if path.is_file() and path.suffix.lower() == ".zip":
         return safe_extract_zip(path, folder)
     return path
