@@ -74,10 +74,18 @@ class Option:
             if value.strip().lower() not in {"true", "false"}:
                 raise DistillError(f"{self.name} must be true or false, got {value!r}")
             return value.strip().lower() == "true"
+        wrong = DistillError(f"{self.name} must be {self.kind.__name__}, got {value!r}")
+        if isinstance(value, bool) and self.kind is not bool:  # True is an int to Python, not a number to a user
+            raise wrong
+        if isinstance(value, self.kind):
+            return value
         try:
-            return self.kind(value) if not isinstance(value, self.kind) or isinstance(value, bool) else value
+            result = self.kind(value)
         except (TypeError, ValueError):
-            raise DistillError(f"{self.name} must be {self.kind.__name__}, got {value!r}") from None
+            raise wrong from None
+        if isinstance(value, float) and result != value:  # int(2.5) would silently be 2
+            raise wrong
+        return result
 
     def to_args(self, value: Any) -> list[str]:
         """Return the command-line words that set ``value`` (nothing for ``None``)."""

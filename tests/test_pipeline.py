@@ -7,10 +7,10 @@ import json
 import pytest
 import yaml
 from conftest import TASK_DATA, cli
-from distill.pipelines.local import run_local
 
 from distill import storage
 from distill.config import DEFAULTS
+from distill.pipelines.local import run_local
 from distill.steps import tracking
 
 TRAINING = {"train-teacher", "train-student", "distill"}

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT, cli, one_error_line
-from distill.pipelines.pipeline import ClusterSettings, compile_pipeline
 
 from distill import settings
 from distill.cli import build_parser
 from distill.config import DistillConfig
 from distill.errors import DistillError
+from distill.pipelines.pipeline import ClusterSettings, compile_pipeline
 
 #: A value for every KD setting that differs from its default (a new setting without one here fails the first test).
 CHANGED = {
@@ -52,7 +52,6 @@ def test_cli_distill_and_step_distill_reach_every_setting():
 @pytest.mark.fast
 def test_step_function_and_component_take_every_setting():
     from distill.components.steps import distill as component
-
     from distill.steps.training import distill as step
 
     assert inspect.signature(step).parameters["settings"].kind is inspect.Parameter.VAR_KEYWORD
@@ -90,6 +89,7 @@ def test_compiled_pipeline_has_every_setting_with_its_default(tmp_path, sweep):
         ({"train_args": "[1, 2]"}, "train_args must be a mapping"),
         ({"loss": "foo"}, "unknown loss 'foo'"),
         ({"logit": "maybe"}, "logit must be true or false"),
+        ({"tau": True}, "tau must be float, got True"),
         ({"distill_off_epochs": -5}, "distill_off_epochs must be"),
     ],
 )
