@@ -231,7 +231,7 @@ def cache_key(
     import hashlib
 
     from . import storage
-    from .steps.unlabeled_pool import content_hash
+    from .steps.import_common import content_hash
 
     images = pool_hash or content_hash({f"images/{n}": storage.sha256_file(p) for n, p in files.items()})
     fields = {"format": FORMAT, "teacher": teacher.sha256, "images": images, "conf": float(conf),

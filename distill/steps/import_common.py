@@ -7,6 +7,7 @@ by the scratch folder it was extracted to.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import shutil
 from dataclasses import dataclass
@@ -117,3 +118,8 @@ def clip_box(x1: float, y1: float, x2: float, y2: float, w: float, h: float) -> 
 def yolo_line(cls: int, box: tuple[float, ...]) -> str:
     """Format one YOLO detection label line (six decimals, as every importer writes them)."""
     return f"{cls} " + " ".join(f"{v:.6f}" for v in box)
+
+
+def content_hash(files: dict[str, str]) -> str:
+    """Return the 16-hex content hash of ``{relative path: sha256}``: the name of a published dataset or pool."""
+    return hashlib.sha256("".join(f"{k}\0{v}\n" for k, v in sorted(files.items())).encode()).hexdigest()[:16]

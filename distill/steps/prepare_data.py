@@ -15,7 +15,6 @@ uploaded; the dataset's own manifest and hash do not change, the result gains ``
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -29,7 +28,7 @@ from . import tracking
 from .archive import safe_extract_zip
 from .common import resolve_prefix
 from .import_coco import from_coco
-from .import_common import Where
+from .import_common import Where, content_hash
 from .import_voc import from_voc
 from .import_yolo import from_yolo
 from .unlabeled_pool import COUNTS, build_pool, scan_pool
@@ -227,7 +226,11 @@ def verify_labels(out: Path, origins: dict[str, str]) -> dict[str, int]:
         bad = 0
         for image in images:
             label = out / "labels" / split_dir.name / f"{image.stem}.txt"
-            try:
+            args = (str(image), str(label), "", bool(spec.get("kpt_shape")), len(spec["names"]), *kpt_shape, False)
+            checked = verify_image_label(args)  # checks the image (check_image) and then its labels
+            if checked[0] is not None:
+                continue
+            try:  # refused: the image itself, or its labels?
                 check_image(str(image))
             except Exception as e:  # PIL's errors, Ultralytics' size/format assertions
                 LOGGER.warning(f"prepare-data: skipping unreadable image '{image.name}' ({split_dir.name}): {e}")
@@ -235,14 +238,11 @@ def verify_labels(out: Path, origins: dict[str, str]) -> dict[str, int]:
                 label.unlink(missing_ok=True)
                 bad += 1
                 continue
-            args = (str(image), str(label), "", bool(spec.get("kpt_shape")), len(spec["names"]), *kpt_shape, False)
-            checked = verify_image_label(args)
-            if checked[0] is None:  # Ultralytics' corrupt-label result: its reason after the file name
-                reason = str(checked[-1]).split("ignoring corrupt image/label: ")[-1]
-                if "inhomogeneous" in reason:  # numpy's words for rows of different lengths
-                    reason = "its rows have different numbers of columns"
-                origin = origins.get(f"{split_dir.name}/{image.name}", str(label))
-                raise DistillError(f"labels of image '{image.name}' from '{origin}': {reason}")
+            reason = str(checked[-1]).split("ignoring corrupt image/label: ")[-1]  # Ultralytics' reason
+            if "inhomogeneous" in reason:  # numpy's words for rows of different lengths
+                reason = "its rows have different numbers of columns"
+            origin = origins.get(f"{split_dir.name}/{image.name}", str(label))
+            raise DistillError(f"labels of image '{image.name}' from '{origin}': {reason}")
         if bad == len(images):
             raise DistillError(f"split '{split_dir.name}' has no readable images ({bad} unreadable)")
         dropped[split_dir.name] = bad
@@ -269,7 +269,7 @@ def _manifest(out: Path, report: dict[str, Any], source: str, fmt: str) -> dict[
             "instances": sum(len(p.read_text().splitlines()) for p in labels),
             "unreadable": report.get("unreadable", {}).get(split_dir.name, 0),
         }
-    digest = hashlib.sha256("".join(f"{k}\0{v}\n" for k, v in sorted(files.items())).encode()).hexdigest()[:16]
+    digest = content_hash(files)
     return {
         "hash": digest,
         "format": fmt,

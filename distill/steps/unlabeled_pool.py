@@ -30,7 +30,6 @@ folder, an archive or a prefix, a source without images, and a pool left with no
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,7 @@ from typing import Any
 
 from .. import storage
 from ..errors import DistillError
-from .import_common import IMAGE_SUFFIXES, Where
+from .import_common import IMAGE_SUFFIXES, Where, content_hash
 
 #: The manifest's ``kind``: tells a pool's manifest from a dataset's.
 POOL_KIND = "unlabeled-pool"
@@ -139,11 +138,6 @@ def build_pool(scan: PoolSource, out: Path, dataset: dict[str, Any]) -> dict[str
         )
     return {"hash": content_hash(files), "kind": POOL_KIND, "source": scan.source, "dataset": dataset["hash"],
             "images": len(files), **counts, "files": files}  # fmt: skip
-
-
-def content_hash(files: dict[str, str]) -> str:
-    """Return the 16-hex content hash of ``{relative path: sha256}`` (the recipe of the dataset hash)."""
-    return hashlib.sha256("".join(f"{k}\0{v}\n" for k, v in sorted(files.items())).encode()).hexdigest()[:16]
 
 
 def _dataset_images(dataset: dict[str, Any]) -> dict[str, tuple[str, str]]:
