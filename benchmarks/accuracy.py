@@ -100,7 +100,15 @@ STUDENTS: dict[str, Any] = {
     "mimic-off": {"loss": "mimic", "logit": True, "distill_off_epochs": "close_mosaic"},  # KD off when mosaic closes
     "kl": {"loss": "none", "logit": True, "logit_loss": "kl", "distill_off_epochs": 0},
     "ultralytics-kd": "native",
+    # With --label-fraction (issue 21): the rest of the training images as an unlabelled pool.
+    "pool": {"unlabeled": True},  # ours: the default KD on labelled + teacher-pseudo-labelled pool images
+    "label-then-train": "pseudo",  # plain training on labelled + the teacher's pseudo-labels (autodistill's way)
+    "ceiling": "all-labels",  # plain training with every training image labelled
 }
+#: Students that only mean something with an unlabelled pool (``--label-fraction``).
+POOL_STUDENTS = ("pool", "label-then-train", "ceiling")
+#: The rows of a ``--label-fraction`` table (issue 21) unless ``--students`` says otherwise.
+POOL_TABLE = ("baseline", "default", "pool", "label-then-train", "ceiling")
 
 
 #: The students of the deciding (five-seed) table: the baseline, the shipped default, Ultralytics' KD, the previous
@@ -150,9 +158,20 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         run = distill.train(job["data"], job["model"], **common)
     elif spec == "native":
         run = distill.train(job["data"], job["model"], distill_model=job["teacher"], **common)
+    elif spec == "all-labels":
+        run = distill.train(job["full_data"], job["model"], **common)
+    elif spec == "pseudo":
+        from distill.pool_data import with_pool
+
+        defaults = distill.DistillConfig(teacher=job["teacher"])  # the pseudo-labels ours would use
+        mixed = with_pool(job["data"], job["teacher"], job["pool"], out.parent / "pool", conf=defaults.pseudo_conf,
+                          ratio=defaults.unlabeled_ratio, imgsz=job["imgsz"], device=job["device"])  # fmt: skip
+        run = distill.train(mixed.data, job["model"], **common)
     else:
-        config = distill.DistillConfig(teacher=job["teacher"], **spec)
-        run = distill.distill(job["data"], job["model"], config, **common)
+        kd = {k: v for k, v in spec.items() if k != "unlabeled"}
+        pool = job["pool"] if spec.get("unlabeled") else None
+        config = distill.DistillConfig(teacher=job["teacher"], **kd)
+        run = distill.distill(job["data"], job["model"], config, unlabeled=pool, **common)
     train_s = time.perf_counter() - start
     scored = measure(str(run.best), Path(job["data"]), "test", job["imgsz"], job["batch"], job["device"], 1)
     return {
@@ -241,7 +260,8 @@ def resolved_config(job: dict[str, Any]) -> dict[str, Any] | None:
         return None
     from distill import DistillConfig
 
-    config = DistillConfig(teacher=job["teacher"] or "teacher.pt", **job["spec"]).to_dict()
+    kd = {k: v for k, v in job["spec"].items() if k != "unlabeled"}
+    config = DistillConfig(teacher=job["teacher"] or "teacher.pt", **kd).to_dict()
     config.pop("teacher")
     return config
 
@@ -251,9 +271,17 @@ def ran_config(folder: Path) -> dict[str, Any] | None:
     plan = folder / "train" / "distill.json"
     if not plan.is_file():
         return None
-    config = json.loads(plan.read_text())["config"]
-    config.pop("teacher")
-    return config
+    return completed_config(json.loads(plan.read_text())["config"])
+
+
+def completed_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Return a run's recorded KD config with settings added since it ran at their defaults, ``teacher`` left out.
+
+    (A run from before ``pseudo_conf`` existed ran as the default does: without a pool the setting does nothing.)
+    """
+    from distill.config import DEFAULTS
+
+    return {k: v for k, v in {**DEFAULTS, "extra": {}, **config}.items() if k != "teacher"}
 
 
 def import_bccd(source: Path, workdir: Path) -> tuple[Path, str]:
@@ -317,7 +345,7 @@ def job_key(job: dict[str, Any]) -> dict[str, Any]:
 
     The data's content hash is part of the run folder's name, so it is kept (as that name).
     """
-    key = {k: v for k, v in job.items() if k not in {"dir", "data", "teacher", "workers"}}
+    key = {k: v for k, v in job.items() if k not in {"dir", "data", "teacher", "workers", "pool", "full_data"}}
     return {**key, "run": Path(job["dir"]).name}
 
 
@@ -393,7 +421,9 @@ def reuse(job: dict[str, Any], runs: dict[tuple[str, int], dict[str, Any]]) -> d
     if {k: v for k, v in recorded.items() if k != "spec"} != {k: v for k, v in key.items() if k != "spec"}:
         return None
     same = (
-        record["config"] == resolved_config(job) if isinstance(job["spec"], dict) else recorded["spec"] == job["spec"]
+        completed_config(record["config"]) == resolved_config(job)
+        if isinstance(job["spec"], dict)
+        else recorded["spec"] == job["spec"]
     )
     if not same:
         return None
@@ -556,6 +586,14 @@ def arg_parser() -> argparse.ArgumentParser:
         help="an earlier report: its runs with the same settings are taken over instead of trained again",
     )
     ap.add_argument("--tag", default="", help="report name suffix (accuracy-<profile>-<tag>-<date>.json)")
+    ap.add_argument(
+        "--label-fraction",
+        type=float,
+        default=None,
+        help="keep the labels on this fixed share of the training images, give the rest as an unlabelled pool "
+        "(teacher and students train on the labelled part; default students: " + ",".join(POOL_TABLE) + ")",
+    )
+    ap.add_argument("--synthetic", default=None, help="TRAIN,VAL,TEST images of the synthetic set (default: profile's)")
     reports.add_report_args(ap)
     return ap
 
@@ -580,10 +618,13 @@ def profile_settings(args: argparse.Namespace) -> tuple[Profile, tuple[int, ...]
 def chosen_students(args: argparse.Namespace) -> dict[str, Any]:
     """Return the students to train, name → spec: ``--students`` (else the profile's set) and every ``--variant``."""
     students: dict[str, Any] = {}
-    chosen = args.students or ",".join(STUDENTS if args.profile == "screen" else DECIDING)
+    default = POOL_TABLE if args.label_fraction else STUDENTS if args.profile == "screen" else DECIDING
+    chosen = args.students or ",".join(n for n in default if args.label_fraction or n not in POOL_STUDENTS)
     for name in [s.strip() for s in chosen.split(",") if s.strip()]:
         if name not in STUDENTS:
             raise SystemExit(f"unknown student '{name}': choose from {', '.join(STUDENTS)}")
+        if name in POOL_STUDENTS and not args.label_fraction:
+            raise SystemExit(f"student '{name}' needs --label-fraction (an unlabelled pool)")
         students[name] = STUDENTS[name]
     for text in args.variant:
         name, spec = parse_variant(text)
@@ -596,6 +637,9 @@ def benchmark_dataset(args: argparse.Namespace, profile: Profile, workdir: Path)
 
     The profile's synthetic set if it names one, else BCCD for detect and a synthetic set for segment and pose.
     """
+    if args.synthetic:
+        images = tuple(int(v) for v in args.synthetic.split(","))
+        return synth_dataset(args.task, profile.imgsz, workdir, images)  # type: ignore[arg-type]
     if profile.synthetic:
         return synth_dataset(args.task, profile.imgsz, workdir, profile.synthetic)
     if args.task == "detect":
@@ -616,7 +660,7 @@ def train_all(
     def run(job: dict[str, Any], teacher: Future | None) -> dict[str, Any]:
         result = reuse(job, reusable)
         if result is None:
-            if job["spec"] is not None:  # distilled students wait for the teacher; baselines start at once
+            if job["spec"] not in (None, "all-labels"):  # students that need the teacher wait for it
                 job = dict(job, teacher=teacher.result()["best"])
             result = launch(job)
         print(
@@ -626,10 +670,11 @@ def train_all(
         )
         return result
 
-    needs_teacher = any(job["spec"] is not None and reuse(job, reusable) is None for job in student_jobs)
+    plain = (None, "all-labels")
+    needs_teacher = any(job["spec"] not in plain and reuse(job, reusable) is None for job in student_jobs)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         teacher_future = pool.submit(run, teacher_job, None) if needs_teacher else None
-        order = sorted(student_jobs, key=lambda j: j["spec"] is not None)  # baselines first, beside the teacher
+        order = sorted(student_jobs, key=lambda j: j["spec"] not in (None, "all-labels"))  # plain runs first
         futures = [pool.submit(run, job, teacher_future) for job in order]
         finished = [f.result() for f in futures]
         teacher = teacher_future.result() if teacher_future else finished_result(teacher_job) or reused_teacher
@@ -750,6 +795,11 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     data, data_hash = benchmark_dataset(args, profile, workdir)
+    full_data, pool = data, None
+    if args.label_fraction:
+        from benchmarks.label_split import label_split
+
+        data, pool, data_hash = label_split(data, data_hash, args.label_fraction, workdir)
     base = dict(data=str(data), imgsz=profile.imgsz, batch=profile.batch, device=args.device, workers=0)
     teacher_job = dict(
         base, name="teacher", spec=None, model=teacher_yaml, epochs=profile.teacher_epochs, seed=0, teacher=None,
@@ -759,9 +809,11 @@ def main(argv: list[str] | None = None) -> int:
     for seed in seeds:  # seed-major, so an early stop still leaves every student with one seed
         for name, spec in students.items():
             tag = name.replace("+", "-")
+            extra = {"full_data": str(full_data)} if spec == "all-labels" else {"pool": str(pool)} if pool else {}
+            uses_teacher = spec is not None and spec != "all-labels"
             student_jobs.append(
-                dict(base, name=name, spec=spec, model=student_yaml, epochs=epochs, seed=seed, teacher=None,
-                     dir=str(workdir / f"{tag}-e{epochs}{teacher_tag if spec is not None else ''}-s{seed}-{data_hash}"))
+                dict(base, name=name, spec=spec, model=student_yaml, epochs=epochs, seed=seed, teacher=None, **extra,
+                     dir=str(workdir / f"{tag}-e{epochs}{teacher_tag if uses_teacher else ''}-s{seed}-{data_hash}"))
             )  # fmt: skip
     print(
         f"teacher {teacher_yaml} ({profile.teacher_epochs} epochs at {profile.imgsz}px), then "
@@ -769,7 +821,8 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     finished, teacher = train_all(teacher_job, student_jobs, args.reuse, jobs)
-    settings = {**asdict(profile), "seeds": list(seeds), "epochs": epochs, "jobs": jobs}
+    settings = {**asdict(profile), "seeds": list(seeds), "epochs": epochs, "jobs": jobs,
+                "label_fraction": args.label_fraction}  # fmt: skip
     report = build_report(args, settings, data_hash, teacher, finished, started)
     print(report_tables(report))
     reports.publish(args, "-".join(filter(None, ("accuracy", args.profile, args.tag))), report)

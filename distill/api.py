@@ -44,6 +44,7 @@ class RunResult:
     skipped_images: int | None = None  # training images Ultralytics' loader refused as corrupt
     rank: int = -1  # this process's global rank under torchrun (-1: a single-process run)
     world_size: int = 1  # ranks that trained together (over all nodes)
+    pool: dict[str, Any] | None = None  # with an unlabelled pool: what trained (distill.pool_data.PoolData.to_dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable summary."""
@@ -318,9 +319,11 @@ def distill(
     out: str | Path | None = None,
     resume: str | Path | None = None,
     callbacks: dict[str, list] | None = None,
+    unlabeled: str | Path | None = None,
+    pool_hash: str | None = None,
     **overrides: Any,
 ) -> RunResult:
-    """Distil ``config.teacher`` into ``student`` on ``data``.
+    """Distil ``config.teacher`` into ``student`` on ``data`` (and, given ``unlabeled``, on an unlabelled pool).
 
     Args:
         data: Local dataset yaml (ignored on resume unless given).
@@ -335,6 +338,10 @@ def distill(
         resume: An interrupted run's ``weights/last.pt``: continue it (config, adapters and generators restored;
             ``config`` may then give the teacher's current location, ``out`` a new output folder).
         callbacks: Extra Ultralytics callbacks ``{event: [fn(trainer), ...]}`` (progress, tracking).
+        unlabeled: A folder of unlabelled images: the teacher pseudo-labels them (``config.pseudo_conf``) and the
+            student trains on them beside ``data``'s labelled images (:mod:`distill.pool_data`; kept in
+            ``<out>/pool``). On resume, given with ``data``, the same pool dataset is made again (cached).
+        pool_hash: The pool's content hash when known (a prepare-data pool), the pseudo-labels' cache key.
         **overrides: Any other Ultralytics train argument.
 
     Configures Ultralytics first, like :func:`train` (idempotent).
@@ -345,8 +352,9 @@ def distill(
         >>> run = distill("coco8/data.yaml", "yolov8n.yaml", cfg, epochs=1, imgsz=64)  # doctest: +SKIP
     """
     configure()
+    pool = PoolInput(unlabeled, pool_hash, device, batch) if unlabeled is not None else None
     if resume is not None:
-        return _resume(resume, data, out, device, config, callbacks, overrides)
+        return _resume(resume, data, out, device, config, callbacks, overrides, pool)
     if config is None:
         raise DistillError("distill needs a DistillConfig (at least the teacher)")
     if student is None:
@@ -354,10 +362,11 @@ def distill(
     if Path(config.teacher).is_file():  # an absolute path keeps resume working from any directory
         config = replace(config, teacher=str(Path(config.teacher).resolve()))
     task = model_task(student)
+    mixed = pool.make(_check_data(data), config, imgsz, out or "runs/distill") if pool else None
     args = _overrides(
         out or "runs/distill",
         model=student,
-        data=_check_data(data),
+        data=_check_data(mixed.data if mixed else data),
         epochs=epochs,
         imgsz=imgsz,
         batch=batch,
@@ -366,7 +375,29 @@ def distill(
         task=task,
         **overrides,
     )
-    return _result(_run(DISTILL_TRAINERS[task], args, DistillCallbacks(config).attach(callbacks or {})))
+    result = _result(_run(DISTILL_TRAINERS[task], args, DistillCallbacks(config).attach(callbacks or {})))
+    return replace(result, pool=mixed.to_dict()) if mixed else result
+
+
+@dataclass(frozen=True)
+class PoolInput:
+    """An unlabelled pool given to :func:`distill`: where its images are, and how to label them."""
+
+    images: str | Path
+    pool_hash: str | None
+    device: str | None
+    batch: int
+
+    def make(self, data: str | Path, config: DistillConfig, imgsz: int, out: str | Path) -> Any:
+        """Pseudo-label the pool and write the labelled + pool dataset under ``<out>/pool`` (one folder per rank)."""
+        from .launch import current
+        from .pool_data import with_pool
+
+        launch = current()
+        folder = Path(out).resolve() / ("pool" if not launch.distributed else f"pool-rank{launch.rank}")
+        return with_pool(data, config.teacher, self.images, folder, conf=config.pseudo_conf,
+                         ratio=config.unlabeled_ratio, imgsz=imgsz, device=self.device, batch=self.batch,
+                         pool_hash=self.pool_hash)  # fmt: skip
 
 
 def _checkpoint(path: str | Path) -> Path:
@@ -414,6 +445,7 @@ def _resume(
     config: DistillConfig | None,
     callbacks: dict[str, list] | None,
     overrides: dict[str, Any],
+    pool: PoolInput | None = None,
 ) -> RunResult:
     path = _checkpoint(last)
     weights, ckpt = read_checkpoint(path, "resume")
@@ -428,5 +460,11 @@ def _resume(
             saved, teacher=str(Path(config.teacher).resolve()) if Path(config.teacher).is_file() else config.teacher
         )
     task = ckpt["train_args"]["task"]
+    mixed = None
+    if pool is not None and data:  # the pool dataset again (pseudo-labels cached), here: on another pod say
+        args = ckpt["train_args"]
+        mixed = pool.make(_check_data(data), saved, args["imgsz"], out or args["save_dir"])
+        data = mixed.data
     args = _resume_overrides(path, ckpt, data, out, device, overrides)
-    return _result(_run(DISTILL_TRAINERS[task], args, DistillCallbacks(saved).attach(callbacks or {})))
+    result = _result(_run(DISTILL_TRAINERS[task], args, DistillCallbacks(saved).attach(callbacks or {})))
+    return replace(result, pool=mixed.to_dict()) if mixed else result

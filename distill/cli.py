@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--student", help="student .yaml (random init) or local .pt")
     d.add_argument("--teacher", help="teacher .pt (or .yaml for tests)")
     _kd_flags(d)
+    settings.UNLABELED.add_to(d)
     d.add_argument("--resume", default=None, help="continue an interrupted run from its weights/last.pt")
     _common(d, "runs/distill")
 
@@ -276,17 +277,24 @@ def main(argv: list[str] | None = None) -> int:
                 raise DistillError("--data is required")
             result = api.train(args.data, args.model, **common, **extra)
         elif args.resume:
-            result = api.distill(args.data, None, resume=args.resume, device=args.device, out=args.out, **extra)
+            pool = _pool(args)
+            result = api.distill(args.data, None, resume=args.resume, device=args.device, out=args.out, **pool, **extra)
         else:
             for flag in ("data", "student", "teacher"):
                 if not getattr(args, flag):
                     raise DistillError(f"--{flag} is required")
             config = DistillConfig(teacher=args.teacher, **settings.values(settings.KD, args))
-            result = api.distill(args.data, args.student, config, **common, **extra)
+            result = api.distill(args.data, args.student, config, **common, **_pool(args), **extra)
     except Failure as e:
         return fail(e)
     print(json.dumps(result.to_dict()))
     return 0
+
+
+def _pool(args: argparse.Namespace) -> dict[str, Any]:
+    from .steps.common import pool_arguments
+
+    return pool_arguments(args.unlabeled)
 
 
 def _pipeline(args: argparse.Namespace) -> int:

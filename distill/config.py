@@ -74,6 +74,10 @@ class DistillConfig:
             points over five paired seeds, lower on none; make demo's set: +0.68, ``benchmarks/README.md``) and its
             last stage needs no teacher forward; ``0``: KD throughout (the default until 2026-11-29), which scored a
             little higher on the synthetic segment and pose sets (within noise).
+        pseudo_conf (float): With an unlabelled pool (:mod:`distill.pool_data`): the teacher's confidence from which
+            a prediction becomes a pseudo-label.
+        unlabeled_ratio (float): With an unlabelled pool: the most pool images per labelled image in an epoch (the
+            labelled images are listed repeatedly to keep it); 0: every image once.
     """
 
     teacher: str
@@ -103,6 +107,12 @@ class DistillConfig:
         metadata=_kd(str, "switch KD off for the last N epochs, or close_mosaic (-1): while mosaic is closed",
                      parse=lambda v: parse_off_epochs(v)),
     )  # fmt: skip
+    pseudo_conf: float = field(
+        default=0.5, metadata=_kd(float, "unlabelled pool: the teacher's confidence from which it labels an object")
+    )
+    unlabeled_ratio: float = field(
+        default=0.0, metadata=_kd(float, "unlabelled pool: most pool images per labelled image per epoch (0: all)")
+    )
     extra: dict[str, Any] = field(default_factory=dict, repr=False)  # reserved for forward-compatible keys
 
     def __post_init__(self) -> None:
@@ -134,6 +144,19 @@ class DistillConfig:
         if not 0.0 <= self.mgd_ratio < 1.0:
             raise DistillError(f"mgd_ratio must be in [0, 1), got {self.mgd_ratio!r}")
         self.distill_off_epochs = parse_off_epochs(self.distill_off_epochs)
+        if (
+            isinstance(self.pseudo_conf, bool)
+            or not isinstance(self.pseudo_conf, int | float)
+            or not (0 < self.pseudo_conf <= 1)
+        ):
+            raise DistillError(f"pseudo_conf must be in (0, 1], got {self.pseudo_conf!r}")
+        if (
+            isinstance(self.unlabeled_ratio, bool)
+            or not isinstance(self.unlabeled_ratio, int | float)
+            or not (0 <= self.unlabeled_ratio < float("inf"))
+        ):
+            raise DistillError(f"unlabeled_ratio must be a non-negative number, got {self.unlabeled_ratio!r}")
+        self.pseudo_conf, self.unlabeled_ratio = float(self.pseudo_conf), float(self.unlabeled_ratio)
         if self.loss == "none" and not self.logit:
             raise DistillError("nothing to distil: loss='none' with the logit loss off")
 

@@ -145,6 +145,16 @@ _TRAINING = (
     Option("experiment", str, None, "MLflow experiment (default: yolo-distill)", optional=True),
     Option("tracking_uri", str, None, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI)", optional=True),
 )
+#: The unlabelled pool of a distillation (issue 21), for the engine's ``distill`` and the distill step alike.
+UNLABELED = Option(
+    "unlabeled",
+    str,
+    None,
+    "unlabelled images: prepare-data's pool URI (s3://.../pools/<hash>) or a folder; the teacher pseudo-labels them "
+    "and the student trains on them too",
+    optional=True,
+)
+
 STEP_OPTIONS: dict[str, tuple[Option, ...]] = {
     "train": (
         Option("model", str, help="model .yaml or weights URI (local or s3://)", required=True),
@@ -155,6 +165,7 @@ STEP_OPTIONS: dict[str, tuple[Option, ...]] = {
         Option("teacher", str, help="teacher weights URI (local or s3://)", required=True),
         Option("student", str, help="student .yaml or weights URI", required=True),
         Option("name", str, "distill", "step name"),
+        UNLABELED,
         *KD,
         *_TRAINING,
     ),

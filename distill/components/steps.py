@@ -9,6 +9,7 @@ single value for the next step. :func:`build_components` binds them to the proje
 """
 
 from types import SimpleNamespace
+from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
@@ -23,7 +24,7 @@ def prepare_data(
     experiment: str,
     dataset: Output[Dataset],
     unlabeled_source: str = "",
-) -> str:
+) -> NamedTuple("Outputs", [("data", str), ("unlabeled", str)]):
     """Import, normalise, validate and publish the dataset (and an unlabelled pool beside it); return its URI.
 
     Args:
@@ -40,9 +41,11 @@ def prepare_data(
     Returns:
         dataset: The step's result (JSON), with the dataset's S3 URI, content hash and counts as metadata, and the
             pool's URI and hash (the snapshot used) when there is one.
-        Output: The published dataset's URI, the ``data`` of the steps after it.
+        data: The published dataset's URI, the ``data`` of the steps after it.
+        unlabeled: The published pool's URI (``""`` without one), the ``unlabeled`` of the distill step.
     """
     import json
+    from collections import namedtuple
 
     import distill
 
@@ -58,7 +61,7 @@ def prepare_data(
                                  "unlabeled_images": pool["images"]})  # fmt: skip
     with open(dataset.path, "w") as f:
         json.dump(result, f)
-    return result["uri"]
+    return namedtuple("Outputs", ["data", "unlabeled"])(result["uri"], result.get("unlabeled", {}).get("uri", ""))
 
 
 def train(
@@ -158,6 +161,7 @@ def distill(
     trainjob: str,
     train_args: dict,
     weights: Output[Model],
+    unlabeled: str = "",
 ) -> str:
     """Distil the teacher into the student; return the distilled ``best.pt`` URI (``nodes > 1``: as a TrainJob).
 
@@ -182,10 +186,12 @@ def distill(
         trainjob: The TrainJob's settings as JSON (image, resources, secrets; set when the pipeline is compiled).
         train_args: Other Ultralytics train arguments (checked before the run starts).
         weights: The output artifact the step writes (see Returns).
+        unlabeled: prepare-data's unlabelled pool URI; empty: none. The teacher pseudo-labels it and the student
+            trains on it beside the labelled images.
 
     Returns:
-        weights: The step's result (JSON), with the ``best.pt`` S3 URI, sha256, loss, layers, logit loss and
-            MLflow run id as metadata.
+        weights: The step's result (JSON), with the ``best.pt`` S3 URI, sha256, loss, layers, logit loss, MLflow run
+            id and (with a pool) the labelled and unlabelled images trained on as metadata.
         Output: The distilled ``best.pt`` URI.
     """
     import json
@@ -199,13 +205,18 @@ def distill(
     kd = coerce_kd({**kd, **sweep_item})
     name = name or f"distill-{kd['loss']}-{str(kd['layers']).replace(',', '_')}"
     step = dict(data=data, teacher=teacher, student=student, epochs=epochs, imgsz=imgsz, batch=batch,
-                device=device or None, seed=seed, experiment=experiment or None, **kd, **train_args)  # fmt: skip
+                device=device or None, seed=seed, experiment=experiment or None, unlabeled=unlabeled or None, **kd,
+                **train_args)  # fmt: skip
     result = run_training_step("distill", nodes, gpus, accelerator, trainjob, name, run_id, prefix or None, **step)
     best = result["outputs"]["best.pt"]
     weights.metadata.update(
         {"s3_uri": best["uri"], "sha256": best["sha256"], "loss": kd["loss"], "layers": str(kd["layers"]),
          "logit_loss": kd["logit_loss"] if kd["logit"] else "", "mlflow_run_id": result["mlflow_run_id"]}
     )  # fmt: skip
+    if result.get("pool"):
+        pool = result["pool"]
+        weights.metadata.update({"labelled_images": pool["labelled"], "unlabeled_images": pool["used"],
+                                 "pseudo_labels": pool["instances"], "pseudo_conf": pool["conf"]})  # fmt: skip
     with open(weights.path, "w") as f:
         json.dump(result, f)
     return result["best"]

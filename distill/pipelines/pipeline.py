@@ -165,9 +165,11 @@ class _Builder:
         """prepare-data → (train-teacher ∥ train-student); return the tasks and the common step arguments."""
         c, s = self.c, self.s
         data = c.prepare_data(source=p["data_source"], data_format=p["data_format"], classes=p["classes"],
-                              prefix=p["s3_prefix"], run_id=p["run_id"], experiment=p["experiment"])  # fmt: skip
+                              prefix=p["s3_prefix"], run_id=p["run_id"], experiment=p["experiment"],
+                              unlabeled_source=p["unlabeled_source"])  # fmt: skip
         _common(data, s, s.light_memory).set_display_name("prepare-data")
-        common = dict(data=data.outputs["Output"], run_id=p["run_id"], prefix=p["s3_prefix"], imgsz=p["imgsz"],
+        self.pool = data.outputs["unlabeled"]
+        common = dict(data=data.outputs["data"], run_id=p["run_id"], prefix=p["s3_prefix"], imgsz=p["imgsz"],
                       batch=p["batch"], device=p["device"], experiment=p["experiment"])  # fmt: skip
         where = dict(nodes=p["nodes"], accelerator=p["accelerator"], gpus=p["gpus"])
         teacher = self.training_step(c.train, "train-teacher", **where, model=p["teacher_model"], name="teacher",
@@ -184,7 +186,7 @@ class _Builder:
         kd_task = self.training_step(self.c.distill, "distill", p["nodes"], p["accelerator"], p["gpus"],
                                      teacher=teacher.outputs["Output"], student=p["student_model"], kd=kd,
                                      sweep_item=sweep_item, epochs=p["student_epochs"], seed=p["seed"], name=name,
-                                     train_args=p["train_args"], **common)  # fmt: skip
+                                     train_args=p["train_args"], unlabeled=self.pool, **common)  # fmt: skip
         evaluate_name = "evaluate" if name else ""  # "": the component names it after its distill step (sweep)
         ev = self.c.evaluate(teacher=teacher.outputs["Output"], baseline=student.outputs["Output"],
                              distilled=kd_task.outputs["Output"], min_gain=p["min_gain"], name=evaluate_name,
@@ -229,7 +231,8 @@ def pipeline_parameters(sweep: bool) -> list[tuple[str, type, object]]:
     """
     head = [("data_source", str, inspect.Parameter.empty)]
     head += [("sweep_configs", list, DEFAULT_SWEEP)] if sweep else []
-    head += [("data_format", str, "yolo"), ("classes", str, ""), ("teacher_model", str, "yolov8s.yaml"),
+    head += [("unlabeled_source", str, ""), ("data_format", str, "yolo"), ("classes", str, ""),
+             ("teacher_model", str, "yolov8s.yaml"),
              ("teacher_weights", str, ""), ("student_model", str, "yolov8n.yaml")]  # fmt: skip
     kd = [(o.name, o.pipeline_type, o.pipeline_default) for o in KD if not (sweep and o.name in SWEPT)]
     tail = [("teacher_epochs", int, TRAINING["epochs"]), ("student_epochs", int, TRAINING["epochs"]),

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -104,6 +105,27 @@ def fetch_pool(uri: str) -> Path:
                     raise storage.StorageError(f"'{root.join(rel)}' does not match the pool's manifest (changed)")
         ok.write_text(manifest["hash"])
     return local / "images"
+
+
+def check_pool_source(unlabeled: str | None) -> None:
+    """Refuse an ``unlabeled`` that is neither a pool URI (``s3://``) nor a local folder (before anything runs)."""
+    if unlabeled and not unlabeled.startswith("s3://") and not Path(unlabeled).is_dir():
+        raise DistillError(f"unlabeled '{unlabeled}' is neither a folder of images nor a pool URI (s3://.../pools/...)")
+
+
+def pool_arguments(unlabeled: str | None) -> dict[str, Any]:
+    """Return :func:`distill.api.distill`'s pool arguments for ``unlabeled`` (``{}`` without one).
+
+    A prepare-data pool (``s3://``) is fetched and checked against its manifest (:func:`fetch_pool`); its hash keys
+    the pseudo-labels' cache. A local folder is taken as it is (:mod:`distill.pool_data` checks it against val/test).
+    """
+    check_pool_source(unlabeled)
+    if not unlabeled:
+        return {}
+    if unlabeled.startswith("s3://"):
+        images = fetch_pool(unlabeled)
+        return {"unlabeled": images, "pool_hash": images.parent.name}
+    return {"unlabeled": unlabeled}
 
 
 def fetch_model(uri: str, role: str) -> str:

@@ -34,7 +34,7 @@ from ..settings import split_kd
 from ..storage import S3Uri
 from ..trainer import TEACHER_WEIGHTS
 from . import tracking
-from .common import fetch_dataset, fetch_model, resolve_prefix
+from .common import check_pool_source, fetch_dataset, fetch_model, pool_arguments, resolve_prefix
 
 OUTPUTS = (
     "weights/best.pt",
@@ -125,17 +125,22 @@ def distill(
     checkpoint_every: int = 1,
     experiment: str | None = None,
     tracking_uri: str | None = None,
+    unlabeled: str | None = None,
     **settings: Any,
 ) -> dict[str, Any]:
     """Distil a teacher (weights URI) into a student as a pipeline step.
 
+    ``unlabeled``: an unlabelled pool — prepare-data's pool URI (``s3://.../pools/<hash>``, fetched and checked
+    against its manifest) or a local folder of images — that the teacher pseudo-labels and the student trains on
+    beside the labelled images (:mod:`distill.pool_data`); the result's ``pool`` says what trained.
     ``settings``: the KD settings (:class:`DistillConfig`'s fields, declared once: :data:`distill.settings.KD`; the
     library defaults for those not given) and any other Ultralytics train argument.
     """
     kd, overrides = split_kd(settings)
     config = DistillConfig(teacher=teacher, **kd)  # validated before any download
     params = {"step": "distill", "model": student, "teacher": teacher, "data": data, "epochs": epochs,
-              "imgsz": imgsz, "batch": batch, "device": device, "seed": seed, **overrides}  # fmt: skip
+              "imgsz": imgsz, "batch": batch, "device": device, "seed": seed, **overrides,
+              **({"unlabeled": unlabeled} if unlabeled else {})}  # fmt: skip
     return _run_step(name, run_id, prefix, params, checkpoint_every, experiment, tracking_uri, config=config)
 
 
@@ -166,6 +171,7 @@ def _run_step(
 
     local = workdir(run_id, name)
     data_yaml, model_local, config = _fetch_inputs(params, config)
+    pool = pool_arguments(params.get("unlabeled"))
     checkpoint = out.join("checkpoint")
     resume_from = _download_checkpoint(checkpoint, local)
     launch = current()  # one process of a single-node step, or one rank of a torchrun launch over several nodes
@@ -181,7 +187,7 @@ def _run_step(
         started = time.time()
         if resume_from is not None:
             LOGGER.info(f"resuming step '{name}' of run {run_id} from {checkpoint}/last.pt")
-        run = _train(data_yaml, model_local, config, params, local, callbacks, resume_from)
+        run = _train(data_yaml, model_local, config, params, local, callbacks, resume_from, pool)
         if tracked is None:  # a rank other than 0: trained its share; rank 0 uploads and reports
             return {"step": name, "run_id": run_id, "rank": launch.rank, "world_size": launch.world_size,
                     "resumed": resume_from is not None, "reused": False}  # fmt: skip
@@ -189,7 +195,8 @@ def _run_step(
         result = {"step": name, "run_id": run_id, "best": uploaded["best.pt"]["uri"],
                   "last": uploaded["last.pt"]["uri"], "teacher": uploaded.get(TEACHER_WEIGHTS, {}).get("uri"),
                   "outputs": uploaded, "metrics": run.metrics, "devices": devices, "world_size": launch.world_size,
-                  "nodes": launch.nodes, "skipped_images": run.skipped_images, "resumed": resume_from is not None,
+                  "nodes": launch.nodes, "skipped_images": run.skipped_images, "pool": run.pool,
+                  "resumed": resume_from is not None,
                   "seconds": round(time.time() - started, 1), "mlflow_run_id": tracked.child_id,
                   "mlflow_parent_run_id": tracked.parent_id}  # fmt: skip
         storage.upload_bytes(json.dumps(result, indent=2).encode(), out.join("result.json"), "application/json")
@@ -204,7 +211,9 @@ def _check_inputs(run_id: str, params: dict[str, Any]) -> tuple[dict[str, Any], 
     """
     if not run_id:
         raise DistillError("a pipeline run id is required (--run-id)")
-    api.check_arguments(**{k: v for k, v in params.items() if k not in {"step", "model", "teacher", "data", "device"}})
+    named = {"step", "model", "teacher", "data", "device", "unlabeled"}
+    api.check_arguments(**{k: v for k, v in params.items() if k not in named})
+    check_pool_source(params.get("unlabeled"))
     chosen = choose_devices(params["device"], int(params["batch"]))
     return {**params, "device": chosen.device, "devices": ",".join(chosen.devices)}, chosen.devices
 
@@ -246,21 +255,23 @@ def _train(
     local: Path,
     callbacks: dict[str, list],
     resume_from: Path | None,
+    pool: dict[str, Any],
 ) -> api.RunResult:
     """Train (``config``: distil) into ``local``; with a checkpoint, resume it instead with Ultralytics' own resume.
 
     A resumed run takes its settings from the checkpoint, but the device from ``params``: the retried pod may hold
-    other GPUs than the first.
+    other GPUs than the first. ``pool``: the unlabelled pool's arguments (:func:`.common.pool_arguments`), for both.
     """
     if resume_from is not None:
         if config is not None:
             return api.distill(data_yaml, None, config, resume=resume_from, out=local, callbacks=callbacks,
-                               device=params["device"])  # fmt: skip
+                               device=params["device"], **pool)  # fmt: skip
         return api.train(data_yaml, None, resume=resume_from, out=local, callbacks=callbacks, device=params["device"])
     train_kw = {k: params[k] for k in ("epochs", "imgsz", "batch", "device", "seed")}
-    extra = {k: v for k, v in params.items() if k not in {"step", "model", "teacher", "data", "devices", *train_kw}}
+    skip = {"step", "model", "teacher", "data", "devices", "unlabeled", *train_kw}
+    extra = {k: v for k, v in params.items() if k not in skip}
     if config is not None:
-        return api.distill(data_yaml, model, config, out=local, callbacks=callbacks, **train_kw, **extra)
+        return api.distill(data_yaml, model, config, out=local, callbacks=callbacks, **train_kw, **extra, **pool)
     return api.train(data_yaml, model, out=local, callbacks=callbacks, **train_kw, **extra)
 
 
