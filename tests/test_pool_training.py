@@ -1,0 +1,131 @@
+"""Training with an unlabelled pool (issue 21): real Ultralytics training on labelled + pseudo-labelled images.
+
+The pools are real photos the labelled set does not hold (another coco8 variant's images), plus a byte copy of a val
+image (a leak) and of a train image, so every rule of :mod:`distill.pool_data` is exercised on real files. The
+session's teachers are trained one epoch, so pseudo-labels are made at a low confidence, where they predict.
+What the trainer really read is checked in Ultralytics' own label cache, not in our list.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import DATA, STUDENT, TASK_DATA, TINY, cli, one_error_line
+
+import distill
+from distill import DistillConfig, DistillError
+from distill.pool_data import split_images
+
+#: Where each task's pool photos come from: a coco8 variant whose images are not the task's training images.
+POOL_FROM = {"detect": "coco8-pose", "segment": "coco8-pose", "pose": "coco8"}
+LOW_CONF = 1e-5
+
+
+def make_pool(task: str, root: Path) -> Path:
+    """A pool folder: another set's photos, a copy of one val image and of one train image of the task's dataset."""
+    pool = root / "pool"
+    pool.mkdir(parents=True)
+    for image in sorted((DATA / POOL_FROM[task] / "images").rglob("*.jpg")):
+        shutil.copyfile(image, pool / image.name)
+    data = TASK_DATA[task].parent / "images"
+    shutil.copyfile(sorted((data / "val").iterdir())[0], pool / "leaked-val.jpg")
+    shutil.copyfile(sorted((data / "train").iterdir())[0], pool / "copy-of-train.jpg")
+    return pool
+
+
+def trained_list(run_dir: Path) -> list[str]:
+    """The training images Ultralytics' loader cached for the run (its label cache, next to the first label file)."""
+    from ultralytics.data.utils import load_dataset_cache_file
+
+    listed = (run_dir / "pool" / "train.txt").read_text().split()
+    cache = run_dir / "pool" / "pseudo" / "labels.cache"
+    assert cache.is_file(), "the loader did not cache the pool's labels"
+    labels = load_dataset_cache_file(cache)["labels"]
+    assert len(labels) == len(listed)
+    return [label["im_file"] for label in labels]
+
+
+@pytest.mark.parametrize("task", ["detect", "segment", "pose"])
+def test_student_trains_on_labelled_and_pseudo_labelled_pool(teachers, tmp_path, task):
+    pool = make_pool(task, tmp_path)
+    config = DistillConfig(teacher=str(teachers[task]), pseudo_conf=LOW_CONF)
+    run = distill.distill(TASK_DATA[task], STUDENT[task], config, out=tmp_path / "run", unlabeled=pool, **TINY)
+    counts = run.pool
+    given = len(list(pool.iterdir()))
+    assert counts["pool"] == given and counts["conf"] == LOW_CONF
+    assert counts["leaked_into_val_test"] >= 1 and counts["in_labelled_train"] >= 1
+    assert counts["used"] + counts["empty"] + counts["leaked_into_val_test"] + counts["in_labelled_train"] == given
+    assert counts["used"] > 0 and counts["instances"] >= counts["used"]
+
+    labelled = split_images(str(TASK_DATA[task].parent / "images" / "train"))
+    images = trained_list(tmp_path / "run")
+    from_pool = [p for p in images if "/pool/pseudo/images/" in p]
+    assert len(from_pool) == counts["used"] and sorted(set(images) - set(from_pool)) == labelled
+    assert not any(Path(p).name in {"leaked-val.jpg", "copy-of-train.jpg"} for p in from_pool)
+    for image in from_pool:  # never an unlabelled image as "no objects": each one carries pseudo-labels
+        label = tmp_path / "run" / "pool" / "pseudo" / "labels" / f"{Path(image).stem}.txt"
+        assert label.read_text().strip(), image
+
+    plan = json.loads((tmp_path / "run" / "distill.json").read_text())
+    assert plan["config"]["pseudo_conf"] == LOW_CONF  # the KD terms ran on the mixed batches as always
+    from ultralytics import YOLO
+
+    assert YOLO(str(run.best)).task == task  # the student is a plain Ultralytics model
+
+
+def test_pool_labels_are_made_once_and_a_rerun_reuses_them(teachers, tmp_path):
+    pool = make_pool("detect", tmp_path)
+    config = DistillConfig(teacher=str(teachers["detect"]), pseudo_conf=LOW_CONF, unlabeled_ratio=0.5)
+    from distill.pool_data import with_pool
+
+    first = with_pool(TASK_DATA["detect"], config.teacher, pool, tmp_path / "a", conf=LOW_CONF, ratio=0.5, imgsz=64,
+                      device="cpu")  # fmt: skip
+    record = (tmp_path / "a" / "pseudo" / "pseudo.json").stat().st_mtime_ns
+    again = with_pool(TASK_DATA["detect"], config.teacher, pool, tmp_path / "a", conf=LOW_CONF, ratio=0.5, imgsz=64,
+                      device="cpu")  # fmt: skip
+    assert again == first and (tmp_path / "a" / "pseudo" / "pseudo.json").stat().st_mtime_ns == record
+    # ratio 0.5: at most half a pool image per labelled image, so the labelled images are listed repeatedly
+    listed = (tmp_path / "a" / "train.txt").read_text().split()
+    assert first.repeats == -(-first.used // (0.5 * first.labelled)) and first.repeats > 1
+    assert len(listed) == first.used + first.labelled * first.repeats
+
+
+def test_cli_distill_with_a_pool_folder(teachers, tmp_path):
+    pool = make_pool("detect", tmp_path)
+    proc = cli("distill", "--data", str(TASK_DATA["detect"]), "--student", STUDENT["detect"], "--teacher",
+               str(teachers["detect"]), "--unlabeled", str(pool), "--pseudo-conf", str(LOW_CONF), "--epochs", "1",
+               "--imgsz", "64", "--batch", "4", "--device", "cpu", "--out", str(tmp_path / "run"), "plots=False",
+               "workers=0")  # fmt: skip
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["pool"]["used"] > 0 and result["pool"]["labelled"] == 4
+    assert "unlabelled pool:" in proc.stdout and Path(result["best"]).is_file()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--unlabeled", "/nonexistent/pool"], "error: unlabeled '/nonexistent/pool' is neither a folder of images"),
+        (["--pseudo-conf", "0"], "pseudo_conf must be in (0, 1], got 0.0"),
+        (["--pseudo-conf", "1.0"], "error: none of the 10 unlabelled images can train the student: the teacher found"),
+        (["--unlabeled-ratio", "-1"], "unlabeled_ratio must be a non-negative number, got -1.0"),
+    ],
+)
+def test_cli_refuses_bad_pool_input_in_one_line(teachers, tmp_path, flags, message):
+    pool = make_pool("detect", tmp_path)
+    args = ["--unlabeled", str(pool), "--pseudo-conf", str(LOW_CONF), *flags]
+    out = tmp_path / "run"
+    proc = cli("distill", "--data", str(TASK_DATA["detect"]), "--student", STUDENT["detect"], "--teacher",
+               str(teachers["detect"]), *args, "--epochs", "1", "--imgsz", "64", "--device", "cpu", "--out", str(out),
+               check=False)  # fmt: skip
+    assert message in one_error_line(proc, 2)
+    assert not (out / "weights").exists()
+
+
+def test_a_teacher_of_other_classes_is_refused(teachers, tmp_path):
+    pool = make_pool("detect", tmp_path)
+    config = DistillConfig(teacher=str(teachers["pose"]), pseudo_conf=LOW_CONF)  # a 'person' teacher, 80-class data
+    with pytest.raises(DistillError, match="predicts classes .* pseudo-labels need a teacher trained on the dataset"):
+        distill.distill(TASK_DATA["detect"], STUDENT["detect"], config, out=tmp_path / "run", unlabeled=pool, **TINY)
