@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import yaml
-from conftest import TASK_DATA, cli
+from conftest import DATA, TASK_DATA, cli
 
 from distill import storage
 from distill.config import DEFAULTS
@@ -122,11 +123,23 @@ def test_run_local_registers_then_gate_skips_register(stack_env, tmp_path):
 
     # Scheduled-retraining shape: reuse the trained teacher; an impossible min_gain must skip register for real.
     # Any KD setting and any Ultralytics argument reach the step (as the CLI would pass them: a number, a mapping).
+    # And an unlabelled pool (issue 21): published by prepare-data, pseudo-labelled and trained on by distill.
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for image in sorted((DATA / "coco8-pose" / "images").rglob("*.jpg")):
+        shutil.copyfile(image, pool / image.name)
     second = run_local(
         {**common, "run_id": "kfp-local-2", "teacher_weights": first["steps"]["teacher"]["best"], "min_gain": 1.0,
-         "distill_off_epochs": 0, "tau": 2.0, "train_args": {"lr0": 0.02}},
+         "distill_off_epochs": 0, "tau": 2.0, "train_args": {"lr0": 0.02}, "unlabeled_source": str(pool),
+         "pseudo_conf": 1e-5},
         stack_dir=stack_env["STACK_DIR"],
     )  # fmt: skip
+    trained = second["steps"]["distill"]["pool"]
+    assert trained["labelled"] == 4 and trained["pool"] == 8 and 0 < trained["used"] <= 8 and trained["conf"] == 1e-5
+    report = json.loads(storage.read_bytes(f"{stack_env['YOLO_DISTILL_S3_PREFIX']}/runs/kfp-local-2/evaluate/"
+                                          "metrics.json"))  # fmt: skip
+    assert report["training"] == {"labelled": 4, "unlabeled": trained["used"], "pseudo_labels": trained["instances"],
+                                  "pseudo_conf": 1e-5, "pool_left_out": 8 - trained["used"]}  # fmt: skip
     out = f"{stack_env['YOLO_DISTILL_S3_PREFIX']}/runs/kfp-local-2"
     plan = json.loads(storage.read_bytes(f"{out}/distill/distill.json"))
     assert plan["config"]["distill_off_epochs"] == 0 and plan["config"]["tau"] == 2.0

@@ -75,6 +75,9 @@ def collect(params: dict[str, Any], gate: str) -> dict[str, Any]:
             continue
         result = json.loads(storage.read_bytes(result_uri))
         steps[name] = {"status": "succeeded", "best": result["best"], "mlflow_run_id": result["mlflow_run_id"]}
+        if result.get("pool"):  # distilled with an unlabelled pool: what trained
+            kept = ("labelled", "pool", "used", "instances", "empty", "conf")
+            steps[name]["pool"] = {k: result["pool"][k] for k in kept}
     if params.get("teacher_weights"):
         steps["teacher"] = {"status": "reused", "best": params["teacher_weights"]}
     evaluation = json.loads(storage.read_bytes(runs.join("evaluate", "metrics.json")))

@@ -69,7 +69,7 @@ def evaluate(
         report = {
             "run_id": run_id, "task": task, "split": split, "data": data, "imgsz": imgsz, "batch": batch,
             "uris": dict(zip(ROLES, (teacher, baseline, distilled), strict=True)), "models": models,
-            "verdict": verdict, "ok": True,
+            "verdict": verdict, "training": training_images(data_yaml, distilled), "ok": True,
         }  # fmt: skip
         files = {part: Path(tmp) / part for part in (*PARTS, MARKER)}
         files["report.md"].write_text(_markdown(report))
@@ -177,6 +177,38 @@ def split_images(data_yaml: Path, split: str) -> list[Path]:
     return images
 
 
+def training_images(data_yaml: Path, distilled: str) -> dict[str, Any]:
+    """Return how many images trained the distilled student: labelled, and unlabelled from its step's pool.
+
+    The labelled ones are the dataset's train images; the unlabelled ones the pool images its distill step trained on,
+    read from that step's ``result.json`` beside ``best.pt`` (none when it had no pool).
+    """
+    labelled = len(split_images(data_yaml, "train"))
+    pool = None
+    if distilled.startswith("s3://") and distilled.endswith("/best.pt"):
+        result_uri = distilled[: -len("best.pt")] + "result.json"
+        if storage.head(result_uri) is not None:
+            pool = json.loads(storage.read_bytes(result_uri)).get("pool")
+    out: dict[str, Any] = {"labelled": labelled, "unlabeled": pool["used"] if pool else 0}
+    if pool:
+        out.update({"pseudo_labels": pool["instances"], "pseudo_conf": pool["conf"], "pool_left_out": pool["empty"]
+                    + pool["leaked_into_val_test"] + pool["in_labelled_train"]})  # fmt: skip
+    return out
+
+
+def training_line(training: dict[str, Any] | None) -> str:
+    """One sentence on what trained the distilled student (for the report and the model card)."""
+    if not training:
+        return ""
+    if not training["unlabeled"]:
+        return f"The distilled student trained on {training['labelled']} labelled images."
+    return (
+        f"The distilled student trained on {training['labelled']} labelled and {training['unlabeled']} unlabelled "
+        f"images ({training['pseudo_labels']} teacher pseudo-labels at conf {training['pseudo_conf']}; "
+        f"{training['pool_left_out']} pool images left out)."
+    )
+
+
 def _verdict(models: dict[str, dict], task: str) -> dict[str, Any]:
     primary = f"metrics/mAP50-95({SUFFIX.get(task, ('B',))[-1]})"
     t, b, d = (models[r]["metrics"][primary] for r in ROLES)
@@ -218,6 +250,8 @@ def _markdown(report: dict[str, Any]) -> str:
         f"**Verdict** ({v['primary_metric']}): distilled − baseline = **{v['gain_over_baseline']:+.4f}**; "
         f"teacher − distilled = {v['gap_to_teacher']:+.4f}; "
         f"distilled is {v['speedup_vs_teacher']}× the teacher's speed.",
+        "",
+        training_line(report.get("training")),
         "",
     ]
     return "\n".join(lines)

@@ -46,7 +46,7 @@ from ..errors import DistillError, RunFailure
 from ..export import DEFAULT_FORMATS, Export, check_packages, export_verified, parse_formats
 from . import tracking
 from .common import PREFIX_ENV, fetch_dataset, fetch_model
-from .evaluate import check_complete, measure, model_table, split_images
+from .evaluate import check_complete, measure, model_table, split_images, training_line
 
 TAG_RUN = "yolo_distill.pipeline_run_id"
 #: Version tags recording the gate's decision ("promoted" / "kept") and why; a version without them is undecided.
@@ -380,7 +380,7 @@ def model_card(report: dict[str, Any], plan: dict[str, Any], data_hash: str, tag
         "",
         f"Teacher `{report['uris']['teacher']}`; dataset `{data_hash}` ({report['split']} split, imgsz "
         f"{report['imgsz']}); loss `{plan.get('loss')}`, layers `{plan.get('layers')}`, logit `{plan.get('logit')}`, "
-        f"mode `{plan.get('mode')}`.",
+        f"mode `{plan.get('mode')}`. {training_line(report.get('training'))}",
         "",
         *model_table(models, size=False),
         "",
