@@ -134,8 +134,10 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
         spec["logit"] = bool(spec["logit"])
     from distill import DistillConfig, DistillError
 
+    if "unlabeled" in spec:  # a pool student (--label-fraction): train on the unlabelled pool too
+        spec["unlabeled"] = bool(spec["unlabeled"])
     try:
-        DistillConfig(teacher="t.pt", **spec)  # validate now, not an hour into the run
+        DistillConfig(teacher="t.pt", **{k: v for k, v in spec.items() if k != "unlabeled"})  # validate now
     except (DistillError, TypeError) as e:
         raise SystemExit(f"--variant '{text}': {e}") from None
     return name, spec
@@ -628,6 +630,8 @@ def chosen_students(args: argparse.Namespace) -> dict[str, Any]:
         students[name] = STUDENTS[name]
     for text in args.variant:
         name, spec = parse_variant(text)
+        if spec.get("unlabeled") and not args.label_fraction:
+            raise SystemExit(f"--variant '{text}': unlabeled=true needs --label-fraction (an unlabelled pool)")
         students[name] = spec
     return students
 
