@@ -294,3 +294,38 @@ def test_runs_of_a_committed_report_are_reused_only_when_the_same(tmp_path):
     assert accuracy.reuse(dict(here, spec=None), runs) is None  # plain training is another run
     runs[("default", 1)]["config"] = dict(config, logit_weight=9.0)  # the default changed since: train again
     assert accuracy.reuse(here, runs) is None
+
+
+@pytest.mark.fast
+def test_label_split_keeps_labels_on_a_fixed_share_and_pools_the_rest(tmp_path):
+    from benchmarks.label_split import label_split
+    from distill.pool_data import split_images
+    from distill.synthetic import generate
+
+    data = generate(tmp_path / "set", "detect", images=12, val=3, test=3, size=32, seed=0)
+    labelled, pool, digest = label_split(Path(data), "hash", 0.25, tmp_path / "work")
+    again = label_split(Path(data), "hash", 0.25, tmp_path / "other")
+    kept = sorted(Path(p).name for p in split_images(str(labelled.parent / "images" / "train")))
+    assert digest == again[2] and kept == sorted(Path(p).name for p in split_images(str(again[0].parent / "images"
+                                                                                              / "train")))  # fmt: skip
+    pooled = sorted(p.name for p in pool.iterdir())
+    everything = sorted(Path(p).name for p in split_images(str(Path(data).parent / "images" / "train")))
+    assert len(kept) == 3 and sorted(kept + pooled) == everything and not set(kept) & set(pooled)
+    assert not any(p.suffix == ".txt" for p in pool.rglob("*"))  # the pool carries no labels
+    assert sorted(p.stem for p in (labelled.parent / "labels" / "train").iterdir()) == [Path(k).stem for k in kept]
+    import yaml
+
+    spec = yaml.safe_load(labelled.read_text())
+    assert Path(spec["val"]).samefile(Path(data).parent / "images" / "val")  # val/test stay the full set's
+    with pytest.raises(SystemExit, match="must be in"):
+        label_split(Path(data), "hash", 1.0, tmp_path / "work")
+
+
+@pytest.mark.fast
+def test_pool_students_need_a_label_fraction():
+    with pytest.raises(SystemExit, match="needs --label-fraction"):
+        accuracy.chosen_students(accuracy.arg_parser().parse_args(["--students", "baseline,pool"]))
+    with pytest.raises(SystemExit, match="needs --label-fraction"):
+        accuracy.chosen_students(accuracy.arg_parser().parse_args(["--variant", "p:unlabeled=true,pseudo_conf=0.3"]))
+    args = accuracy.arg_parser().parse_args(["--label-fraction", "0.25"])
+    assert list(accuracy.chosen_students(args)) == list(accuracy.POOL_TABLE)
