@@ -126,6 +126,17 @@ class KDModel(DistillationModel):
             freeze_teacher(self)
         return self
 
+    @property
+    def projector(self) -> nn.ModuleDict:
+        """The trainable KD parts (adapters, MGD generators) under the name Ultralytics' trainer restores them by.
+
+        When a loss turns NaN, Ultralytics' trainer reloads ``last.pt``'s EMA into the model: for a
+        ``DistillationModel`` the student and ``model.projector`` (its own trainable part) separately. Ours are
+        ``connectors`` and ``feature_losses``; this view (not a registered module: no second copy in the optimizer,
+        the EMA or a checkpoint) lets that code restore them too instead of failing on a missing attribute.
+        """
+        return nn.ModuleDict({"connectors": self.connectors, "feature_losses": self.feature_losses})
+
     def kd_state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
         """Return the trainable KD parts (adapters, MGD generators) for restoring on resume."""
         return {"connectors": self.connectors.state_dict(), "feature_losses": self.feature_losses.state_dict()}

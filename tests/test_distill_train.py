@@ -117,6 +117,41 @@ def test_resume_restores_adapters_and_generators(tmp_path, teachers):
     assert df["train/mgd_loss"][-1] > 0
 
 
+class PoisonEpoch:
+    """Makes the KD loss NaN for the first try of epoch 1 (a diverging step), then leaves the run alone."""
+
+    def __init__(self) -> None:
+        self.weight: float | None = None
+        self.recovered_parts: dict[str, dict] = {}
+
+    def callbacks(self) -> dict[str, list]:
+        return {"on_train_epoch_start": [self.start], "on_train_batch_start": [self.batch]}
+
+    def start(self, trainer) -> None:
+        model = unwrap_model(trainer.model)
+        if trainer.nan_recovery_attempts and self.weight is not None:  # Ultralytics reloaded last.pt: redo the epoch
+            model.logit_weight, self.weight = self.weight, None
+            self.recovered_parts = {"connectors": deepcopy(model.connectors.state_dict())}
+
+    def batch(self, trainer) -> None:
+        model = unwrap_model(trainer.model)
+        if trainer.epoch == 1 and not trainer.nan_recovery_attempts and self.weight is None:
+            self.weight, model.logit_weight = model.logit_weight, float("nan")
+
+
+def test_a_nan_loss_under_kd_recovers_from_last_pt_with_the_kd_parts(tmp_path, teachers):
+    """Ultralytics' NaN recovery reloads last.pt's EMA into the model: the student *and* our adapters (projector)."""
+    poison = PoisonEpoch()
+    cfg = DistillConfig(teacher=str(teachers["detect"]), loss="mgd")
+    run = distill(TASK_DATA["detect"], STUDENT["detect"], cfg, out=tmp_path / "kd", callbacks=poison.callbacks(),
+                  **{**TINY, "epochs": 3})  # fmt: skip
+    df = pl.read_csv(run.results_csv)
+    assert df["epoch"].to_list() == [1, 2, 3] and all(math.isfinite(v) for v in df["train/logit_loss"].to_list())
+    assert poison.recovered_parts, "the NaN epoch was not recovered"
+    last_good = load_checkpoint(run.save_dir / "weights" / "last.pt")[0]  # stripped at the end: the student only
+    assert not isinstance(last_good, KDModel) and poison.weight is None
+
+
 def test_cli_distill_writes_the_documented_layout(tmp_path, teachers):
     out = tmp_path / "cli"
     proc = cli(
