@@ -747,13 +747,38 @@ def paired_gains(runs: list[dict[str, Any]], names: list[str], task: str, epochs
         return {"paired": {}, "paired_val_by_epoch": {}, "paired_val_by_phase": {}}
     return {
         "paired": {
-            metric: {"level": 0.95, "vs_baseline": paired.paired_table(runs, names, metric)}
+            metric: {
+                "level": 0.95,
+                "vs_baseline": paired.paired_table(runs, names, metric),
+                **({"pool_vs": pool_comparisons(runs, names, metric)} if any(pool_rows(runs, names)) else {}),
+            }
             for metric in dict.fromkeys((METRIC, TASK_METRIC[task]))
-        },
+        },  # fmt: skip
         "paired_val_by_epoch": paired.curve_gains(runs, names),
         "paired_val_by_phase": {
             f"{first}-{last}": paired.span_gains(runs, names, first, last) for first, last in phases(epochs)
         },
+    }
+
+
+def pool_rows(runs: list[dict[str, Any]], names: list[str]) -> list[str]:
+    """Return the students of ``names`` that trained on the unlabelled pool (their spec says ``unlabeled``)."""
+    specs = {r["name"]: r["spec"] for r in runs}
+    return [n for n in names if isinstance(specs.get(n), dict) and specs[n].get("unlabeled")]
+
+
+def pool_comparisons(runs: list[dict[str, Any]], names: list[str], metric: str) -> dict[str, dict[str, Any]]:
+    """Return each pool student's paired gains over the rows issue 21's target names besides the baseline.
+
+    Those are today's default on the labelled part, label-then-train (the same pseudo-labels without KD) and the
+    ceiling (every image labelled; a gap, negative when the pool does not reach it).
+    """
+    rivals = [n for n in ("default", "label-then-train", "ceiling") if n in names]
+    score = {n: paired.by_seed(runs, n, metric) for n in names}
+    return {
+        f"{name} vs {rival}": paired.paired_gain(score[name], score[rival])
+        for name in pool_rows(runs, names)
+        for rival in rivals
     }
 
 
@@ -764,6 +789,10 @@ def report_tables(report: dict[str, Any]) -> str:
     for metric in report["paired"]:
         table += f"\n\nPaired gains over the baseline (test {metric.removeprefix('metrics/')}, points):\n\n"
         table += paired.markdown(runs, names, metric, default=report["default"])
+        for pair, p in report["paired"][metric].get("pool_vs", {}).items():
+            if p["n"]:
+                ci = f" (95% CI {p['ci'][0] * 100:+.2f} … {p['ci'][1] * 100:+.2f})" if p["ci"] else ""
+                table += f"\n- {pair}: {p['mean'] * 100:+.2f}{ci}, {p['wins']}/{p['n']} wins"
     for span, gains in report["paired_val_by_phase"].items():
         table += f"\n\nPaired gain on val, mean mAP50-95 over epochs {span} (points):\n\n"
         table += "\n".join(
