@@ -175,7 +175,8 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         config = distill.DistillConfig(teacher=job["teacher"], **kd)
         run = distill.distill(job["data"], job["model"], config, unlabeled=pool, **common)
     train_s = time.perf_counter() - start
-    scored = measure(str(run.best), Path(job["data"]), "test", job["imgsz"], job["batch"], job["device"], 1)
+    split = job.get("score_split", "test")
+    scored = measure(str(run.best), Path(job["data"]), split, job["imgsz"], job["batch"], job["device"], 1)
     return {
         "job": job,
         "best": str(run.best),
@@ -646,9 +647,38 @@ def benchmark_dataset(args: argparse.Namespace, profile: Profile, workdir: Path)
         return synth_dataset(args.task, profile.imgsz, workdir, images)  # type: ignore[arg-type]
     if profile.synthetic:
         return synth_dataset(args.task, profile.imgsz, workdir, profile.synthetic)
+    if (args.data / "data.yaml").is_file():  # a YOLO dataset of the task (e.g. tiger-pose for pose)
+        return yolo_dataset(args.data)
     if args.task == "detect":
         return import_bccd(args.data, workdir)
     return synth_dataset(args.task, profile.imgsz, workdir)
+
+
+def yolo_dataset(folder: Path) -> tuple[Path, str]:
+    """Return a YOLO dataset folder's ``data.yaml`` and a content hash of its files (it names the runs' folders)."""
+    from distill import storage
+    from distill.steps.import_common import content_hash
+
+    files = {str(p.relative_to(folder)): storage.sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()
+             and p.suffix != ".cache"}  # fmt: skip
+    return folder / "data.yaml", content_hash(files)
+
+
+def dataset_name(args: argparse.Namespace, synthetic: Any) -> str:
+    """Return the report's name of the set: BCCD, a YOLO dataset's folder name, or the synthetic set."""
+    if args.synthetic or synthetic or ((args.task != "detect") and not (args.data / "data.yaml").is_file()):
+        return f"synthetic shapes ({args.task}, yolo-distill synth)"
+    return args.data.name if (args.data / "data.yaml").is_file() else "BCCD"
+
+
+def score_split(data: Path) -> str:
+    """Return the split runs are scored on: ``test`` when the dataset has one, else ``val``.
+
+    ``val`` is also where best.pt is picked: the same for every row (comparable), but optimistic.
+    """
+    from distill.pool_data import resolve_dataset
+
+    return "test" if resolve_dataset(data).get("test") else "val"
 
 
 def train_all(
@@ -709,13 +739,11 @@ def build_report(
         "settings": settings,
         "task": args.task,
         "dataset": {
-            "name": "BCCD"
-            if args.task == "detect" and not synthetic
-            else f"synthetic shapes ({args.task}, yolo-distill synth)",
+            "name": dataset_name(args, synthetic),
             "hash": data_hash,
-            "score_split": "test",
+            "score_split": finished[0]["job"].get("score_split", "test") if finished else "test",
             "select_split": "val",
-        },  # fmt: skip
+        },
         "machine": reports.machine(args.device),
         "teacher": {
             "model": task_model(settings["teacher"], args.task),
@@ -834,6 +862,8 @@ def main(argv: list[str] | None = None) -> int:
 
         data, pool, data_hash = label_split(data, data_hash, args.label_fraction, workdir)
     base = dict(data=str(data), imgsz=profile.imgsz, batch=profile.batch, device=args.device, workers=0)
+    if score_split(data) != "test":
+        base["score_split"] = "val"
     teacher_job = dict(
         base, name="teacher", spec=None, model=teacher_yaml, epochs=profile.teacher_epochs, seed=0, teacher=None,
         dir=str(workdir / f"teacher-{Path(teacher_yaml).stem}-e{profile.teacher_epochs}-{data_hash}"),
