@@ -872,7 +872,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed in seeds:  # seed-major, so an early stop still leaves every student with one seed
         for name, spec in students.items():
             tag = name.replace("+", "-")
-            extra = {"full_data": str(full_data)} if spec == "all-labels" else {"pool": str(pool)} if pool else {}
+            uses_pool = spec == "pseudo" or (isinstance(spec, dict) and bool(spec.get("unlabeled")))
+            extra = {"full_data": str(full_data)} if spec == "all-labels" else {"pool": str(pool)} if uses_pool else {}
             uses_teacher = spec is not None and spec != "all-labels"
             student_jobs.append(
                 dict(base, name=name, spec=spec, model=student_yaml, epochs=epochs, seed=seed, teacher=None, **extra,
