@@ -37,6 +37,7 @@ from typing import Any
 
 from benchmarks import paired
 from benchmarks import report as reports
+from distill.config import DEFAULTS
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Where the benchmark looks for BCCD unless told (``--data-root``): not shipped (364 images); clone
@@ -165,9 +166,10 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     elif spec == "pseudo":
         from distill.pool_data import with_pool
 
-        defaults = distill.DistillConfig(teacher=job["teacher"])  # the pseudo-labels ours would use
-        mixed = with_pool(job["data"], job["teacher"], job["pool"], out.parent / "pool", conf=defaults.pseudo_conf,
-                          ratio=defaults.unlabeled_ratio, imgsz=job["imgsz"], device=job["device"])  # fmt: skip
+        defaults = distill.DistillConfig(teacher=job["teacher"])  # the pseudo-labels ours would use, when not given
+        conf, ratio = job.get("pseudo_conf", defaults.pseudo_conf), job.get("unlabeled_ratio", defaults.unlabeled_ratio)
+        mixed = with_pool(job["data"], job["teacher"], job["pool"], out.parent / "pool", conf=conf, ratio=ratio,
+                          imgsz=job["imgsz"], device=job["device"])  # fmt: skip
         run = distill.train(mixed.data, job["model"], **common)
     else:
         kd = {k: v for k, v in spec.items() if k != "unlabeled"}
@@ -874,6 +876,8 @@ def main(argv: list[str] | None = None) -> int:
             tag = name.replace("+", "-")
             uses_pool = spec == "pseudo" or (isinstance(spec, dict) and bool(spec.get("unlabeled")))
             extra = {"full_data": str(full_data)} if spec == "all-labels" else {"pool": str(pool)} if uses_pool else {}
+            if spec == "pseudo":  # the pseudo-labels of today's default, part of what makes the run (its cache key)
+                extra.update({k: DEFAULTS[k] for k in ("pseudo_conf", "unlabeled_ratio")})
             uses_teacher = spec is not None and spec != "all-labels"
             student_jobs.append(
                 dict(base, name=name, spec=spec, model=student_yaml, epochs=epochs, seed=seed, teacher=None, **extra,

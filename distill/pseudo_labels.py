@@ -94,7 +94,7 @@ def pseudo_label(
     teacher: str | Path,
     images: str | Path,
     out: str | Path,
-    conf: float = 0.5,
+    conf: float = 0.25,
     imgsz: int = 640,
     device: str | None = None,
     batch: int = 16,
