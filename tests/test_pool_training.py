@@ -38,11 +38,11 @@ def make_pool(task: str, root: Path) -> Path:
 
 def trained_list(run_dir: Path) -> list[str]:
     """The training images Ultralytics' loader cached for the run (its label cache, next to the first label file)."""
-    from ultralytics.data.utils import load_dataset_cache_file
+    from ultralytics.data.utils import img2label_paths, load_dataset_cache_file
 
     listed = (run_dir / "pool" / "train.txt").read_text().split()
-    cache = run_dir / "pool" / "pseudo" / "labels.cache"
-    assert cache.is_file(), "the loader did not cache the pool's labels"
+    cache = Path(img2label_paths(sorted(listed)[:1])[0]).parent.with_suffix(".cache")  # Ultralytics' own rule
+    assert cache.is_file(), f"the loader did not cache the run's labels at {cache}"
     labels = load_dataset_cache_file(cache)["labels"]
     assert len(labels) == len(listed)
     return [label["im_file"] for label in labels]
