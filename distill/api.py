@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ultralytics.nn.tasks import guess_model_task, yaml_model_load
 
@@ -28,6 +28,9 @@ from .errors import DistillError
 from .model import KDModel, load_weights, read_checkpoint
 from .offline import configure
 from .trainer import DISTILL_TRAINERS, PLAIN_TRAINERS, TEACHER_WEIGHTS, DistillCallbacks, DistillTrainerMixin, held_logs
+
+if TYPE_CHECKING:
+    from .pool_data import PoolData
 
 
 @dataclass
@@ -388,7 +391,7 @@ class PoolInput:
     device: str | None
     batch: int
 
-    def make(self, data: str | Path, config: DistillConfig, imgsz: int, out: str | Path) -> Any:
+    def make(self, data: str | Path, config: DistillConfig, imgsz: int, out: str | Path) -> PoolData:
         """Pseudo-label the pool and write the labelled + pool dataset under ``<out>/pool`` (one folder per rank)."""
         from .launch import current
         from .pool_data import with_pool
