@@ -25,7 +25,7 @@ def prepare_data(
     dataset: Output[Dataset],
     unlabeled_source: str = "",
 ) -> NamedTuple("Outputs", [("data", str), ("unlabeled", str)]):
-    """Import, normalise, validate and publish the dataset (and an unlabelled pool beside it); return its URI.
+    """Import, normalise, validate and publish the dataset (and an unlabelled pool beside it); return both URIs.
 
     Args:
         source: The dataset: a local folder or ``.zip``, an ``s3://`` prefix or an ``s3://...zip``.

@@ -139,6 +139,7 @@ class _Builder:
         image = resolve_image(s.image) if cluster else LOCAL_IMAGE
         self.c = build_components(image)
         self.trainjob = trainjob_settings(s, image)
+        self.pool = ""  # prepare-data's unlabelled pool URI output, set by shared(); distill takes it
 
     def training_step(self, component, display, nodes, accelerator, gpus, **kwargs):
         """Add a training task: one node in a GPU pod; on a cluster also, under ``nodes > 1``, the TrainJob launcher.
