@@ -678,7 +678,7 @@ def score_split(data: Path) -> str:
 
     ``val`` is also where best.pt is picked: the same for every row (comparable), but optimistic.
     """
-    from distill.pool_data import resolve_dataset
+    from distill.dataset_files import resolve_dataset
 
     return "test" if resolve_dataset(data).get("test") else "val"
 

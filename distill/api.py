@@ -87,25 +87,14 @@ def _check_data(data: str | Path) -> str:
         raise DistillError(f"data '{data}' must be a dataset .yaml file")
     if not path.is_file():
         raise DistillError(f"data '{data}' not found (datasets are never downloaded: give a local data.yaml)")
-    from ultralytics.data.utils import IMG_FORMATS, check_det_dataset
+    from .dataset_files import resolve_dataset, split_images
 
-    try:
-        spec = check_det_dataset(str(path), autodownload=False)  # Ultralytics' own resolution of the split paths
-    except (FileNotFoundError, SyntaxError, KeyError, ValueError) as e:
-        raise DistillError(f"data '{data}': {plain_message(e)}") from None
+    spec = resolve_dataset(data)  # Ultralytics' own resolution of the split paths
     for split in ("train", "val"):
         entries = spec.get(split)
-        entries = entries if isinstance(entries, list) else [entries]
-        for entry in entries:
-            folder = Path(str(entry))
-            if folder.is_file():  # a .txt list of image paths
-                found = any(line.strip() for line in folder.read_text(errors="replace").splitlines())
-            else:
-                found = folder.is_dir() and any(
-                    p.suffix[1:].lower() in IMG_FORMATS for p in folder.rglob("*") if p.is_file()
-                )
-            if not found:
-                raise DistillError(f"data '{data}': the {split} split '{folder}' holds no images")
+        for entry in entries if isinstance(entries, list) else [entries]:
+            if not split_images(entry):
+                raise DistillError(f"data '{data}': the {split} split '{Path(str(entry))}' holds no images")
     return str(path.resolve())
 
 

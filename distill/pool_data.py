@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from . import storage
+from .dataset_files import resolve_dataset, split_images
 from .errors import DistillError
 from .pseudo_labels import PseudoLabels, load_teacher, pseudo_label
 
@@ -140,37 +141,6 @@ def with_pool(
     tmp.write_text(json.dumps(result.to_dict(), indent=1))
     os.replace(tmp, out / RECORD)
     return result
-
-
-def resolve_dataset(data: str | Path) -> dict[str, Any]:
-    """Return Ultralytics' resolution of a dataset yaml (absolute split paths, names as a dict); errors as one line."""
-    from ultralytics.data.utils import check_det_dataset
-
-    from .api import plain_message
-
-    try:
-        return check_det_dataset(str(data), autodownload=False)
-    except (FileNotFoundError, SyntaxError, KeyError, ValueError) as e:
-        raise DistillError(f"data '{data}': {plain_message(e)}") from None
-
-
-def split_images(entry: str | list | None) -> list[str]:
-    """Return the absolute image paths of a split entry (folder, ``.txt`` list, or a list of either), sorted."""
-    from ultralytics.data.utils import IMG_FORMATS
-
-    if not entry:
-        return []
-    files: list[str] = []
-    for item in entry if isinstance(entry, list) else [entry]:
-        path = Path(str(item))
-        if path.is_dir():
-            files += [str(p.resolve()) for p in path.rglob("*") if p.is_file() and p.suffix[1:].lower() in IMG_FORMATS]
-        elif path.is_file():
-            for line in path.read_text(encoding="utf-8-sig").splitlines():
-                line = line.strip()
-                if line:
-                    files.append(str((path.parent / line[2:]).resolve() if line.startswith("./") else Path(line)))
-    return sorted(files)
 
 
 def _pool_images(pseudo: PseudoLabels, train: list[str], held_out: list[str]) -> tuple[list[str], dict[str, int]]:

@@ -17,7 +17,7 @@ from conftest import DATA, STUDENT, TASK_DATA, TINY, cli, one_error_line
 
 import distill
 from distill import DistillConfig, DistillError
-from distill.pool_data import split_images
+from distill.dataset_files import split_images
 
 #: Where each task's pool photos come from: a coco8 variant whose images are not the task's training images.
 POOL_FROM = {"detect": "coco8-pose", "segment": "coco8-pose", "pose": "coco8"}

@@ -164,14 +164,10 @@ def measure(
 
 def split_images(data_yaml: Path, split: str) -> list[Path]:
     """Return the image files of a dataset split, sorted (latency samples, export verification)."""
-    from ultralytics.data.utils import check_det_dataset
+    from ..dataset_files import resolve_dataset
+    from ..dataset_files import split_images as entry_images
 
-    data = check_det_dataset(str(data_yaml), autodownload=False)
-    entries = data[split] if isinstance(data[split], list) else [data[split]]
-    images = []
-    for entry in entries:
-        p = Path(entry)
-        images += sorted(q for q in p.rglob("*") if q.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp"})
+    images = [Path(p) for p in entry_images(resolve_dataset(data_yaml)[split])]
     if not images:
         raise DistillError(f"no images in the {split} split of {data_yaml}")
     return images
