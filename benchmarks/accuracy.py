@@ -25,11 +25,13 @@ an earlier session). The report goes to ``benchmarks/results/accuracy-<profile>-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -153,7 +155,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     out = Path(job["dir"]) / "train"
     common = dict(
         epochs=job["epochs"], imgsz=job["imgsz"], batch=job["batch"], device=job["device"], seed=job["seed"],
-        out=out, plots=False, workers=job["workers"],
+        out=out, plots=False, workers=job["workers"], cache=job.get("cache", False),
     )  # fmt: skip
     start = time.perf_counter()
     spec = job["spec"]
@@ -598,7 +600,28 @@ def arg_parser() -> argparse.ArgumentParser:
         help="keep the labels on this fixed share of the training images, give the rest as an unlabelled pool "
         "(teacher and students train on the labelled part; default students: " + ",".join(POOL_TABLE) + ")",
     )
+    ap.add_argument(
+        "--teacher-labels",
+        choices=("part", "all"),
+        default="part",
+        help="with --label-fraction: the teacher trains on the labelled part (default) or on every label (a user "
+        "whose teacher is stronger than their labels; its students are other runs)",
+    )
     ap.add_argument("--synthetic", default=None, help="TRAIN,VAL,TEST images of the synthetic set (default: profile's)")
+    ap.add_argument(
+        "--workers", type=int, default=0, help="dataloader workers per run (Ultralytics forces 0 on CPU; GPU runs)"
+    )
+    ap.add_argument(
+        "--cache",
+        action="store_true",
+        help="Ultralytics' cache=ram: decode every image once per run (GPU runs, where decoding is the bottleneck; "
+        "the runs are keyed by it)",
+    )
+    ap.add_argument(
+        "--finished-only",
+        action="store_true",
+        help="train nothing: the report of the runs already finished in the work folder (e.g. after a time limit)",
+    )
     reports.add_report_args(ap)
     return ap
 
@@ -654,6 +677,16 @@ def benchmark_dataset(args: argparse.Namespace, profile: Profile, workdir: Path)
     if args.task == "detect":
         return import_bccd(args.data, workdir)
     return synth_dataset(args.task, profile.imgsz, workdir)
+
+
+@contextlib.contextmanager
+def work_lock(workdir: Path) -> Iterator[None]:
+    """Hold the work folder's lock while the datasets are made (imports and splits write shared folders)."""
+    import fcntl
+
+    with open(workdir / ".prepare.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def yolo_dataset(folder: Path) -> tuple[Path, str]:
@@ -717,6 +750,27 @@ def train_all(
     return finished, teacher
 
 
+def finished_runs(
+    teacher_job: dict[str, Any], student_jobs: list[dict[str, Any]], reuse_reports: list[Path]
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Return the runs of ``student_jobs`` that already finished (or an earlier report has) and the teacher's.
+
+    Nothing is trained: the report of a table stopped part-way (a time limit, a lease ending). A student run is
+    matched as :func:`train_all` would match it, with the teacher's weights as its teacher.
+    """
+    reusable, reused_teacher = reusable_runs(reuse_reports)
+    teacher = finished_result(teacher_job) or reused_teacher
+    finished = []
+    for job in student_jobs:
+        if job["spec"] not in (None, "all-labels") and teacher is not None and "best" in teacher:
+            job = dict(job, teacher=teacher["best"])
+        result = reuse(job, reusable) or same_run(job)
+        if result is not None:
+            finished.append(result)
+    print(f"{len(finished)} of {len(student_jobs)} student runs finished", flush=True)
+    return finished, teacher
+
+
 def build_report(
     args: argparse.Namespace,
     settings: dict[str, Any],
@@ -763,7 +817,7 @@ def build_report(
         "runs": runs,
         "wall_s": round(time.perf_counter() - started, 1),  # this invocation's; runs taken from cache add nothing
         "runs_from_cache": sum(bool(r.get("cached")) for r in finished),
-        "train_s_total": round(teacher["train_s"] + sum(r["train_s"] for r in finished), 1),
+        "train_s_total": round((teacher["train_s"] if teacher else 0) + sum(r["train_s"] for r in finished), 1),
     }
 
 
@@ -838,6 +892,79 @@ def report_tables(report: dict[str, Any]) -> str:
     return table
 
 
+@dataclass(frozen=True)
+class Datasets:
+    """The datasets of one invocation: what the students train on and, with ``--label-fraction``, the full set."""
+
+    data: Path  # the students' data.yaml (the labelled part with --label-fraction)
+    data_hash: str  # names the runs' folders
+    full_data: Path  # every label (the ceiling's, and the teacher's with --teacher-labels all)
+    full_hash: str
+    pool: Path | None  # the unlabelled pool (the rest of the training images), with --label-fraction
+
+
+def prepare_datasets(args: argparse.Namespace, profile: Profile, workdir: Path) -> Datasets:
+    """Import (or make) the benchmark's dataset once and, with ``--label-fraction``, its labelled part and pool."""
+    with work_lock(workdir):  # invocations side by side share the work folder: one imports, the others wait
+        data, data_hash = benchmark_dataset(args, profile, workdir)
+        if not args.label_fraction:
+            return Datasets(data, data_hash, data, data_hash, None)
+        from benchmarks.label_split import label_split
+
+        part, pool, part_hash = label_split(data, data_hash, args.label_fraction, workdir)
+        return Datasets(part, part_hash, data, data_hash, pool)
+
+
+def plan_jobs(
+    args: argparse.Namespace,
+    profile: Profile,
+    sets: Datasets,
+    students: dict[str, Any],
+    seeds: tuple[int, ...],
+    epochs: int,
+    teacher_tag: str,
+    workdir: Path,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Return the teacher's job and every student's, seed-major (an early stop still leaves every student a seed).
+
+    A job's folder name carries what makes it another run: the student, epochs, the teacher's tag for students that
+    learn from it (``-t<epochs>``, ``-tall`` for a teacher trained on every label), the seed and the data's hash.
+    """
+    student_yaml, teacher_yaml = task_model(profile.student, args.task), task_model(profile.teacher, args.task)
+    base = dict(data=str(sets.data), imgsz=profile.imgsz, batch=profile.batch, device=args.device,
+                workers=args.workers)  # fmt: skip
+    if args.cache:
+        base["cache"] = "ram"  # only when asked: runs without the key stay the runs they were
+    if score_split(sets.data) != "test":
+        base["score_split"] = "val"
+    teacher_job = dict(
+        base, name="teacher", spec=None, model=teacher_yaml, epochs=profile.teacher_epochs, seed=0, teacher=None,
+        dir=str(workdir / f"teacher-{Path(teacher_yaml).stem}-e{profile.teacher_epochs}-{sets.data_hash}"),
+    )  # fmt: skip
+    if args.label_fraction and args.teacher_labels == "all":  # the teacher knows every label; the students do not
+        teacher_job.update(
+            full_data=str(sets.full_data), spec="all-labels",
+            dir=str(workdir / f"teacher-{Path(teacher_yaml).stem}-e{profile.teacher_epochs}-{sets.full_hash}"),
+        )  # fmt: skip
+        teacher_tag += "-tall"
+    student_jobs = []
+    for seed in seeds:
+        for name, spec in students.items():
+            uses_pool = spec == "pseudo" or (isinstance(spec, dict) and bool(spec.get("unlabeled")))
+            extra: dict[str, Any] = (
+                {"full_data": str(sets.full_data)} if spec == "all-labels"
+                else {"pool": str(sets.pool)} if uses_pool else {}
+            )  # fmt: skip
+            if spec == "pseudo":  # the pseudo-labels of today's default, part of what makes the run (its cache key)
+                extra.update({k: DEFAULTS[k] for k in ("pseudo_conf", "unlabeled_ratio")})
+            tag = name.replace("+", "-") + f"-e{epochs}" + (teacher_tag if spec not in (None, "all-labels") else "")
+            student_jobs.append(
+                dict(base, name=name, spec=spec, model=student_yaml, epochs=epochs, seed=seed, teacher=None, **extra,
+                     dir=str(workdir / f"{tag}-s{seed}-{sets.data_hash}"))
+            )  # fmt: skip
+    return teacher_job, student_jobs
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, train the teacher and every student (in parallel), write and print the report."""
     args = arg_parser().parse_args(argv)
@@ -857,41 +984,21 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
-    data, data_hash = benchmark_dataset(args, profile, workdir)
-    full_data, pool = data, None
-    if args.label_fraction:
-        from benchmarks.label_split import label_split
-
-        data, pool, data_hash = label_split(data, data_hash, args.label_fraction, workdir)
-    base = dict(data=str(data), imgsz=profile.imgsz, batch=profile.batch, device=args.device, workers=0)
-    if score_split(data) != "test":
-        base["score_split"] = "val"
-    teacher_job = dict(
-        base, name="teacher", spec=None, model=teacher_yaml, epochs=profile.teacher_epochs, seed=0, teacher=None,
-        dir=str(workdir / f"teacher-{Path(teacher_yaml).stem}-e{profile.teacher_epochs}-{data_hash}"),
-    )  # fmt: skip
-    student_jobs = []
-    for seed in seeds:  # seed-major, so an early stop still leaves every student with one seed
-        for name, spec in students.items():
-            tag = name.replace("+", "-")
-            uses_pool = spec == "pseudo" or (isinstance(spec, dict) and bool(spec.get("unlabeled")))
-            extra = {"full_data": str(full_data)} if spec == "all-labels" else {"pool": str(pool)} if uses_pool else {}
-            if spec == "pseudo":  # the pseudo-labels of today's default, part of what makes the run (its cache key)
-                extra.update({k: DEFAULTS[k] for k in ("pseudo_conf", "unlabeled_ratio")})
-            uses_teacher = spec is not None and spec != "all-labels"
-            student_jobs.append(
-                dict(base, name=name, spec=spec, model=student_yaml, epochs=epochs, seed=seed, teacher=None, **extra,
-                     dir=str(workdir / f"{tag}-e{epochs}{teacher_tag if uses_teacher else ''}-s{seed}-{data_hash}"))
-            )  # fmt: skip
+    sets = prepare_datasets(args, profile, workdir)
+    teacher_job, student_jobs = plan_jobs(args, profile, sets, students, seeds, epochs, teacher_tag, workdir)
     print(
         f"teacher {teacher_yaml} ({profile.teacher_epochs} epochs at {profile.imgsz}px), then "
         f"{len(student_jobs)} student runs ({len(students)} students x seeds {list(seeds)}), {jobs} at a time",
         flush=True,
     )
-    finished, teacher = train_all(teacher_job, student_jobs, args.reuse, jobs)
+    if args.finished_only:
+        finished, teacher = finished_runs(teacher_job, student_jobs, args.reuse)
+    else:
+        finished, teacher = train_all(teacher_job, student_jobs, args.reuse, jobs)
     settings = {**asdict(profile), "seeds": list(seeds), "epochs": epochs, "jobs": jobs,
-                "label_fraction": args.label_fraction}  # fmt: skip
-    report = build_report(args, settings, data_hash, teacher, finished, started)
+                "label_fraction": args.label_fraction, "teacher_labels": args.teacher_labels,
+                "workers": args.workers, "cache": "ram" if args.cache else False}  # fmt: skip
+    report = build_report(args, settings, sets.data_hash, teacher, finished, started)
     print(report_tables(report))
     reports.publish(args, "-".join(filter(None, ("accuracy", args.profile, args.tag))), report)
     return 0

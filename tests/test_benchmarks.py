@@ -329,3 +329,50 @@ def test_pool_students_need_a_label_fraction():
         accuracy.chosen_students(accuracy.arg_parser().parse_args(["--variant", "p:unlabeled=true,pseudo_conf=0.3"]))
     args = accuracy.arg_parser().parse_args(["--label-fraction", "0.25"])
     assert list(accuracy.chosen_students(args)) == list(accuracy.POOL_TABLE)
+
+
+def _plan(tmp_path: Path, *argv: str) -> tuple[dict, list[dict]]:
+    """The jobs ``python -m benchmarks.accuracy --label-fraction 0.25 <argv>`` would run (no dataset is read)."""
+    args = accuracy.arg_parser().parse_args(["--label-fraction", "0.25", "--seeds", "0,1", *argv])
+    profile, seeds, epochs, teacher_tag = accuracy.profile_settings(args)
+    sets = accuracy.Datasets(tmp_path / "part.yaml", "parthash", tmp_path / "all.yaml", "allhash", tmp_path / "pool")
+    students = accuracy.chosen_students(args)
+    return accuracy.plan_jobs(args, profile, sets, students, seeds, epochs, teacher_tag, tmp_path)
+
+
+@pytest.mark.fast
+def test_a_teacher_on_every_label_makes_its_students_other_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(accuracy, "score_split", lambda data: "test")
+    teacher, students = _plan(tmp_path)
+    assert teacher["spec"] is None and teacher["data"] == str(tmp_path / "part.yaml")
+    assert teacher["dir"].endswith("-parthash") and "full_data" not in teacher
+    strong, strong_students = _plan(tmp_path, "--teacher-labels", "all")
+    assert strong["spec"] == "all-labels" and strong["full_data"] == str(tmp_path / "all.yaml")
+    assert strong["dir"].endswith("-allhash") and strong["dir"] != teacher["dir"]
+    for weak, other in zip(students, strong_students, strict=True):
+        learns = weak["spec"] not in (None, "all-labels")  # the students that learn from the teacher
+        assert ("-tall-" in other["dir"]) == learns and (weak["dir"] == other["dir"]) == (not learns)
+        assert weak["data"] == other["data"] == str(tmp_path / "part.yaml")  # every student sees the labelled part
+    assert [(j["name"], j["seed"]) for j in students[:2]] == [("baseline", 0), ("default", 0)]  # seed-major
+    assert all("cache" not in j for j in students)  # runs without --cache keep the keys they had
+    _, cached = _plan(tmp_path, "--cache", "--workers", "2")
+    assert all(j["cache"] == "ram" and j["workers"] == 2 for j in cached)
+    assert accuracy.job_key(cached[0]) != accuracy.job_key(students[0])  # cache=ram runs are other runs
+
+
+@pytest.mark.fast
+def test_the_report_of_finished_runs_trains_nothing(tmp_path, monkeypatch):
+    """``--finished-only``: the runs with a result, the teacher's, and nothing for runs that never finished."""
+    monkeypatch.setattr(accuracy, "score_split", lambda data: "test")
+    teacher, students = _plan(tmp_path, "--students", "baseline,pool")
+    Path(teacher["dir"]).mkdir(parents=True)
+    best = str(Path(teacher["dir"]) / "train" / "weights" / "best.pt")
+    (Path(teacher["dir"]) / "result.json").write_text(json.dumps({"job": teacher, "best": best, "train_s": 9}))
+    done = [students[0], dict(students[1], teacher=best)]  # baseline and pool of seed 0; seed 1 never finished
+    for job in done:
+        Path(job["dir"]).mkdir(parents=True)
+        (Path(job["dir"]) / "result.json").write_text(json.dumps({"job": job, "train_s": 5, "test": {}, "val": {}}))
+    monkeypatch.setattr(accuracy, "ran_config", lambda folder: accuracy.resolved_config(done[1]))
+    finished, got_teacher = accuracy.finished_runs(teacher, students, [])
+    assert [(r["job"]["name"], r["job"]["seed"]) for r in finished] == [("baseline", 0), ("pool", 0)]
+    assert got_teacher["best"] == best and not any(Path(j["dir"], "train").exists() for j in students)
