@@ -99,6 +99,9 @@ def _pipeline_parsers(pipeline: argparse.ArgumentParser) -> None:
     c.add_argument("--node-selector", action="append", default=[], metavar="KEY=VALUE", help="training node label")
     c.add_argument("--s3-secret", default=None, help="Kubernetes secret with the S3 credentials/endpoint")
     c.add_argument("--mlflow-secret", default=None, help="Kubernetes secret with MLFLOW_TRACKING_URI")
+    c.add_argument(
+        "--cache-pvc", default=None, help="PVC mounted as every step's input cache (ReadWriteMany; default: none)"
+    )
 
     sb = pls.add_parser("submit", help="submit one run to a KFP cluster")
     _remote_flags(sb)
@@ -303,7 +306,7 @@ def _pipeline(args: argparse.Namespace) -> int:
             from .pipelines.pipeline import ClusterSettings, compile_pipeline, resolve_image
 
             settings = ClusterSettings(image=resolve_image(args.image))
-            for key in ("s3_secret", "mlflow_secret"):
+            for key in ("s3_secret", "mlflow_secret", "cache_pvc"):
                 if getattr(args, key):
                     setattr(settings, key, getattr(args, key))
             settings.node_selector = {k: str(v) for k, v in parse_overrides(args.node_selector).items()}

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import IO
 
 from .errors import DistillError, RunFailure, ServiceUnavailable
 
@@ -298,6 +299,28 @@ def upload_dir(folder: str | Path, uri: str | S3Uri) -> dict[str, str]:
         rel = path.relative_to(folder).as_posix()
         out[rel] = upload_file(path, u.join(rel))
     return out
+
+
+def upload_files(pairs: list[tuple[Path, str | S3Uri]], concurrency: int = 8) -> list[str]:
+    """Upload several files side by side (each multipart above 8 MiB); return their sha256s, in order.
+
+    The first failure is raised once the uploads in flight have ended (nothing is left half-written: an S3 object
+    appears only when its upload completes).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        futures = [pool.submit(upload_file, path, uri) for path, uri in pairs]
+        return [f.result() for f in futures]
+
+
+def open_stream(uri: str | S3Uri) -> IO[bytes]:
+    """Return an object's body as a stream, read as it arrives (the caller checks what it reads, and closes it)."""
+    u = as_uri(uri)
+    try:
+        return client().get_object(Bucket=u.bucket, Key=u.key)["Body"]
+    except Exception as e:
+        raise translate(e, u) from None
 
 
 def download_prefix(uri: str | S3Uri, folder: str | Path) -> list[Path]:

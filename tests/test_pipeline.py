@@ -12,6 +12,7 @@ from conftest import DATA, TASK_DATA, cli
 from distill import storage
 from distill.config import DEFAULTS
 from distill.pipelines.local import run_local
+from distill.pipelines.pipeline import CACHE_MOUNT
 from distill.steps import tracking
 
 TRAINING = {"train-teacher", "train-student", "distill"}
@@ -24,7 +25,8 @@ def compiled(request, tmp_path_factory) -> tuple[dict, dict]:
     out = tmp_path_factory.mktemp("compiled") / "pipeline.yaml"
     sweep = ["--sweep"] if request.param == "sweep" else []
     proc = cli("pipeline", "compile", *sweep, "-o", str(out), "--image", "registry.example/yolo-distill:1.2.3",
-               "--node-selector", "nvidia.com/gpu.product=A100", "--s3-secret", "s3-creds")  # fmt: skip
+               "--node-selector", "nvidia.com/gpu.product=A100", "--s3-secret", "s3-creds",
+               "--cache-pvc", "run-cache")  # fmt: skip
     assert json.loads(proc.stdout.strip().splitlines()[-1])["pipeline"] == str(out)
     spec, platform = yaml.safe_load_all(out.read_text())
     return request.param, spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
@@ -65,6 +67,9 @@ def test_compiled_pipeline_carries_cluster_settings(compiled):
         secrets = {s["secretName"]: {e["envVar"] for e in s["keyToEnv"]} for s in platform["secretAsEnv"]}
         assert secrets["s3-creds"] == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3"}
         assert secrets["yolo-distill-mlflow"] == {"MLFLOW_TRACKING_URI"}
+        (mount,) = platform["pvcMount"]  # one input cache for the run's pods: the dataset is fetched once
+        assert mount["constant"] == "run-cache" and mount["mountPath"] == CACHE_MOUNT
+        assert {"name": "YOLO_DISTILL_CACHE", "value": f"{CACHE_MOUNT}/inputs"} in container["env"]
         if name in TRAINING:
             accelerator = container["resources"]["accelerator"]
             assert "pipelinechannel--accelerator" in accelerator["resourceType"]

@@ -69,7 +69,10 @@ def test_step_function_and_component_take_every_setting():
 @pytest.mark.parametrize("sweep", [False, True])
 def test_compiled_pipeline_has_every_setting_with_its_default(tmp_path, sweep):
     path = compile_pipeline(str(tmp_path / "p.yaml"), ClusterSettings(image="registry.example/y:1"), sweep=sweep)
-    params = next(yaml.safe_load_all(Path(path).read_text()))["root"]["inputDefinitions"]["parameters"]
+    spec, platform = yaml.safe_load_all(Path(path).read_text())
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert not any("pvcMount" in e for e in executors.values())  # no input-cache volume unless asked (--cache-pvc)
     kinds = {str: "STRING", int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE", bool: "BOOLEAN"}
     for option in settings.KD:
         if sweep and option.name in {"loss", "layers"}:

@@ -95,8 +95,10 @@ def test_pool_from_a_folder_is_checked_counted_and_content_addressed(stack_env, 
     assert pool["uri"] == f"{prefix}/pools/{pool['hash']}"
     files = {f"images/{sha(p)[:16]}{p.suffix}": sha(p) for p in keep.values()}
     root = storage.parse_s3_uri(pool["uri"]).key
-    assert sorted(storage.list_keys(pool["uri"])) == sorted(f"{root}/{rel}" for rel in [*files, "manifest.json"])
     manifest = json.loads(storage.read_bytes(f"{pool['uri']}/manifest.json"))
+    assert [s["files"] for s in manifest["shards"]] == [sorted(files)]  # one shard of the pool's images
+    shard_keys = [f"{root}/shards/{s['name']}" for s in manifest["shards"]]
+    assert sorted(storage.list_keys(pool["uri"])) == sorted([*shard_keys, f"{root}/manifest.json"])
     assert manifest["files"] == files and manifest["hash"] == pool["hash"] and manifest["kind"] == "unlabeled-pool"
     assert manifest["dataset"] == result["hash"] and manifest["source"] == pool["source"]
     assert {k: manifest[k] for k in ("images", *COUNTS)} == {k: pool[k] for k in ("images", *COUNTS)}

@@ -65,8 +65,13 @@ class ClusterSettings:
     mlflow_secret: str = "yolo-distill-mlflow"  # keys: MLFLOW_TRACKING_URI (+ MLFLOW_TRACKING_TOKEN, optional)
     shm_size: str = "8Gi"
     retries: int = 3
+    # A PersistentVolumeClaim mounted as every step's input cache (off: None): the dataset and pool are fetched once
+    # per run instead of once per pod. It needs ReadWriteMany when steps run side by side (teacher and baseline do).
+    cache_pvc: str | None = None
 
 
+#: Where ``cache_pvc`` is mounted, and the input cache steps use there (``$YOLO_DISTILL_CACHE``).
+CACHE_MOUNT = "/var/cache/yolo-distill"
 S3_KEYS = {k: k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3")}
 MLFLOW_KEYS = {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI"}
 
@@ -82,6 +87,9 @@ def trainjob_settings(s: ClusterSettings, image: str) -> str:
 def _common(task: dsl.PipelineTask, s: ClusterSettings, memory: str) -> dsl.PipelineTask:
     kubernetes.use_secret_as_env(task, s.s3_secret, S3_KEYS)
     kubernetes.use_secret_as_env(task, s.mlflow_secret, MLFLOW_KEYS)
+    if s.cache_pvc:  # fetches check every file against its manifest and write atomically: pods can share it
+        kubernetes.mount_pvc(task, pvc_name=s.cache_pvc, mount_path=CACHE_MOUNT)
+        task.set_env_variable("YOLO_DISTILL_CACHE", f"{CACHE_MOUNT}/inputs")
     return task.set_cpu_request(s.cpu_request).set_memory_request(memory).set_memory_limit(memory)
 
 

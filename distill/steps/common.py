@@ -15,6 +15,8 @@ from ..errors import DistillError
 from ..storage import S3Uri
 
 PREFIX_ENV = "YOLO_DISTILL_S3_PREFIX"
+#: The splits evaluating and registering read (Ultralytics' validator also checks that ``val`` exists).
+EVAL_SPLITS = ("val", "test")
 
 
 def resolve_prefix(prefix: str | None) -> S3Uri:
@@ -49,11 +51,14 @@ def fetch(uri: str) -> Path:
     return local
 
 
-def fetch_dataset(uri: str) -> Path:
+def fetch_dataset(uri: str, splits: tuple[str, ...] | None = None) -> Path:
     """Return a local ``data.yaml`` for a dataset URI.
 
     Accepts a dataset published by prepare-data (``s3://.../datasets/<hash>[/data.yaml]``) or a local dataset yaml;
-    S3 datasets are downloaded once into the cache and every file is checked against the manifest.
+    S3 datasets are downloaded once into the cache and every file is checked against the manifest. A sharded
+    dataset (:mod:`distill.shards`) is streamed shard by shard, several at a time; ``splits`` (e.g. ``("val",
+    "test")`` for evaluation) fetches only those splits' shards and the common files. Datasets published before
+    shards existed (one object per file) are read file by file, as they always were.
     """
     if not storage.is_s3(uri):
         path = Path(uri)
@@ -63,16 +68,27 @@ def fetch_dataset(uri: str) -> Path:
     root = storage.parse_s3_uri(uri[: -len("/data.yaml")] if uri.endswith("/data.yaml") else uri)
     manifest = json.loads(storage.read_bytes(root.join("manifest.json")))
     local = cache_dir() / "datasets" / manifest["hash"]
-    ok = local / ".complete"
-    if not ok.is_file():
+    if manifest.get("shards"):
+        fetch_shards(root, manifest, local, splits)
+    elif not (local / ".complete").is_file():
         for rel, digest in manifest["files"].items():
             target = local / rel
             if not (target.is_file() and storage.sha256_file(target) == digest):
                 storage.download_file(root.join(rel), target)
-        ok.write_text(manifest["hash"])
+        (local / ".complete").write_text(manifest["hash"])
     data = local / "data.yaml"
     yaml.safe_load(data.read_text())  # readable
     return data
+
+
+def fetch_shards(root: S3Uri, manifest: dict[str, Any], local: Path, splits: tuple[str, ...] | None = None) -> int:
+    """Stream a sharded folder's shards (those ``splits`` need) into ``local``; return how many were fetched."""
+    from .. import shards
+
+    need = shards.wanted(manifest["shards"], splits)
+    return shards.unpack_all(
+        need, manifest["files"], local, lambda shard: storage.open_stream(root.join("shards", shard["name"]))
+    )
 
 
 def fetch_pool(uri: str) -> Path:
@@ -93,7 +109,9 @@ def fetch_pool(uri: str) -> Path:
         raise DistillError(f"'{uri}' is not an unlabelled pool (its manifest.json is not a pool's)")
     local = cache_dir() / "pools" / manifest["hash"]
     ok = local / ".complete"
-    if not ok.is_file():
+    if manifest.get("shards"):
+        fetch_shards(root, manifest, local)
+    elif not ok.is_file():
         for rel, digest in manifest["files"].items():
             target = (local / rel).resolve()
             if not target.is_relative_to(local.resolve()):

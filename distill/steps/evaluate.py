@@ -25,7 +25,7 @@ from .. import storage
 from ..config import TRAINING
 from ..errors import DistillError, RunFailure
 from . import tracking
-from .common import fetch_dataset, fetch_model, resolve_prefix
+from .common import EVAL_SPLITS, fetch_dataset, fetch_model, resolve_prefix
 
 ROLES = ("teacher", "baseline", "distilled")
 #: What an evaluation publishes beside ``metrics.json``; ``metrics.json`` (the completion marker) records their sha256.
@@ -52,7 +52,7 @@ def evaluate(
     """Validate the three models and publish the comparison; return URIs, per-model figures and the verdict."""
     out = resolve_prefix(prefix).join("runs", run_id, name)
     storage.check_bucket(out)
-    data_yaml = fetch_dataset(data)
+    data_yaml = fetch_dataset(data, splits=EVAL_SPLITS)  # a sharded dataset: no train images fetched
     spec = yaml.safe_load(data_yaml.read_text())
     split = "test" if spec.get("test") else "val"
     locals_ = {role: fetch_model(uri, role) for role, uri in zip(ROLES, (teacher, baseline, distilled), strict=True)}

@@ -16,6 +16,7 @@ uploaded; the dataset's own manifest and hash do not change, the result gains ``
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -99,14 +100,25 @@ def prepare_data(
 
 
 def publish(folder: Path, manifest: dict[str, Any], target: storage.S3Uri) -> bool:
-    """Upload a content-addressed folder and then its manifest, unless ``target`` has one; return whether uploaded.
+    """Upload a content-addressed folder as shards and then its manifest, unless ``target`` has one.
 
-    The manifest goes last, so a folder without one is an interrupted upload (uploaded again by the next run),
-    never a dataset or pool; one with a manifest holds this very content (its hash is the folder's name).
+    The folder is packed into tar shards (:mod:`distill.shards`) beside it and uploaded several at a time; the
+    manifest — every file's sha256 plus the shards — goes last (``data.yaml`` is also uploaded as an object of its
+    own, so the result's ``data`` URI can be read directly), so a prefix without a manifest is an interrupted upload
+    (uploaded again by the next run), never a dataset or pool; one with a manifest holds this very content (its hash
+    is the folder's name). Returns whether anything was uploaded. ``manifest`` gains ``shards``.
     """
+    from .. import shards
+
     if storage.head(target.join("manifest.json")) is not None:
         return False
-    storage.upload_dir(folder, target)
+    packed = folder.with_name(folder.name + "-shards")
+    manifest["shards"] = shards.pack(folder, manifest["files"], packed)
+    uploads = [(packed / s["name"], target.join("shards", s["name"])) for s in manifest["shards"]]
+    if (folder / "data.yaml").is_file():  # also as an object: the result's ``data`` URI stays readable as it is
+        uploads.append((folder / "data.yaml", target.join("data.yaml")))
+    storage.upload_files(uploads)
+    shutil.rmtree(packed, ignore_errors=True)
     storage.upload_bytes(json.dumps(manifest, indent=2).encode(), target.join("manifest.json"), "application/json")
     return True
 

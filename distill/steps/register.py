@@ -45,7 +45,7 @@ from .. import __version__, storage
 from ..errors import DistillError, RunFailure
 from ..export import DEFAULT_FORMATS, Export, check_packages, export_verified, parse_formats
 from . import tracking
-from .common import PREFIX_ENV, fetch_dataset, fetch_model
+from .common import EVAL_SPLITS, PREFIX_ENV, fetch_dataset, fetch_model
 from .evaluate import check_complete, measure, model_table, split_images, training_line
 
 TAG_RUN = "yolo_distill.pipeline_run_id"
@@ -82,7 +82,7 @@ def dataset_hash(data_uri: str) -> str:
     match = re.search(r"/datasets/([0-9a-f]{16})(/|$)", data_uri)
     if storage.is_s3(data_uri) and match:
         return match.group(1)
-    return storage.sha256_file(fetch_dataset(data_uri))[:16]
+    return storage.sha256_file(fetch_dataset(data_uri, splits=()))[:16]
 
 
 def register(
@@ -130,7 +130,7 @@ def register(
         version = _version_for_run(mlflow_client, name, run_id)
         reused = version is not None
         if version is None:  # exported and verified first; created with its run tag in one call (a rerun finds it)
-            samples = split_images(fetch_dataset(report["data"]), report["split"])[:EXPORT_SAMPLES]
+            samples = split_images(fetch_dataset(report["data"], EVAL_SPLITS), report["split"])[:EXPORT_SAMPLES]
             exports = export_verified(weights, samples, int(report["imgsz"]), Path(tmp), formats)
             version = _log_and_register(
                 mlflow_client, run.child_id, name, weights, metrics_uri, report, run_id, exports, samples[0],
@@ -472,7 +472,7 @@ def _gate(
         how = "recorded"
     else:
         weights = fetch_model(champion.tags["weights_uri"], "champion")
-        measured = measure(weights, fetch_dataset(report["data"]), report["split"], report["imgsz"],
+        measured = measure(weights, fetch_dataset(report["data"], EVAL_SPLITS), report["split"], report["imgsz"],
                             report["batch"], None, 1)  # fmt: skip
         champion_score = float(measured["metrics"][report["verdict"]["primary_metric"]])
         how = f"re-evaluated on dataset {data_hash}"
