@@ -19,6 +19,7 @@ import hashlib
 import io
 import os
 import tarfile
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
@@ -149,15 +150,18 @@ def _admit(tar: tarfile.TarFile, member: tarfile.TarInfo, expected: dict[str, st
     source = tar.extractfile(member)
     assert source is not None  # a regular file always has a reader
     path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(f".{path.name}.part")
+    part = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.part")  # pods may share the cache
     digest = hashlib.sha256()
-    with open(part, "wb") as out:
-        for block in iter(lambda: source.read(_BUFFER), b""):
-            digest.update(block)
-            out.write(block)
-    if digest.hexdigest() != expected[rel]:
-        part.unlink()
-        raise ShardError(f"shard '{name}': '{rel}' does not match its sha256 in the manifest")
+    try:
+        with open(part, "wb") as out:
+            for block in iter(lambda: source.read(_BUFFER), b""):
+                digest.update(block)
+                out.write(block)
+        if digest.hexdigest() != expected[rel]:
+            raise ShardError(f"shard '{name}': '{rel}' does not match its sha256 in the manifest")
+    except BaseException:  # a broken stream, a bad hash, an interrupt: no partial file stays behind
+        part.unlink(missing_ok=True)
+        raise
     os.replace(part, path)
     return path
 

@@ -115,13 +115,14 @@ def test_a_hostile_or_damaged_shard_is_refused_and_leaves_nothing(tmp_path, memb
 
 
 @pytest.mark.fast
-def test_a_truncated_shard_is_damaged(tmp_path):
+@pytest.mark.parametrize("cut", [0.5, 0.06, 0.07])  # mid-archive, and inside the first members' data
+def test_a_truncated_shard_is_damaged(tmp_path, cut):
     files = make_folder(tmp_path / "src")
     (packed,) = [s for s in shards.pack(tmp_path / "src", files, tmp_path / "s") if s["split"] == "train"]
     data = (tmp_path / "s" / packed["name"]).read_bytes()
     with pytest.raises(ShardError, match="damaged|lacks"):
-        shards.unpack(io.BytesIO(data[: len(data) // 2]), packed, files, tmp_path / "out")
-    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+        shards.unpack(io.BytesIO(data[: int(len(data) * cut)]), packed, files, tmp_path / "out")
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]  # no file, no .part, no mark
 
 
 # -- through S3, as the steps fetch ---------------------------------------------------------------------------------
