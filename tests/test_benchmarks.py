@@ -376,3 +376,43 @@ def test_the_report_of_finished_runs_trains_nothing(tmp_path, monkeypatch):
     finished, got_teacher = accuracy.finished_runs(teacher, students, [])
     assert [(r["job"]["name"], r["job"]["seed"]) for r in finished] == [("baseline", 0), ("pool", 0)]
     assert got_teacher["best"] == best and not any(Path(j["dir"], "train").exists() for j in students)
+
+
+def test_latency_proxy_delays_and_counts_each_request():
+    """The data benchmark's link: one delay per request (not per packet), every request counted, loopback only."""
+    import http.server
+    import threading
+    import time
+    import urllib.request
+
+    from benchmarks.latency_proxy import LatencyProxy
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with LatencyProxy(("127.0.0.1", server.server_port), delay_s=0.1) as proxy:
+            url = f"http://127.0.0.1:{proxy.port}/README.md"
+            start = time.perf_counter()
+            for _ in range(3):
+                assert b"yolo-distill" in urllib.request.urlopen(url, timeout=10).read()
+            elapsed = time.perf_counter() - start
+        assert proxy.count() == 3 and 0.3 <= elapsed < 2.0
+        with pytest.raises(ValueError, match="delay_s"):
+            LatencyProxy(("127.0.0.1", 1), delay_s=5)
+    finally:
+        server.shutdown()
+
+
+def test_data_benchmark_smoke(tmp_path):
+    """A real run: both layouts published and fetched through the proxy against the project's own S3 server."""
+    proc = _bench("benchmarks.data", "--profile", "quick", "--sizes", "12", "--delays", "0", "--workdir",
+                  str(tmp_path / "work"), "--results", str(tmp_path))  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (path,) = tmp_path.glob("data-quick-*.json")
+    report = json.loads(path.read_text())
+    (row,) = report["sizes"]
+    link = row["links"]["0ms"]
+    assert row["files"] == 2 * 12 + 1  # images, labels and data.yaml
+    assert link["fetch_old"]["requests"] >= row["files"] > link["fetch_shards"]["requests"]
+    assert link["fetch_shards_val_test"]["requests"] < link["fetch_shards"]["requests"]  # no train shard
+    assert set(report["ratios"]["12"]["0ms"]) == {"fetch_speedup", "publish_speedup", "fetch_over_one_object"}
