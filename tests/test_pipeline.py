@@ -12,8 +12,8 @@ from conftest import DATA, TASK_DATA, cli
 from distill import storage
 from distill.config import DEFAULTS
 from distill.pipelines.local import run_local
-from distill.pipelines.pipeline import CACHE_MOUNT
 from distill.steps import tracking
+from distill.steps.common import CACHE_MOUNT
 
 TRAINING = {"train-teacher", "train-student", "distill"}
 #: With nodes > 1, each training step is a light pod that submits a TrainJob and waits for it.
@@ -105,6 +105,7 @@ def test_compiled_pipeline_carries_cluster_settings(compiled):
     trainjob = json.loads(tasks["distill (TrainJob)"]["inputs"]["parameters"]["trainjob"]["runtimeValue"]["constant"])
     assert trainjob["image"] == "registry.example/yolo-distill:1.2.3" and trainjob["s3_secret"] == "s3-creds"
     assert trainjob["node_selector"] == {"nvidia.com/gpu.product": "A100"} and trainjob["shm_size"] == "8Gi"
+    assert trainjob["cache_pvc"] == "run-cache"  # the TrainJob's nodes share the run's input cache too
     assert params["logit_loss"]["defaultValue"] == DEFAULTS["logit_loss"]
     assert ({"sweep_configs"} if variant == "sweep" else {"loss", "layers"}) <= set(params)
     condition = next(c for c in spec["root"]["dag"]["tasks"].values() if c["taskInfo"]["name"].startswith("distilled"))

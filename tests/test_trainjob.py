@@ -16,6 +16,7 @@ from distill import storage
 from distill.cli import build_parser
 from distill.errors import DistillError
 from distill.settings import command_line
+from distill.steps.common import CACHE_MOUNT
 from distill.steps.trainjob import TrainJobFailed, job_name, run_training_on_nodes, settings_from_json
 
 SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3")
@@ -68,7 +69,7 @@ def test_the_trainjob_spec_field_by_field(cluster, stack_env, datasets):
     cluster.run_jobs = False  # record only: the job stays Created, and the step gives up after its timeout
     run_id = "spec-run"
     wanted = settings(nodes=3, gpus_per_node=4, node_selector={"nvidia.com/gpu.product": "H100"}, timeout_s=2,
-                      env={"YOLO_DISTILL_MLFLOW_RETRIES": "3"})  # fmt: skip
+                      env={"YOLO_DISTILL_MLFLOW_RETRIES": "3"}, cache_pvc="run-cache")  # fmt: skip
     with pytest.raises(TrainJobFailed, match=r"did not finish within 2 s \(status Created\)"):
         run_training_on_nodes("distill", wanted, "distill", run_id, data=datasets["detect"]["uri"],
                               teacher="s3://b/teacher.pt", student="yolov8n.yaml", loss="cwd", epochs=3, batch=24,
@@ -95,13 +96,16 @@ def test_the_trainjob_spec_field_by_field(cluster, stack_env, datasets):
     (node,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
     assert node["name"] == "node"
     pod = node["template"]["spec"]["template"]["spec"]
-    assert pod["volumes"] == [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}]
+    assert pod["volumes"] == [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}},
+                              {"name": "input-cache", "persistentVolumeClaim": {"claimName": "run-cache"}}]  # fmt: skip
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "H100"}
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     (container,) = pod["containers"]
     assert container["name"] == "node"
-    assert container["volumeMounts"] == [{"name": "dshm", "mountPath": "/dev/shm"}]
-    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+    assert container["volumeMounts"] == [{"name": "dshm", "mountPath": "/dev/shm"},
+                                         {"name": "input-cache", "mountPath": CACHE_MOUNT}]  # fmt: skip
+    assert {"name": "YOLO_DISTILL_CACHE", "value": f"{CACHE_MOUNT}/inputs"} in container["env"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
     assert refs == {**{k: {"name": "s3-creds", "key": k} for k in SECRETS},
                     "MLFLOW_TRACKING_URI": {"name": "yolo-distill-mlflow", "key": "MLFLOW_TRACKING_URI"}}  # fmt: skip
 

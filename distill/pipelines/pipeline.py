@@ -27,6 +27,7 @@ from ..components.steps import build_components
 from ..config import TRAINING
 from ..errors import DistillError
 from ..settings import KD
+from ..steps.common import CACHE_ENV, CACHE_MOUNT
 
 PIPELINE_NAME = "yolo-distill"
 #: Environment variable naming the image when ``--image`` is not given.
@@ -70,8 +71,6 @@ class ClusterSettings:
     cache_pvc: str | None = None
 
 
-#: Where ``cache_pvc`` is mounted, and the input cache steps use there (``$YOLO_DISTILL_CACHE``).
-CACHE_MOUNT = "/var/cache/yolo-distill"
 S3_KEYS = {k: k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3")}
 MLFLOW_KEYS = {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI"}
 
@@ -80,7 +79,8 @@ def trainjob_settings(s: ClusterSettings, image: str) -> str:
     """Return the compile-time TrainJob settings (JSON) the training components use when ``nodes > 1``."""
     return json.dumps(
         {"image": image, "cpu": s.cpu_limit, "memory": s.memory_limit, "s3_secret": s.s3_secret,
-         "mlflow_secret": s.mlflow_secret, "shm_size": s.shm_size, "node_selector": s.node_selector}
+         "mlflow_secret": s.mlflow_secret, "shm_size": s.shm_size, "node_selector": s.node_selector,
+         "cache_pvc": s.cache_pvc}
     )  # fmt: skip
 
 
@@ -89,7 +89,8 @@ def _common(task: dsl.PipelineTask, s: ClusterSettings, memory: str) -> dsl.Pipe
     kubernetes.use_secret_as_env(task, s.mlflow_secret, MLFLOW_KEYS)
     if s.cache_pvc:  # fetches check every file against its manifest and write atomically: pods can share it
         kubernetes.mount_pvc(task, pvc_name=s.cache_pvc, mount_path=CACHE_MOUNT)
-        task.set_env_variable("YOLO_DISTILL_CACHE", f"{CACHE_MOUNT}/inputs")
+        for name, value in CACHE_ENV.items():
+            task.set_env_variable(name, value)
     return task.set_cpu_request(s.cpu_request).set_memory_request(memory).set_memory_limit(memory)
 
 

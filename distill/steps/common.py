@@ -15,6 +15,10 @@ from ..errors import DistillError
 from ..storage import S3Uri
 
 PREFIX_ENV = "YOLO_DISTILL_S3_PREFIX"
+#: Where a shared input-cache volume is mounted in a cluster's pods (``pipeline compile --cache-pvc``), and the
+#: cache folder the steps then use (``$YOLO_DISTILL_CACHE``).
+CACHE_MOUNT = "/var/cache/yolo-distill"
+CACHE_ENV = {"YOLO_DISTILL_CACHE": f"{CACHE_MOUNT}/inputs"}
 #: The splits evaluating and registering read (Ultralytics' validator also checks that ``val`` exists).
 EVAL_SPLITS = ("val", "test")
 

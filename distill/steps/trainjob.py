@@ -28,6 +28,7 @@ from typing import Any
 from .. import storage
 from ..errors import DistillError, Failure, RunFailure
 from ..storage import S3Uri
+from .common import CACHE_ENV, CACHE_MOUNT
 
 RUNTIME = "torch-distributed"
 CONTAINER = "node"  # the trainer container (and replicated job) of the torch-distributed runtime
@@ -54,6 +55,8 @@ class TrainJobSettings:
         shm_size: Size of the memory-backed ``/dev/shm`` (PyTorch data loaders need more than the default 64 MiB).
         node_selector / tolerations: Placement of the nodes.
         env: Plain environment for the nodes (e.g. ``YOLO_DISTILL_S3_PREFIX``).
+        cache_pvc: A PersistentVolumeClaim mounted as every node's input cache, as in the pipeline's other pods
+            (``pipeline compile --cache-pvc``; ``ReadWriteMany``); ``None``: each node fetches into its own.
         timeout_s: How long to wait for the job to finish.
         poll_s: Status polling interval.
     """
@@ -74,6 +77,7 @@ class TrainJobSettings:
         default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     )
     env: dict[str, str] = field(default_factory=dict)
+    cache_pvc: str | None = None
     timeout_s: int = 7 * 24 * 3600
     poll_s: float = 15.0
 
@@ -134,11 +138,15 @@ def trainjob_options(name: str, step_args: list[str], settings: TrainJobSettings
         for secret, keys in ((settings.s3_secret, S3_KEYS), (settings.mlflow_secret, MLFLOW_KEYS))
         for key in keys
     ]
+    volumes = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.shm_size}}]
+    mounts = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    if settings.cache_pvc:  # the run's shared input cache: the dataset is fetched once, not once per node
+        volumes.append({"name": "input-cache", "persistentVolumeClaim": {"claimName": settings.cache_pvc}})
+        mounts.append({"name": "input-cache", "mountPath": CACHE_MOUNT})
+        secret_env += [{"name": k, "value": v} for k, v in CACHE_ENV.items()]
     pod = PodSpecPatch(
-        volumes=[{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.shm_size}}],
-        containers=[
-            ContainerPatch(name=CONTAINER, env=secret_env, volume_mounts=[{"name": "dshm", "mountPath": "/dev/shm"}])
-        ],
+        volumes=volumes,
+        containers=[ContainerPatch(name=CONTAINER, env=secret_env, volume_mounts=mounts)],
         node_selector=settings.node_selector or None,
         tolerations=settings.tolerations or None,
     )
