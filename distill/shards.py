@@ -15,6 +15,7 @@ mark, and a damaged shard leaves none of its files behind.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -115,55 +116,77 @@ def unpack(stream: IO[bytes], shard: dict[str, Any], files: dict[str, str], targ
             bytes do not hash to the manifest's sha256, a named file missing, or a stream that is not a tar.
             The shard's files written so far are removed.
     """
-    expected = {rel: files[rel] for rel in shard["files"]}
-    root = target.resolve()
-    written: list[Path] = []
+    writer = _Writer(target, {rel: files[rel] for rel in shard["files"]}, shard["name"])
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
-                written.append(_admit(tar, member, expected, root, shard["name"]))
+                writer.admit(tar, member)
     except (tarfile.TarError, EOFError, OSError) as e:
-        _remove(written)
+        writer.remove()
         raise ShardError(f"shard '{shard['name']}' is damaged ({type(e).__name__}: {e})") from None
     except ShardError:
-        _remove(written)
+        writer.remove()
         raise
-    missing = sorted(set(expected) - {p.relative_to(root).as_posix() for p in written})
+    missing = sorted(set(writer.expected) - set(writer.written))
     if missing:
-        _remove(written)
+        writer.remove()
         raise ShardError(f"shard '{shard['name']}' lacks {len(missing)} of its files (first: '{missing[0]}')")
     mark = target / _DONE / f"{shard['name']}.done"
     mark.parent.mkdir(parents=True, exist_ok=True)
     mark.write_text(shard.get("sha256", ""))
 
 
-def _admit(tar: tarfile.TarFile, member: tarfile.TarInfo, expected: dict[str, str], root: Path, name: str) -> Path:
-    """Write one member to its final path if the manifest names it here and its bytes match; return the path."""
-    rel = member.name
-    if rel not in expected:
-        raise ShardError(f"shard '{name}' holds '{rel}', which the manifest does not list for it")
-    path = (root / rel).resolve()
-    if not path.is_relative_to(root) or path == root:
-        raise ShardError(f"shard '{name}': '{rel}' would be written outside the dataset")
-    if not member.isreg():
-        raise ShardError(f"shard '{name}': '{rel}' is not a regular file")
-    source = tar.extractfile(member)
-    assert source is not None  # a regular file always has a reader
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.part")  # pods may share the cache
-    digest = hashlib.sha256()
-    try:
-        with open(part, "wb") as out:
-            for block in iter(lambda: source.read(_BUFFER), b""):
-                digest.update(block)
-                out.write(block)
-        if digest.hexdigest() != expected[rel]:
-            raise ShardError(f"shard '{name}': '{rel}' does not match its sha256 in the manifest")
-    except BaseException:  # a broken stream, a bad hash, an interrupt: no partial file stays behind
-        part.unlink(missing_ok=True)
-        raise
-    os.replace(part, path)
-    return path
+class _Writer:
+    """Writes one shard's members under ``target``: each only if listed, inside, a regular file and as hashed.
+
+    Plain ``os.path`` string work and one ``makedirs`` per folder: a shard holds thousands of small files, and the
+    per-file cost (not the bytes) is what a fetch spends its time on.
+    """
+
+    def __init__(self, target: Path, expected: dict[str, str], name: str) -> None:
+        self.root, self.expected, self.name = os.path.realpath(target), expected, name
+        self.written: list[str] = []
+        self._folders: set[str] = set()
+        self._suffix = f".{os.getpid()}-{threading.get_ident()}.part"  # pods may share the cache: one name each
+
+    def admit(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        """Write one member to its final path if the manifest names it here and its bytes match."""
+        rel = member.name
+        if rel not in self.expected:
+            raise ShardError(f"shard '{self.name}' holds '{rel}', which the manifest does not list for it")
+        norm = os.path.normpath(rel)
+        if os.path.isabs(norm) or norm == "." or norm.split(os.sep)[0] == "..":
+            raise ShardError(f"shard '{self.name}': '{rel}' would be written outside the dataset")
+        if not member.isreg():
+            raise ShardError(f"shard '{self.name}': '{rel}' is not a regular file")
+        source = tar.extractfile(member)
+        assert source is not None  # a regular file always has a reader
+        path = os.path.join(self.root, norm)
+        folder, base = os.path.split(path)
+        if folder not in self._folders:
+            os.makedirs(folder, exist_ok=True)
+            self._folders.add(folder)
+        part = os.path.join(folder, f".{base}{self._suffix}")
+        digest = hashlib.sha256()
+        try:
+            with open(part, "wb") as out:
+                for block in iter(lambda: source.read(_BUFFER), b""):
+                    digest.update(block)
+                    out.write(block)
+            if digest.hexdigest() != self.expected[rel]:
+                raise ShardError(f"shard '{self.name}': '{rel}' does not match its sha256 in the manifest")
+        except BaseException:  # a broken stream, a bad hash, an interrupt: no partial file stays behind
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(part)
+            raise
+        os.replace(part, path)
+        self.written.append(rel)
+
+    def remove(self) -> None:
+        """Remove every file of the shard written so far (a shard is cached whole or not at all)."""
+        for rel in self.written:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.root, os.path.normpath(rel)))
 
 
 def done(target: Path, shard: dict[str, Any]) -> bool:
@@ -208,11 +231,6 @@ def unpack_all(
         for future in [pool.submit(one, s) for s in todo]:
             future.result()
     return len(todo)
-
-
-def _remove(paths: list[Path]) -> None:
-    for path in paths:
-        path.unlink(missing_ok=True)
 
 
 def _sha256(path: Path) -> str:
