@@ -19,8 +19,10 @@ import contextlib
 import hashlib
 import io
 import os
+import sys
 import tarfile
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
@@ -214,7 +216,7 @@ def unpack_all(
     ``opener(shard)`` returns the shard's byte stream (an S3 response body). The first failure is raised once the
     streams in flight have ended; shards unpacked before it stay done (a rerun fetches only the rest).
     """
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor, as_completed
 
     todo = [s for s in shards if not done(target, s)]
 
@@ -227,9 +229,16 @@ def unpack_all(
             if close:
                 close()
 
+    total = sum(s.get("size", 0) for s in todo)
+    started, moved = time.perf_counter(), 0
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        for future in [pool.submit(one, s) for s in todo]:
+        futures = {pool.submit(one, s): s for s in todo}
+        for i, future in enumerate(as_completed(futures), 1):
             future.result()
+            moved += futures[future].get("size", 0)
+            rate = moved / 1e6 / max(time.perf_counter() - started, 1e-6)
+            print(f"fetch: {i}/{len(todo)} shards, {moved / 1e6:.0f}/{total / 1e6:.0f} MB ({rate:.0f} MB/s)",
+                  file=sys.stderr, flush=True)  # fmt: skip
     return len(todo)
 
 
