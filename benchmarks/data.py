@@ -9,7 +9,8 @@ stack started for the benchmark:
   sharded one (``prepare_data.publish``: pack, upload side by side, manifest);
 - ``fetch``: into an empty cache, in a fresh process (its peak RSS is the fetch's own), through the step's own
   ``fetch_dataset``: every split of each layout, and the sharded layout's ``val`` + ``test`` (evaluate's fetch);
-- ``one object``: the same bytes as one tar, uploaded and downloaded with boto3's multipart transfer — the link's floor.
+- ``one object``: the same bytes as one tar, uploaded and downloaded with boto3's multipart transfer — the link's floor
+  — and extracted with the system's ``tar`` (the floor of turning those bytes into the files training reads).
 
 Each figure: seconds, MB/s, requests (counted by the proxy, which every transfer goes through, with no delay on
 loopback) and, for fetches, peak RSS. Usage::
@@ -27,6 +28,7 @@ import json
 import os
 import resource
 import shutil
+import subprocess
 import sys
 import tarfile
 import tempfile
@@ -119,6 +121,12 @@ def one_object(folder: Path, target: str, scratch: Path) -> tuple[Callable[[], A
     return (lambda: storage.upload_file(archive, target)), (lambda: storage.download_file(target, back)), size
 
 
+def untar(archive: Path, out: Path) -> None:
+    """Extract ``archive`` with the system's tar (C): the floor for turning one object into a usable folder."""
+    out.mkdir(parents=True)
+    subprocess.run(["tar", "-xf", str(archive), "-C", str(out)], check=True)
+
+
 def fetch_in_worker(env: dict[str, str], uri: str, splits: list[str] | None, scratch: Path) -> dict[str, Any]:
     """Fetch ``uri`` into an empty cache in a fresh process; return its seconds and peak RSS."""
     cache = scratch / f"cache-{time.monotonic_ns()}"
@@ -182,6 +190,7 @@ def measure_link(
         "publish_shards": timed(proxy, nbytes, lambda: publish(folder, dict(manifest), new)),
         "one_object_up": timed(proxy, tar_bytes, up),
         "one_object_down": timed(proxy, tar_bytes, down),
+        "one_object_untar": timed(proxy, tar_bytes, lambda: untar(scratch / "back.tar", scratch / "untarred")),
     }
     for name, uri, splits in (("fetch_old", old, None), ("fetch_shards", str(new), None),
                               ("fetch_shards_val_test", str(new), ["val", "test"])):  # fmt: skip
@@ -199,6 +208,9 @@ def ratios(row: dict[str, Any]) -> dict[str, dict[str, float]]:
             "fetch_speedup": round(f["fetch_old"]["s"] / f["fetch_shards"]["s"], 1),
             "publish_speedup": round(f["publish_old"]["s"] / f["publish_shards"]["s"], 1),
             "fetch_over_one_object": round(f["fetch_shards"]["s"] / f["one_object_down"]["s"], 2),
+            "fetch_over_one_object_and_untar": round(
+                f["fetch_shards"]["s"] / (f["one_object_down"]["s"] + f["one_object_untar"]["s"]), 2
+            ),
         }
     return out
 
@@ -206,7 +218,7 @@ def ratios(row: dict[str, Any]) -> dict[str, dict[str, float]]:
 def markdown(report: dict[str, Any]) -> str:
     """Return the report as a table: one row per size and link."""
     rows = ["| images (files, MB) | link | publish old → shards (s) | fetch old → shards (s) | fetch val+test (s) | "
-            "one object up / down (s) | requests old → shards (fetch) | fetch RSS growth (MB) |",
+            "one object up / down / untar (s) | requests old → shards (fetch) | fetch RSS growth (MB) |",
             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for row in report["sizes"]:
         for link, f in row["links"].items():
