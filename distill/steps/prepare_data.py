@@ -99,21 +99,22 @@ def prepare_data(
     return result
 
 
-def publish(folder: Path, manifest: dict[str, Any], target: storage.S3Uri) -> bool:
+def publish(folder: Path, manifest: dict[str, Any], target: storage.S3Uri, shard_bytes: int | None = None) -> bool:
     """Upload a content-addressed folder as shards and then its manifest, unless ``target`` has one.
 
     The folder is packed into tar shards (:mod:`distill.shards`) beside it and uploaded several at a time; the
     manifest — every file's sha256 plus the shards — goes last (``data.yaml`` is also uploaded as an object of its
     own, so the result's ``data`` URI can be read directly), so a prefix without a manifest is an interrupted upload
     (uploaded again by the next run), never a dataset or pool; one with a manifest holds this very content (its hash
-    is the folder's name). Returns whether anything was uploaded. ``manifest`` gains ``shards``.
+    is the folder's name). Returns whether anything was uploaded. ``manifest`` gains ``shards``. ``shard_bytes``: the
+    largest shard (default :data:`distill.shards.SHARD_BYTES`; the data benchmark measures others).
     """
     from .. import shards
 
     if storage.head(target.join("manifest.json")) is not None:
         return False
     packed = folder.with_name(folder.name + "-shards")
-    manifest["shards"] = shards.pack(folder, manifest["files"], packed)
+    manifest["shards"] = shards.pack(folder, manifest["files"], packed, shard_bytes or shards.SHARD_BYTES)
     uploads = [(packed / s["name"], target.join("shards", s["name"])) for s in manifest["shards"]]
     if (folder / "data.yaml").is_file():  # also as an object: the result's ``data`` URI stays readable as it is
         uploads.append((folder / "data.yaml", target.join("data.yaml")))
