@@ -162,6 +162,7 @@ def measure_size(
     nbytes = sum((folder / rel).stat().st_size for rel in manifest["files"])
     port = int(env["AWS_ENDPOINT_URL_S3"].rsplit(":", 1)[1])
     row: dict[str, Any] = {"images": images, "files": len(manifest["files"]), "bytes": nbytes, "links": {}}
+    row["import_s"] = import_seconds(folder, workdir)
     for delay in delays:
         prefix = f"{env['YOLO_DISTILL_S3_PREFIX']}/bench-{images}-{delay}ms-{args.shard_mb}mb"
         scratch = Path(tempfile.mkdtemp(dir=workdir))
@@ -171,6 +172,16 @@ def measure_size(
         row["links"][f"{delay}ms"] = link
         print(f"  {images} images, {delay} ms: " + ", ".join(f"{k} {v['s']} s" for k, v in link.items()), flush=True)
     return row
+
+
+def import_seconds(folder: Path, workdir: Path) -> float:
+    """Time prepare-data's local half (import, Ultralytics' checks, manifest) on the set, as a YOLO folder."""
+    from distill.steps.prepare_data import import_dataset
+
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        start = time.perf_counter()
+        import_dataset(str(folder), Path(tmp) / "out", "yolo")
+        return round(time.perf_counter() - start, 2)
 
 
 def measure_link(
@@ -208,6 +219,7 @@ def measure_link(
 def ratios(row: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Return the issue's targets per link: speed-ups over the old layout, and the fetch against one object's move.
 
+    ``prepare_data_speedup`` counts the import (the same in both layouts) with each publish, as prepare-data runs.
     ``fetch_over_one_object``: against the download alone; ``..._and_untar``: against download plus extraction (what
     turning one object into the files training reads costs at least). Speed-ups only when the old layout ran.
     """
@@ -221,6 +233,8 @@ def ratios(row: dict[str, Any]) -> dict[str, dict[str, float]]:
         if "fetch_old" in f:
             out[link]["fetch_speedup"] = round(f["fetch_old"]["s"] / f["fetch_shards"]["s"], 1)
             out[link]["publish_speedup"] = round(f["publish_old"]["s"] / f["publish_shards"]["s"], 1)
+            before, after = row["import_s"] + f["publish_old"]["s"], row["import_s"] + f["publish_shards"]["s"]
+            out[link]["prepare_data_speedup"] = round(before / after, 1)  # import + publish, end to end
     return out
 
 
@@ -230,13 +244,14 @@ def markdown(report: dict[str, Any]) -> str:
     def get(f: dict[str, Any], name: str, key: str = "s") -> Any:
         return f[name][key] if name in f else "—"
 
-    rows = ["| images (files, MB) | link | publish old → shards (s) | fetch old → shards (s) | fetch val+test (s) | "
-            "one object up / down / untar (s) | fetch requests old → shards | fetch RSS growth (MB) |",
+    rows = ["| images (files, MB, import s) | link | publish old → shards (s) | fetch old → shards (s) | "
+            "fetch val+test (s) | one object up / down / untar (s) | fetch requests old → shards | "
+            "fetch RSS growth (MB) |",
             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for row in report["sizes"]:
         for link, f in row["links"].items():
             rows.append(
-                f"| {row['images']} ({row['files']}, {row['bytes'] / 1e6:.0f}) | {link} | "
+                f"| {row['images']} ({row['files']}, {row['bytes'] / 1e6:.0f}, {row.get('import_s', '—')}) | {link} | "
                 f"{get(f, 'publish_old')} → {f['publish_shards']['s']} | {get(f, 'fetch_old')} → "
                 f"{f['fetch_shards']['s']} | {f['fetch_shards_val_test']['s']} | {f['one_object_up']['s']} / "
                 f"{f['one_object_down']['s']} / {f['one_object_untar']['s']} | {get(f, 'fetch_old', 'requests')} → "

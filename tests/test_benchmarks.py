@@ -415,8 +415,10 @@ def test_data_benchmark_smoke(tmp_path):
     assert row["files"] == 2 * 12 + 1  # images, labels and data.yaml
     assert link["fetch_old"]["requests"] >= row["files"] > link["fetch_shards"]["requests"]
     assert link["fetch_shards_val_test"]["requests"] < link["fetch_shards"]["requests"]  # no train shard
-    assert set(report["ratios"]["12"]["0ms"]) == {"fetch_speedup", "publish_speedup", "fetch_over_one_object",
-                                                  "fetch_over_one_object_and_untar"}  # fmt: skip
-    assert "| 12 (25, " in data.markdown(report)
+    assert set(report["ratios"]["12"]["0ms"]) == {
+        "fetch_speedup", "publish_speedup", "prepare_data_speedup", "fetch_over_one_object",
+        "fetch_over_one_object_and_untar",
+    }  # fmt: skip
+    assert row["import_s"] > 0 and "| 12 (25, " in data.markdown(report)
     only_new = {**report, "sizes": [{**row, "links": {"0ms": {k: v for k, v in link.items() if "old" not in k}}}]}
     assert "| — → " in data.markdown(only_new) and "fetch_speedup" not in data.ratios(only_new["sizes"][0])["0ms"]
