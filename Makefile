@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install test test-fast test-all lint format demo bench-speed bench-accuracy clean
+.PHONY: install test test-fast test-all lint format demo bench-speed bench-accuracy bench-data clean
 
 install: $(STAMP)
 
@@ -43,6 +43,10 @@ bench-speed: install
 
 bench-accuracy: install
 	$(BIN)/python -m benchmarks.accuracy --profile $(PROFILE) --device $(DEVICE)
+
+# Publishing and fetching datasets, one object per file vs shards, on loopback and through a 20 ms proxy.
+bench-data: install
+	$(BIN)/python -m benchmarks.data --profile $(if $(filter quick,$(PROFILE)),quick,default)
 
 clean:
 	-$(BIN)/yolo-distill stack down
