@@ -139,16 +139,28 @@ def fetch_in_worker(env: dict[str, str], uri: str, splits: list[str] | None, scr
     return result
 
 
+def peak_rss_mb() -> float:
+    """Return this process's peak resident memory (``VmHWM``), in MB.
+
+    Not ``getrusage``'s ``ru_maxrss``: across fork and exec it keeps the parent's peak (here the benchmark with torch
+    loaded), so every worker would report that.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: the best there is
+
+
 def _worker(job_file: str) -> None:
     job = json.loads(Path(job_file).read_text())
     os.environ.update(job["env"])
     from distill.steps.common import fetch_dataset
 
-    base_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the interpreter and its imports
+    base_mb = peak_rss_mb()  # the interpreter and its imports
     start = time.perf_counter()
     fetch_dataset(job["uri"], tuple(job["splits"]) if job["splits"] is not None else None)
     seconds = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     figures = {"s": round(seconds, 2), "peak_rss_mb": round(peak_mb, 1), "rss_growth_mb": round(peak_mb - base_mb, 1)}
     Path(job["out"]).write_text(json.dumps(figures))
 
