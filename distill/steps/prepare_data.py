@@ -114,12 +114,14 @@ def publish(folder: Path, manifest: dict[str, Any], target: storage.S3Uri, shard
     if storage.head(target.join("manifest.json")) is not None:
         return False
     packed = folder.with_name(folder.name + "-shards")
-    manifest["shards"] = shards.pack(folder, manifest["files"], packed, shard_bytes or shards.SHARD_BYTES)
-    uploads = [(packed / s["name"], target.join("shards", s["name"])) for s in manifest["shards"]]
-    if (folder / "data.yaml").is_file():  # also as an object: the result's ``data`` URI stays readable as it is
-        uploads.append((folder / "data.yaml", target.join("data.yaml")))
-    storage.upload_files(uploads)
-    shutil.rmtree(packed, ignore_errors=True)
+    try:
+        manifest["shards"] = shards.pack(folder, manifest["files"], packed, shard_bytes or shards.SHARD_BYTES)
+        uploads = [(packed / s["name"], target.join("shards", s["name"])) for s in manifest["shards"]]
+        if (folder / "data.yaml").is_file():  # also as an object: the result's ``data`` URI stays readable as it is
+            uploads.append((folder / "data.yaml", target.join("data.yaml")))
+        storage.upload_files(uploads)
+    finally:
+        shutil.rmtree(packed, ignore_errors=True)
     storage.upload_bytes(json.dumps(manifest, indent=2).encode(), target.join("manifest.json"), "application/json")
     return True
 
