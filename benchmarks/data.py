@@ -63,7 +63,7 @@ def make_dataset(images: int, imgsz: int, workdir: Path) -> tuple[Path, dict[str
 
 @contextlib.contextmanager
 def s3_stack(workdir: Path) -> Iterator[dict[str, str]]:
-    """Start the project's stack in a folder of its own; yield its environment; stop it afterwards."""
+    """Start the project's stack in a folder of its own; yield its environment; stop and delete it afterwards."""
     from distill import stack
 
     folder = workdir / "stack"
@@ -73,6 +73,7 @@ def s3_stack(workdir: Path) -> Iterator[dict[str, str]]:
         yield stack.environment(folder)
     finally:
         stack.down(folder)
+        shutil.rmtree(folder, ignore_errors=True)  # the uploaded copies: gigabytes at the larger sizes
 
 
 @contextlib.contextmanager
