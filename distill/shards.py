@@ -214,7 +214,8 @@ def unpack_all(
     """Unpack the shards not done yet, ``concurrency`` streams at a time; return how many were fetched.
 
     ``opener(shard)`` returns the shard's byte stream (an S3 response body). The first failure is raised once the
-    streams in flight have ended; shards unpacked before it stay done (a rerun fetches only the rest).
+    streams in flight have ended (shards not started yet are not); shards unpacked stay done, so a rerun fetches only
+    the rest.
     """
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
@@ -234,7 +235,9 @@ def unpack_all(
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         futures = {pool.submit(one, s): s for s in todo}
         for i, future in enumerate(as_completed(futures), 1):
-            future.result()
+            if future.exception() is not None:
+                pool.shutdown(wait=True, cancel_futures=True)  # the shards not started yet are left for a rerun
+                future.result()
             moved += futures[future].get("size", 0)
             rate = moved / 1e6 / max(time.perf_counter() - started, 1e-6)
             print(f"fetch: {i}/{len(todo)} shards, {moved / 1e6:.0f}/{total / 1e6:.0f} MB ({rate:.0f} MB/s)",
