@@ -79,17 +79,11 @@ def s3_stack(workdir: Path) -> Iterator[dict[str, str]]:
 @contextlib.contextmanager
 def through(proxy: LatencyProxy, env: dict[str, str]) -> Iterator[dict[str, str]]:
     """Point this process's S3 client (keyed by the environment) and the fetch workers' at the proxy."""
+    from distill.steps.tracking import environment
+
     routed = {**env, "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{proxy.port}"}
-    saved = {k: os.environ.get(k) for k in routed}
-    os.environ.update(routed)
-    try:
+    with environment(routed):
         yield routed
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def timed(proxy: LatencyProxy, nbytes: int, work: Callable[[], Any]) -> dict[str, Any]:

@@ -183,21 +183,29 @@ def active_run(run_id: str) -> Iterator[None]:
         mlflow.end_run(status="RUNNING")
 
 
-def _end_quickly(c, run_ids: tuple[str, ...], status: str) -> None:
-    """Best effort, no retries: end runs ``status`` (used on the way out of a failure, which must stay the error)."""
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
-    os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"})
+@contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """Set ``values`` in ``os.environ`` for the block; restore what was there (or its absence) afterwards."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
     try:
-        for run_id in run_ids:
-            c.set_terminated(run_id, status)
-    except Exception:  # noqa: S110 (the step's own error is the one to report)
-        pass
+        yield
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _end_quickly(c, run_ids: tuple[str, ...], status: str) -> None:
+    """Best effort, no retries: end runs ``status`` (used on the way out of a failure, which must stay the error)."""
+    with environment({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}):
+        try:
+            for run_id in run_ids:
+                c.set_terminated(run_id, status)
+        except Exception:  # noqa: S110 (the step's own error is the one to report)
+            pass
 
 
 def open_step_run(
