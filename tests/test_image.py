@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,3 +32,51 @@ def test_image_and_make_install_share_the_lock():
 
     for package in ("ultralytics", "torch", "kfp", "mlflow", "boto3"):
         assert lock[package] == version(package), package  # what the tests ran is what the image gets
+
+
+def _build_sh(*args: str, **env: str) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run(["bash", str(ROOT / "images/build.sh"), *args], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=60)  # fmt: skip
+
+
+def test_build_script_assembles_the_build_command(tmp_path):
+    """--base becomes the BASE_IMAGE build argument, --ca a build secret (never a layer), --tag the image's tag."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    proc = _build_sh("--dry-run", "--base", "localhost/base:1", "--ca", str(ca), "--tag", "t1", "reg.example/team/",
+                     BUILDER="buildah")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["buildah", "bud", "--isolation", "chroot", "--layers", "-t",
+                                   "reg.example/team/yolo-distill:t1", "--build-arg", "BASE_IMAGE=localhost/base:1",
+                                   "--secret", f"id=ca,src={ca}", "."]  # fmt: skip
+    proc = _build_sh("--dry-run", "reg.example", BUILDER="docker")
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    command = proc.stdout.split()
+    assert command[:3] == ["docker", "build", "-t"] and command[3].startswith(f"reg.example/yolo-distill:{version}-")
+    assert "--build-arg" not in command and "--secret" not in command  # the Dockerfile's pinned base, no CA
+
+
+def test_build_script_refuses_bad_arguments(tmp_path):
+    for args, message in [((), "usage:"), (("--bogus", "r"), "error: unknown option '--bogus'"),
+                          (("--ca", str(tmp_path / "missing.pem"), "r"), "is not a readable, non-empty file"),
+                          (("--base",), "usage:"), (("a", "b"), "usage:")]:  # fmt: skip
+        proc = _build_sh(*args)
+        assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
+
+
+def test_base_script_provides_what_the_dockerfile_needs():
+    """images/base.sh (a base from Debian packages) carries every package the Dockerfile would apt-get install, and
+    python with pip on PATH as the official image does; the Dockerfile's default base is pinned by digest."""
+    import re
+
+    base = (ROOT / "images/base.sh").read_text()
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    packages = set(re.search(r"^PACKAGES=(\S+)$", base, re.M).group(1).split(","))
+    wanted = set(re.search(r"apt-get install -y --no-install-recommends ([^\\\n]+)", dockerfile).group(1).split())
+    assert wanted <= packages and {"python3", "python3-venv", "passwd"} <= packages
+    assert "python3 -m venv /opt/python" in base and "ENV PATH=/opt/python/bin:" in base
+    default = re.search(r"^ARG BASE_IMAGE=(\S+)$", dockerfile, re.M).group(1)
+    assert re.fullmatch(r"python:3\.11[\w.-]*@sha256:[0-9a-f]{64}", default), default
+    assert "FROM ${BASE_IMAGE}" in dockerfile and "--mount=type=secret,id=ca" in dockerfile

@@ -63,6 +63,8 @@ def test_compiled_pipeline_carries_cluster_settings(compiled):
         executor = component["executorLabel"]
         container = executors[executor]["container"]
         assert container["image"] == "registry.example/yolo-distill:1.2.3"
+        # The image carries kfp: a pod starts KFP's executor without pip (no index reached, nothing written).
+        assert "kfp.dsl.executor_main" in container["command"][2] and "pip" not in " ".join(container["command"][:3])
         platform = k8s[executor]
         secrets = {s["secretName"]: {e["envVar"] for e in s["keyToEnv"]} for s in platform["secretAsEnv"]}
         assert secrets["s3-creds"] == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3"}

@@ -339,8 +339,13 @@ def register(
 
 
 def build_components(image: str) -> SimpleNamespace:
-    """Return the step components bound to ``image`` (the project image, pinned by tag or digest)."""
-    make = dsl.component(base_image=image)
+    """Return the step components bound to ``image`` (the project image, pinned by tag or digest).
+
+    The image has kfp at the version this package was tested with (images/requirements.lock), so the components do
+    not pip-install it at start (KFP's default): a pod starts without reaching a package index and without writing
+    to its root filesystem.
+    """
+    make = dsl.component(base_image=image, install_kfp_package=False)
     return SimpleNamespace(
         prepare_data=make(prepare_data),
         train=make(train),
