@@ -209,6 +209,20 @@ def test_evaluate_step_compares_three_models(stack_env, evaluated, trained):
     assert {"metrics.json", "report.md", "comparison.png"} <= artifacts
 
 
+def test_evaluate_in_a_fresh_pod_needs_no_train_images(stack_env, trained, tmp_path, monkeypatch):
+    """A pod with an empty input cache (every pod on a cluster without the cache volume) fetches only val/test, and
+    the report still counts the labelled images that trained the student (from the manifest)."""
+    from distill.steps.evaluate import evaluate
+
+    monkeypatch.setenv("YOLO_DISTILL_CACHE", str(tmp_path / "pod-cache"))
+    result = evaluate(trained["data"], trained["teacher"]["best"], trained["student"]["best"], trained["kd"]["best"],
+                      run_id="run-fresh-pod", imgsz=64, batch=4, device="cpu", latency_images=1)  # fmt: skip
+    manifest = json.loads(storage.read_bytes(trained["data"].removesuffix("/data.yaml") + "/manifest.json"))
+    assert not list((tmp_path / "pod-cache").rglob("images/train"))  # no train image was fetched
+    report = json.loads(storage.read_bytes(result["metrics"]))
+    assert report["training"]["labelled"] == manifest["counts"]["train"]["images"] > 0
+
+
 def _evaluation_with(evaluated, prefix: str, name: str, score: float, **changes) -> str:
     """The real evaluation report with the distilled score set, to drive the promotion gate both ways."""
     report = json.loads(storage.read_bytes(evaluated["metrics"]))

@@ -85,6 +85,17 @@ def fetch_dataset(uri: str, splits: tuple[str, ...] | None = None) -> Path:
     return data
 
 
+def dataset_counts(uri: str) -> dict[str, dict[str, int]] | None:
+    """Return a published dataset's per-split counts from its manifest (``None`` for a local dataset yaml).
+
+    A step that fetched only some splits (evaluate: no ``train``) still knows how many images the others hold.
+    """
+    if not storage.is_s3(uri):
+        return None
+    root = storage.parse_s3_uri(uri[: -len("/data.yaml")] if uri.endswith("/data.yaml") else uri)
+    return json.loads(storage.read_bytes(root.join("manifest.json"))).get("counts")
+
+
 def fetch_shards(root: S3Uri, manifest: dict[str, Any], local: Path, splits: tuple[str, ...] | None = None) -> int:
     """Stream a sharded folder's shards (those ``splits`` need) into ``local``; return how many were fetched."""
     from .. import shards

@@ -25,7 +25,7 @@ from .. import storage
 from ..config import TRAINING
 from ..errors import DistillError, RunFailure
 from . import tracking
-from .common import EVAL_SPLITS, fetch_dataset, fetch_model, resolve_prefix
+from .common import EVAL_SPLITS, dataset_counts, fetch_dataset, fetch_model, resolve_prefix
 
 ROLES = ("teacher", "baseline", "distilled")
 #: What an evaluation publishes beside ``metrics.json``; ``metrics.json`` (the completion marker) records their sha256.
@@ -69,7 +69,7 @@ def evaluate(
         report = {
             "run_id": run_id, "task": task, "split": split, "data": data, "imgsz": imgsz, "batch": batch,
             "uris": dict(zip(ROLES, (teacher, baseline, distilled), strict=True)), "models": models,
-            "verdict": verdict, "training": training_images(data_yaml, distilled), "ok": True,
+            "verdict": verdict, "training": training_images(data_yaml, distilled, dataset_counts(data)), "ok": True,
         }  # fmt: skip
         files = {part: Path(tmp) / part for part in (*PARTS, MARKER)}
         files["report.md"].write_text(_markdown(report))
@@ -173,13 +173,14 @@ def split_images(data_yaml: Path, split: str) -> list[Path]:
     return images
 
 
-def training_images(data_yaml: Path, distilled: str) -> dict[str, Any]:
+def training_images(data_yaml: Path, distilled: str, counts: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
     """Return how many images trained the distilled student: labelled, and unlabelled from its step's pool.
 
-    The labelled ones are the dataset's train images; the unlabelled ones the pool images its distill step trained on,
-    read from that step's ``result.json`` beside ``best.pt`` (none when it had no pool).
+    The labelled ones are the dataset's train images — from the published manifest's ``counts`` when given (evaluate
+    fetches no train images), else counted in the local dataset; the unlabelled ones the pool images its distill step
+    trained on, read from that step's ``result.json`` beside ``best.pt`` (none when it had no pool).
     """
-    labelled = len(split_images(data_yaml, "train"))
+    labelled = counts["train"]["images"] if counts and "train" in counts else len(split_images(data_yaml, "train"))
     pool = None
     if distilled.startswith("s3://") and distilled.endswith("/best.pt"):
         result_uri = distilled[: -len("best.pt")] + "result.json"
