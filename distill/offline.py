@@ -3,7 +3,9 @@
 Ultralytics reaches the network in a few places that have nothing to do with training: analytics and update checks
 (off when ``YOLO_OFFLINE`` is set), a font download on every dataset check (skipped when ``Arial.ttf`` already sits in
 its config directory) and third-party logger integrations enabled in its persisted settings (its MLflow callback, for
-one, would write a file store of its own). :func:`configure` settles all three, and switches on Ultralytics'
+one, would write a file store of its own). :func:`configure` settles all three, turns MLflow's own usage telemetry off
+(``MLFLOW_DISABLE_TELEMETRY``: on by default, it posts to the internet and writes ``~/.config/mlflow``, which a pod
+with a read-only root cannot), and switches on Ultralytics'
 restricted checkpoint loading (``ULTRALYTICS_SAFE_LOAD``: torch's ``weights_only`` unpickler with an allowlist of the
 torch and Ultralytics model classes a checkpoint needs). A ``.pt`` is a pickle, and the default loader runs whatever
 callables it names: a hostile teacher file would run its code before any error. ``YOLO_DISTILL_TRUST_CHECKPOINTS=1``
@@ -93,6 +95,7 @@ def _set_environment(late: bool) -> None:
     processes started from here (DDP ranks) use the same folder as this one.
     """
     os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # read by MLflow when it first logs, not at import
     if not late:
         os.environ.setdefault("YOLO_CONFIG_DIR", str(default_config_dir()))
     # The opt-out wins over an inherited ULTRALYTICS_SAFE_LOAD=1.

@@ -260,7 +260,7 @@ def _start_mlflow(folder: Path, state: StackState, creds: dict[str, str]) -> int
         **os.environ, **creds,
         "MLFLOW_S3_ENDPOINT_URL": state.s3_endpoint, "AWS_ENDPOINT_URL_S3": state.s3_endpoint,
         "AWS_DEFAULT_REGION": "us-east-1", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-        SERVER_MARK: f"{folder}|mlflow",
+        "MLFLOW_DISABLE_TELEMETRY": "true", SERVER_MARK: f"{folder}|mlflow",
     }  # fmt: skip
     return _spawn(cmd, env, folder / "logs" / "mlflow.log", cwd=folder)
 

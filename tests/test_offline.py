@@ -10,7 +10,7 @@ import sys
 
 
 def test_the_api_configures_ultralytics_offline_on_first_use(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("YOLO_", "XDG_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("YOLO_", "XDG_", "MLFLOW_DISABLE"))}
     env["HOME"] = str(tmp_path)  # a user who never set anything up
     code = """
 import json, os, sys
@@ -24,6 +24,7 @@ print(json.dumps({
     "user_dir": str(USER_CONFIG_DIR), "font": str(check_font("Arial.ttf")),
     "unicode_font": str(check_font("Arial.Unicode.ttf")),
     "integrations": {k: SETTINGS[k] for k in ("mlflow", "sync", "tensorboard", "wandb", "comet", "clearml")},
+    "mlflow_telemetry": os.environ.get("MLFLOW_DISABLE_TELEMETRY"),
 }))
 """
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
@@ -35,6 +36,7 @@ print(json.dumps({
     assert info["user_dir"].startswith(info["config_dir"])
     assert info["font"].startswith(info["user_dir"]) and info["unicode_font"].startswith(info["user_dir"])
     assert not any(info["integrations"].values())
+    assert info["mlflow_telemetry"] == "true"  # MLflow's usage telemetry posts to the internet and writes ~/.config
 
 
 def test_help_and_argument_errors_do_not_import_torch():
