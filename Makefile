@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install test test-fast test-all lint format demo bench-speed bench-accuracy bench-data clean
+.PHONY: install test test-fast test-all lint format demo image-check bench-speed bench-accuracy bench-data clean
 
 install: $(STAMP)
 
@@ -34,6 +34,10 @@ format: install
 
 demo: install
 	bash scripts/demo.sh
+
+# Build the pipeline image and run the compiled pipeline's components inside it (images/check.sh; minutes, ~15 GB).
+image-check: install
+	bash images/check.sh
 
 # Benchmarks (scripts with reports in benchmarks/results/, not tests): PROFILE=quick|cpu|full, DEVICE=cpu|0
 PROFILE ?= cpu

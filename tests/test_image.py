@@ -80,3 +80,34 @@ def test_base_script_provides_what_the_dockerfile_needs():
     default = re.search(r"^ARG BASE_IMAGE=(\S+)$", dockerfile, re.M).group(1)
     assert re.fullmatch(r"python:3\.11[\w.-]*@sha256:[0-9a-f]{64}", default), default
     assert "FROM ${BASE_IMAGE}" in dockerfile and "--mount=type=secret,id=ca" in dockerfile
+
+
+def test_image_check_keeps_upstream_outputs_inside_parallel_for():
+    """kfp 2.17's local orchestrator hands a ParallelFor iteration the loop item in place of every upstream task
+    output; the image check's wrapper (images/check.py) keeps upstream outputs as they are and still sets the item."""
+    import importlib.util
+
+    from kfp.local.orchestrator import task_spec_utils
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    spec = importlib.util.spec_from_file_location("image_check", ROOT / "images/check.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    task = pipeline_spec_pb2.PipelineTaskSpec()
+    upstream = task.inputs.parameters["pipelinechannel--prepare-data-Output"]
+    upstream.task_output_parameter.producer_task = "prepare-data"
+    upstream.task_output_parameter.output_parameter_key = "Output"
+    task.inputs.parameters[
+        "pipelinechannel--sweep-loop-item"
+    ].component_input_parameter = "pipelinechannel--sweep-loop-item"
+    task.parameter_iterator.item_input = "pipelinechannel--sweep-loop-item"
+    item = {"loss": "cwd", "layers": "neck"}
+
+    original = task_spec_utils.create_parameter_loop_iteration_task_spec(task, item, "sweep")
+    assert original.inputs.parameters["pipelinechannel--prepare-data-Output"].HasField("runtime_value")  # the bug
+    fixed = check._loop_inputs_fixed(task_spec_utils.create_parameter_loop_iteration_task_spec)(task, item, "sweep")
+    kept = fixed.inputs.parameters["pipelinechannel--prepare-data-Output"]
+    assert kept.task_output_parameter.producer_task == "prepare-data" and not kept.HasField("runtime_value")
+    assert (
+        fixed.inputs.parameters["pipelinechannel--sweep-loop-item"].runtime_value.constant.struct_value["loss"] == "cwd"
+    )
