@@ -61,8 +61,9 @@ class DistillConfig:
         feat_weight (float | None): Feature-loss weight; ``None`` takes :data:`DEFAULT_FEATURE_WEIGHTS`.
         logit_weight (float): Logit-loss weight (0.25, the seed implementation's default; for both logit losses).
         logit_tau (float): ``kl`` logit loss: temperature of the box distributions (10.0, Zheng et al. 2022).
-        logit_conf_weight (bool): ``kl`` logit loss: weight the box and class terms per anchor by the teacher's
-            confidence instead of a plain mean over anchors (keypoint and mask terms always are). Default off.
+        logit_conf_weight (bool): Weight the logit terms per anchor by the teacher's confidence instead of a plain
+            mean over anchors: ``kl``: the box and class terms (its keypoint and mask terms always are); ``mse``:
+            every term. Default off.
         tau (float): CWD / NCWD softmax temperature (1.0, Shu et al. 2021; MMYOLO's RTMDet configs).
         mgd_ratio (float): MGD fraction of spatial positions masked out (0.65, Yang et al. 2022).
         mgd_alpha (float): MGD loss scale (2e-5, Yang et al. 2022).
@@ -99,7 +100,7 @@ class DistillConfig:
     logit_weight: float = field(default=0.25, metadata=_kd(float, "logit-loss weight"))
     logit_tau: float = field(default=10.0, metadata=_kd(float, "kl logit loss: box-distribution temperature"))
     logit_conf_weight: bool = field(
-        default=False, metadata=_kd(bool, "kl logit loss: weight box/class terms by teacher confidence")
+        default=False, metadata=_kd(bool, "weight logit terms per anchor by teacher confidence (kl: box/class terms)")
     )
     tau: float = field(default=1.0, metadata=_kd(float, "CWD/NCWD temperature"))
     mgd_ratio: float = field(default=0.65, metadata=_kd(float, "MGD masked fraction"))

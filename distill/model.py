@@ -230,7 +230,7 @@ def build_logit_loss(config: DistillConfig, keys: list[str], reg_max: int) -> Lo
     """Return the logit loss ``config.logit_loss`` names, comparing the shared head outputs ``keys``."""
     if config.logit_loss == "kl":
         return DistributionLogitLoss(keys, reg_max, tau=config.logit_tau, conf_weight=config.logit_conf_weight)
-    return LogitLoss(keys)
+    return LogitLoss(keys, conf_weight=config.logit_conf_weight)
 
 
 def load_teacher(source: str, trainer: Any) -> nn.Module:

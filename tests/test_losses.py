@@ -101,6 +101,29 @@ def test_logit_loss_sums_mse_over_shared_outputs_only():
     assert float(LogitLoss(keys)(student, teacher)) == pytest.approx(expected, rel=1e-6)
 
 
+def test_confidence_weighted_logit_loss_ignores_what_the_teacher_calls_background():
+    """``logit_conf_weight`` with ``mse``: an error only at anchors the teacher is sure are background costs ~nothing,
+    the same error where it sees an object costs in full; uniform weights give the plain MSE."""
+    teacher = {"scores": torch.full((1, 2, 8), -20.0), "kpts": torch.zeros(1, 24, 8)}
+    teacher["scores"][0, 0, :2] = 20.0  # an object on anchors 0 and 1, background elsewhere
+    off_background = {"scores": teacher["scores"].clone(), "kpts": torch.zeros(1, 24, 8)}
+    off_background["kpts"][..., 2:] = 3.0
+    off_object = {"scores": teacher["scores"].clone(), "kpts": torch.zeros(1, 24, 8)}
+    off_object["kpts"][..., :2] = 3.0
+    weighted, plain = LogitLoss(["scores", "kpts"], conf_weight=True), LogitLoss(["scores", "kpts"])
+    assert float(weighted(off_background, teacher)) < 1e-6 < 8.9 < float(weighted(off_object, teacher)) < 9.1
+    assert float(plain(off_background, teacher)) == pytest.approx(9.0 * 6 / 8)  # the uniform mean counts it
+    assert weighted.terms == {"scores": "mse-conf", "kpts": "mse-conf"} and plain.terms["kpts"] == "mse"
+    uniform = {"scores": torch.zeros(1, 2, 8)}  # every anchor weighted alike: the plain MSE again
+    s, t = (
+        {"scores": uniform["scores"], "kpts": torch.randn(1, 24, 8)},
+        {"scores": uniform["scores"], "kpts": torch.randn(1, 24, 8)},
+    )
+    assert float(LogitLoss(["kpts"], conf_weight=True)(s, t)) == pytest.approx(
+        float(LogitLoss(["kpts"])(s, t)), rel=1e-5
+    )
+
+
 def test_head_outputs_handles_eval_tuples_and_end_to_end_branches():
     d = {"boxes": torch.zeros(1, 4, 2), "scores": torch.zeros(1, 2, 2), "feats": [torch.zeros(1)]}
     assert set(head_outputs(d)) == {"boxes", "scores"}

@@ -5,6 +5,12 @@ per-output errors are summed: the box distribution (``boxes``, DFL logits) and c
 head, plus ``mask_coefficient`` for segment and ``kpts`` for pose. End-to-end heads (YOLO26, YOLOv10) are compared
 on their one-to-many branch, the one their task loss trains densely. Default weight 0.25 (the seed implementation's).
 This is ``logit_loss="mse"``; :mod:`.distribution` is the distribution-aware ``"kl"`` alternative.
+
+With ``conf_weight`` (``logit_conf_weight``) each output's squared error, averaged over its channels, is averaged over
+anchors weighted by the teacher's confidence (:mod:`.weighting`) instead of uniformly. Most anchors are background,
+and there a head's keypoint offsets and mask coefficients are never trained and mean nothing: on the tiger keypoint set
+(256 px, one large object per image) 0.6 % of the anchors hold an object the teacher sees at 0.25, and 95 % of the
+uniform ``kpts`` error comes from the others — the student is taught the teacher's background noise.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .weighting import anchor_mean, teacher_confidence
 
 #: Raw head outputs that are per-anchor predictions (``feats`` and ``proto`` are intermediate maps, not logits).
 HEAD_OUTPUTS = ("boxes", "scores", "mask_coefficient", "kpts")
@@ -56,10 +64,11 @@ def shared_outputs(student: dict[str, torch.Tensor], teacher: dict[str, torch.Te
 
 
 class LogitLoss(nn.Module):
-    """Sum over shared head outputs of MSE(student, teacher).
+    """Sum over shared head outputs of MSE(student, teacher), per anchor uniform or weighted by teacher confidence.
 
     Args:
         keys (list[str]): The output names to compare, fixed when the pair is validated.
+        conf_weight (bool): Weight each anchor by the teacher's confidence (needs the teacher's ``scores``).
 
     Examples:
         >>> loss = LogitLoss(["scores"])
@@ -68,17 +77,26 @@ class LogitLoss(nn.Module):
         0.0
     """
 
-    def __init__(self, keys: list[str]) -> None:
+    def __init__(self, keys: list[str], conf_weight: bool = False) -> None:
         super().__init__()
         self.keys = list(keys)
+        self.conf_weight = conf_weight
 
     @property
     def terms(self) -> dict[str, str]:
         """How each compared output is compared (recorded in ``distill.json``)."""
-        return dict.fromkeys(self.keys, "mse")
+        return dict.fromkeys(self.keys, "mse-conf" if self.conf_weight else "mse")
 
     def forward(
         self, student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor], criterion: Any = None
     ) -> torch.Tensor:
-        """Return Σ_k mean((student[k] − teacher[k])²); ``criterion`` is unused (the ``kl`` loss's call signature)."""
-        return sum(F.mse_loss(student[k].float(), teacher[k].detach().float()) for k in self.keys)
+        """Return Σ_k mean((student[k] − teacher[k])²); ``criterion`` is unused (the ``kl`` loss's call signature).
+
+        With ``conf_weight`` the mean over anchors is weighted by the teacher's confidence (channels averaged first),
+        which for uniform weights is the same number as the plain mean.
+        """
+        if not self.conf_weight:
+            return sum(F.mse_loss(student[k].float(), teacher[k].detach().float()) for k in self.keys)
+        weight = teacher_confidence(teacher["scores"])  # (B, A)
+        errors = ((student[k].float() - teacher[k].detach().float()) ** 2 for k in self.keys)
+        return sum(anchor_mean(e.mean(dim=1), weight) for e in errors)
