@@ -86,7 +86,7 @@ def paired_difference(
     level: float = 0.9,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Bootstrap ``other − base`` (mAP50-95 points × 1, not ×100) over the images both were scored on.
+    """Bootstrap ``other − base`` of mAP50-95 (as a fraction, 0–1) over the images both were scored on.
 
     Args:
         base: The reference model's statistics (the baseline or the champion).

@@ -69,7 +69,7 @@ def fetch_dataset(uri: str, splits: tuple[str, ...] | None = None) -> Path:
         if not path.is_file():
             raise DistillError(f"dataset '{uri}' not found")
         return path
-    root = storage.parse_s3_uri(uri[: -len("/data.yaml")] if uri.endswith("/data.yaml") else uri)
+    root = _dataset_root(uri)
     manifest = json.loads(storage.read_bytes(root.join("manifest.json")))
     local = cache_dir() / "datasets" / manifest["hash"]
     if manifest.get("shards"):
@@ -92,8 +92,12 @@ def dataset_counts(uri: str) -> dict[str, dict[str, int]] | None:
     """
     if not storage.is_s3(uri):
         return None
-    root = storage.parse_s3_uri(uri[: -len("/data.yaml")] if uri.endswith("/data.yaml") else uri)
-    return json.loads(storage.read_bytes(root.join("manifest.json"))).get("counts")
+    return json.loads(storage.read_bytes(_dataset_root(uri).join("manifest.json"))).get("counts")
+
+
+def _dataset_root(uri: str) -> S3Uri:
+    """Return the folder of a published dataset, given as the folder or its ``data.yaml``."""
+    return storage.parse_s3_uri(uri[: -len("/data.yaml")] if uri.endswith("/data.yaml") else uri)
 
 
 def fetch_shards(root: S3Uri, manifest: dict[str, Any], local: Path, splits: tuple[str, ...] | None = None) -> int:
