@@ -33,7 +33,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "data" / "coco8"  # the detect set the tests train on (8 images)
-#: Where a task may write: its own /tmp (a host folder mounted per task) and the pipeline root (mounted).
+#: Top-level folders the write scan skips: /tmp (a host folder mounted per task; the pipeline root is mounted under
+#: it) and the kernel and runtime filesystems.
 WRITABLE = ("tmp", "proc", "sys", "dev", "run")
 
 
