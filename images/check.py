@@ -43,7 +43,7 @@ class BuildahTask:
 
     def __init__(self, image: str, full_command: list[str], pipeline_root: str, runner: Any, env_vars: dict) -> None:
         self.image, self.command, self.pipeline_root = image, full_command, pipeline_root
-        self.env = {**env_vars, **_RUN_ENV}
+        self.env = env_vars  # the container's own, with the runner's ``environment`` merged over them by kfp
 
     def run(self) -> Any:
         """Run the task's command in a fresh container of the image.
@@ -103,25 +103,23 @@ def _loop_inputs_fixed(original):
     return create
 
 
-_RUN_ENV: dict[str, str] = {}
+def run_compiled(yaml_path: Path, arguments: dict[str, Any], pipeline_root: str, env: dict[str, str]) -> None:
+    """Run the compiled pipeline at ``yaml_path`` with kfp's local orchestrator, each task in the image it names.
 
-
-def run_compiled(yaml_path: Path, image: str, arguments: dict[str, Any], pipeline_root: str) -> None:
-    """Run the compiled pipeline at ``yaml_path`` with kfp's local orchestrator, each task inside ``image``."""
+    ``env`` (the S3 / MLflow settings) reaches every task's environment as the runner's ``environment``.
+    """
     import yaml
     from google.protobuf import json_format
     from kfp import local
     from kfp.local import pipeline_orchestrator, task_dispatcher
-    from kfp.local.orchestrator import enhanced_dag_orchestrator, task_spec_utils
+    from kfp.local.orchestrator import task_spec_utils
     from kfp.pipeline_spec import pipeline_spec_pb2
 
     spec = json_format.ParseDict(next(yaml.safe_load_all(yaml_path.read_text())), pipeline_spec_pb2.PipelineSpec())
     task_dispatcher.docker_task_handler.DockerTaskHandler = BuildahTask
     fixed = _loop_inputs_fixed(task_spec_utils.create_parameter_loop_iteration_task_spec)
-    task_spec_utils.create_parameter_loop_iteration_task_spec = fixed
-    if hasattr(enhanced_dag_orchestrator, "task_spec_utils"):
-        enhanced_dag_orchestrator.task_spec_utils.create_parameter_loop_iteration_task_spec = fixed
-    local.init(runner=local.DockerRunner(), pipeline_root=pipeline_root, raise_on_error=True)
+    task_spec_utils.create_parameter_loop_iteration_task_spec = fixed  # the orchestrator calls it through the module
+    local.init(runner=local.DockerRunner(environment=env), pipeline_root=pipeline_root, raise_on_error=True)
     pipeline_orchestrator.run_local_pipeline(spec, arguments)
 
 
@@ -182,11 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     from distill.settings import pipeline_arguments
 
     stack.up(args.stack_dir)
-    _RUN_ENV.update(stack.environment(args.stack_dir))
-    os.environ.update(_RUN_ENV)
+    env = stack.environment(args.stack_dir)
+    os.environ.update(env)
     storage._client.cache_clear()
     run_id = f"image-check-{'sweep' if args.sweep else 'plain'}-{int(time.time())}"  # also the registry name:
-    source = f"{_RUN_ENV['YOLO_DISTILL_S3_PREFIX']}/sources/coco8"  # a pod reads S3, not this machine's files
+    source = f"{env['YOLO_DISTILL_S3_PREFIX']}/sources/coco8"  # a pod reads S3, not this machine's files
     storage.upload_dir(TINY, source)
     params = {"data_source": source, "teacher_epochs": 1, "student_epochs": 1, "imgsz": 64, "batch": 4,
               "device": "cpu", "registry_name": run_id, "run_id": run_id}  # fmt: skip
@@ -200,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         arguments = pipeline_arguments(params)
         (Path(work) / "root").mkdir(mode=0o1777)
         os.chmod(Path(work) / "root", 0o1777)  # the pods (UID 10001) write their outputs there, as on a cluster
-        run_compiled(compiled, args.image, arguments, str(Path(work) / "root"))
+        run_compiled(compiled, arguments, str(Path(work) / "root"), env)
         seconds = round(time.time() - started, 1)
         summary = verify(params, args.sweep, Path(work))
         summary["seconds"] = seconds
