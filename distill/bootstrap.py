@@ -20,6 +20,7 @@ seed noise; it needs a margin for the run-to-run spread as well (issue 24).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,19 +44,72 @@ class ImageStats:
 
     def score(self, suffix: str = "B", images: np.ndarray | None = None) -> float:
         """mAP50-95 of ``suffix`` over ``images`` (indices, repeats allowed; None: every image), by ``ap_per_class``."""
+        ap, _ = self._ap(suffix, images)
+        return float(ap.mean()) if len(ap) else 0.0
+
+    def per_class(self, suffix: str = "B") -> dict[int, float]:
+        """AP50-95 of ``suffix`` per class present in the targets (what Ultralytics' per-class table prints)."""
+        ap, classes = self._ap(suffix, None)
+        return {int(c): float(a) for c, a in zip(classes, ap.mean(1), strict=True)}
+
+    def _ap(self, suffix: str, images: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """``ap_per_class``'s AP (classes × 10 IoU thresholds) and its classes, over ``images``."""
         from ultralytics.utils.metrics import ap_per_class
 
         take = range(len(self)) if images is None else images
         target = np.concatenate([self.target_cls[i] for i in take])
         if not target.size:
-            return 0.0
-        ap = ap_per_class(
+            return np.zeros((0, 10)), np.zeros(0, dtype=int)
+        out = ap_per_class(
             np.concatenate([self.tp[suffix][i] for i in take]),
             np.concatenate([self.conf[i] for i in take]),
             np.concatenate([self.pred_cls[i] for i in take]),
             target,
-        )[5]
-        return float(ap.mean()) if len(ap) else 0.0
+        )
+        return out[5], out[6]
+
+    def arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
+        """Return the statistics as flat arrays (every per-image list concatenated, plus each image's count)."""
+        out = {f"{prefix}counts_pred": np.array([len(c) for c in self.conf], dtype=np.int64),
+               f"{prefix}counts_target": np.array([len(t) for t in self.target_cls], dtype=np.int64)}  # fmt: skip
+        for name in STAT_KEYS:
+            out[prefix + name] = _joined(getattr(self, name))
+        for suffix, tp in self.tp.items():
+            out[f"{prefix}tp_{suffix}"] = _joined(tp, width=10).astype(bool)
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: Any, prefix: str = "") -> ImageStats:
+        """Rebuild statistics written by :meth:`arrays` (from a mapping such as an opened ``.npz``)."""
+        pred = np.cumsum(arrays[f"{prefix}counts_pred"])[:-1]
+        target = np.cumsum(arrays[f"{prefix}counts_target"])[:-1]
+        tp = {key[len(prefix) + 3 :]: np.split(arrays[key], pred) for key in arrays
+              if key.startswith(f"{prefix}tp_")}  # fmt: skip
+        return cls(tp=tp, conf=np.split(arrays[prefix + "conf"], pred),
+                   pred_cls=np.split(arrays[prefix + "pred_cls"], pred),
+                   target_cls=np.split(arrays[prefix + "target_cls"], target))  # fmt: skip
+
+
+def _joined(parts: list[np.ndarray], width: int | None = None) -> np.ndarray:
+    """Concatenate per-image arrays (an empty list gives an empty array of the right shape)."""
+    if parts:
+        return np.concatenate([np.asarray(p) for p in parts])
+    return np.zeros((0, width) if width else (0,))
+
+
+def save_stats(path: Path, stats: dict[str, ImageStats]) -> None:
+    """Write several models' statistics (``{role: stats}``) into one compressed ``.npz``."""
+    arrays = {k: v for role, s in stats.items() for k, v in s.arrays(f"{role}/").items()}
+    with open(path, "wb") as f:  # np.savez_compressed would append ".npz" to a str path without it
+        np.savez_compressed(f, **arrays)
+
+
+def load_stats(path: Path) -> dict[str, ImageStats]:
+    """Read what :func:`save_stats` wrote: ``{role: stats}``."""
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    roles = sorted({k.split("/", 1)[0] for k in arrays})
+    return {role: ImageStats.from_arrays(arrays, f"{role}/") for role in roles}
 
 
 def capture(model: Any) -> dict[str, Any]:
@@ -97,8 +151,8 @@ def paired_difference(
         seed: Seed of the resampling: the same inputs give the same interval.
 
     Returns:
-        (dict): ``difference`` (on every image), ``mean`` and ``low``/``high`` (the percentile interval) of the
-        resampled differences, with ``level``, ``resamples``, ``seed`` and ``images``.
+        (dict): ``difference`` (on every image), ``mean``, ``se`` (standard deviation) and ``low``/``high`` (the
+        percentile interval) of the resampled differences, with ``level``, ``resamples``, ``seed`` and ``images``.
     """
     n = len(base)
     if len(other) != n or any(not np.array_equal(a, b) for a, b in zip(base.target_cls, other.target_cls, strict=True)):
@@ -115,6 +169,7 @@ def paired_difference(
     return {
         "difference": other.score(suffix) - base.score(suffix),
         "mean": float(diffs.mean()),
+        "se": float(diffs.std(ddof=1)) if resamples > 1 else 0.0,
         "low": float(low),
         "high": float(high),
         "level": level,

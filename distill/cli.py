@@ -201,13 +201,16 @@ def _step_parsers(step: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=TRAINING["batch"])
     p.add_argument("--device", default=None)
     p.add_argument("--latency-images", type=int, default=16, help="images timed per model (batch 1)")
+    for option in settings.GATE:  # one declaration: distill.settings
+        option.add_to(p)
     tracked(p)
 
     p = sub.add_parser("register", help="register the distilled student; promote to champion if it wins")
     p.add_argument("--model", required=True, help="distilled student weights URI (the one evaluated)")
     p.add_argument("--evaluation", required=True, help="the evaluate step's metrics.json URI (or its folder)")
     p.add_argument("--name", required=True, help="registered model name")
-    p.add_argument("--min-gain", type=float, default=0.0, help="minimum gain over the champion to promote")
+    for option in settings.GATE:
+        option.add_to(p)
     p.add_argument(
         "--export",
         default="onnx",
@@ -231,13 +234,14 @@ def _run_step(args: argparse.Namespace) -> dict[str, Any]:
             args.data, args.teacher, args.baseline, args.distilled, run_id=args.run_id, prefix=args.prefix,
             name=args.name, imgsz=args.imgsz, batch=args.batch, device=args.device,
             latency_images=args.latency_images, experiment=args.experiment, tracking_uri=args.tracking_uri,
+            **settings.values(settings.GATE, args),
         )  # fmt: skip
     if args.step == "register":
         from .steps.register import register
 
         return register(
-            args.model, args.evaluation, args.name, run_id=args.run_id, min_gain=args.min_gain,
-            experiment=args.experiment, tracking_uri=args.tracking_uri, export=args.export,
+            args.model, args.evaluation, args.name, run_id=args.run_id, experiment=args.experiment,
+            tracking_uri=args.tracking_uri, export=args.export, **settings.values(settings.GATE, args),
         )  # fmt: skip
     from .steps import training
 

@@ -155,6 +155,49 @@ UNLABELED = Option(
     optional=True,
 )
 
+#: The promotion gate (issue 24): evaluate's decision to go on to register (distilled over baseline) and register's
+#: decision to move ``champion`` (challenger over champion) follow the same rule, with these settings.
+GATE: tuple[Option, ...] = (
+    Option(
+        "min_gain",
+        float,
+        0.0,
+        "minimum gain of the primary metric (a fraction: 0.01 is one mAP point) over the "
+        "baseline to register and over the champion to promote",
+    ),  # fmt: skip
+    Option(
+        "gate",
+        str,
+        "ci",
+        "how a gain is judged: 'ci' - the lower bound of its confidence interval (paired "
+        "bootstrap over test images, widened by each run's own run-to-run noise) must reach min_gain; 'point' - "
+        "the difference itself must",
+        choices=("ci", "point"),
+    ),  # fmt: skip
+    Option("gate_level", float, 0.9, "two-sided confidence level of the gate's interval (between 0 and 1)"),
+)
+GATE_NAMES = frozenset(o.name for o in GATE)
+
+
+def gate_settings(**given: Any) -> dict[str, Any]:
+    """Return the gate settings (missing ones: the default), each typed by its declaration and checked.
+
+    Called by every layer that takes them (evaluate, register, the pipeline's arguments): one error names the value.
+    """
+    options = {o.name: o for o in GATE}
+    unknown = sorted(set(given) - set(options))
+    if unknown:
+        raise DistillError(f"unknown gate setting(s): {', '.join(unknown)}")
+    out = {name: option.coerce(given.get(name, option.default)) for name, option in options.items()}
+    if out["gate"] not in options["gate"].choices:
+        raise DistillError(f"gate must be one of {', '.join(options['gate'].choices)}, got {out['gate']!r}")
+    if not out["min_gain"] >= 0:
+        raise DistillError(f"min_gain must be >= 0 (mAP as a fraction: 0.01 is one point), got {out['min_gain']}")
+    if not 0 < out["gate_level"] < 1:
+        raise DistillError(f"gate_level must be between 0 and 1 (e.g. 0.9), got {out['gate_level']}")
+    return out
+
+
 STEP_OPTIONS: dict[str, tuple[Option, ...]] = {
     "train": (
         Option("model", str, help="model .yaml or weights URI (local or s3://)", required=True),
@@ -224,6 +267,7 @@ def pipeline_arguments(params: dict[str, Any]) -> dict[str, Any]:
             kd[option.name] = option.coerce(out[option.name])
             out[option.name] = option.pipeline_value(kd[option.name])
     DistillConfig(teacher="teacher.pt", **kd)
+    gate_settings(**{o.name: out[o.name] for o in GATE if o.name in out})
     if "train_args" in out:
         out["train_args"] = check_train_args(out["train_args"])
     return out

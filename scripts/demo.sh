@@ -42,6 +42,10 @@ pool = s["steps"]["distill"].get("pool") or {}
 print(f"\nthis run: the distilled student gained {v['gain_over_baseline'] * 100:+.1f} points "
       f"{v['primary_metric'].removeprefix('metrics/')} over the baseline, trained on {pool.get('labelled', '?')} "
       f"labelled + {pool.get('used', 0)} unlabelled images ({pool.get('instances', 0)} teacher pseudo-labels)")
+g = v["gate"]
+print(f"gate ({g['rule']}, {g['level']:.0%}): gain {g['difference'] * 100:+.1f} points, interval "
+      f"{g['low'] * 100:+.1f} … {g['high'] * 100:+.1f} over {g['images']} test images -> "
+      f"{'passes' if g['passes'] else 'does not pass'} (min_gain {g['min_gain'] * 100:.1f})")
 print(f"\n{'model':<10}" + "".join(f"{k[8:]:>14}" for k in keys) + f"{'params':>12}{'ms/img':>9}")
 for role, m in models.items():
     print(f"{role:<10}" + "".join(f"{m[k]:>14.4f}" for k in keys) + f"{m['params']:>12,}{m['latency_ms']:>9.1f}")
@@ -50,7 +54,7 @@ print(f"MLflow:   {s['mlflow']}  (experiment yolo-distill, parent run tagged {s[
 reg, champ = s["registry"], s["champion"]
 print("registry: " + (f"{reg['name']} v{reg['version']} aliases {reg['aliases']}" if reg else "not registered (gate)"))
 if not reg:
-    print(f"          the distilled student gained {v['gain_over_baseline']:+.4f} over the baseline, below min_gain")
+    print(f"          {g['reason']}")
 if champ:
     print(f"champion: {champ['uri']} = v{champ['version']} from run {champ['run_id']} ({champ['metric']} {champ['score']})")
     if champ.get("onnx"):

@@ -74,3 +74,18 @@ def test_models_scored_on_other_images_are_refused():
     targets = _targets()
     with pytest.raises(ValueError, match="not scored on the same images"):
         paired_difference(_model(targets), _model(targets[1:] + targets[:1]), resamples=10)
+
+
+def test_statistics_survive_a_round_trip_through_a_file(tmp_path):
+    from distill.bootstrap import load_stats, save_stats
+
+    targets = _targets()
+    targets[3] = np.zeros(0)  # an image without objects, and one without predictions
+    model = _model(targets, missed={2})
+    model.conf[5], model.pred_cls[5], model.tp["B"][5] = np.zeros(0), np.zeros(0), np.zeros((0, 10), bool)
+    perfect = _model(targets)
+    save_stats(tmp_path / "stats.npz", {"teacher": model, "distilled": perfect})
+    back = load_stats(tmp_path / "stats.npz")
+    assert set(back) == {"teacher", "distilled"} and len(back["teacher"]) == len(targets)
+    assert back["teacher"].score("B") == model.score("B") < back["distilled"].score("B") == perfect.score("B")
+    assert all(np.array_equal(a, b) for a, b in zip(back["teacher"].tp["B"], model.tp["B"], strict=True))

@@ -172,7 +172,7 @@ def test_two_registers_racing_end_with_the_better_champion(stack_env, evaluated,
     prefix, model = stack_env["YOLO_DISTILL_S3_PREFIX"], trained["kd"]["best"]
     base = last_json(run_cli("step", "register", "--model", model, "--evaluation",
                              _evaluation_with(evaluated, prefix, "race-0", 0.30), "--name", "race-model", "--run-id",
-                             "race-0"))  # fmt: skip
+                             "race-0", "--gate", "point"))  # fmt: skip
     assert base["promoted"] is True
     patch = f"""
         import pathlib, time
@@ -194,7 +194,7 @@ def test_two_registers_racing_end_with_the_better_champion(stack_env, evaluated,
         code = RUNNER.format(patch=textwrap.dedent(patch))
         evaluation = _evaluation_with(evaluated, prefix, racer, score)
         args = ["step", "register", "--model", model, "--evaluation", evaluation, "--name", "race-model",
-                "--run-id", racer]  # fmt: skip
+                "--run-id", racer, "--gate", "point"]  # the recorded scores set here decide  # fmt: skip
         procs[racer] = subprocess.Popen(
             [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "RACER": racer},

@@ -126,3 +126,32 @@ def test_command_line_round_trip_keeps_ultralytics_arguments():
     words = settings.command_line("train", data="d", model="m.yaml", name="n", run_id="r", lr0=0.01, cos_lr=True)
     parsed = build_parser().parse_args(["step", *words])
     assert parsed.overrides == ["lr0=0.01", "cos_lr=true"] and json.loads("true") is True
+
+
+@pytest.mark.fast
+def test_gate_settings_are_declared_once_and_reach_every_layer(tmp_path):
+    """The promotion gate's settings (issue 24): CLI evaluate and register, both components, the compiled pipeline."""
+    from distill.components.steps import evaluate, register
+
+    names = {o.name for o in settings.GATE}
+    assert names == {"min_gain", "gate", "gate_level"}
+    changed = ["--gate", "point", "--gate-level", "0.8", "--min-gain", "0.02"]
+    evaluate_args = ["step", "evaluate", "--data", "d", "--teacher", "t", "--baseline", "b", "--distilled", "s",
+                     "--run-id", "r"]  # fmt: skip
+    register_args = ["step", "register", "--model", "m", "--evaluation", "e", "--name", "n", "--run-id", "r"]
+    for words in (evaluate_args, register_args):
+        given = settings.values(settings.GATE, build_parser().parse_args([*words, *changed]))
+        assert settings.gate_settings(**given) == {"gate": "point", "gate_level": 0.8, "min_gain": 0.02}
+        defaults = settings.values(settings.GATE, build_parser().parse_args(words))
+        assert settings.gate_settings(**defaults) == settings.gate_settings() == {"gate": "ci", "gate_level": 0.9,
+                                                                                  "min_gain": 0.0}  # fmt: skip
+    for component in (evaluate, register):
+        assert names <= set(inspect.signature(component).parameters), component
+    path = compile_pipeline(str(tmp_path / "p.yaml"), ClusterSettings(image="registry.example/y:1"))
+    params = next(yaml.safe_load_all(Path(path).read_text()))["root"]["inputDefinitions"]["parameters"]
+    for option in settings.GATE:
+        assert params[option.name]["defaultValue"] == option.pipeline_default, option.name
+    with pytest.raises(DistillError, match="gate_level must be between 0 and 1"):
+        settings.pipeline_arguments({"data_source": "x", "gate_level": 0.0})
+    with pytest.raises(DistillError, match="gate must be one of ci, point, got 'strict'"):
+        settings.pipeline_arguments({"data_source": "x", "gate": "strict"})

@@ -241,21 +241,24 @@ def test_register_promotion_gate_both_ways_and_idempotence(stack_env, evaluated,
     import pandas as pd
 
     prefix, model = stack_env["YOLO_DISTILL_S3_PREFIX"], trained["kd"]["best"]
-    first = register(model, _evaluation_with(evaluated, prefix, "v1", 0.30), "gate-model", run_id="gate-1")
+    point = {"gate": "point"}  # today's rule on the recorded scores (these evaluations set them); ci: test_gate.py
+    first = register(model, _evaluation_with(evaluated, prefix, "v1", 0.30), "gate-model", run_id="gate-1", **point)
     assert first["promoted"] and set(first["aliases"]) == {"champion", "challenger"}
 
-    better = register(model, _evaluation_with(evaluated, prefix, "v2", 0.35), "gate-model", "gate-2", min_gain=0.01)
+    better = register(model, _evaluation_with(evaluated, prefix, "v2", 0.35), "gate-model", "gate-2", min_gain=0.01,
+                      **point)  # fmt: skip
     assert better["promoted"] and "champion" in better["aliases"] and better["version"] != first["version"]
 
-    worse = register(model, _evaluation_with(evaluated, prefix, "v3", 0.20), "gate-model", run_id="gate-3")
+    worse = register(model, _evaluation_with(evaluated, prefix, "v3", 0.20), "gate-model", run_id="gate-3", **point)
     assert worse["promoted"] is False and worse["aliases"] == ["challenger"]
     client = tracking.client()
     assert client.get_model_version_by_alias("gate-model", "champion").version == better["version"]
 
-    small = register(model, _evaluation_with(evaluated, prefix, "v4", 0.355), "gate-model", "gate-4", min_gain=0.01)
+    small = register(model, _evaluation_with(evaluated, prefix, "v4", 0.355), "gate-model", "gate-4", min_gain=0.01,
+                     **point)  # fmt: skip
     assert small["promoted"] is False  # +0.005 is below min_gain
 
-    again = register(model, _evaluation_with(evaluated, prefix, "v3", 0.20), "gate-model", run_id="gate-3")
+    again = register(model, _evaluation_with(evaluated, prefix, "v3", 0.20), "gate-model", run_id="gate-3", **point)
     assert again["reused"] is True and again["version"] == worse["version"]
     assert len(client.search_model_versions("name = 'gate-model'")) == 4
 
@@ -274,12 +277,13 @@ def test_register_reevaluates_champion_on_other_data(stack_env, evaluated, train
     import shutil
 
     prefix, model = stack_env["YOLO_DISTILL_S3_PREFIX"], trained["kd"]["best"]
-    register(model, _evaluation_with(evaluated, prefix, "r1", 0.9), "reeval-model", run_id="reeval-1")
+    register(model, _evaluation_with(evaluated, prefix, "r1", 0.9), "reeval-model", run_id="reeval-1", gate="point")
     other = tmp_path / "coco8-other"
     shutil.copytree(TASK_DATA["detect"].parent, other, ignore=shutil.ignore_patterns("*.cache"))
     next((other / "images" / "val").iterdir()).unlink()  # different content, different hash
     data = prepare_data(str(other), "yolo")["uri"]
-    result = register(model, _evaluation_with(evaluated, prefix, "r2", 0.5, data=data), "reeval-model", "reeval-2")
+    result = register(model, _evaluation_with(evaluated, prefix, "r2", 0.5, data=data), "reeval-model", "reeval-2",
+                      gate="point")  # fmt: skip
     assert "re-evaluated on dataset" in result["reason"]
     assert result["promoted"] is True  # the champion's recorded 0.9 was on other data; measured again it is ~0
 
@@ -294,7 +298,7 @@ def test_register_refuses_failed_or_mismatched_evaluation(stack_env, evaluated, 
     with pytest.raises(RunFailure, match="is incomplete: .*report.md' is missing or changed"):
         register(model, incomplete, "never-model", "x-4")
     legacy = _evaluation_with(evaluated, prefix, "legacy", 0.99, parts=None)
-    with pytest.raises(RunFailure, match="is incomplete \\(no record of report.md, comparison.png\\)"):
+    with pytest.raises(RunFailure, match="is incomplete \\(no record of report.md, comparison.png, image_stats.npz\\)"):
         register(model, legacy, "never-model", "x-5")
     with pytest.raises(DistillError, match="is not the distilled model evaluated"):
         register(trained["student"]["best"], evaluated["metrics"], "never-model", "x-2")

@@ -234,11 +234,13 @@ def evaluate(
     device: str,
     experiment: str,
     min_gain: float,
+    gate: str,
+    gate_level: float,
     name: str,
     metrics: Output[Metrics],
     report: Output[Markdown],
 ) -> str:
-    """Compare the three models; return ``register`` when distilled − baseline ≥ ``min_gain``, else ``skip``.
+    """Compare the three models; return ``register`` when distilled − baseline passes the gate, else ``skip``.
 
     Args:
         data: Dataset URI from prepare-data (scored on its test split, else val).
@@ -252,6 +254,8 @@ def evaluate(
         device: Ultralytics device string; empty: a GPU if the pod has one, else the CPU.
         experiment: MLflow experiment; empty: ``$MLFLOW_EXPERIMENT_NAME`` or ``yolo-distill``.
         min_gain: Minimum gain of the primary metric over the baseline to go on to register.
+        gate: ``ci`` (the lower bound of the gain's interval must reach ``min_gain``) or ``point`` (the gain must).
+        gate_level: Two-sided confidence level of the gate's interval.
         name: Step name; empty: ``evaluate-<distill step>`` (one evaluation per distill step of a sweep).
         metrics: The output artifact the step writes (see Returns).
         report: The output artifact the step writes (see Returns).
@@ -271,26 +275,29 @@ def evaluate(
     name = name or "evaluate-" + distilled.rstrip("/").split("/")[-2]  # sweep: one evaluation per distill step
     result = step(
         data, teacher, baseline, distilled, run_id=run_id, prefix=prefix or None, name=name,
-        imgsz=imgsz, batch=batch, device=device or None, experiment=experiment or None,
+        imgsz=imgsz, batch=batch, device=device or None, experiment=experiment or None, min_gain=min_gain,
+        gate=gate, gate_level=gate_level,
     )  # fmt: skip
     for role, figures in result["models"].items():
         for key, value in figures["metrics"].items():
             metrics.log_metric(f"{role}/{key}", value)
     verdict = result["verdict"]
     metrics.log_metric("gain_over_baseline", verdict["gain_over_baseline"])
-    metrics.metadata.update({"s3_uri": result["metrics"], "report_uri": result["report"], "distilled": distilled})
+    metrics.log_metric("gain_over_baseline_low", verdict["gate"]["low"])
+    metrics.log_metric("gain_over_baseline_high", verdict["gate"]["high"])
+    metrics.metadata.update({"s3_uri": result["metrics"], "report_uri": result["report"], "distilled": distilled,
+                             "gate_passes": verdict["gate"]["passes"]})  # fmt: skip
     with open(report.path, "w") as f:
         f.write(storage.read_bytes(result["report"]).decode())
     report.metadata.update({"s3_uri": result["report"]})
-    return "register" if verdict["gain_over_baseline"] >= min_gain else "skip"
+    return "register" if verdict["gate"]["passes"] else "skip"
 
 
-def select_best(evaluations: Input[list[Metrics]], min_gain: float, best: Output[Metrics]) -> str:
-    """Sweep: pick the evaluation with the largest gain over the baseline; return ``register`` or ``skip``.
+def select_best(evaluations: Input[list[Metrics]], best: Output[Metrics]) -> str:
+    """Sweep: pick the evaluation with the largest gain over the baseline; ``register`` if it passed its gate.
 
     Args:
-        evaluations: The sweep's evaluate ``metrics`` outputs, one per ``{loss, layers}``.
-        min_gain: Minimum gain of the primary metric over the baseline to go on to register.
+        evaluations: The sweep's evaluate ``metrics`` outputs, one per ``{loss, layers}`` (each judged by the gate).
         best: The output artifact the step writes (see Returns).
 
     Returns:
@@ -301,11 +308,18 @@ def select_best(evaluations: Input[list[Metrics]], min_gain: float, best: Output
     best.metadata.update(winner.metadata)
     with open(best.path, "w") as f:
         f.write(winner.metadata["s3_uri"])
-    return "register" if float(winner.metadata["gain_over_baseline"]) >= min_gain else "skip"
+    return "register" if winner.metadata["gate_passes"] else "skip"
 
 
 def register(
-    distilled: str, evaluation: Input[Metrics], name: str, run_id: str, min_gain: float, experiment: str
+    distilled: str,
+    evaluation: Input[Metrics],
+    name: str,
+    run_id: str,
+    min_gain: float,
+    gate: str,
+    gate_level: float,
+    experiment: str,
 ) -> str:
     """Register the distilled student (default: the one the evaluation measured); return the result as JSON.
 
@@ -318,6 +332,8 @@ def register(
         name: Registered model name.
         run_id: The pipeline run id (one version per pipeline run).
         min_gain: Minimum gain of the primary metric over the current champion to promote (≥ 0).
+        gate: ``ci`` (the lower bound of the gain's interval must reach ``min_gain``) or ``point`` (the gain must).
+        gate_level: Two-sided confidence level of the gate's interval.
         experiment: MLflow experiment; empty: ``$MLFLOW_EXPERIMENT_NAME`` or ``yolo-distill``.
 
     Returns:
@@ -332,8 +348,7 @@ def register(
 
     result = step(
         distilled or evaluation.metadata["distilled"], evaluation.metadata["s3_uri"], name, run_id=run_id,
-        min_gain=min_gain,
-        experiment=experiment or None,
+        experiment=experiment or None, min_gain=min_gain, gate=gate, gate_level=gate_level,
     )  # fmt: skip
     return json.dumps(result)
 

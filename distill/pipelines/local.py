@@ -96,7 +96,7 @@ def collect(params: dict[str, Any], gate: str) -> dict[str, Any]:
             registry = {"name": name, "version": v.version, "aliases": sorted(v.aliases)}
         steps["register"] = {"status": "succeeded" if registry else "missing", **(registry or {})}
     else:
-        steps["register"] = {"status": "skipped", "reason": f"distilled − baseline < min_gain {params['min_gain']}"}
+        steps["register"] = {"status": "skipped", "reason": evaluation["verdict"]["gate"]["reason"]}
     return {
         "run_id": run_id,
         "parameters": params,

@@ -1,8 +1,9 @@
 """The yolo-distill Kubeflow pipeline: prepare-data → (train-teacher ∥ train-student) → distill → evaluate → register.
 
 ``register`` runs inside ``dsl.If`` on evaluate's single string output (``register`` / ``skip``: the distilled
-student must beat the baseline by ``min_gain``), then moves the registry's ``champion`` only if it also beats the
-champion by ``min_gain``. Passing ``teacher_weights`` skips teacher training (the scheduled-retraining case).
+student's gain over the baseline must pass the promotion gate — ``gate``, ``gate_level``, ``min_gain``), then moves
+the registry's ``champion`` only if its gain over the champion passes the same gate. Passing ``teacher_weights``
+skips teacher training (the scheduled-retraining case).
 
 :func:`build_pipeline` binds the components to an image and applies the cluster settings (:class:`ClusterSettings`):
 GPUs, CPU/memory, tolerations, node selector, credentials from Kubernetes secrets, a memory-backed ``/dev/shm``,
@@ -26,7 +27,7 @@ from kfp import dsl, kubernetes
 from ..components.steps import build_components
 from ..config import TRAINING
 from ..errors import DistillError
-from ..settings import KD
+from ..settings import GATE, KD
 from ..steps.common import CACHE_ENV, CACHE_MOUNT
 
 PIPELINE_NAME = "yolo-distill"
@@ -199,8 +200,8 @@ class _Builder:
                                      train_args=p["train_args"], unlabeled=self.pool, **common)  # fmt: skip
         evaluate_name = "evaluate" if name else ""  # "": the component names it after its distill step (sweep)
         ev = self.c.evaluate(teacher=teacher.outputs["Output"], baseline=student.outputs["Output"],
-                             distilled=kd_task.outputs["Output"], min_gain=p["min_gain"], name=evaluate_name,
-                             **common)  # fmt: skip
+                             distilled=kd_task.outputs["Output"], name=evaluate_name,
+                             **{o.name: p[o.name] for o in GATE}, **common)  # fmt: skip
         _common(ev, self.s, self.s.light_memory).set_display_name("evaluate")
         return kd_task, ev
 
@@ -208,7 +209,8 @@ class _Builder:
         """Add register under the gate (``register`` from evaluate or select-best)."""
         with dsl.If(gate == "register", name="distilled-beats-baseline"):
             reg = self.c.register(distilled=kd_output, evaluation=evaluation, name=p["registry_name"],
-                                  run_id=p["run_id"], min_gain=p["min_gain"], experiment=p["experiment"])  # fmt: skip
+                                  run_id=p["run_id"], experiment=p["experiment"],
+                                  **{o.name: p[o.name] for o in GATE})  # fmt: skip
             _common(reg, self.s, self.s.light_memory).set_display_name("register")
 
     def plain(self, p: dict) -> str:
@@ -223,7 +225,7 @@ class _Builder:
         teacher, student, common = self.shared(p)
         with dsl.ParallelFor(p["sweep_configs"], name="sweep") as cfg:
             _, ev = self.distill_and_evaluate(teacher, student, common, p, cfg, name="")
-        best = self.c.select_best(evaluations=dsl.Collected(ev.outputs["metrics"]), min_gain=p["min_gain"])
+        best = self.c.select_best(evaluations=dsl.Collected(ev.outputs["metrics"]))
         _common(best, self.s, self.s.light_memory).set_display_name("select-best")
         self.register(best.outputs["Output"], "", best.outputs["best"], p)
         return best.outputs["Output"]
@@ -248,7 +250,8 @@ def pipeline_parameters(sweep: bool) -> list[tuple[str, type, object]]:
     tail = [("teacher_epochs", int, TRAINING["epochs"]), ("student_epochs", int, TRAINING["epochs"]),
             ("imgsz", int, TRAINING["imgsz"]), ("batch", int, TRAINING["batch"]), ("device", str, ""),
             ("seed", int, TRAINING["seed"]), ("train_args", dict, {}), ("registry_name", str, "yolo-distill-student"),
-            ("min_gain", float, 0.0), ("s3_prefix", str, ""), ("experiment", str, "yolo-distill"),
+            *((o.name, o.pipeline_type, o.pipeline_default) for o in GATE),
+            ("s3_prefix", str, ""), ("experiment", str, "yolo-distill"),
             ("accelerator", str, "nvidia.com/gpu"), ("gpus", int, 1), ("nodes", int, 1),
             ("run_id", str, dsl.PIPELINE_JOB_ID_PLACEHOLDER)]  # fmt: skip
     return head + kd + tail

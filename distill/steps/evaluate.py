@@ -2,11 +2,12 @@
 
 The split is the dataset's ``test`` split when it has one, else ``val``. Per model: mAP50-95 and mAP50 (box, plus
 mask for segment and pose for pose), parameters, GFLOPs, weights size, and latency per image (batch 1, median of
-``latency_images`` predictions after a warm-up) on the named device. Writes ``metrics.json``, ``report.md`` and
-``comparison.png`` to ``<prefix>/runs/<run-id>/<name>/`` and to the step's MLflow run, and returns the verdict:
-distilled minus baseline, and distilled versus teacher. ``metrics.json`` is uploaded last, after the MLflow run has
-everything, and records the other files' sha256: it is the completion marker :func:`check_complete` (and so the
-register step) insists on.
+``latency_images`` predictions after a warm-up) on the named device, and the validator's per-image matches. Writes
+``metrics.json``, ``report.md``, ``comparison.png`` and ``image_stats.npz`` to ``<prefix>/runs/<run-id>/<name>/`` and
+to the step's MLflow run, and returns the verdict: distilled minus baseline — with the promotion gate's interval and
+decision (:mod:`distill.gate`) — and distilled versus teacher; the report adds AP50-95 per class. ``metrics.json``
+is uploaded last, after the MLflow run has everything, and records the other files' sha256: it is the completion
+marker :func:`check_complete` (and so the register step) insists on.
 """
 
 from __future__ import annotations
@@ -22,14 +23,20 @@ from typing import Any
 import yaml
 
 from .. import storage
+from ..bootstrap import ImageStats, save_stats
 from ..config import TRAINING
 from ..errors import DistillError, RunFailure
+from ..gate import judge, run_noise
+from ..settings import gate_settings
 from . import tracking
 from .common import EVAL_SPLITS, dataset_counts, fetch_dataset, fetch_model, resolve_prefix
 
 ROLES = ("teacher", "baseline", "distilled")
 #: What an evaluation publishes beside ``metrics.json``; ``metrics.json`` (the completion marker) records their sha256.
-PARTS = ("report.md", "comparison.png")
+#: ``image_stats.npz`` holds every model's per-image matches: register bootstraps the challenger against the champion
+#: from it without validating the challenger again.
+PARTS = ("report.md", "comparison.png", "image_stats.npz")
+STATS = "image_stats.npz"
 MARKER = "metrics.json"
 SUFFIX = {"detect": ("B",), "segment": ("B", "M"), "pose": ("B", "P")}
 
@@ -48,8 +55,14 @@ def evaluate(
     latency_images: int = 16,
     experiment: str | None = None,
     tracking_uri: str | None = None,
+    **gate: Any,
 ) -> dict[str, Any]:
-    """Validate the three models and publish the comparison; return URIs, per-model figures and the verdict."""
+    """Validate the three models and publish the comparison; return URIs, per-model figures and the verdict.
+
+    ``gate`` holds the promotion gate's settings (:data:`distill.settings.GATE`: ``min_gain``, ``gate``,
+    ``gate_level``); the verdict's ``gate`` entry says whether distilled − baseline passes it.
+    """
+    gate_cfg = gate_settings(**gate)
     out = resolve_prefix(prefix).join("runs", run_id, name)
     storage.check_bucket(out)
     data_yaml = fetch_dataset(data, splits=EVAL_SPLITS)  # a sharded dataset: no train images fetched
@@ -58,20 +71,20 @@ def evaluate(
     locals_ = {role: fetch_model(uri, role) for role, uri in zip(ROLES, (teacher, baseline, distilled), strict=True)}
     with tempfile.TemporaryDirectory() as tmp, tracking.step_run(run_id, name, experiment, tracking_uri) as run:
         models = {
-            role: measure(path, data_yaml, split, imgsz, batch, device, latency_images)
+            role: measure(path, data_yaml, split, imgsz, batch, device, latency_images, keep_stats=True)
             for role, path in locals_.items()
         }
-        tasks = {m["task"] for m in models.values()}
-        if len(tasks) != 1:
-            raise DistillError(f"the three models are of different tasks: {sorted(tasks)}")
-        task = tasks.pop()
-        verdict = _verdict(models, task)
+        stats = {role: m.pop("stats") for role, m in models.items()}
+        uris = dict(zip(ROLES, (teacher, baseline, distilled), strict=True))
+        task, verdict = judged_verdict(models, stats, uris, gate_cfg)
         report = {
             "run_id": run_id, "task": task, "split": split, "data": data, "imgsz": imgsz, "batch": batch,
-            "uris": dict(zip(ROLES, (teacher, baseline, distilled), strict=True)), "models": models,
-            "verdict": verdict, "training": training_images(data_yaml, distilled, dataset_counts(data)), "ok": True,
+            "uris": uris, "models": models, "verdict": verdict,
+            "per_class": per_class(stats, primary_suffix(task), yaml_names(spec)),
+            "training": training_images(data_yaml, distilled, dataset_counts(data)), "ok": True,
         }  # fmt: skip
         files = {part: Path(tmp) / part for part in (*PARTS, MARKER)}
+        save_stats(files[STATS], stats)
         files["report.md"].write_text(_markdown(report))
         _chart(report, files["comparison.png"])
         report["parts"] = {part: storage.upload_file(files[part], out.join(part)) for part in PARTS}
@@ -81,6 +94,7 @@ def evaluate(
         flat = {f"{role}/{k}": v for role, m in models.items() for k, v in m["metrics"].items()}
         flat.update({f"{role}/latency_ms": m["latency_ms"] for role, m in models.items()})
         flat.update({f"verdict/{k}": v for k, v in verdict.items() if isinstance(v, int | float)})
+        flat.update({f"gate/{k}": verdict["gate"][k] for k in ("difference", "low", "high", "se")})
         tracking.log_metrics(run.client, run.child_id, flat, step=0)
         marker = files[MARKER].read_bytes()
     # Last, once the MLflow runs are FINISHED: its presence means the evaluation is complete.
@@ -91,6 +105,23 @@ def evaluate(
         "split": split, "task": task, "models": models, "verdict": verdict,
         "mlflow_run_id": run.child_id, "mlflow_parent_run_id": run.parent_id,
     }  # fmt: skip
+
+
+def judged_verdict(
+    models: dict[str, dict], stats: dict[str, ImageStats], uris: dict[str, str], gate: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """Return the models' task and the verdict, with the gate's judgement of distilled − baseline under ``gate``.
+
+    Each student's run noise comes from the training log beside its weights (:func:`distill.gate.run_noise`).
+    """
+    tasks = {m["task"] for m in models.values()}
+    if len(tasks) != 1:
+        raise DistillError(f"the three models are of different tasks: {sorted(tasks)}")
+    task = tasks.pop()
+    verdict = _verdict(models, task)
+    noise = tuple(run_noise(uris[role], verdict["primary_metric"]) for role in ("distilled", "baseline"))
+    verdict["gate"] = judge(stats["distilled"], stats["baseline"], primary_suffix(task), noise, gate, "the baseline")
+    return task, verdict
 
 
 def check_complete(metrics_uri: str, report: dict[str, Any]) -> None:
@@ -125,13 +156,27 @@ def _device_name(device: str | None) -> str:
 
 
 def measure(
-    weights: str, data_yaml: Path, split: str, imgsz: int, batch: int, device: str | None, latency_images: int
+    weights: str,
+    data_yaml: Path,
+    split: str,
+    imgsz: int,
+    batch: int,
+    device: str | None,
+    latency_images: int,
+    keep_stats: bool = False,
 ) -> dict[str, Any]:
-    """Validate one model and time it; every model gets exactly the same settings."""
+    """Validate one model and time it; every model gets exactly the same settings.
+
+    With ``keep_stats`` the result also holds ``stats``: the validator's per-image matches
+    (:class:`distill.bootstrap.ImageStats`, for the paired bootstrap of the promotion gate; not JSON).
+    """
     from ultralytics import YOLO
     from ultralytics.utils.torch_utils import get_flops, get_num_params
 
+    from ..bootstrap import capture
+
     model = YOLO(weights)
+    captured = capture(model) if keep_stats else {}
     with tempfile.TemporaryDirectory() as tmp:
         results = model.val(
             data=str(data_yaml), split=split, imgsz=imgsz, batch=batch, device=device, plots=False,
@@ -159,6 +204,7 @@ def measure(
         "latency_ms": round(statistics.median(times), 3),
         "latency_images": len(times),
         "device": _device_name(device),
+        **({"stats": captured["stats"]} if keep_stats else {}),
     }
 
 
@@ -206,8 +252,32 @@ def training_line(training: dict[str, Any] | None) -> str:
     )
 
 
+def primary_suffix(task: str) -> str:
+    """Return the primary metric's suffix: the task's own (masks, keypoints), boxes for detection."""
+    return SUFFIX.get(task, ("B",))[-1]
+
+
+def yaml_names(spec: dict[str, Any]) -> dict[int, str]:
+    """Class index → name from a data.yaml's ``names`` (a list or a mapping)."""
+    names = spec.get("names") or {}
+    return dict(enumerate(names)) if isinstance(names, list) else {int(k): str(v) for k, v in names.items()}
+
+
+def per_class(stats: dict[str, ImageStats], suffix: str, names: dict[int, str]) -> list[dict[str, Any]]:
+    """AP50-95 of the primary metric per class for every model, sorted by distilled − baseline (largest gain first).
+
+    Computed from the same per-image matches as the gate, with Ultralytics' ``ap_per_class``.
+    """
+    aps = {role: s.per_class(suffix) for role, s in stats.items()}
+    rows = [{"class": names.get(c, str(c)), **{role: round(aps[role].get(c, 0.0), 5) for role in aps}}
+            for c in sorted(set().union(*aps.values()))]  # fmt: skip
+    for row in rows:
+        row["gain"] = round(row.get("distilled", 0.0) - row.get("baseline", 0.0), 5)
+    return sorted(rows, key=lambda r: -r["gain"])
+
+
 def _verdict(models: dict[str, dict], task: str) -> dict[str, Any]:
-    primary = f"metrics/mAP50-95({SUFFIX.get(task, ('B',))[-1]})"
+    primary = f"metrics/mAP50-95({primary_suffix(task)})"
     t, b, d = (models[r]["metrics"][primary] for r in ROLES)
     return {
         "primary_metric": primary,
@@ -248,10 +318,38 @@ def _markdown(report: dict[str, Any]) -> str:
         f"teacher − distilled = {v['gap_to_teacher']:+.4f}; "
         f"distilled is {v['speedup_vs_teacher']}× the teacher's speed.",
         "",
+        gate_line(v.get("gate")),
+        "",
         training_line(report.get("training")),
         "",
+        *class_table(report.get("per_class"), v["primary_metric"]),
     ]
     return "\n".join(lines)
+
+
+def gate_line(gate: dict[str, Any] | None) -> str:
+    """One sentence on the gate's judgement of distilled − baseline (the report, the model card)."""
+    if not gate:
+        return ""
+    verdict = "passes" if gate["passes"] else "does not pass"
+    return (f"**Gate** ({gate['rule']}, {gate['images']} test images, {gate['resamples']} bootstrap resamples): "
+            f"distilled {verdict} — {gate['reason']}.")  # fmt: skip
+
+
+def class_table(rows: list[dict[str, Any]] | None, metric: str, most: int = 3) -> list[str]:
+    """Per-class AP table lines (every class, largest gain first) and which classes gained and lost most."""
+    if not rows:
+        return []
+    roles = [r for r in ROLES if r in rows[0]]
+    name = metric.removeprefix("metrics/").replace("mAP", "AP")
+    lines = [f"Per-class {name}:", "", "| class | " + " | ".join(roles) + " | distilled − baseline |",
+             "|---|" + "---|" * (len(roles) + 1)]  # fmt: skip
+    lines += [f"| {r['class']} | " + " | ".join(f"{r[role]:.4f}" for role in roles) + f" | {r['gain'] * 100:+.2f} |"
+              for r in rows]  # fmt: skip
+    gained = [f"{r['class']} ({r['gain'] * 100:+.1f})" for r in rows[:most] if r["gain"] > 0]
+    lost = [f"{r['class']} ({r['gain'] * 100:+.1f})" for r in reversed(rows[-most:]) if r["gain"] < 0]
+    lines += ["", f"Gained most: {', '.join(gained) or 'none'}; lost most: {', '.join(lost) or 'none'}."]
+    return lines
 
 
 def _chart(report: dict[str, Any], path: Path) -> None:

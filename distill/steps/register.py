@@ -38,15 +38,29 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import __version__, storage
+from ..bootstrap import ImageStats, load_stats
 from ..errors import DistillError, RunFailure
 from ..export import DEFAULT_FORMATS, Export, check_packages, export_verified, parse_formats
+from ..gate import judge, run_noise
+from ..settings import gate_settings
 from . import tracking
 from .common import EVAL_SPLITS, PREFIX_ENV, fetch_dataset, fetch_model
-from .evaluate import check_complete, measure, model_table, split_images, training_line
+from .evaluate import (
+    STATS,
+    check_complete,
+    class_table,
+    gate_line,
+    measure,
+    model_table,
+    primary_suffix,
+    split_images,
+    training_line,
+)
 
 TAG_RUN = "yolo_distill.pipeline_run_id"
 #: Version tags recording the gate's decision ("promoted" / "kept") and why; a version without them is undecided.
@@ -90,11 +104,11 @@ def register(
     evaluation: str,
     name: str,
     run_id: str,
-    min_gain: float = 0.0,
     experiment: str | None = None,
     tracking_uri: str | None = None,
     step: str = "register",
     export: str | tuple[str, ...] = DEFAULT_FORMATS,
+    **gate: Any,
 ) -> dict[str, Any]:
     """Register ``model`` (the evaluated distilled student) and decide on ``champion``; return version and aliases.
 
@@ -103,14 +117,16 @@ def register(
         evaluation: The evaluate step's ``metrics.json`` URI (or its folder).
         name: Registered model name.
         run_id: Pipeline run id (one version per pipeline run).
-        min_gain: Minimum improvement of the primary metric over the champion to promote (≥ 0).
         experiment: MLflow experiment.
         tracking_uri: MLflow tracking URI.
         step: Step name in MLflow.
         export: Formats to ship beside the ``.pt`` (``onnx`` always; ``torchscript``, ``openvino`` on request), each
             made by Ultralytics' exporter and verified against PyTorch on sample images before anything is registered.
+        gate: The promotion gate's settings (:data:`distill.settings.GATE`): ``min_gain`` over the champion,
+            ``gate`` (``ci``: the lower bound of the interval must reach it; ``point``: the difference), ``gate_level``.
     """
-    formats, metrics_uri, report = _checked_inputs(model, evaluation, name, min_gain, export)
+    gate_cfg = gate_settings(**gate)
+    formats, metrics_uri, report = _checked_inputs(model, evaluation, name, export)
     weights = fetch_model(model, "model")
     data_hash = dataset_hash(report["data"])
     score = float(report["verdict"]["distilled"])
@@ -137,7 +153,7 @@ def register(
                 fence=lock.confirm if lock else None,
             )  # fmt: skip
         promoted, reason, champion_score = _complete(mlflow_client, name, version, tags, report, plan, data_hash,
-                                                     score, min_gain)  # fmt: skip
+                                                     Challenger(score, metrics_uri, gate_cfg))  # fmt: skip
         mlflow_client.set_tag(run.child_id, "promotion", reason)
         summary = _summary(mlflow_client, name, version)
     return {
@@ -147,17 +163,16 @@ def register(
 
 
 def _checked_inputs(
-    model: str, evaluation: str, name: str, min_gain: float, export: str | tuple[str, ...]
+    model: str, evaluation: str, name: str, export: str | tuple[str, ...]
 ) -> tuple[tuple[str, ...], str, dict[str, Any]]:
     """Check the request before the registry is touched; return the export formats, ``metrics.json`` URI and report.
 
-    Refused: an invalid model name, a negative ``min_gain``, an unknown export format (or its package missing), an
-    incomplete evaluation (:func:`check_complete`) and a ``model`` other than the distilled one it measured.
+    Refused: an invalid model name, an unknown export format (or its package missing), an incomplete evaluation
+    (:func:`check_complete`) and a ``model`` other than the distilled one it measured. (The gate settings are checked
+    before this, by :func:`distill.settings.gate_settings`.)
     """
     if not _NAME_RE.match(name or ""):
         raise DistillError(f"registered model name '{name}' is invalid (letters, digits, _ . -)")
-    if min_gain < 0:
-        raise DistillError(f"min_gain must be >= 0, got {min_gain}")
     formats = parse_formats(export)
     check_packages(formats)
     metrics_uri = evaluation if evaluation.endswith(".json") else f"{evaluation.rstrip('/')}/metrics.json"
@@ -178,9 +193,46 @@ def _version_tags(
         TAG_RUN: run_id, "dataset_hash": data_hash, "teacher": report["uris"]["teacher"], "weights_uri": model,
         "evaluation": metrics_uri, "metric_name": report["verdict"]["primary_metric"], "metric": f"{score:.6f}",
         "gain_over_baseline": str(report["verdict"]["gain_over_baseline"]), "code_version": __version__,
+        **_baseline_interval(report["verdict"]),
         "loss": plan.get("loss", ""), "layers": str(plan.get("layers", "")), "logit": str(plan.get("logit", "")),
         "mode": plan.get("mode", ""), "split": report["split"], "imgsz": str(report["imgsz"]),
     }  # fmt: skip
+
+
+@dataclass
+class Challenger:
+    """What the gate needs of the version being registered: its score, its evaluation and the gate's settings."""
+
+    score: float
+    metrics_uri: str
+    gate: dict[str, Any]
+
+    def stats(self) -> ImageStats:
+        """Its per-image matches, from the evaluation's ``image_stats.npz`` (checked complete with the evaluation)."""
+        return evaluation_stats(self.metrics_uri)["distilled"]
+
+
+def evaluation_stats(metrics_uri: str) -> dict[str, ImageStats]:
+    """Every model's per-image matches recorded by an evaluation (``image_stats.npz`` beside its ``metrics.json``)."""
+    uri = metrics_uri.rsplit("/", 1)[0] + "/" + STATS
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / STATS
+        if storage.is_s3(uri):
+            local.write_bytes(storage.read_bytes(uri))
+        elif Path(uri).is_file():
+            local = Path(uri)
+        else:
+            raise RunFailure(f"evaluation '{metrics_uri}' has no {STATS}: evaluate again")
+        return load_stats(local)
+
+
+def _baseline_interval(verdict: dict[str, Any]) -> dict[str, str]:
+    """Return the evaluation's distilled − baseline interval as tags (an evaluation made before the gate has none)."""
+    gate = verdict.get("gate")
+    if not gate:
+        return {}
+    return {"gain_over_baseline_low": f"{gate['low']:.6f}", "gain_over_baseline_high": f"{gate['high']:.6f}",
+            "gain_over_baseline_level": str(gate["level"])}  # fmt: skip
 
 
 def _complete(
@@ -191,10 +243,11 @@ def _complete(
     report: dict,
     plan: dict[str, Any],
     data_hash: str,
-    score: float,
-    min_gain: float,
+    challenger: Challenger,
 ) -> tuple[bool, str, float | None]:
-    """Give ``version`` what it still lacks (card, tags), then decide on ``champion`` once; a decided one reports.
+    """Give ``version`` what it still lacks (tags, card), then decide on ``champion`` once; a decided one reports.
+
+    The decision's tags are set before :data:`TAG_DECISION` (which marks it taken), the card last, from the tags.
 
     Returns:
         (tuple): ``(promoted, reason, champion score or None)``.
@@ -202,9 +255,6 @@ def _complete(
     mv = mlflow_client.get_model_version(name, version)
     if "onnx" in mv.tags.get("export_formats", "").split(","):  # the URI `mlflow artifacts download` takes
         tags["onnx_artifact"] = f"models:/{name}/{version}/artifacts/{ONNX_FILE}"
-    card = model_card(report, plan, data_hash, mv.tags)
-    if mv.description != card:
-        mlflow_client.update_model_version(name, version, description=card)
     for key, value in tags.items():  # a rerun after a fault sets what the first try did not
         if mv.tags.get(key) != str(value):
             mlflow_client.set_model_version_tag(name, version, key, value)
@@ -213,11 +263,27 @@ def _complete(
         champion_score = None
     else:
         mlflow_client.set_registered_model_alias(name, "challenger", version)
-        promoted, reason, champion_score = _promote(mlflow_client, name, version, report, data_hash, score,
-                                                    min_gain)  # fmt: skip
+        promoted, reason, champion_score, judged = _promote(mlflow_client, name, version, report, data_hash,
+                                                            challenger)  # fmt: skip
+        for key, value in decision_tags(judged, challenger.gate).items():
+            mlflow_client.set_model_version_tag(name, version, key, value)
         mlflow_client.set_model_version_tag(name, version, TAG_REASON, reason)
         mlflow_client.set_model_version_tag(name, version, TAG_DECISION, "promoted" if promoted else "kept")
+    mv = mlflow_client.get_model_version(name, version)
+    card = model_card(report, plan, data_hash, mv.tags)
+    if mv.description != card:
+        mlflow_client.update_model_version(name, version, description=card)
     return promoted, reason, champion_score
+
+
+def decision_tags(judged: dict[str, Any] | None, gate: dict[str, Any]) -> dict[str, str]:
+    """Return the gate's settings and the challenger − champion interval (when one was judged) as version tags."""
+    tags = {"gate": gate["gate"], "gate_level": str(gate["gate_level"]), "min_gain": str(gate["min_gain"])}
+    if judged:
+        tags.update({"gain_over_champion": f"{judged['difference']:.6f}",
+                     "gain_over_champion_low": f"{judged['low']:.6f}",
+                     "gain_over_champion_high": f"{judged['high']:.6f}"})  # fmt: skip
+    return tags
 
 
 def _distill_plan(model: str) -> dict[str, Any]:
@@ -370,11 +436,12 @@ def _pyfunc_signature(task: str, imgsz: int) -> Any:
 
 
 def model_card(report: dict[str, Any], plan: dict[str, Any], data_hash: str, tags: dict[str, str]) -> str:
-    """Return the version's description: what the model is, how it scored against teacher and baseline, exports."""
+    """Return the version's description: what the model is, how it scored, the gate's decision, per class, exports."""
     models = report["models"]
     v = report["verdict"]
     exports = tags.get("export_formats", "")
     onnx = f" (ONNX opset {tags.get('onnx_opset')}, dynamic batch, imgsz {tags.get('onnx_imgsz')})" if exports else ""
+    decision = tags.get(TAG_DECISION)
     lines = [
         f"Distilled {report['task']} student of pipeline run `{report['run_id']}`: {primary_line(v)}.",
         "",
@@ -383,6 +450,12 @@ def model_card(report: dict[str, Any], plan: dict[str, Any], data_hash: str, tag
         f"mode `{plan.get('mode')}`. {training_line(report.get('training'))}",
         "",
         *model_table(models, size=False),
+        "",
+        gate_line(v.get("gate")),
+        "",
+        f"**Registry decision**: {decision} — {tags.get(TAG_REASON, '')}." if decision else "Decision pending.",
+        "",
+        *class_table(report.get("per_class"), v["primary_metric"]),
         "",
         f"Latency on {next(iter(models.values()))['device']}. Exports: {exports or 'none'}{onnx}, each verified "
         "against PyTorch before registering (`export/exports.json` in the register run).",
@@ -411,8 +484,8 @@ def _champion(mlflow_client, name: str):
 
 
 def _promote(
-    mlflow_client, name: str, version: str, report: dict, data_hash: str, score: float, min_gain: float
-) -> tuple[bool, str, float | None]:
+    mlflow_client, name: str, version: str, report: dict, data_hash: str, challenger: Challenger
+) -> tuple[bool, str, float | None, dict[str, Any] | None]:
     """Run the gate and move ``champion`` safely against a concurrent promotion of the same model.
 
     MLflow has no compare-and-set on aliases, so: the gate judges against the champion read just before the move,
@@ -420,18 +493,21 @@ def _promote(
     — if another register moved it meanwhile, the gate runs again against that version (and takes the alias back
     only if this one beats it). Two racing registers so end with the better one as champion, each reporting the
     decision that holds.
+
+    Returns:
+        (tuple): ``(promoted, reason, champion score or None, the gate's judgement or None)``.
     """
     for _ in range(MAX_PROMOTION_TRIES):
         champion = _champion(mlflow_client, name)
-        promoted, reason, champion_score = _gate(mlflow_client, champion, version, report, data_hash, score, min_gain)
+        promoted, reason, champion_score, judged = _gate(champion, version, report, data_hash, challenger)
         if not promoted:
-            return False, reason, champion_score
+            return False, reason, champion_score, judged
         current = _champion(mlflow_client, name)
         if (current and current.version) != (champion and champion.version):
             continue  # moved while the gate ran: judge against the new one
         set_champion(mlflow_client, name, version)
         if _holds(mlflow_client, name, version):
-            return True, reason, champion_score
+            return True, reason, champion_score, judged
     raise RunFailure(f"the champion alias of '{name}' kept moving during {MAX_PROMOTION_TRIES} tries; rerun the step")
 
 
@@ -455,32 +531,71 @@ def set_champion(mlflow_client, name: str, version: str) -> None:
 
 
 def _gate(
-    mlflow_client, champion, version: str, report: dict, data_hash: str, score: float, min_gain: float
-) -> tuple[bool, str, float | None]:
-    """Decide whether ``version`` beats ``champion``; re-evaluate the champion on this data when needed."""
+    champion, version: str, report: dict, data_hash: str, challenger: Challenger
+) -> tuple[bool, str, float | None, dict[str, Any] | None]:
+    """Decide whether ``version`` beats ``champion`` by the gate's rule on this evaluation's images.
+
+    ``gate=point`` compares the two scores (the champion's recorded one when it was scored on the same dataset, split
+    and image size, else measured again on this data). ``gate=ci`` bootstraps the per-image matches: the champion's
+    come from its own evaluation when that scored the same data, else from validating it again; its run noise from
+    its training log.
+    """
     if champion is None:
-        return True, "first version: no champion yet", None
+        return True, "first version: no champion yet", None, None
     if champion.version == version:
-        return True, "already champion", score
-    if (
+        return True, "already champion", challenger.score, None
+    against = f"champion v{champion.version}"
+    if challenger.gate["gate"] == "point":
+        champion_score, how = _champion_score(champion, report, data_hash)
+        gain, min_gain = challenger.score - champion_score, challenger.gate["min_gain"]
+        if gain > 0 and gain >= min_gain:
+            return True, f"beats {against} ({how} {champion_score:.4f}) by {gain:+.4f}", champion_score, None
+        return False, f"does not beat {against} ({how} {champion_score:.4f}) by {min_gain}: {gain:+.4f}", \
+            champion_score, None  # fmt: skip
+    champion_stats, how = _champion_stats(champion, report, data_hash)
+    suffix = primary_suffix(report["task"])
+    noise = (report["verdict"]["gate"]["run_noise"][0],
+             run_noise(champion.tags["weights_uri"], report["verdict"]["primary_metric"]))  # fmt: skip
+    judged = judge(challenger.stats(), champion_stats, suffix, noise, challenger.gate, against)
+    champion_score = champion_stats.score(suffix)
+    verb = "beats" if judged["passes"] else "does not beat"
+    return judged["passes"], f"{verb} {against} ({how} {champion_score:.4f}): {judged['reason']}", \
+        champion_score, judged  # fmt: skip
+
+
+def _same_evaluation(champion, report: dict, data_hash: str) -> bool:
+    """Whether the champion was scored like this evaluation: the same dataset, metric, split and image size."""
+    return (
         champion.tags.get("dataset_hash") == data_hash
         and champion.tags.get("metric_name") == report["verdict"]["primary_metric"]
         and champion.tags.get("split") == report["split"]
         and champion.tags.get("imgsz") == str(report["imgsz"])
-    ):
-        champion_score = float(champion.tags["metric"])
-        how = "recorded"
-    else:
-        weights = fetch_model(champion.tags["weights_uri"], "champion")
-        measured = measure(weights, fetch_dataset(report["data"], EVAL_SPLITS), report["split"], report["imgsz"],
-                            report["batch"], None, 1)  # fmt: skip
-        champion_score = float(measured["metrics"][report["verdict"]["primary_metric"]])
-        how = f"re-evaluated on dataset {data_hash}"
-    gain = score - champion_score
-    if gain > 0 and gain >= min_gain:
-        return True, f"beats champion v{champion.version} ({how} {champion_score:.4f}) by {gain:+.4f}", champion_score
-    reason = f"does not beat champion v{champion.version} ({how} {champion_score:.4f}) by {min_gain}: {gain:+.4f}"
-    return False, reason, champion_score
+    )
+
+
+def _champion_score(champion, report: dict, data_hash: str) -> tuple[float, str]:
+    """Return the champion's primary score on this evaluation's data (recorded, else measured) and how it was got."""
+    if _same_evaluation(champion, report, data_hash):
+        return float(champion.tags["metric"]), "recorded"
+    measured = _measure_champion(champion, report, keep_stats=False)
+    return float(measured["metrics"][report["verdict"]["primary_metric"]]), f"re-evaluated on dataset {data_hash}"
+
+
+def _measure_champion(champion, report: dict, keep_stats: bool) -> dict[str, Any]:
+    """Validate the champion's weights on this evaluation's split with its settings."""
+    weights = fetch_model(champion.tags["weights_uri"], "champion")
+    return measure(weights, fetch_dataset(report["data"], EVAL_SPLITS), report["split"], report["imgsz"],
+                   report["batch"], None, 1, keep_stats=keep_stats)  # fmt: skip
+
+
+def _champion_stats(champion, report: dict, data_hash: str) -> tuple[ImageStats, str]:
+    """Return the champion's per-image matches on this evaluation's images, and how they were obtained."""
+    if _same_evaluation(champion, report, data_hash) and champion.tags.get("evaluation"):
+        try:
+            return evaluation_stats(champion.tags["evaluation"])["distilled"], "recorded"
+        except (RunFailure, DistillError, KeyError):
+            pass  # an evaluation of an older version, without per-image matches: validate it again
+    return _measure_champion(champion, report, keep_stats=True)["stats"], f"re-evaluated on dataset {data_hash}"
 
 
 def _summary(mlflow_client, name: str, version: str) -> dict[str, Any]:
