@@ -3,8 +3,10 @@
 The version is a pyfunc model wrapping the ``.pt`` (see :mod:`distill.steps.pyfunc_model`), with the raw weights as
 its artifact and the evaluation report attached to the run; tags record the dataset hash, teacher, loss and layers,
 the metric, the code version and the pipeline run. The new version gets alias ``challenger``; ``champion`` moves to
-it only when it beats the current champion by at least ``min_gain`` on the *same* data — the champion is evaluated
-again on the candidate's dataset when its recorded dataset hash differs — and never when the evaluation failed.
+it only when its gain over the current champion on the *same* test images passes the promotion gate
+(:mod:`distill.gate`: ``gate=ci``, the lower bound of the interval at ``gate_level`` at least ``min_gain``; ``point``:
+the difference) — the champion's per-image matches come from its own evaluation of the same data, else it is
+validated again on the candidate's — and never when the evaluation failed.
 Registering again for the same pipeline run returns the existing version — and finishes what a faulted first try
 left: missing tags, the ``challenger`` alias and the gate's decision (recorded on the version, so it is taken once).
 
