@@ -73,10 +73,19 @@ def test_evaluation_records_intervals_per_image_matches_and_per_class_table(stac
 
 
 def test_the_same_weights_twice_are_no_difference_and_never_promoted(stack_env, weekly):
+    """Against the baseline (evaluate's decision) and against a champion with the same weights (register's)."""
+    from distill.steps.register import register
+
     same = _evaluate(weekly, "long", "long", "gate-same")
     gate = same["verdict"]["gate"]
     assert gate["difference"] == 0.0 and gate["low"] <= 0.0 <= gate["high"] and not gate["passes"]
     assert same["verdict"]["gate"]["se"] == 0.0  # every resample scores both the same
+    first = register(weekly["long"], _evaluate(weekly, "short", "long", "gate-same-1")["metrics"], "gate-same",
+                     run_id="gate-same-1")  # fmt: skip
+    again = register(weekly["long"], same["metrics"], "gate-same", run_id="gate-same-2")  # the champion's weights
+    assert first["promoted"] and not again["promoted"], again["reason"]
+    assert "+0.00 points over champion" in again["reason"] and "(recorded" in again["reason"]
+    assert tracking.client().get_model_version_by_alias("gate-same", "champion").version == first["version"]
 
 
 def test_scheduled_retraining_seed_noise_keeps_the_champion_a_real_gain_takes_it(stack_env, weekly):
