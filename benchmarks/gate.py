@@ -31,7 +31,6 @@ Rules, each a lower bound of challenger − champion that must be > 0 to promote
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import json
 import re
@@ -45,7 +44,7 @@ import numpy as np
 
 from benchmarks import report as reports
 from benchmarks.paired import paired_gain
-from distill.gate import LATE_EPOCHS, RUN_FLOOR
+from distill.gate import LATE_EPOCHS, RUN_FLOOR, run_noise
 
 RUN_RE = re.compile(r"^(?P<config>.+)-s(?P<seed>\d+)-(?P<data>[0-9a-f]{16})$")
 METRIC = "metrics/mAP50-95(B)"
@@ -64,17 +63,6 @@ class Run:
     resampled: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
-def late_sd(results_csv: Path, late: tuple[int, ...]) -> dict[int, float]:
-    """Return the standard deviation of the validation ``METRIC`` over the last K epochs of a training log, per K.
-
-    The product's own term is :func:`distill.gate.run_noise` (K = :data:`distill.gate.LATE_EPOCHS`).
-    """
-    with open(results_csv) as f:
-        rows = [{k.strip(): v for k, v in row.items()} for row in csv.DictReader(f)]
-    values = [float(r[METRIC]) for r in rows]
-    return {k: statistics.stdev(values[-k:]) if len(values[-k:]) > 1 else 0.0 for k in late}
-
-
 def load_runs(workdir: Path, late: tuple[int, ...]) -> list[Run]:
     """Every finished student run (not the teacher) of an accuracy work folder."""
     runs = []
@@ -86,8 +74,9 @@ def load_runs(workdir: Path, late: tuple[int, ...]) -> list[Run]:
         recorded = json.loads(result.read_text())
         if METRIC not in recorded.get("test", {}):
             continue
-        runs.append(Run(result.parent, match["config"], int(match["seed"]), recorded["test"][METRIC],
-                        late_sd(csv_file, late)))  # fmt: skip
+        best = str(result.parent / "train" / "weights" / "best.pt")  # the product's run noise, per window
+        spread = {k: run_noise(best, METRIC, k) or 0.0 for k in late}
+        runs.append(Run(result.parent, match["config"], int(match["seed"]), recorded["test"][METRIC], spread))
     return runs
 
 

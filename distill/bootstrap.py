@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -104,9 +104,9 @@ def save_stats(path: Path, stats: dict[str, ImageStats]) -> None:
         np.savez_compressed(f, **arrays)
 
 
-def load_stats(path: Path) -> dict[str, ImageStats]:
-    """Read what :func:`save_stats` wrote: ``{role: stats}``."""
-    with np.load(path) as npz:
+def load_stats(source: Path | BinaryIO) -> dict[str, ImageStats]:
+    """Read what :func:`save_stats` wrote (a file, or its bytes as a binary stream): ``{role: stats}``."""
+    with np.load(source) as npz:
         arrays = {k: npz[k] for k in npz.files}
     roles = sorted({k.split("/", 1)[0] for k in arrays})
     return {role: ImageStats.from_arrays(arrays, f"{role}/") for role in roles}

@@ -44,8 +44,8 @@ SEED = 0
 RUN_FLOOR = 1.0
 
 
-def run_noise(weights: str, metric: str) -> float | None:
-    """Return the spread of ``metric`` over the last :data:`LATE_EPOCHS` epochs of the run that made ``weights``.
+def run_noise(weights: str, metric: str, epochs: int = LATE_EPOCHS) -> float | None:
+    """Return the spread of ``metric`` over the last ``epochs`` epochs of the run that made ``weights``.
 
     The run's ``results.csv`` is beside the weights (a step's outputs on S3) or one folder up (Ultralytics' own
     ``train/weights/best.pt``); ``None`` when there is none or it lacks the metric.
@@ -55,7 +55,7 @@ def run_noise(weights: str, metric: str) -> float | None:
         return None
     rows = [{k.strip(): v for k, v in row.items()} for row in csv.DictReader(io.StringIO(text))]
     try:
-        values = [float(r[metric]) for r in rows[-LATE_EPOCHS:]]
+        values = [float(r[metric]) for r in rows[-epochs:]]
     except (KeyError, TypeError, ValueError):
         return None
     return statistics.stdev(values) if len(values) > 1 else None

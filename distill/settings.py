@@ -176,7 +176,6 @@ GATE: tuple[Option, ...] = (
     ),  # fmt: skip
     Option("gate_level", float, 0.9, "two-sided confidence level of the gate's interval (between 0 and 1)"),
 )
-GATE_NAMES = frozenset(o.name for o in GATE)
 
 
 def gate_settings(**given: Any) -> dict[str, Any]:

@@ -25,6 +25,8 @@ import yaml
 from .. import storage
 from ..bootstrap import ImageStats, save_stats
 from ..config import TRAINING
+from ..dataset_files import resolve_dataset
+from ..dataset_files import split_images as entry_images
 from ..errors import DistillError, RunFailure
 from ..gate import judge, run_noise
 from ..settings import gate_settings
@@ -80,7 +82,7 @@ def evaluate(
         report = {
             "run_id": run_id, "task": task, "split": split, "data": data, "imgsz": imgsz, "batch": batch,
             "uris": uris, "models": models, "verdict": verdict,
-            "per_class": per_class(stats, primary_suffix(task), yaml_names(spec)),
+            "per_class": per_class(stats, primary_suffix(task), resolve_dataset(data_yaml)["names"]),
             "training": training_images(data_yaml, distilled, dataset_counts(data)), "ok": True,
         }  # fmt: skip
         files = {part: Path(tmp) / part for part in (*PARTS, MARKER)}
@@ -210,9 +212,6 @@ def measure(
 
 def split_images(data_yaml: Path, split: str) -> list[Path]:
     """Return the image files of a dataset split, sorted (latency samples, export verification)."""
-    from ..dataset_files import resolve_dataset
-    from ..dataset_files import split_images as entry_images
-
     images = [Path(p) for p in entry_images(resolve_dataset(data_yaml)[split])]
     if not images:
         raise DistillError(f"no images in the {split} split of {data_yaml}")
@@ -255,12 +254,6 @@ def training_line(training: dict[str, Any] | None) -> str:
 def primary_suffix(task: str) -> str:
     """Return the primary metric's suffix: the task's own (masks, keypoints), boxes for detection."""
     return SUFFIX.get(task, ("B",))[-1]
-
-
-def yaml_names(spec: dict[str, Any]) -> dict[int, str]:
-    """Class index → name from a data.yaml's ``names`` (a list or a mapping)."""
-    names = spec.get("names") or {}
-    return dict(enumerate(names)) if isinstance(names, list) else {int(k): str(v) for k, v in names.items()}
 
 
 def per_class(stats: dict[str, ImageStats], suffix: str, names: dict[int, str]) -> list[dict[str, Any]]:

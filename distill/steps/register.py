@@ -32,6 +32,7 @@ a run marked FINISHED always has its version, tags and decision.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -217,15 +218,11 @@ class Challenger:
 def evaluation_stats(metrics_uri: str) -> dict[str, ImageStats]:
     """Every model's per-image matches recorded by an evaluation (``image_stats.npz`` beside its ``metrics.json``)."""
     uri = metrics_uri.rsplit("/", 1)[0] + "/" + STATS
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(tmp) / STATS
-        if storage.is_s3(uri):
-            local.write_bytes(storage.read_bytes(uri))
-        elif Path(uri).is_file():
-            local = Path(uri)
-        else:
-            raise RunFailure(f"evaluation '{metrics_uri}' has no {STATS}: evaluate again")
-        return load_stats(local)
+    if storage.is_s3(uri):
+        return load_stats(io.BytesIO(storage.read_bytes(uri)))
+    if not Path(uri).is_file():
+        raise RunFailure(f"evaluation '{metrics_uri}' has no {STATS}: evaluate again")
+    return load_stats(Path(uri))
 
 
 def _baseline_interval(verdict: dict[str, Any]) -> dict[str, str]:
