@@ -264,14 +264,21 @@ def finished_result(job: dict[str, Any]) -> dict[str, Any] | None:
     return json.loads(done.read_text()) if done.is_file() else None
 
 
-def resolved_config(job: dict[str, Any]) -> dict[str, Any] | None:
-    """Return the full KD configuration a student job asks for (spec over today's defaults), else None."""
+def resolved_config(job: dict[str, Any], task: str | None = None) -> dict[str, Any] | None:
+    """Return the full KD configuration a student job asks for (spec over today's defaults), else None.
+
+    Resolved for the task as the trainer resolves it (``DistillConfig.for_task``); ``task`` defaults to the one the
+    job's student model names (``yolov8n-pose.yaml`` → pose).
+    """
     if not isinstance(job["spec"], dict):
         return None
+    from ultralytics.nn.tasks import guess_model_task
+
     from distill import DistillConfig
 
     kd = {k: v for k, v in job["spec"].items() if k != "unlabeled"}
-    config = DistillConfig(teacher=job["teacher"] or "teacher.pt", **kd).to_dict()
+    config = DistillConfig(teacher=job["teacher"] or "teacher.pt", **kd)
+    config = config.for_task(task or guess_model_task(job["model"])).to_dict()
     config.pop("teacher")
     return config
 
@@ -287,11 +294,14 @@ def ran_config(folder: Path) -> dict[str, Any] | None:
 def completed_config(config: dict[str, Any]) -> dict[str, Any]:
     """Return a run's recorded KD config with settings added since it ran at their defaults, ``teacher`` left out.
 
-    (A run from before ``pseudo_conf`` existed ran as the default does: without a pool the setting does nothing.)
+    (A run from before ``pseudo_conf`` existed ran as the default does: without a pool the setting does nothing. A
+    run from before ``logit_conf_weight`` existed ran without it, on every task; since it exists every run records
+    the value its task resolved to.)
     """
     from distill.config import DEFAULTS
 
-    return {k: v for k, v in {**DEFAULTS, "extra": {}, **config}.items() if k != "teacher"}
+    ran = {**DEFAULTS, "logit_conf_weight": False, "extra": {}, **config}
+    return {k: v for k, v in ran.items() if k != "teacher"}
 
 
 def import_bccd(source: Path, workdir: Path) -> tuple[Path, str]:
@@ -814,7 +824,7 @@ def build_report(
         if teacher
         else None,  # fmt: skip
         "default": "default" if "default" in by_name else None,
-        "default_config": resolved_config({"spec": {}, "teacher": None}),
+        "default_config": resolved_config({"spec": {}, "teacher": None}, task=args.task),
         "students": [summarise(name, results) for name, results in by_name.items()],
         **paired_gains(runs, list(by_name), args.task, settings["epochs"]),
         "runs": runs,

@@ -314,6 +314,7 @@ def build_kd_model(
     Returns:
         (tuple[KDModel, dict]): The model, and the resolved plan (written to ``distill.json``).
     """
+    config = config.for_task(trainer.args.task)
     teacher_source = config.teacher
     if config.online and resume_state is not None and resume_state.get("teacher"):
         teacher_source = resume_state["teacher"]  # the online teacher as trained so far

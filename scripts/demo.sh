@@ -71,8 +71,8 @@ if reports:
     from benchmarks.accuracy import completed_config, resolved_config
 
     r = json.load(open(reports[-1]))
-    shipped = resolved_config({"spec": {}, "teacher": None})  # the pool row measured with today's defaults
-    row = next((st["name"] for st in r["students"] if (st.get("spec") or {}).get("unlabeled")
+    shipped = resolved_config({"spec": {}, "teacher": None}, task="detect")  # the pool row measured with today's defaults
+    row = next((st["name"] for st in r["students"] if isinstance(st.get("spec"), dict) and st["spec"].get("unlabeled")
                 and st.get("config") and completed_config(st["config"]) == shipped), None)  # fmt: skip
     p = r["paired"]["metrics/mAP50-95(B)"]["vs_baseline"].get(row) if row else None
     if p and p["n"]:

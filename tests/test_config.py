@@ -18,7 +18,16 @@ def test_defaults_are_documented_values():
     assert (cfg.loss, cfg.logit, cfg.layers, cfg.online) == ("mimic", True, "neck", False)  # the BCCD benchmark's best
     assert (cfg.feat_weight, cfg.logit_weight, cfg.tau, cfg.mgd_ratio, cfg.mgd_alpha) == (1.0, 0.25, 1.0, 0.65, 2e-5)
     assert (cfg.schedule, cfg.distill_off_epochs) == ("constant", "close_mosaic")  # KD off when mosaic closes
-    assert (cfg.logit_loss, cfg.logit_tau, cfg.logit_conf_weight) == ("mse", 10.0, False)  # kl: opt-in for now
+    assert (cfg.logit_loss, cfg.logit_tau, cfg.logit_conf_weight) == ("mse", 10.0, None)  # kl: opt-in for now
+
+
+def test_confidence_weighting_defaults_on_for_pose_only_and_an_explicit_choice_stays():
+    cfg = DistillConfig(teacher="t.pt")
+    assert [cfg.for_task(t).logit_conf_weight for t in ("detect", "segment", "pose")] == [False, False, True]
+    assert cfg.logit_conf_weight is None  # resolving returns a copy
+    for chosen in (True, False):
+        assert DistillConfig(teacher="t.pt", logit_conf_weight=chosen).for_task("pose").logit_conf_weight is chosen
+        assert DistillConfig(teacher="t.pt", logit_conf_weight=chosen).for_task("detect").logit_conf_weight is chosen
 
 
 @pytest.mark.parametrize(("loss", "weight"), [("pkd", 10.0), ("ncwd", 1.0), ("cwd", 1.0)])

@@ -71,6 +71,9 @@ def test_distill_each_task_and_feature_loss(tmp_path, teachers, task, loss):
 
     plan = json.loads(run.distill_json.read_text())
     assert plan["mode"] == "offline" and plan["config"]["loss"] == loss and len(plan["pairs"]) == 3
+    # logit_conf_weight left empty resolves per task, and the run records what it used: on for pose (tiger keypoints)
+    assert plan["config"]["logit_conf_weight"] is (task == "pose")
+    assert set(plan["logit_terms"].values()) == {"mse-conf" if task == "pose" else "mse"}
     assert run.best.is_file() and run.last.is_file()
 
     check = fresh_process_check(run.best, task, STUDENT[task], IMAGE)
