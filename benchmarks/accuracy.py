@@ -180,6 +180,8 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         kd = {k: v for k, v in spec.items() if k != "unlabeled"}
         pool = job["pool"] if spec.get("unlabeled") else None
         config = distill.DistillConfig(teacher=job["teacher"], **kd)
+        if pool and config.pool_rounds > 1:
+            reuse_first_round(job, out)
         run = distill.distill(job["data"], job["model"], config, unlabeled=pool, **common)
     train_s = time.perf_counter() - start
     split = job.get("score_split", "test")
@@ -192,6 +194,22 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         "test": scored["metrics"],
         "params": scored["params"],
     }
+
+
+def reuse_first_round(job: dict[str, Any], out: Path) -> None:
+    """Let a ``pool_rounds`` job start from the one-round run of the same settings, when that one finished.
+
+    Round 1 of a multi-round run *is* that run (same teacher, data, seed and config; the round count changes
+    nothing in it), so its ``best.pt`` is recorded as round 1's result, where :func:`distill.distill` looks for a
+    finished round (``<out>-round1/round.json``), instead of training it again.
+    """
+    done = out.with_name(f"{out.name}-round1") / "round.json"
+    first = same_run({**job, "spec": {**job["spec"], "pool_rounds": 1}})
+    if done.is_file() or first is None:
+        return
+    done.parent.mkdir(parents=True, exist_ok=True)
+    done.write_text(json.dumps({"round": 1, "best": first["best"], "metrics": first["val"],
+                                "same_as": first.get("same_as")}, indent=2))  # fmt: skip
 
 
 def _worker(job_file: str) -> None:
@@ -272,13 +290,13 @@ def resolved_config(job: dict[str, Any], task: str | None = None) -> dict[str, A
     """
     if not isinstance(job["spec"], dict):
         return None
-    from ultralytics.nn.tasks import guess_model_task
+    from ultralytics.nn.tasks import guess_model_task, yaml_model_load
 
     from distill import DistillConfig
 
     kd = {k: v for k, v in job["spec"].items() if k != "unlabeled"}
     config = DistillConfig(teacher=job["teacher"] or "teacher.pt", **kd)
-    config = config.for_task(task or guess_model_task(job["model"])).to_dict()
+    config = config.for_task(task or guess_model_task(yaml_model_load(job["model"]))).to_dict()
     config.pop("teacher")
     return config
 
@@ -299,8 +317,10 @@ def completed_config(config: dict[str, Any]) -> dict[str, Any]:
     the value its task resolved to.)
     """
     from distill.config import DEFAULTS
+    from distill.rounds import ROUND
 
     ran = {**DEFAULTS, "logit_conf_weight": False, "extra": {}, **config}
+    ran["extra"] = {k: v for k, v in ran["extra"].items() if k != ROUND}  # which round the last one was: the run's
     return {k: v for k, v in ran.items() if k != "teacher"}
 
 

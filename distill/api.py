@@ -14,19 +14,22 @@ Ultralytics' trainer writes or deletes before its checks end (``args.yaml``, ``r
 
 from __future__ import annotations
 
+import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ultralytics.nn.tasks import guess_model_task, yaml_model_load
+from ultralytics.utils import LOGGER
 
 from .config import TRAINING, DistillConfig
 from .errors import DistillError
 from .model import KDModel, load_weights, read_checkpoint
 from .offline import configure
+from .rounds import ROUND, is_round, run_rounds
 from .trainer import DISTILL_TRAINERS, PLAIN_TRAINERS, TEACHER_WEIGHTS, DistillCallbacks, DistillTrainerMixin, held_logs
 
 if TYPE_CHECKING:
@@ -353,6 +356,9 @@ def distill(
         raise DistillError("distill needs a student model")
     if Path(config.teacher).is_file():  # an absolute path keeps resume working from any directory
         config = replace(config, teacher=str(Path(config.teacher).resolve()))
+    if pool is not None and config.pool_rounds > 1 and not is_round(config):
+        run = dict(epochs=epochs, imgsz=imgsz, batch=batch, device=device, seed=seed, callbacks=callbacks, **overrides)
+        config = run_rounds(config, _local_rounds(data, student, pool, Path(out or "runs/distill"), run))
     task = model_task(student)
     mixed = pool.make(_check_data(data), config, imgsz, out or "runs/distill") if pool else None
     args = _overrides(
@@ -368,7 +374,30 @@ def distill(
         **overrides,
     )
     result = _result(_run(DISTILL_TRAINERS[task], args, DistillCallbacks(config).attach(callbacks or {})))
-    return replace(result, pool=mixed.to_dict()) if mixed else result
+    if mixed is None:
+        return result
+    return replace(result, pool={**mixed.to_dict(), "round": config.extra.get(ROUND, 1), "rounds": config.pool_rounds})
+
+
+def _local_rounds(
+    data: str | Path | None, student: str, pool: PoolInput, out: Path, run: dict[str, Any]
+) -> Callable[[int, DistillConfig], str]:
+    """Return :func:`distill.rounds.run_rounds`' round trainer for a local run: round ``k`` in ``<out>-round<k>``.
+
+    A round whose ``round.json`` is there finished before and is reused; one without it is trained again.
+    """
+
+    def train_round(k: int, config: DistillConfig) -> str:
+        folder = out.with_name(f"{out.name}-round{k}")
+        done = folder / "round.json"
+        if done.is_file():
+            return json.loads(done.read_text())["best"]
+        LOGGER.info(f"distill: self-training round {k} of {config.pool_rounds} (teacher {config.teacher}) in {folder}")
+        result = distill(data, student, config, out=folder, unlabeled=pool.images, pool_hash=pool.pool_hash, **run)
+        done.write_text(json.dumps({"round": k, "best": str(result.best), "metrics": result.metrics}, indent=2))
+        return str(result.best)
+
+    return train_round
 
 
 @dataclass(frozen=True)

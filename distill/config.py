@@ -87,6 +87,9 @@ class DistillConfig:
             objects it missed were trained as background; at 0.25, 176 images with 291 boxes.
         unlabeled_ratio (float): With an unlabelled pool: the most pool images per labelled image in an epoch (the
             labelled images are listed repeatedly to keep it); 0: every image once.
+        pool_rounds (int): With an unlabelled pool: self-training rounds (:mod:`distill.rounds`). 1: the teacher
+            labels the pool once; from round 2 the previous round's student, which learnt from the pool and usually
+            ends above its teacher, labels it again and teaches a new student. Each round costs a whole run.
     """
 
     teacher: str
@@ -123,6 +126,9 @@ class DistillConfig:
     )
     unlabeled_ratio: float = field(
         default=0.0, metadata=_kd(float, "unlabelled pool: most pool images per labelled image per epoch (0: all)")
+    )
+    pool_rounds: int = field(
+        default=1, metadata=_kd(int, "unlabelled pool: self-training rounds, each round's student teaching the next")
     )
     extra: dict[str, Any] = field(default_factory=dict, repr=False)  # reserved for forward-compatible keys
 
@@ -168,6 +174,8 @@ class DistillConfig:
         ):
             raise DistillError(f"unlabeled_ratio must be a non-negative number, got {self.unlabeled_ratio!r}")
         self.pseudo_conf, self.unlabeled_ratio = float(self.pseudo_conf), float(self.unlabeled_ratio)
+        if isinstance(self.pool_rounds, bool) or not isinstance(self.pool_rounds, int) or self.pool_rounds < 1:
+            raise DistillError(f"pool_rounds must be a whole number >= 1, got {self.pool_rounds!r}")
         if self.loss == "none" and not self.logit:
             raise DistillError("nothing to distil: loss='none' with the logit loss off")
 

@@ -79,6 +79,11 @@ class Option:
             raise wrong
         if isinstance(value, self.kind):
             return value
+        if self.kind is int and isinstance(value, str):  # a pipeline's struct holds numbers as doubles: "2.0"
+            try:
+                value = float(value)
+            except ValueError:
+                raise wrong from None
         try:
             result = self.kind(value)
         except (TypeError, ValueError):

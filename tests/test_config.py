@@ -63,6 +63,8 @@ def test_logit_loss_and_close_mosaic_settings_are_normalised():
         ({"logit_tau": 0}, "logit_tau must be > 0"),
         ({"logit_tau": -1}, "logit_tau must be a non-negative number, got -1"),
         ({"logit_conf_weight": "yes"}, "logit_conf_weight must be true or false, got 'yes'"),
+        ({"pool_rounds": 0}, "pool_rounds must be a whole number >= 1, got 0"),
+        ({"pool_rounds": 1.5}, "pool_rounds must be a whole number >= 1, got 1.5"),
         ({"loss": "none", "logit": False}, "nothing to distil"),
     ],
 )

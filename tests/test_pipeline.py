@@ -140,7 +140,7 @@ def test_run_local_registers_then_gate_skips_register(stack_env, tmp_path):
     second = run_local(
         {**common, "run_id": "kfp-local-2", "teacher_weights": first["steps"]["teacher"]["best"], "min_gain": 1.0,
          "distill_off_epochs": 0, "tau": 2.0, "train_args": {"lr0": 0.02}, "unlabeled_source": str(pool),
-         "pseudo_conf": 1e-5},
+         "pseudo_conf": 1e-5, "pool_rounds": 2},
         stack_dir=stack_env["STACK_DIR"],
     )  # fmt: skip
     trained = second["steps"]["distill"]["pool"]
@@ -148,10 +148,12 @@ def test_run_local_registers_then_gate_skips_register(stack_env, tmp_path):
     report = json.loads(storage.read_bytes(f"{stack_env['YOLO_DISTILL_S3_PREFIX']}/runs/kfp-local-2/evaluate/"
                                           "metrics.json"))  # fmt: skip
     assert report["training"] == {"labelled": 4, "unlabeled": trained["used"], "pseudo_labels": trained["instances"],
-                                  "pseudo_conf": 1e-5, "pool_left_out": 8 - trained["used"]}  # fmt: skip
+                                  "pseudo_conf": 1e-5, "pool_left_out": 8 - trained["used"], "rounds": 2}  # fmt: skip
+    assert trained["round"] == 2  # the second self-training round's student is the one evaluated
     out = f"{stack_env['YOLO_DISTILL_S3_PREFIX']}/runs/kfp-local-2"
     plan = json.loads(storage.read_bytes(f"{out}/distill/distill.json"))
     assert plan["config"]["distill_off_epochs"] == 0 and plan["config"]["tau"] == 2.0
+    assert plan["config"]["teacher"].endswith("best.pt") and storage.head(f"{out}/distill-round1/result.json")
     for step in ("distill", "student"):
         assert yaml.safe_load(storage.read_bytes(f"{out}/{step}/args.yaml"))["lr0"] == 0.02
     assert second["steps"]["teacher"]["status"] == "reused"

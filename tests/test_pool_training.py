@@ -129,3 +129,61 @@ def test_a_teacher_of_other_classes_is_refused(teachers, tmp_path):
     config = DistillConfig(teacher=str(teachers["pose"]), pseudo_conf=LOW_CONF)  # a 'person' teacher, 80-class data
     with pytest.raises(DistillError, match="predicts classes .* pseudo-labels need a teacher trained on the dataset"):
         distill.distill(TASK_DATA["detect"], STUDENT["detect"], config, out=tmp_path / "run", unlabeled=pool, **TINY)
+
+
+def test_two_self_training_rounds_the_first_student_teaches_the_second(teachers, tmp_path):
+    pool = make_pool("detect", tmp_path)
+    config = DistillConfig(teacher=str(teachers["detect"]), pseudo_conf=LOW_CONF, pool_rounds=2)
+    out = tmp_path / "run"
+    run = distill.distill(TASK_DATA["detect"], STUDENT["detect"], config, out=out, unlabeled=pool, **TINY)
+
+    first = tmp_path / "run-round1"
+    done = json.loads((first / "round.json").read_text())
+    assert done["round"] == 1 and done["best"] == str(first / "weights" / "best.pt")
+    plans = [json.loads((folder / "distill.json").read_text())["config"] for folder in (first, out)]
+    assert plans[0]["teacher"] == str(teachers["detect"].resolve()) and plans[0]["extra"] == {"round": 1}
+    assert plans[1]["teacher"] == done["best"] and plans[1]["extra"] == {"round": 2}  # the round-1 student teaches
+    assert plans[0]["pool_rounds"] == plans[1]["pool_rounds"] == 2
+    keys = [json.loads((folder / "pool" / "pseudo" / "pseudo.json").read_text())["key"] for folder in (first, out)]
+    assert keys[0] != keys[1] and run.pool["pseudo_key"] == keys[1]  # the pool labelled again, by the new teacher
+    assert run.pool["rounds"] == 2 and run.pool["used"] > 0 and run.best.is_file()
+
+    stamp = (first / "weights" / "best.pt").stat().st_mtime_ns  # a rerun reuses the finished round
+    again = distill.distill(TASK_DATA["detect"], STUDENT["detect"], config, out=out, unlabeled=pool, **TINY)
+    assert (first / "weights" / "best.pt").stat().st_mtime_ns == stamp and again.pool["pseudo_key"] == keys[1]
+
+
+def test_the_distill_step_runs_each_round_as_a_step_of_its_own(stack_env, trained, tmp_path):
+    from conftest import TINY_STEP
+
+    from distill import storage
+    from distill.steps import tracking, training
+
+    pool = make_pool("detect", tmp_path)
+    args = dict(run_id="run-rounds", unlabeled=str(pool), pseudo_conf=LOW_CONF, pool_rounds=2, **TINY_STEP)
+    kd = training.distill(trained["data"], trained["teacher"]["best"], "yolov8n.yaml", **args)
+
+    first_uri = kd["best"].replace("/run-rounds/distill/", "/run-rounds/distill-round1/")
+    first = json.loads(storage.read_bytes(first_uri[: -len("best.pt")] + "result.json"))
+    assert first["best"] == first_uri and (first["pool"]["round"], kd["pool"]["round"]) == (1, 2)
+    assert first["pool"]["rounds"] == kd["pool"]["rounds"] == 2
+    plans = [
+        json.loads(storage.read_bytes(uri[: -len("best.pt")] + "distill.json"))["config"]
+        for uri in (first_uri, kd["best"])
+    ]
+    assert plans[0]["extra"] == {"round": 1} and plans[1]["extra"] == {"round": 2}
+    run = tracking.client().get_run(kd["mlflow_run_id"])
+    assert run.data.params["teacher"] == first_uri and run.data.params["kd/pool_rounds"] == "2"
+
+    again = training.distill(trained["data"], trained["teacher"]["best"], "yolov8n.yaml", **args)
+    assert again["reused"] is True and again["best"] == kd["best"]
+
+
+def test_self_training_rounds_across_nodes_are_refused_before_anything_runs(monkeypatch, tmp_path):
+    from distill.steps import training
+
+    monkeypatch.setenv("WORLD_SIZE", "4")  # a torchrun launch over two nodes (two processes each)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(DistillError, match="pool_rounds=2: self-training rounds run on one node for now"):
+        training.distill("s3://nowhere/data", "s3://nowhere/best.pt", "yolov8n.yaml", run_id="r", unlabeled="pool/",
+                         pool_rounds=2)  # fmt: skip

@@ -23,7 +23,7 @@ CHANGED = {
     "loss": "cwd", "logit": False, "logit_loss": "kl", "layers": [15, 18, 21], "teacher_layers": [16, 19, 22],
     "online": True, "feat_weight": 2.5, "logit_weight": 0.5, "logit_tau": 4.0, "logit_conf_weight": True, "tau": 2.0,
     "mgd_ratio": 0.5, "mgd_alpha": 3e-5, "schedule": "cosine", "distill_off_epochs": 3, "pseudo_conf": 0.3,
-    "unlabeled_ratio": 2.0,
+    "unlabeled_ratio": 2.0, "pool_rounds": 2,
 }  # fmt: skip
 
 
@@ -63,6 +63,10 @@ def test_step_function_and_component_take_every_setting():
     as_text = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in as_text.items()}
     typed = settings.coerce_kd(as_text)
     assert DistillConfig(teacher="t", **typed).to_dict() == DistillConfig(teacher="t", **CHANGED).to_dict()
+    # the kd struct of a compiled pipeline holds numbers as doubles: a whole number arrives as "2.0"
+    assert settings.coerce_kd({"pool_rounds": "2.0"}) == {"pool_rounds": 2}
+    with pytest.raises(DistillError, match="pool_rounds must be int, got '1.5'"):
+        settings.coerce_kd({"pool_rounds": "1.5"})
 
 
 @pytest.mark.fast

@@ -216,7 +216,8 @@ def distill(
     if result.get("pool"):
         pool = result["pool"]
         weights.metadata.update({"labelled_images": pool["labelled"], "unlabeled_images": pool["used"],
-                                 "pseudo_labels": pool["instances"], "pseudo_conf": pool["conf"]})  # fmt: skip
+                                 "pseudo_labels": pool["instances"], "pseudo_conf": pool["conf"],
+                                 "pool_rounds": pool.get("rounds", 1)})  # fmt: skip
     with open(weights.path, "w") as f:
         json.dump(result, f)
     return result["best"]

@@ -233,8 +233,9 @@ def training_images(data_yaml: Path, distilled: str, counts: dict[str, dict[str,
             pool = json.loads(storage.read_bytes(result_uri)).get("pool")
     out: dict[str, Any] = {"labelled": labelled, "unlabeled": pool["used"] if pool else 0}
     if pool:
-        out.update({"pseudo_labels": pool["instances"], "pseudo_conf": pool["conf"], "pool_left_out": pool["empty"]
-                    + pool["leaked_into_val_test"] + pool["in_labelled_train"]})  # fmt: skip
+        left_out = pool["empty"] + pool["leaked_into_val_test"] + pool["in_labelled_train"]
+        out.update({"pseudo_labels": pool["instances"], "pseudo_conf": pool["conf"], "pool_left_out": left_out,
+                    "rounds": pool.get("rounds", 1)})  # fmt: skip
     return out
 
 
@@ -244,9 +245,11 @@ def training_line(training: dict[str, Any] | None) -> str:
         return ""
     if not training["unlabeled"]:
         return f"The distilled student trained on {training['labelled']} labelled images."
+    rounds = training.get("rounds", 1)
+    by = "teacher" if rounds == 1 else f"round-{rounds - 1} student (self-training round {rounds} of {rounds})"
     return (
         f"The distilled student trained on {training['labelled']} labelled and {training['unlabeled']} unlabelled "
-        f"images ({training['pseudo_labels']} teacher pseudo-labels at conf {training['pseudo_conf']}; "
+        f"images ({training['pseudo_labels']} {by} pseudo-labels at conf {training['pseudo_conf']}; "
         f"{training['pool_left_out']} pool images left out)."
     )
 

@@ -30,6 +30,7 @@ from ..config import TRAINING, DistillConfig
 from ..devices import choose_devices
 from ..errors import DistillError
 from ..launch import current
+from ..rounds import is_round, run_rounds
 from ..settings import split_kd
 from ..storage import S3Uri
 from ..trainer import TEACHER_WEIGHTS
@@ -141,6 +142,18 @@ def distill(
     params = {"step": "distill", "model": student, "teacher": teacher, "data": data, "epochs": epochs,
               "imgsz": imgsz, "batch": batch, "device": device, "seed": seed, **overrides,
               **({"unlabeled": unlabeled} if unlabeled else {})}  # fmt: skip
+    if unlabeled and config.pool_rounds > 1 and not is_round(config):
+        if current().distributed:
+            raise DistillError(f"pool_rounds={config.pool_rounds}: self-training rounds run on one node for now")
+
+        def train_round(k: int, round_config: DistillConfig) -> str:  # each round a step: its own checkpoint, result
+            step = {**params, "teacher": round_config.teacher}
+            done = _run_step(f"{name}-round{k}", run_id, prefix, step, checkpoint_every, experiment, tracking_uri,
+                             config=round_config)  # fmt: skip
+            return done["best"]
+
+        config = run_rounds(config, train_round)
+        params = {**params, "teacher": config.teacher}
     return _run_step(name, run_id, prefix, params, checkpoint_every, experiment, tracking_uri, config=config)
 
 
