@@ -181,7 +181,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         pool = job["pool"] if spec.get("unlabeled") else None
         config = distill.DistillConfig(teacher=job["teacher"], **kd)
         if pool and config.pool_rounds > 1:
-            reuse_first_round(job, out)
+            reuse_first_round(job, config, {k: v for k, v in common.items() if k != "out"}, out)
         run = distill.distill(job["data"], job["model"], config, unlabeled=pool, **common)
     train_s = time.perf_counter() - start
     split = job.get("score_split", "test")
@@ -196,19 +196,25 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def reuse_first_round(job: dict[str, Any], out: Path) -> None:
+def reuse_first_round(job: dict[str, Any], config: Any, run: dict[str, Any], out: Path) -> None:
     """Let a ``pool_rounds`` job start from the one-round run of the same settings, when that one finished.
 
     Round 1 of a multi-round run *is* that run (same teacher, data, seed and config; the round count changes
-    nothing in it), so its ``best.pt`` is recorded as round 1's result, where :func:`distill.distill` looks for a
-    finished round (``<out>-round1/round.json``), instead of training it again.
+    nothing in it), so its ``best.pt`` is recorded as round 1's result where :func:`distill.distill` looks for a
+    finished round (``<out>-round1/round.json``, for the inputs :func:`distill.api.round_inputs` names), instead of
+    training it again.
     """
+    from distill.api import round_inputs
+    from distill.rounds import round_config
+
     done = out.with_name(f"{out.name}-round1") / "round.json"
     first = same_run({**job, "spec": {**job["spec"], "pool_rounds": 1}})
     if done.is_file() or first is None:
         return
+    teacher = str(Path(config.teacher).resolve())  # as distill.distill resolves it before its rounds
+    asked = round_inputs(round_config(config, 1, teacher), job["data"], job["model"], job["pool"], run)
     done.parent.mkdir(parents=True, exist_ok=True)
-    done.write_text(json.dumps({"round": 1, "best": first["best"], "metrics": first["val"],
+    done.write_text(json.dumps({"round": 1, "best": first["best"], "metrics": first["val"], "asked": asked,
                                 "same_as": first.get("same_as")}, indent=2))  # fmt: skip
 
 

@@ -384,20 +384,39 @@ def _local_rounds(
 ) -> Callable[[int, DistillConfig], str]:
     """Return :func:`distill.rounds.run_rounds`' round trainer for a local run: round ``k`` in ``<out>-round<k>``.
 
-    A round whose ``round.json`` is there finished before and is reused; one without it is trained again.
+    A round whose ``round.json`` is there, written for the same inputs (teacher bytes, data, student, settings),
+    finished before and is reused; any other is trained (again).
     """
 
     def train_round(k: int, config: DistillConfig) -> str:
         folder = out.with_name(f"{out.name}-round{k}")
         done = folder / "round.json"
-        if done.is_file():
+        asked = round_inputs(config, data, student, pool.images, run)
+        if done.is_file() and json.loads(done.read_text()).get("asked") == asked:
             return json.loads(done.read_text())["best"]
         LOGGER.info(f"distill: self-training round {k} of {config.pool_rounds} (teacher {config.teacher}) in {folder}")
         result = distill(data, student, config, out=folder, unlabeled=pool.images, pool_hash=pool.pool_hash, **run)
-        done.write_text(json.dumps({"round": k, "best": str(result.best), "metrics": result.metrics}, indent=2))
+        record = {"round": k, "best": str(result.best), "metrics": result.metrics, "asked": asked}
+        done.write_text(json.dumps(record, indent=2))
         return str(result.best)
 
     return train_round
+
+
+def round_inputs(
+    config: DistillConfig, data: str | Path | None, student: str, pool: str | Path, run: dict[str, Any]
+) -> dict[str, Any]:
+    """Return what makes a self-training round the round it is (``round.json``'s ``asked``), as plain JSON data.
+
+    The round's config, its teacher's bytes (sha256), the data, student, pool and training arguments (``run``:
+    :func:`distill`'s keywords; callbacks do not count).
+    """
+    from .storage import sha256_file
+
+    teacher = sha256_file(config.teacher) if Path(config.teacher).is_file() else config.teacher
+    asked = {"config": config.to_dict(), "teacher_sha256": teacher, "data": str(data), "student": str(student),
+             "pool": str(pool), **{name: value for name, value in run.items() if name != "callbacks"}}  # fmt: skip
+    return json.loads(json.dumps(asked, default=str))
 
 
 @dataclass(frozen=True)
