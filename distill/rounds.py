@@ -6,8 +6,9 @@ in make demo's regime the student scores 0.70 mAP50-95 against its teacher's 0.5
 round's student is the teacher — it labels the pool again, better, and its outputs are the KD targets — and a new
 student trains from the same start. The student model, data, seed and every other setting stay those of the run.
 
-Each round is one ordinary run (its own folder, or its own pipeline step with its own checkpoint and
-``result.json``), so an interrupted run resumes the round it was in and a rerun reuses the rounds that finished.
+Each round is one ordinary run: locally its own folder ``<out>-round<k>`` (a rerun reuses a finished round, for the
+same inputs, and trains an unfinished one again), in a pipeline its own step ``<name>-round<k>`` with its own
+checkpoint and ``result.json`` (a retried pod resumes the round it was in, from its last checkpoint).
 The round a run is records itself in its config's ``extra`` (``{"round": k}``), written to ``distill.json``.
 """
 
