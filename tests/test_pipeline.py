@@ -153,7 +153,11 @@ def test_run_local_registers_then_gate_skips_register(stack_env, tmp_path):
     out = f"{stack_env['YOLO_DISTILL_S3_PREFIX']}/runs/kfp-local-2"
     plan = json.loads(storage.read_bytes(f"{out}/distill/distill.json"))
     assert plan["config"]["distill_off_epochs"] == 0 and plan["config"]["tau"] == 2.0
-    assert plan["config"]["teacher"].endswith("best.pt") and storage.head(f"{out}/distill-round1/result.json")
+    round1 = json.loads(storage.read_bytes(f"{out}/distill-round1/result.json"))  # round 1: a step of its own
+    assert plan["config"]["extra"] == {"round": 2} and round1["pool"]["round"] == 1
+    assert json.loads(storage.read_bytes(f"{out}/distill-round1/distill.json"))["config"]["extra"] == {"round": 1}
+    logged = tracking.client().get_run(second["steps"]["distill"]["mlflow_run_id"]).data.params
+    assert logged["teacher"] == round1["best"] and logged["kd/pool_rounds"] == "2"  # round 2 learnt from round 1
     for step in ("distill", "student"):
         assert yaml.safe_load(storage.read_bytes(f"{out}/{step}/args.yaml"))["lr0"] == 0.02
     assert second["steps"]["teacher"]["status"] == "reused"

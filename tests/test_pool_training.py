@@ -153,32 +153,6 @@ def test_two_self_training_rounds_the_first_student_teaches_the_second(teachers,
     assert (first / "weights" / "best.pt").stat().st_mtime_ns == stamp and again.pool["pseudo_key"] == keys[1]
 
 
-def test_the_distill_step_runs_each_round_as_a_step_of_its_own(stack_env, trained, tmp_path):
-    from conftest import TINY_STEP
-
-    from distill import storage
-    from distill.steps import tracking, training
-
-    pool = make_pool("detect", tmp_path)
-    args = dict(run_id="run-rounds", unlabeled=str(pool), pseudo_conf=LOW_CONF, pool_rounds=2, **TINY_STEP)
-    kd = training.distill(trained["data"], trained["teacher"]["best"], "yolov8n.yaml", **args)
-
-    first_uri = kd["best"].replace("/run-rounds/distill/", "/run-rounds/distill-round1/")
-    first = json.loads(storage.read_bytes(first_uri[: -len("best.pt")] + "result.json"))
-    assert first["best"] == first_uri and (first["pool"]["round"], kd["pool"]["round"]) == (1, 2)
-    assert first["pool"]["rounds"] == kd["pool"]["rounds"] == 2
-    plans = [
-        json.loads(storage.read_bytes(uri[: -len("best.pt")] + "distill.json"))["config"]
-        for uri in (first_uri, kd["best"])
-    ]
-    assert plans[0]["extra"] == {"round": 1} and plans[1]["extra"] == {"round": 2}
-    run = tracking.client().get_run(kd["mlflow_run_id"])
-    assert run.data.params["teacher"] == first_uri and run.data.params["kd/pool_rounds"] == "2"
-
-    again = training.distill(trained["data"], trained["teacher"]["best"], "yolov8n.yaml", **args)
-    assert again["reused"] is True and again["best"] == kd["best"]
-
-
 def test_self_training_rounds_across_nodes_are_refused_before_anything_runs(monkeypatch, tmp_path):
     from distill.steps import training
 
