@@ -29,7 +29,7 @@ from .config import TRAINING, DistillConfig
 from .errors import DistillError
 from .model import KDModel, load_weights, read_checkpoint
 from .offline import configure
-from .rounds import ROUND, is_round, run_rounds
+from .rounds import ROUND, needs_rounds, run_rounds
 from .trainer import DISTILL_TRAINERS, PLAIN_TRAINERS, TEACHER_WEIGHTS, DistillCallbacks, DistillTrainerMixin, held_logs
 
 if TYPE_CHECKING:
@@ -356,7 +356,7 @@ def distill(
         raise DistillError("distill needs a student model")
     if Path(config.teacher).is_file():  # an absolute path keeps resume working from any directory
         config = replace(config, teacher=str(Path(config.teacher).resolve()))
-    if pool is not None and config.pool_rounds > 1 and not is_round(config):
+    if pool is not None and needs_rounds(config):
         run = dict(epochs=epochs, imgsz=imgsz, batch=batch, device=device, seed=seed, callbacks=callbacks, **overrides)
         config = run_rounds(config, _local_rounds(data, student, pool, Path(out or "runs/distill"), run))
     task = model_task(student)
@@ -392,8 +392,9 @@ def _local_rounds(
         folder = out.with_name(f"{out.name}-round{k}")
         done = folder / "round.json"
         asked = round_inputs(config, data, student, pool.images, run)
-        if done.is_file() and json.loads(done.read_text()).get("asked") == asked:
-            return json.loads(done.read_text())["best"]
+        earlier = json.loads(done.read_text()) if done.is_file() else {}
+        if earlier.get("asked") == asked:
+            return earlier["best"]
         LOGGER.info(f"distill: self-training round {k} of {config.pool_rounds} (teacher {config.teacher}) in {folder}")
         result = distill(data, student, config, out=folder, unlabeled=pool.images, pool_hash=pool.pool_hash, **run)
         record = {"round": k, "best": str(result.best), "metrics": result.metrics, "asked": asked}

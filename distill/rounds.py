@@ -22,9 +22,9 @@ from .config import DistillConfig
 ROUND = "round"
 
 
-def is_round(config: DistillConfig) -> bool:
-    """Whether ``config`` is already one round of a multi-round run (its rounds are not to be run again)."""
-    return ROUND in config.extra
+def needs_rounds(config: DistillConfig) -> bool:
+    """Whether a run with a pool must train earlier rounds first: ``pool_rounds > 1`` and not itself one round."""
+    return config.pool_rounds > 1 and ROUND not in config.extra
 
 
 def run_rounds(config: DistillConfig, train_round: Callable[[int, DistillConfig], str]) -> DistillConfig:

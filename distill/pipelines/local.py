@@ -76,8 +76,9 @@ def collect(params: dict[str, Any], gate: str) -> dict[str, Any]:
         result = json.loads(storage.read_bytes(result_uri))
         steps[name] = {"status": "succeeded", "best": result["best"], "mlflow_run_id": result["mlflow_run_id"]}
         if result.get("pool"):  # distilled with an unlabelled pool: what trained
-            kept = ("labelled", "pool", "used", "instances", "empty", "conf", "round", "rounds")
-            steps[name]["pool"] = {k: result["pool"].get(k, 1) if k in kept[-2:] else result["pool"][k] for k in kept}
+            pool = result["pool"]
+            kept = {k: pool[k] for k in ("labelled", "pool", "used", "instances", "empty", "conf")}
+            steps[name]["pool"] = {**kept, "round": pool.get("round", 1), "rounds": pool.get("rounds", 1)}
     if params.get("teacher_weights"):
         steps["teacher"] = {"status": "reused", "best": params["teacher_weights"]}
     evaluation = json.loads(storage.read_bytes(runs.join("evaluate", "metrics.json")))

@@ -30,7 +30,7 @@ from ..config import TRAINING, DistillConfig
 from ..devices import choose_devices
 from ..errors import DistillError
 from ..launch import current
-from ..rounds import is_round, run_rounds
+from ..rounds import needs_rounds, run_rounds
 from ..settings import split_kd
 from ..storage import S3Uri
 from ..trainer import TEACHER_WEIGHTS
@@ -142,7 +142,7 @@ def distill(
     params = {"step": "distill", "model": student, "teacher": teacher, "data": data, "epochs": epochs,
               "imgsz": imgsz, "batch": batch, "device": device, "seed": seed, **overrides,
               **({"unlabeled": unlabeled} if unlabeled else {})}  # fmt: skip
-    if unlabeled and config.pool_rounds > 1 and not is_round(config):
+    if unlabeled and needs_rounds(config):
         if current().distributed:
             raise DistillError(f"pool_rounds={config.pool_rounds}: self-training rounds run on one node for now")
 
