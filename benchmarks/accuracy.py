@@ -242,6 +242,9 @@ def launch(job: dict[str, Any]) -> dict[str, Any]:
         finished = same_run(job)
         if finished is not None:
             return finished
+        aside = set_aside(folder)
+        if aside is not None:
+            print(f"  {folder.name}: a finished run of other settings moved to {aside.name}", flush=True)
         code = reports.run_worker("benchmarks.accuracy", job, folder / "job.json", folder / "log.txt")
         if code != 0 or not done.is_file():
             tail = (folder / "log.txt").read_text(errors="replace").strip().splitlines()[-5:]
@@ -262,7 +265,8 @@ def same_run(job: dict[str, Any]) -> dict[str, Any] | None:
     (``same_as``).
     """
     here = Path(job["dir"])
-    settings = {k: v for k, v in job.items() if k not in {"name", "dir", "spec"}}
+    trains = trained_as(job)
+    settings = {k: v for k, v in trains.items() if k not in {"name", "dir", "spec"}}
     config = resolved_config(job)
     others = (done.parent for done in sorted(here.parent.glob("*/result.json")) if done.parent != here)
     for folder in (here, *others):
@@ -270,16 +274,49 @@ def same_run(job: dict[str, Any]) -> dict[str, Any] | None:
         if not done.is_file():
             continue
         previous = json.loads(done.read_text())
-        other = previous.get("job", {})
+        other = trained_as(previous.get("job", {}))
         if {k: v for k, v in other.items() if k not in {"name", "dir", "spec"}} != settings:
             continue
-        if (other.get("spec") == job["spec"]) if config is None else (ran_config(folder) == config):
+        if (other.get("spec") == trains["spec"]) if config is None else (ran_config(folder) == config):
             if folder == here:
                 return {**previous, "job": job, "cached": True}
             csv = folder / "train" / "results.csv"
             return {**previous, "job": job, "cached": True, "same_as": folder.name, "config": ran_config(folder),
                     "kd_share": kd_share(csv), "val_curve": val_curve(csv)}  # fmt: skip
     return None
+
+
+def trained_as(job: dict[str, Any]) -> dict[str, Any]:
+    """Return ``job`` as the training it runs: an ``all-labels`` job is plain training on the full set.
+
+    A teacher or ceiling given every label (``spec`` ``all-labels``, ``full_data``) is scored on the labelled part's
+    val and test splits, which are the full set's (:func:`benchmarks.label_split.label_split`): the same run as a
+    plain one on the full set with the same settings, so either is taken for the other.
+    """
+    if job.get("spec") != "all-labels":
+        return job
+    plain = {k: v for k, v in job.items() if k != "full_data"}
+    return {**plain, "spec": None, "data": job["full_data"]}
+
+
+def set_aside(folder: Path) -> Path | None:
+    """Move a finished run of other settings out of ``folder`` (to ``<folder>~<n>``) before another run trains there.
+
+    A folder is named for what makes a run, but not for everything (a shipped default that changed keeps the
+    student's name): training into it would overwrite the weights its ``result.json`` still vouches for. Set aside,
+    the run keeps its result and stays reusable (:func:`same_run` looks in every folder).
+    """
+    if not (folder / "result.json").is_file():
+        return None
+    n = 1
+    while folder.with_name(f"{folder.name}~{n}").exists():
+        n += 1
+    aside = folder.with_name(f"{folder.name}~{n}")
+    aside.mkdir()
+    for entry in folder.iterdir():
+        if entry.name != ".lock":  # held by this process while it runs the job
+            entry.rename(aside / entry.name)
+    return aside
 
 
 def finished_result(job: dict[str, Any]) -> dict[str, Any] | None:

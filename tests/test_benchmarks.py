@@ -206,6 +206,35 @@ def test_a_run_trained_under_another_name_is_taken_over_only_when_the_same(tmp_p
 
 
 @pytest.mark.fast
+def test_a_teacher_given_every_label_is_the_plain_run_on_the_full_set_and_never_trained_over_it(tmp_path):
+    """``--teacher-labels all`` takes the teacher trained without ``--label-fraction``; a folder holding a finished
+    run of other settings is set aside before anything trains there (it once overwrote that teacher's weights)."""
+    plain = {"name": "teacher", "seed": 0, "spec": None, "model": "yolov8s-pose.yaml", "epochs": 60, "imgsz": 256,
+             "batch": 16, "device": "cpu", "workers": 0, "teacher": None, "data": "/full/data.yaml",
+             "dir": str(tmp_path / "teacher-e60-full")}  # fmt: skip
+    folder = Path(plain["dir"])
+    (folder / "train" / "weights").mkdir(parents=True)
+    (folder / "train" / "weights" / "best.pt").write_bytes(b"the teacher")
+    (folder / ".lock").touch()
+    (folder / "result.json").write_text(json.dumps({"job": plain, "test": {"metrics/mAP50-95(B)": 0.89}}))
+    every_label = dict(plain, spec="all-labels", data="/part/data.yaml", full_data="/full/data.yaml")
+    assert accuracy.same_run(every_label)["test"] == {"metrics/mAP50-95(B)": 0.89}  # its own folder: the same run
+    ceiling = dict(every_label, name="ceiling", dir=str(tmp_path / "ceiling-e60-part"))
+    assert accuracy.same_run(ceiling)["same_as"] == "teacher-e60-full"  # found by content in another folder
+    assert accuracy.same_run(dict(every_label, full_data="/other/data.yaml")) is None
+    assert accuracy.same_run(dict(plain, data="/part/data.yaml")) is None  # plain training on the part is not it
+
+    assert accuracy.set_aside(Path(ceiling["dir"])) is None  # nothing finished there: nothing to move
+    aside = accuracy.set_aside(folder)
+    assert aside == tmp_path / "teacher-e60-full~1" and (aside / "train" / "weights" / "best.pt").read_bytes() == (
+        b"the teacher")  # fmt: skip
+    assert sorted(p.name for p in folder.iterdir()) == [".lock"]  # the lock stays with the job that holds it
+    assert accuracy.same_run(every_label)["same_as"] == "teacher-e60-full~1"  # still found, by content
+    (folder / "result.json").write_text(json.dumps({"job": dict(plain, epochs=30)}))
+    assert accuracy.set_aside(folder).name == "teacher-e60-full~2"
+
+
+@pytest.mark.fast
 def test_phase_gains_pair_each_seeds_mean_over_the_span():
     """The phase comparison is a paired t-interval over per-seed means of the val curve, checked against scipy."""
     from scipy import stats
