@@ -1,4 +1,4 @@
-"""Real 1-epoch distillation runs on the tiny coco8 sets: every task × feature loss, online/offline, resume, CLI."""
+"""Real 1-epoch distillation runs on the tiny coco8 sets: every task, every feature loss, online/offline, resume."""
 
 from __future__ import annotations
 
