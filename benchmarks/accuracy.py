@@ -16,6 +16,9 @@ Usage::
     python -m benchmarks.accuracy --task pose --students baseline,default  # a synthetic pose table
     python -m benchmarks.accuracy --profile full --device 0  # longer runs, GPU
     python -m benchmarks.accuracy --profile screen --variant cwd-w3:loss=cwd,logit=0,feat_weight=3  # a tuning try
+    python -m benchmarks.accuracy --label-fraction 0.25 --students baseline \
+        --variant pool-r1:unlabeled=true,unlabeled_ratio=1 \
+        --variant label-then-train-ratio1:label_then_train=true,unlabeled_ratio=1  # a pool setting and its control
 
 Finished runs are kept under ``--workdir`` and skipped when the same run is asked for again, so an interrupted
 benchmark picks up where it stopped; ``--reuse REPORT`` takes over the runs of a committed report (another machine,
@@ -111,6 +114,9 @@ STUDENTS: dict[str, Any] = {
     "label-then-train": "pseudo",  # plain training on labelled + the teacher's pseudo-labels (autodistill's way)
     "ceiling": "all-labels",  # plain training with every training image labelled
 }
+#: The settings of the teacher's pseudo-labels on the pool: a label-then-train row uses the shipped defaults' unless a
+#: ``--variant name:label_then_train=true,...`` names others (the control for a pool variant that changes them).
+PSEUDO_SETTINGS = ("pseudo_conf", "unlabeled_ratio")
 #: Students that only mean something with an unlabelled pool (``--label-fraction``).
 POOL_STUDENTS = ("pool", "label-then-train", "ceiling")
 #: The rows of a ``--label-fraction`` table (issue 21) unless ``--students`` says otherwise.
@@ -123,7 +129,11 @@ DECIDING = ("baseline", "default", "ultralytics-kd", "mimic+logit", "ncwd+kl-off
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
-    """Parse ``name:key=value,...`` into a student spec (values as JSON where they parse, else strings)."""
+    """Parse ``name:key=value,...`` into a student spec (values as JSON where they parse, else strings).
+
+    ``unlabeled=true`` makes a pool student (ours, KD on the pool too); ``label_then_train=true`` a label-then-train
+    student whose pseudo-labels use the given :data:`PSEUDO_SETTINGS` (no KD settings: it trains plain).
+    """
     name, _, body = text.partition(":")
     if not name or not body:
         raise SystemExit(f"--variant '{text}': expected name:key=value[,key=value...]")
@@ -142,8 +152,14 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
 
     if "unlabeled" in spec:  # a pool student (--label-fraction): train on the unlabelled pool too
         spec["unlabeled"] = bool(spec["unlabeled"])
+    if "label_then_train" in spec:  # plain training on labelled + pseudo-labels made with these pool settings
+        spec["label_then_train"] = bool(spec["label_then_train"])
+        other = sorted(set(spec) - {"label_then_train", *PSEUDO_SETTINGS})
+        if spec["label_then_train"] and other:
+            raise SystemExit(f"--variant '{text}': label_then_train takes only {', '.join(PSEUDO_SETTINGS)}, "
+                             f"not {', '.join(other)}")  # fmt: skip
     try:
-        DistillConfig(teacher="t.pt", **{k: v for k, v in spec.items() if k != "unlabeled"})  # validate now
+        DistillConfig(teacher="t.pt", **{k: v for k, v in spec.items() if k not in ("unlabeled", "label_then_train")})
     except (DistillError, TypeError) as e:
         raise SystemExit(f"--variant '{text}': {e}") from None
     return name, spec
@@ -732,8 +748,9 @@ def chosen_students(args: argparse.Namespace) -> dict[str, Any]:
         students[name] = STUDENTS[name]
     for text in args.variant:
         name, spec = parse_variant(text)
-        if spec.get("unlabeled") and not args.label_fraction:
-            raise SystemExit(f"--variant '{text}': unlabeled=true needs --label-fraction (an unlabelled pool)")
+        pool = next((f"{k}=true" for k in ("unlabeled", "label_then_train") if spec.get(k)), None)
+        if pool and not args.label_fraction:
+            raise SystemExit(f"--variant '{text}': {pool} needs --label-fraction (an unlabelled pool)")
         students[name] = spec
     return students
 
@@ -930,10 +947,13 @@ def pool_rows(runs: list[dict[str, Any]], names: list[str]) -> list[str]:
 def pool_comparisons(runs: list[dict[str, Any]], names: list[str], metric: str) -> dict[str, dict[str, Any]]:
     """Return each pool student's paired gains over the rows issue 21's target names besides the baseline.
 
-    Those are today's default on the labelled part, label-then-train (the same pseudo-labels without KD) and the
-    ceiling (every image labelled; a gap, negative when the pool does not reach it).
+    Those are today's default on the labelled part, label-then-train (the same pseudo-labels without KD; and each
+    ``label_then_train`` variant, with other pseudo-label settings) and the ceiling (every image labelled; a gap,
+    negative when the pool does not reach it).
     """
-    rivals = [n for n in ("default", "label-then-train", "ceiling") if n in names]
+    specs = {r["name"]: r["spec"] for r in runs}
+    pseudo = [n for n in names if specs.get(n) == "pseudo"]  # label-then-train, and its variants (other settings)
+    rivals = [n for n in ("default", *pseudo, "ceiling") if n in names]
     score = {n: paired.by_seed(runs, n, metric) for n in names}
     return {
         f"{name} vs {rival}": paired.paired_gain(score[name], score[rival])
@@ -1026,19 +1046,34 @@ def plan_jobs(
     student_jobs = []
     for seed in seeds:
         for name, spec in students.items():
+            pseudo = pseudo_settings(spec)
+            if pseudo is not None:  # label-then-train: its pseudo-labels' settings are part of the run (its cache key)
+                spec = "pseudo"
             uses_pool = spec == "pseudo" or (isinstance(spec, dict) and bool(spec.get("unlabeled")))
             extra: dict[str, Any] = (
                 {"full_data": str(sets.full_data)} if spec == "all-labels"
-                else {"pool": str(sets.pool)} if uses_pool else {}
+                else {"pool": str(sets.pool), **(pseudo or {})} if uses_pool else {}
             )  # fmt: skip
-            if spec == "pseudo":  # the pseudo-labels of today's default, part of what makes the run (its cache key)
-                extra.update({k: DEFAULTS[k] for k in ("pseudo_conf", "unlabeled_ratio")})
             tag = name.replace("+", "-") + f"-e{epochs}" + (teacher_tag if spec not in (None, "all-labels") else "")
             student_jobs.append(
                 dict(base, name=name, spec=spec, model=student_yaml, epochs=epochs, seed=seed, teacher=None, **extra,
                      dir=str(workdir / f"{tag}-s{seed}-{sets.data_hash}"))
             )  # fmt: skip
     return teacher_job, student_jobs
+
+
+def pseudo_settings(spec: Any) -> dict[str, Any] | None:
+    """Return a label-then-train student's pseudo-label settings (the shipped defaults' unless it names others).
+
+    ``None`` for every other student. ``label-then-train`` (spec ``"pseudo"``) uses today's defaults; a
+    ``label_then_train`` variant overrides :data:`PSEUDO_SETTINGS` — the control for a pool variant that changes
+    them (``pool-r1:unlabeled=true,unlabeled_ratio=1`` against ``ltt-r1:label_then_train=true,unlabeled_ratio=1``).
+    """
+    if spec == "pseudo":
+        return {k: DEFAULTS[k] for k in PSEUDO_SETTINGS}
+    if isinstance(spec, dict) and spec.get("label_then_train"):
+        return {k: spec.get(k, DEFAULTS[k]) for k in PSEUDO_SETTINGS}
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -358,6 +358,32 @@ def test_pool_students_need_a_label_fraction():
         accuracy.chosen_students(accuracy.arg_parser().parse_args(["--variant", "p:unlabeled=true,pseudo_conf=0.3"]))
     args = accuracy.arg_parser().parse_args(["--label-fraction", "0.25"])
     assert list(accuracy.chosen_students(args)) == list(accuracy.POOL_TABLE)
+    with pytest.raises(SystemExit, match="label_then_train=true needs --label-fraction"):
+        accuracy.chosen_students(accuracy.arg_parser().parse_args(["--variant", "l:label_then_train=true"]))
+    with pytest.raises(SystemExit, match="label_then_train takes only pseudo_conf, unlabeled_ratio, not loss"):
+        accuracy.parse_variant("l:label_then_train=true,loss=cwd")
+    with pytest.raises(SystemExit, match="unlabeled_ratio"):
+        accuracy.parse_variant("l:label_then_train=true,unlabeled_ratio=-1")
+
+
+@pytest.mark.fast
+def test_a_label_then_train_variant_is_the_control_of_a_pool_variant(tmp_path, monkeypatch):
+    """Same pseudo-label settings as the pool variant it controls, trained plain; paired with every pool row."""
+    monkeypatch.setattr(accuracy, "score_split", lambda data: "test")
+    _, jobs = _plan(tmp_path, "--students", "baseline,label-then-train",
+                    "--variant", "p1:unlabeled=true,unlabeled_ratio=1",
+                    "--variant", "l1:label_then_train=true,unlabeled_ratio=1")  # fmt: skip
+    by_name = {j["name"]: j for j in jobs if j["seed"] == 0}
+    shipped = {k: accuracy.DEFAULTS[k] for k in accuracy.PSEUDO_SETTINGS}
+    assert by_name["label-then-train"]["spec"] == by_name["l1"]["spec"] == "pseudo"
+    assert {k: by_name["label-then-train"][k] for k in shipped} == shipped
+    assert by_name["l1"]["unlabeled_ratio"] == 1 and by_name["l1"]["pseudo_conf"] == shipped["pseudo_conf"]
+    assert by_name["l1"]["pool"] == by_name["p1"]["pool"] == str(tmp_path / "pool")
+    assert accuracy.job_key(by_name["l1"]) != accuracy.job_key(by_name["label-then-train"])  # other runs
+    runs = [{"name": j["name"], "seed": j["seed"], "spec": j["spec"] if j["name"] != "p1" else {"unlabeled": True},
+             "test": {accuracy.METRIC: 0.1 * (i + 1)}} for i, j in enumerate(jobs)]  # fmt: skip
+    pairs = accuracy.pool_comparisons(runs, ["baseline", "label-then-train", "p1", "l1"], accuracy.METRIC)
+    assert sorted(pairs) == ["p1 vs l1", "p1 vs label-then-train"] and pairs["p1 vs l1"]["n"] == 2
 
 
 def _plan(tmp_path: Path, *argv: str) -> tuple[dict, list[dict]]:
