@@ -15,6 +15,9 @@ FEATURE_LOSSES = ("cwd", "mgd", "mimic", "ncwd", "pkd", "none")
 LOGIT_LOSSES = ("mse", "kl")
 SCHEDULES = ("constant", "linear", "cosine")
 LAYER_PRESETS = ("neck", "backbone-neck")
+#: What the teacher's objects on pool images train: ``pseudo`` (the task loss, as labels; and the KD terms) or
+#: ``soft`` (the KD terms only: the task loss ignores them, :mod:`distill.soft_pool`).
+POOL_TARGETS = ("pseudo", "soft")
 #: Tasks whose ``logit_conf_weight`` default (``None``) resolves on: measured on tiger-pose (``DistillConfig``).
 CONF_WEIGHT_TASKS = ("pose",)
 #: ``distill_off_epochs`` value meaning "the epochs Ultralytics trains with mosaic closed" (``-1`` is accepted too).
@@ -91,6 +94,9 @@ class DistillConfig:
             in make demo's regime (5 paired seeds, 95% CI +0.8 … +9.1) and by +5.8 / +5.3 / +3.6 on BCCD at 10 / 25 /
             50 % labels (3 seeds each, ``benchmarks/README.md``), beyond the extra steps it costs when the pool
             outnumbers the labels (at 25 %: +2.5 over ratio 0 trained the same steps as epochs).
+        pool_targets (str): With an unlabelled pool: ``pseudo`` (default) — the teacher's objects train the task loss
+            as labels, with the KD terms on every image; ``soft`` — the KD terms alone teach them: the task loss
+            ignores the anchors assigned to them, neither object nor background (:mod:`distill.soft_pool`).
         pool_rounds (int): With an unlabelled pool: self-training rounds (:mod:`distill.rounds`). 1: the teacher
             labels the pool once; from round 2 the previous round's student, which learnt from the pool and usually
             ends above its teacher, labels it again and teaches a new student. Each round costs a whole run.
@@ -131,6 +137,11 @@ class DistillConfig:
     unlabeled_ratio: float = field(
         default=1.0, metadata=_kd(float, "unlabelled pool: most pool images per labelled image per epoch (0: all)")
     )
+    pool_targets: str = field(
+        default="pseudo",
+        metadata=_kd(str, "unlabelled pool: pseudo (the teacher's objects train the task loss too) or soft (KD only)",
+                     POOL_TARGETS),
+    )  # fmt: skip
     pool_rounds: int = field(
         default=1, metadata=_kd(int, "unlabelled pool: self-training rounds, each round's student teaching the next")
     )
@@ -178,6 +189,9 @@ class DistillConfig:
         ):
             raise DistillError(f"unlabeled_ratio must be a non-negative number, got {self.unlabeled_ratio!r}")
         self.pseudo_conf, self.unlabeled_ratio = float(self.pseudo_conf), float(self.unlabeled_ratio)
+        self.pool_targets = str(self.pool_targets).lower()
+        if self.pool_targets not in POOL_TARGETS:
+            raise DistillError(f"unknown pool_targets '{self.pool_targets}': choose one of {', '.join(POOL_TARGETS)}")
         if isinstance(self.pool_rounds, bool) or not isinstance(self.pool_rounds, int) or self.pool_rounds < 1:
             raise DistillError(f"pool_rounds must be a whole number >= 1, got {self.pool_rounds!r}")
         if self.loss == "none" and not self.logit:

@@ -174,7 +174,7 @@ class KDModel(DistillationModel):
             with torch.no_grad():
                 teacher_preds = teacher(img.to(next(teacher.parameters()).dtype))
         preds = self.student_model(img)  # the one student forward; hooks capture its features
-        task_loss, items = self.student_model.loss(batch, preds)
+        task_loss, items = self.task_loss(self.student_model, batch, preds)
 
         bs = img.shape[0]
         terms = []
@@ -195,12 +195,28 @@ class KDModel(DistillationModel):
                 logit = logit * (self.logit_weight * scale)
             terms.append(logit)
         if self.online:
-            teacher_loss, teacher_items = teacher.loss(batch, teacher_preds)
+            teacher_loss, teacher_items = self.task_loss(teacher, batch, teacher_preds)
             terms.append(teacher_loss.sum() / bs)
         for name, term in zip(self.kd_loss_names, terms, strict=True):
             items[name] = term.detach().reshape(1)
         clear_features(self)
         return torch.cat([task_loss, torch.stack(terms) * bs]), items
+
+    def task_loss(self, model: nn.Module, batch: dict, preds: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Return ``model``'s task loss (the student's, or an online teacher's), ignoring pool objects when soft.
+
+        With ``pool_targets="soft"`` pool instances arrive with their class shifted by ``nc``
+        (:func:`distill.soft_pool.mark_pool_instances`); :func:`~distill.soft_pool.soft_batch` shifts them back and
+        has the criterion's assigner leave their anchors out of the loss, for this call only.
+        """
+        if self.distill_config.get("pool_targets") != "soft":
+            return model.loss(batch, preds)
+        from .soft_pool import disarm, soft_batch
+
+        try:
+            return model.loss(soft_batch(model, batch, len(self.student_model.names)), preds)
+        finally:
+            disarm(model)
 
 
 def kd_loss_names(config: DistillConfig) -> list[str]:

@@ -132,7 +132,7 @@ def with_pool(
         )
     repeats = max(1, math.ceil(len(used) / (ratio * len(labelled)))) if ratio > 0 else 1
     _write_list(out / "train.txt", used + labelled * repeats)
-    _write_data_yaml(out / "data.yaml", data, spec, out / "train.txt")
+    _write_data_yaml(out / "data.yaml", data, spec, out / "train.txt", pseudo.folder / "images")
     instances = sum(_rows(pseudo.folder / "labels" / f"{Path(p).stem}.txt") for p in used)
     result = PoolData(out / "data.yaml", len(labelled), repeats, pseudo.images, len(used), instances, **dropped,
                       conf=float(conf), ratio=float(ratio), pseudo_key=pseudo.key)  # fmt: skip
@@ -171,11 +171,17 @@ def _write_list(path: Path, images: list[str]) -> None:
     os.replace(tmp, path)
 
 
-def _write_data_yaml(path: Path, data: str | Path, spec: dict[str, Any], train: Path) -> None:
-    """Write the labelled dataset's yaml with ``train`` the list and the other splits as absolute paths."""
+def _write_data_yaml(path: Path, data: str | Path, spec: dict[str, Any], train: Path, pool: Path) -> None:
+    """Write the labelled dataset's yaml with ``train`` the list and the other splits as absolute paths.
+
+    It also names the folder the pool images are listed from (``pool_images``), for ``pool_targets="soft"``.
+    """
+    from .soft_pool import POOL_IMAGES_KEY
+
     original = yaml.safe_load(Path(data).read_text()) or {}
-    out = {k: v for k, v in original.items() if k not in {"path", "train", "val", "test", "download"}}
+    out = {k: v for k, v in original.items() if k not in {"path", "train", "val", "test", "download", POOL_IMAGES_KEY}}
     out["train"] = str(train.resolve())
+    out[POOL_IMAGES_KEY] = str(pool.resolve())
     for split in ("val", "test"):
         if spec.get(split):
             out[split] = spec[split]

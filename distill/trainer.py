@@ -324,6 +324,17 @@ class DistillTrainerMixin:
                 return ckpt
         return super().setup_model()
 
+    def build_dataset(self, img_path: str, mode: str = "train", batch: int | None = None) -> Any:
+        """Ultralytics' dataset; with ``pool_targets="soft"`` the training set marks its pool images' objects."""
+        dataset = super().build_dataset(img_path, mode, batch)
+        if mode == "train" and self.distill.config.pool_targets == "soft":
+            from .soft_pool import mark_pool_instances
+
+            marked = mark_pool_instances(dataset, self.data)
+            if RANK in {-1, 0}:
+                LOGGER.info(f"distill: pool_targets=soft: the task loss ignores the objects on {marked} pool images")
+        return dataset
+
     def set_model_attributes(self):
         """Set the stock attributes on the student, then wrap it in the :class:`KDModel` (validated up front)."""
         super().set_model_attributes()

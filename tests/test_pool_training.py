@@ -76,6 +76,39 @@ def test_student_trains_on_labelled_and_pseudo_labelled_pool(teachers, tmp_path,
     assert YOLO(str(run.best)).task == task  # the student is a plain Ultralytics model
 
 
+@pytest.mark.parametrize("task", ["detect", "segment", "pose"])
+def test_soft_pool_targets_leave_the_pool_objects_to_the_kd_terms(teachers, tmp_path, task):
+    """``pool_targets=soft`` in a real run: pool instances marked through the loader, the assigner ignoring them."""
+    from distill.soft_pool import IgnoreSoftTargets, SoftLabels
+
+    seen: dict[str, object] = {}
+
+    def look(trainer):  # after the first batch: the trainer's own dataset and the student's criterion
+        if seen:
+            return
+        dataset = trainer.train_loader.dataset
+        nc = len(trainer.data["names"])
+        pool = [i for i, f in enumerate(dataset.im_files) if "/pool/pseudo/images/" in f]
+        seen["marker"] = isinstance(dataset.update_labels_info, SoftLabels)
+        seen["pool_cls"] = [dataset.get_image_and_label(i)["cls"].min() >= nc for i in pool]
+        seen["labelled_cls"] = [dataset.get_image_and_label(i)["cls"].max(initial=0) < nc
+                                for i in range(len(dataset)) if i not in pool]  # fmt: skip
+        criterion = trainer.model.student_model.criterion
+        seen["assigner"] = isinstance(criterion.assigner, IgnoreSoftTargets) and criterion.assigner.soft is None
+
+    pool = make_pool(task, tmp_path)
+    config = DistillConfig(teacher=str(teachers[task]), pseudo_conf=LOW_CONF, pool_targets="soft")
+    run = distill.distill(TASK_DATA[task], STUDENT[task], config, out=tmp_path / "run", unlabeled=pool,
+                          callbacks={"on_train_batch_end": [look]}, **TINY)  # fmt: skip
+    assert seen["marker"] and seen["assigner"]  # armed for each loss call only, disarmed after it
+    assert len(seen["pool_cls"]) == run.pool["used"] and all(seen["pool_cls"])
+    assert seen["labelled_cls"] and all(seen["labelled_cls"])
+    assert json.loads((tmp_path / "run" / "distill.json").read_text())["config"]["pool_targets"] == "soft"
+    from ultralytics import YOLO
+
+    assert YOLO(str(run.best)).task == task and run.metrics  # a plain student, validated as usual
+
+
 def test_pool_labels_are_made_once_and_a_rerun_reuses_them(teachers, tmp_path):
     pool = make_pool("detect", tmp_path)
     config = DistillConfig(teacher=str(teachers["detect"]), pseudo_conf=LOW_CONF, unlabeled_ratio=0.5)
