@@ -53,9 +53,9 @@ def mark_pool_instances(dataset: Any, data: dict[str, Any]) -> int:
     folder = data.get(POOL_IMAGES_KEY)
     if not folder:
         return 0
-    folder = str(Path(folder).resolve())
-    dataset.update_labels_info = SoftLabels(dataset.update_labels_info, folder, len(data["names"]))
-    return sum(str(Path(f).resolve()).startswith(folder + "/") for f in dataset.im_files)
+    marker = SoftLabels(dataset.update_labels_info, str(Path(folder).resolve()), len(data["names"]))
+    dataset.update_labels_info = marker
+    return sum(f.startswith(marker.folder) for f in dataset.im_files)  # the images it will mark, by its own test
 
 
 class IgnoreSoftTargets:
@@ -80,9 +80,9 @@ class IgnoreSoftTargets:
         (predicted boxes, anchor points, gt labels, gt boxes, gt mask), ``kwargs`` its task-specific ones.
         """
         out = self.assigner(pd_scores, *args, **kwargs)
-        gt_labels = args[2]
         if self.soft is None:
             return out
+        gt_labels = args[2]
         target_labels, target_bboxes, target_scores, fg_mask, target_gt_idx = out
         per_gt = per_image_flags(*self.soft, gt_labels.shape[0], gt_labels.shape[1]).to(fg_mask.device)
         ignore = fg_mask & per_gt.gather(1, target_gt_idx.long())
