@@ -30,6 +30,7 @@ def label_split(data: Path, data_hash: str, fraction: float, workdir: Path) -> t
         workdir: Where the split is written.
     """
     from distill.dataset_files import resolve_dataset, split_images
+    from distill.yaml_files import read_yaml
 
     if not 0 < fraction < 1:
         raise SystemExit(f"--label-fraction must be in (0, 1), got {fraction}")
@@ -52,7 +53,7 @@ def label_split(data: Path, data_hash: str, fraction: float, workdir: Path) -> t
                 _link(label, tmp / "labelled" / "labels" / "train" / label.name)
         else:
             _link(Path(image), tmp / "pool" / Path(image).name)
-    original = yaml.safe_load(Path(data).read_text()) or {}
+    original = read_yaml(data, f"data '{data}'") or {}
     out = {k: v for k, v in original.items() if k not in {"path", "train", "val", "test", "download"}}
     out.update({"train": str((folder / "labelled" / "images" / "train").resolve())})
     for split in ("val", "test"):

@@ -89,7 +89,9 @@ def repeated_dataset(source: Path, out: Path, images: int) -> Path:
 
     Validation uses the source's val split as is. Returns the new ``data.yaml``.
     """
-    spec = yaml.safe_load((source / "data.yaml").read_text())
+    from distill.yaml_files import read_yaml
+
+    spec = read_yaml(source / "data.yaml", f"data '{source / 'data.yaml'}'")
     train = sorted(p for p in (source / spec["train"]).iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
     (out / "images" / "train").mkdir(parents=True, exist_ok=True)
     (out / "labels" / "train").mkdir(parents=True, exist_ok=True)

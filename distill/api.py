@@ -25,12 +25,13 @@ from typing import TYPE_CHECKING, Any
 from ultralytics.nn.tasks import guess_model_task, yaml_model_load
 from ultralytics.utils import LOGGER
 
-from .config import TRAINING, DistillConfig
+from .config import TRAINING, DistillConfig, check_training
 from .errors import DistillError
 from .model import KDModel, load_weights, read_checkpoint
 from .offline import configure
 from .rounds import ROUND, needs_rounds, run_rounds
 from .trainer import DISTILL_TRAINERS, PLAIN_TRAINERS, TEACHER_WEIGHTS, DistillCallbacks, DistillTrainerMixin, held_logs
+from .yaml_files import read_yaml
 
 if TYPE_CHECKING:
     from .pool_data import PoolData
@@ -65,6 +66,8 @@ def model_task(model: str) -> str:
     """
     suffix = Path(model).suffix.lower()
     if suffix in {".yaml", ".yml"}:
+        if Path(model).is_file():  # a user's file (not a built-in name): bounded before Ultralytics reads it
+            read_yaml(model, f"model yaml '{model}'")
         try:
             task = guess_model_task(yaml_model_load(model))
         except FileNotFoundError:
@@ -84,21 +87,35 @@ def model_task(model: str) -> str:
 
 
 def _check_data(data: str | Path) -> str:
-    """Check a dataset yaml before any model is built: it exists, parses, and its train and val splits hold images."""
+    """Check a dataset yaml before any model is built or anything written, as prepare-data checks a YOLO source.
+
+    It exists, parses with the bounded YAML loader (an alias bomb is refused before Ultralytics reads it), its train
+    and val splits name folders or ``.txt`` lists holding images, and its labels pass Ultralytics' verifier
+    (:func:`distill.dataset_files.check_dataset`).
+    """
     path = Path(data)
     if path.suffix.lower() not in {".yaml", ".yml"}:
         raise DistillError(f"data '{data}' must be a dataset .yaml file")
     if not path.is_file():
         raise DistillError(f"data '{data}' not found (datasets are never downloaded: give a local data.yaml)")
-    from .dataset_files import resolve_dataset, split_images
+    from .dataset_files import check_dataset
 
-    spec = resolve_dataset(data)  # Ultralytics' own resolution of the split paths
-    for split in ("train", "val"):
-        entries = spec.get(split)
-        for entry in entries if isinstance(entries, list) else [entries]:
-            if not split_images(entry):
-                raise DistillError(f"data '{data}': the {split} split '{Path(str(entry))}' holds no images")
+    check_dataset(data)
     return str(path.resolve())
+
+
+def _check_run(device: str | int | None, **args: Any) -> None:
+    """Refuse a run's device and train arguments before anything is read, built or written (one error line).
+
+    A GPU that is not visible (:func:`distill.devices.check_device`), an ``imgsz`` or ``batch`` out of range
+    (:func:`distill.config.check_training`), and ``epochs``, ``seed`` or any other train argument by Ultralytics'
+    own rules (:func:`check_arguments`). The CLI, the pipeline steps and Python callers all come through here.
+    """
+    from .devices import check_device
+
+    check_device(device)
+    check_training(imgsz=args.get("imgsz"), batch=args.get("batch"))
+    check_arguments(**{k: v for k, v in args.items() if k not in {"model", "data", "task"}})
 
 
 def plain_message(error: BaseException) -> str:
@@ -279,6 +296,8 @@ def train(
         PosixPath('.../runs/teacher/weights/best.pt')
     """
     configure()
+    _check_run(device, **({} if resume is not None else dict(epochs=epochs, imgsz=imgsz, batch=batch, seed=seed)),
+               **overrides)  # fmt: skip
     if resume is not None:
         path = _checkpoint(resume)
         ckpt = read_checkpoint(path, "resume")[1]
@@ -347,6 +366,8 @@ def distill(
         >>> run = distill("coco8/data.yaml", "yolov8n.yaml", cfg, epochs=1, imgsz=64)  # doctest: +SKIP
     """
     configure()
+    _check_run(device, **({} if resume is not None else dict(epochs=epochs, imgsz=imgsz, batch=batch, seed=seed)),
+               **overrides)  # fmt: skip
     pool = PoolInput(unlabeled, pool_hash, device, batch) if unlabeled is not None else None
     if resume is not None:
         return _resume(resume, data, out, device, config, callbacks, overrides, pool)
@@ -356,6 +377,8 @@ def distill(
         raise DistillError("distill needs a student model")
     if Path(config.teacher).is_file():  # an absolute path keeps resume working from any directory
         config = replace(config, teacher=str(Path(config.teacher).resolve()))
+        if Path(config.teacher).suffix.lower() in {".yaml", ".yml"}:  # a test's random teacher: bounded, as the model
+            read_yaml(config.teacher, f"teacher model yaml '{config.teacher}'")
     if pool is not None and needs_rounds(config):
         run = dict(epochs=epochs, imgsz=imgsz, batch=batch, device=device, seed=seed, callbacks=callbacks, **overrides)
         config = run_rounds(config, _local_rounds(data, student, pool, Path(out or "runs/distill"), run))

@@ -42,6 +42,12 @@ class ImageStats:
     def __len__(self) -> int:
         return len(self.target_cls)
 
+    def same_images(self, other: ImageStats) -> bool:
+        """Whether ``other`` was scored on the same images in the same order (the same targets, image by image)."""
+        return len(other) == len(self) and all(
+            np.array_equal(a, b) for a, b in zip(self.target_cls, other.target_cls, strict=True)
+        )
+
     def score(self, suffix: str = "B", images: np.ndarray | None = None) -> float:
         """mAP50-95 of ``suffix`` over ``images`` (indices, repeats allowed; None: every image), by ``ap_per_class``."""
         ap, _ = self._ap(suffix, images)
@@ -155,7 +161,7 @@ def paired_difference(
         percentile interval) of the resampled differences, with ``level``, ``resamples``, ``seed`` and ``images``.
     """
     n = len(base)
-    if len(other) != n or any(not np.array_equal(a, b) for a, b in zip(base.target_cls, other.target_cls, strict=True)):
+    if not base.same_images(other):
         raise ValueError("the two models were not scored on the same images (targets differ image by image)")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")

@@ -12,11 +12,10 @@ import json
 import sys
 from typing import Any
 
-import yaml
-
 from . import settings
 from .config import TRAINING, DistillConfig
 from .errors import DistillError, Failure, exit_status
+from .yaml_files import parse_yaml
 
 
 class Parser(argparse.ArgumentParser):
@@ -40,7 +39,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise DistillError(f"extra argument '{pair}' is not key=value")
-        out[key.strip()] = yaml.safe_load(value) if value else None
+        out[key.strip()] = parse_yaml(value, f"extra argument '{pair:.60}'") if value else None
     return out
 
 

@@ -6,6 +6,8 @@ creation so a typo fails before any model is built.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -165,30 +167,14 @@ class DistillConfig:
             self.teacher_layers = parse_layers(self.teacher_layers, "teacher_layers")
         if self.feat_weight is None:
             self.feat_weight = DEFAULT_FEATURE_WEIGHTS[self.loss]
-        for name in ("feat_weight", "logit_weight", "tau", "logit_tau", "mgd_alpha"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-                raise DistillError(f"{name} must be a non-negative number, got {value!r}")
-            setattr(self, name, float(value))
+        for name in ("feat_weight", "logit_weight", "tau", "logit_tau", "mgd_alpha", "unlabeled_ratio"):
+            setattr(self, name, _number(self, name, "a non-negative number", lambda v: v >= 0))
         for name in ("tau", "logit_tau"):
             if getattr(self, name) == 0:
                 raise DistillError(f"{name} must be > 0, got 0")
-        if not 0.0 <= self.mgd_ratio < 1.0:
-            raise DistillError(f"mgd_ratio must be in [0, 1), got {self.mgd_ratio!r}")
+        self.mgd_ratio = _number(self, "mgd_ratio", "in [0, 1)", lambda v: 0 <= v < 1)
         self.distill_off_epochs = parse_off_epochs(self.distill_off_epochs)
-        if (
-            isinstance(self.pseudo_conf, bool)
-            or not isinstance(self.pseudo_conf, int | float)
-            or not (0 < self.pseudo_conf <= 1)
-        ):
-            raise DistillError(f"pseudo_conf must be in (0, 1], got {self.pseudo_conf!r}")
-        if (
-            isinstance(self.unlabeled_ratio, bool)
-            or not isinstance(self.unlabeled_ratio, int | float)
-            or not (0 <= self.unlabeled_ratio < float("inf"))
-        ):
-            raise DistillError(f"unlabeled_ratio must be a non-negative number, got {self.unlabeled_ratio!r}")
-        self.pseudo_conf, self.unlabeled_ratio = float(self.pseudo_conf), float(self.unlabeled_ratio)
+        self.pseudo_conf = _number(self, "pseudo_conf", "in (0, 1]", lambda v: 0 < v <= 1)
         self.pool_targets = str(self.pool_targets).lower()
         if self.pool_targets not in POOL_TARGETS:
             raise DistillError(f"unknown pool_targets '{self.pool_targets}': choose one of {', '.join(POOL_TARGETS)}")
@@ -226,6 +212,18 @@ class DistillConfig:
         return cls(**data)
 
 
+def _number(config: DistillConfig, name: str, rule: str, valid: Callable[[float], bool]) -> float:
+    """Return the field ``name`` of ``config`` as a float, refusing what is not a finite number or breaks ``rule``.
+
+    NaN and infinity are refused for every number: a NaN weight trains to the end with NaN losses, an infinite one
+    overflows the first step (issue 37); comparisons alone (``value < 0``) would let NaN through.
+    """
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or not valid(value):
+        raise DistillError(f"{name} must be {rule}, got {value!r}")
+    return float(value)
+
+
 #: Every field's shipped default (``teacher`` has none). The CLI, the pipeline step and the Kubeflow pipeline take
 #: their defaults from here, so the configuration the accuracy benchmark measured best is set in one place.
 DEFAULTS: dict[str, Any] = {
@@ -236,6 +234,43 @@ DEFAULTS: dict[str, Any] = {
 #: Training defaults of every entry point (API, CLI, steps, Kubeflow pipeline): Ultralytics' own ``default.yaml``
 #: values, written out here so that this module stays free of torch (a test checks they still match Ultralytics').
 TRAINING: dict[str, int] = {"epochs": 100, "imgsz": 640, "batch": 16, "seed": 0}
+#: The smallest training image size: one stride of the models; Ultralytics raises anything smaller to it (a warning).
+MIN_IMGSZ = 32
+
+
+def check_training(imgsz: Any = None, batch: Any = None) -> None:
+    """Refuse the training numbers Ultralytics' own argument check (``check_cfg``) lets through; ``None``: not given.
+
+    ``imgsz`` below :data:`MIN_IMGSZ` would train at another size than asked; a ``batch`` of 0 or below -1 would
+    silently run AutoBatch, a NaN or infinite one crash the trainer. ``epochs`` and ``seed`` are Ultralytics' to
+    check (:func:`distill.api.check_arguments`), so they are not checked twice.
+
+    Raises:
+        DistillError: Naming the setting, its value and what is valid.
+
+    Examples:
+        >>> check_training(imgsz=64, batch=-1)
+        >>> check_training(batch=0)
+        Traceback (most recent call last):
+        distill.errors.DistillError: batch must be a whole number >= 1, -1 (AutoBatch) or a fraction in (0, 1) of the GPU memory (AutoBatch), got 0
+    """  # noqa: E501
+    if imgsz is not None and not (_whole(imgsz) and imgsz >= MIN_IMGSZ):
+        raise DistillError(f"imgsz must be a whole number of pixels >= {MIN_IMGSZ}, got {imgsz!r}")
+    if batch is not None and not ((_whole(batch) and (batch >= 1 or batch == -1)) or _fraction(batch)):
+        raise DistillError(
+            "batch must be a whole number >= 1, -1 (AutoBatch) or a fraction in (0, 1) of the GPU memory (AutoBatch), "
+            f"got {batch!r}"
+        )
+
+
+def _whole(value: Any) -> bool:
+    """Whether ``value`` is an ``int`` (not ``True``, nor ``16.0``: Ultralytics' loader and size check need ints)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _fraction(value: Any) -> bool:
+    """Whether ``value`` is a number strictly between 0 and 1 (Ultralytics' AutoBatch share of GPU memory)."""
+    return not isinstance(value, bool) and isinstance(value, int | float) and 0 < value < 1
 
 
 def parse_off_epochs(value: int | str) -> int | str:

@@ -44,7 +44,8 @@ def choose_devices(device: str | None, batch: int, cuda_count: int | None = None
         (DeviceChoice): The device string for Ultralytics and the device list to record.
 
     Raises:
-        DistillError: When the batch does not divide across the devices, naming both numbers.
+        DistillError: When a GPU asked for is not visible (:func:`check_device`), or the batch does not divide across
+            the devices, naming both numbers.
 
     Examples:
         >>> choose_devices("", 16, cuda_count=4)
@@ -60,12 +61,48 @@ def choose_devices(device: str | None, batch: int, cuda_count: int | None = None
         text = ",".join(str(i) for i in range(count)) if count else "cpu"
     if text in {"cpu", "mps"}:
         return DeviceChoice(text, [text])
-    ids = [p for p in text.split(",") if p]
-    if not all(p.isdigit() for p in ids):
+    ids = gpu_ids(text)
+    if ids is None:
         return DeviceChoice(text, [text])  # anything else is Ultralytics' to accept or refuse
+    check_device(device, cuda_count)
     if len(ids) > 1:
         check_batch_divides(batch, len(ids), f"GPUs (devices {','.join(ids)})", ", or choose the GPUs with device=...")
     return DeviceChoice(",".join(ids), [f"cuda:{i}" for i in ids])
+
+
+def gpu_ids(device: str | int | None) -> list[str] | None:
+    """Return the CUDA ids of a device string (``"0,1"``, ``"cuda:2"``, ``3``), or ``None`` when it names none."""
+    text = str(device if device is not None else "").strip().lower().replace("cuda:", "").replace(" ", "")
+    ids = [p for p in text.split(",") if p]
+    return ids if ids and all(p.isdigit() for p in ids) else None
+
+
+def check_device(device: str | int | None, cuda_count: int | None = None) -> None:
+    """Refuse a device string naming a GPU this process cannot see, before anything is built or downloaded.
+
+    Ultralytics would refuse it too, but only once the trainer starts, with a traceback; any other device string
+    (``cpu``, ``mps``, empty) is left to it. ``cuda_count``: visible CUDA devices (default: asked from torch).
+
+    Raises:
+        DistillError: Naming the device asked for and the devices that are visible.
+
+    Examples:
+        >>> check_device("0,1", cuda_count=2)
+        >>> check_device("cuda:3", cuda_count=2)
+        Traceback (most recent call last):
+        distill.errors.DistillError: device 'cuda:3': GPU 3 is not visible here (visible: 0, 1): use those or cpu
+    """
+    ids = gpu_ids(device)
+    if ids is None:
+        return
+    count = visible_cuda_devices() if cuda_count is None else cuda_count
+    missing = ", ".join(i for i in ids if int(i) >= count)
+    if not missing:
+        return
+    if not count:
+        raise DistillError(f"device '{device}': no CUDA device is visible here (asked for GPU {missing}): use cpu")
+    visible = ", ".join(map(str, range(count)))
+    raise DistillError(f"device '{device}': GPU {missing} is not visible here (visible: {visible}): use those or cpu")
 
 
 def check_batch_divides(batch: float, ranks: int, over: str, hint: str = "") -> None:

@@ -48,7 +48,8 @@ def run_noise(weights: str, metric: str, epochs: int = LATE_EPOCHS) -> float | N
     """Return the spread of ``metric`` over the last ``epochs`` epochs of the run that made ``weights``.
 
     The run's ``results.csv`` is beside the weights (a step's outputs on S3) or one folder up (Ultralytics' own
-    ``train/weights/best.pt``); ``None`` when there is none or it lacks the metric.
+    ``train/weights/best.pt``); ``None`` when there is none or it lacks the metric. Epochs whose value is not a finite
+    number (``nan`` in a log) are left out: a spread with them is ``nan``, which would fail every comparison.
     """
     text = _training_log(weights)
     if text is None:
@@ -58,6 +59,7 @@ def run_noise(weights: str, metric: str, epochs: int = LATE_EPOCHS) -> float | N
         values = [float(r[metric]) for r in rows[-epochs:]]
     except (KeyError, TypeError, ValueError):
         return None
+    values = [v for v in values if math.isfinite(v)]
     return statistics.stdev(values) if len(values) > 1 else None
 
 
@@ -99,7 +101,7 @@ def judge(
     level = settings["gate_level"]
     boot = paired_difference(reference, challenger, suffix, RESAMPLES, level, SEED)
     d, se = boot["difference"], boot["se"]
-    runs = [max(n or 0.0, RUN_FLOOR * se) for n in noise]
+    runs = [max(n if n is not None and math.isfinite(n) else 0.0, RUN_FLOOR * se) for n in noise]  # nan: no log
     half = float(norm.ppf(0.5 + level / 2)) * math.sqrt(se**2 + sum(n**2 for n in runs))
     low, high = d - half, d + half
     if settings["gate"] == "ci":

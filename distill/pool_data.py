@@ -16,7 +16,8 @@ What is left out of the list, and why:
 - **Pool images identical to a val or test image** of the labelled dataset (``leaked_into_val_test``, by sha256):
   training on them would inflate every score. prepare-data's pools are already clean; a local folder given to the CLI
   may not be. Pool images identical to a labelled train image (``in_labelled_train``) are left out too: the image is
-  there with its real labels.
+  there with its real labels. Both are found before the teacher runs, each said in one warning with its count; a
+  pool made only of such copies is refused then, naming what they are copies of.
 
 ``ratio`` sets how many pool images an epoch sees per labelled image at most: when the pool is larger, each labelled
 image is listed ``repeats`` times (0: every image once, the pool's share is whatever its size makes it).
@@ -36,7 +37,8 @@ import yaml
 from . import storage
 from .dataset_files import resolve_dataset, split_images
 from .errors import DistillError
-from .pseudo_labels import PseudoLabels, load_teacher, pseudo_label
+from .pseudo_labels import PseudoLabels, find_images, load_teacher, pseudo_label
+from .yaml_files import read_yaml
 
 #: What the record counts, besides the images used.
 COUNTS = ("empty", "leaked_into_val_test", "in_labelled_train")
@@ -108,13 +110,16 @@ def with_pool(
         pool_hash: The pool's content hash when known (prepare-data's pools), for the pseudo-labels' cache key.
 
     Raises:
-        DistillError: A bad setting, a teacher whose classes are not the dataset's, no usable pool image, or an
-            error of :func:`distill.pseudo_labels.pseudo_label`.
+        DistillError: A bad setting, a pool made only of copies of the dataset's images, a teacher whose classes are
+            not the dataset's, no usable pool image, or an error of :func:`distill.pseudo_labels.pseudo_label`.
     """
     if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not ratio >= 0 or math.isinf(ratio):
         raise DistillError(f"unlabeled_ratio must be a non-negative number, got {ratio!r}")
     out = Path(out)
     spec = resolve_dataset(data)
+    labelled = split_images(spec["train"])
+    held_out = split_images(spec.get("val")) + split_images(spec.get("test"))
+    copies = labelled_copies(Path(images), out / "pseudo", labelled, held_out)
     names = list(load_teacher(teacher).names.values())
     if names != list(spec["names"].values()):
         raise DistillError(
@@ -123,12 +128,12 @@ def with_pool(
         )
     first = device.split(",")[0] if device else None
     pseudo = pseudo_label(teacher, images, out / "pseudo", conf, imgsz, first, batch, pool_hash=pool_hash)
-    labelled = split_images(spec["train"])
-    used, dropped = _pool_images(pseudo, labelled, split_images(spec.get("val")) + split_images(spec.get("test")))
+    used, dropped = _pool_images(pseudo, copies)
     if not used:
         raise DistillError(
             f"none of the {pseudo.images} unlabelled images can train the student: the teacher found no object above "
-            f"conf={conf} in {dropped['empty']}, and {dropped['leaked_into_val_test']} are val/test images"
+            f"conf={conf} in {dropped['empty']}, {dropped['leaked_into_val_test']} are copies of val/test images and "
+            f"{dropped['in_labelled_train']} are copies of train images"
         )
     repeats = max(1, math.ceil(len(used) / (ratio * len(labelled)))) if ratio > 0 else 1
     _write_list(out / "train.txt", used + labelled * repeats)
@@ -143,22 +148,67 @@ def with_pool(
     return result
 
 
-def _pool_images(pseudo: PseudoLabels, train: list[str], held_out: list[str]) -> tuple[list[str], dict[str, int]]:
-    """Return the pool images to train on (absolute paths) and the counts of those left out (see the module doc)."""
-    leaks = {storage.sha256_file(Path(p)) for p in held_out}
-    known = {storage.sha256_file(Path(p)) for p in train}
+def labelled_copies(images: Path, out: Path, train: list[str], held_out: list[str]) -> dict[str, str]:
+    """Return the pool images that are byte copies of a labelled image: ``{file name: count key}``, before labelling.
+
+    A copy of a val/test image (``leaked_into_val_test``; it wins over an identical train image) would leak the
+    held-out split into training; a copy of a train image (``in_labelled_train``) is already there with its real
+    labels. Each kind is one warning with its count. ``out`` is where the pseudo-labels go (see
+    :func:`distill.pseudo_labels.find_images`, which also refuses a folder without images).
+
+    Raises:
+        DistillError: Every pool image is such a copy: nothing is left for the teacher to label.
+    """
+    files = find_images(images, out, warn=False)
+    why = {storage.sha256_file(Path(p)): "in_labelled_train" for p in train}
+    why.update({storage.sha256_file(Path(p)): "leaked_into_val_test" for p in held_out})
+    copies = {name: why[digest] for name, path in files.items() if (digest := storage.sha256_file(path)) in why}
+    counts = {key: sum(1 for k in copies.values() if k == key) for key in ("in_labelled_train", "leaked_into_val_test")}
+    if len(copies) == len(files):
+        raise DistillError(_only_copies(images, len(files), counts))
+    _warn_copies(images, len(files), counts)
+    return copies
+
+
+def _only_copies(images: Path, total: int, counts: dict[str, int]) -> str:
+    """Return the refusal of a pool whose ``total`` images are all copies of labelled images (``counts`` by kind)."""
+    train, leaked = counts["in_labelled_train"], counts["leaked_into_val_test"]
+    if not leaked:
+        return (f"unlabelled images '{images}' are only copies of labelled train images (all {total}, byte for "
+                "byte): a train image is already labelled, so nothing is left to pseudo-label")  # fmt: skip
+    if not train:
+        return (f"unlabelled images '{images}' are only copies of val/test images (all {total}, byte for byte): "
+                "training on them would leak the held-out images, so nothing is left to pseudo-label")  # fmt: skip
+    return (f"unlabelled images '{images}' are only copies of labelled images ({train} of train images, {leaked} of "
+            "val/test images, byte for byte): nothing is left to pseudo-label")  # fmt: skip
+
+
+def _warn_copies(images: Path, total: int, counts: dict[str, int]) -> None:
+    """Log one warning per kind of copy found among the ``total`` pool images: how many, and why they are left out."""
+    from ultralytics.utils import LOGGER
+
+    if counts["in_labelled_train"]:
+        LOGGER.warning(f"unlabelled pool '{images}': {counts['in_labelled_train']} of {total} images are copies of "
+                       "labelled train images (already labelled): left out")  # fmt: skip
+    if counts["leaked_into_val_test"]:
+        LOGGER.warning(f"unlabelled pool '{images}': {counts['leaked_into_val_test']} of {total} images are copies of "
+                       "val/test images (a leak into training): left out")  # fmt: skip
+
+
+def _pool_images(pseudo: PseudoLabels, copies: dict[str, str]) -> tuple[list[str], dict[str, int]]:
+    """Return the pool images to train on (absolute paths) and the counts of those left out (see the module doc).
+
+    ``copies`` names the copies of labelled images (:func:`labelled_copies`); the pseudo-labelled images keep their
+    file names, so they are found by name, whether or not the teacher found objects in them.
+    """
     empty = set(pseudo.empty)
     used: list[str] = []
     dropped = dict.fromkeys(COUNTS, 0)
     for image in sorted((pseudo.folder / "images").iterdir()):
-        if image.name in empty:
+        if image.name in copies:
+            dropped[copies[image.name]] += 1
+        elif image.name in empty:
             dropped["empty"] += 1
-            continue
-        digest = storage.sha256_file(image)
-        if digest in leaks:
-            dropped["leaked_into_val_test"] += 1
-        elif digest in known:
-            dropped["in_labelled_train"] += 1
         else:
             used.append(str(image.resolve()))
     return used, dropped
@@ -178,7 +228,7 @@ def _write_data_yaml(path: Path, data: str | Path, spec: dict[str, Any], train: 
     """
     from .soft_pool import POOL_IMAGES_KEY
 
-    original = yaml.safe_load(Path(data).read_text()) or {}
+    original = read_yaml(data, f"data '{data}'") or {}
     out = {k: v for k, v in original.items() if k not in {"path", "train", "val", "test", "download", POOL_IMAGES_KEY}}
     out["train"] = str(train.resolve())
     out[POOL_IMAGES_KEY] = str(pool.resolve())

@@ -158,14 +158,18 @@ def check_settings(conf: float, imgsz: int, batch: int, kpt_conf: float) -> None
             raise DistillError(f"{name} must be a positive integer, got {value!r}")
 
 
-def find_images(images: Path, out: Path) -> dict[str, Path]:
+def find_images(images: Path, out: Path, *, warn: bool = True) -> dict[str, Path]:
     """Return ``{file name: path}`` of the images under ``images``, sorted by name.
+
+    Symbolic links to folders are not followed (a link can point anywhere): how many were skipped is one warning
+    (``warn=False``: none, for a caller that looks at the images before :func:`pseudo_label` does).
 
     Raises:
         DistillError: ``images`` is not a folder, holds ``out`` or lies in what ``out`` replaces, holds no image, or
             two images share a stem (they would share a label file).
     """
-    from .steps.unlabeled_pool import classify
+    from .steps.import_common import Where
+    from .steps.unlabeled_pool import classify, walk, warn_links
 
     if not images.is_dir():
         raise DistillError(f"images '{images}' is not a folder")
@@ -175,7 +179,10 @@ def find_images(images: Path, out: Path) -> dict[str, Path]:
         raise DistillError(f"output '{out}' must not lie in images '{images}', nor the images in its images/labels")
     found: dict[str, Path] = {}
     stems: dict[str, Path] = {}
-    for path in sorted(p for p in images.rglob("*") if p.is_file()):
+    files, links = walk(images)
+    if warn:
+        warn_links(f"pseudo-labels: images '{images}'", links, Where(images))
+    for path in files:
         if classify(path.relative_to(images)) != "image":
             continue
         if path.stem in stems:

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import MISSING, dataclass, fields
+from functools import partial
 from typing import Any
 
-from .config import TRAINING, DistillConfig
+from .config import TRAINING, DistillConfig, check_training
 from .errors import DistillError
+from .paths import check_name
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,7 @@ class Option:
 
     ``optional`` settings accept ``None`` (the library picks: e.g. the per-loss feature weight); in the pipeline,
     which has no ``None``, they are ``""``. ``parse`` turns text (a flag value, a pipeline string) into the value.
+    ``check`` refuses a typed value that is out of range (raises :class:`DistillError`); numbers are always finite.
     """
 
     name: str
@@ -36,6 +40,7 @@ class Option:
     required: bool = False
     optional: bool = False
     parse: Callable[[str], Any] | None = None
+    check: Callable[[Any], None] | None = None
 
     @property
     def flag(self) -> str:
@@ -74,6 +79,15 @@ class Option:
             if value.strip().lower() not in {"true", "false"}:
                 raise DistillError(f"{self.name} must be true or false, got {value!r}")
             return value.strip().lower() == "true"
+        result = self._typed(value)
+        if isinstance(result, float) and not math.isfinite(result):  # NaN passes every comparison check after this
+            raise DistillError(f"{self.name} must be a finite number, got {value!r}")
+        if self.check is not None:
+            self.check(result)
+        return result
+
+    def _typed(self, value: Any) -> Any:
+        """Return ``value`` as this setting's kind (text bools aside), refusing what would change it: ``2.5`` as int."""
         wrong = DistillError(f"{self.name} must be {self.kind.__name__}, got {value!r}")
         if isinstance(value, bool) and self.kind is not bool:  # True is an int to Python, not a number to a user
             raise wrong
@@ -86,7 +100,7 @@ class Option:
                 raise wrong from None
         try:
             result = self.kind(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # int("inf") overflows
             raise wrong from None
         if isinstance(value, float) and result != value:  # int(2.5) would silently be 2
             raise wrong
@@ -136,16 +150,26 @@ def kd_options() -> tuple[Option, ...]:
 KD: tuple[Option, ...] = kd_options()
 KD_NAMES = frozenset(o.name for o in KD)
 
+#: A step's run id and name are one segment of its S3 keys and local folders (``runs/<run_id>/<name>/``): checked
+#: where declared (:func:`distill.paths.check_name`), so the CLI, the TrainJob and the pipeline all refuse ``../x``.
+_RUN_ID = partial(check_name, what="run_id")
+_NAME = partial(check_name, what="name")
 #: The options of the ``train`` and ``distill`` steps besides the KD settings (CLI ``yolo-distill step ...``).
 _TRAINING = (
     Option("data", str, help="dataset URI from prepare-data (or a local data.yaml)", required=True),
     Option("epochs", int, TRAINING["epochs"], "training epochs"),
-    Option("imgsz", int, TRAINING["imgsz"], "image size"),
-    Option("batch", int, TRAINING["batch"], "batch size (across all GPUs)"),
+    Option("imgsz", int, TRAINING["imgsz"], "image size", check=lambda v: check_training(imgsz=v)),
+    Option(
+        "batch",
+        int,
+        TRAINING["batch"],
+        "batch size, over all GPUs (-1: AutoBatch)",
+        check=lambda v: check_training(batch=v),
+    ),
     Option("device", str, None, "cpu, 0, 0,1 ...; empty: every visible GPU, else the CPU", optional=True),
     Option("seed", int, TRAINING["seed"], "random seed"),
     Option("checkpoint_every", int, 1, "upload a resumable checkpoint every N epochs"),
-    Option("run_id", str, help="the pipeline run this step belongs to", required=True),
+    Option("run_id", str, help="the pipeline run this step belongs to", required=True, parse=_RUN_ID),
     Option("prefix", str, None, "s3://bucket/prefix (default: $YOLO_DISTILL_S3_PREFIX)", optional=True),
     Option("experiment", str, None, "MLflow experiment (default: yolo-distill)", optional=True),
     Option("tracking_uri", str, None, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI)", optional=True),
@@ -205,13 +229,13 @@ def gate_settings(**given: Any) -> dict[str, Any]:
 STEP_OPTIONS: dict[str, tuple[Option, ...]] = {
     "train": (
         Option("model", str, help="model .yaml or weights URI (local or s3://)", required=True),
-        Option("name", str, help="step name, e.g. teacher or student", required=True),
+        Option("name", str, help="step name, e.g. teacher or student", required=True, parse=_NAME),
         *_TRAINING,
     ),
     "distill": (
         Option("teacher", str, help="teacher weights URI (local or s3://)", required=True),
         Option("student", str, help="student .yaml or weights URI", required=True),
-        Option("name", str, "distill", "step name"),
+        Option("name", str, "distill", "step name", parse=_NAME),
         UNLABELED,
         *KD,
         *_TRAINING,
@@ -266,15 +290,45 @@ def pipeline_arguments(params: dict[str, Any]) -> dict[str, Any]:
     (:func:`check_train_args`): bad input is one error naming the setting, not a failed pod minutes later.
     """
     out, kd = dict(params), {}
+    if "run_id" in out:  # given instead of the run's own id: a folder and key segment, checked as the step checks it
+        check_name(out["run_id"], "run_id")
     for option in KD:
         if option.name in out:
             kd[option.name] = option.coerce(out[option.name])
             out[option.name] = option.pipeline_value(kd[option.name])
     DistillConfig(teacher="teacher.pt", **kd)
     gate_settings(**{o.name: out[o.name] for o in GATE if o.name in out})
+    out.update(_training_numbers(out))
     if "train_args" in out:
         out["train_args"] = check_train_args(out["train_args"])
     return out
+
+
+#: The pipeline's training numbers, each with the step option it is passed to (both trainings' epochs are ``epochs``).
+PIPELINE_NUMBERS = {"teacher_epochs": "epochs", "student_epochs": "epochs", "imgsz": "imgsz", "batch": "batch",
+                    "seed": "seed"}  # fmt: skip
+
+
+def _training_numbers(params: dict[str, Any]) -> dict[str, Any]:
+    """Return the training numbers among a run's ``params``, typed and checked as the steps check them.
+
+    Each by its step option (:data:`_TRAINING`: an int, finite, ``imgsz`` and ``batch`` in range), then ``epochs``
+    and ``seed`` by Ultralytics' own rules (:func:`distill.api.check_arguments`), the error naming the parameter.
+    """
+    options = {o.name: o for o in _TRAINING}
+    numbers = {
+        name: options[option].coerce(params[name]) for name, option in PIPELINE_NUMBERS.items() if name in params
+    }
+    ultralytics = {name: value for name, value in numbers.items() if PIPELINE_NUMBERS[name] in {"epochs", "seed"}}
+    if ultralytics:
+        from .api import check_arguments
+
+        for name, value in ultralytics.items():
+            try:
+                check_arguments(**{PIPELINE_NUMBERS[name]: value})
+            except DistillError as e:
+                raise DistillError(f"{name}: {e}") from None
+    return numbers
 
 
 def check_train_args(train_args: Any) -> dict[str, Any]:

@@ -21,13 +21,13 @@ import io
 import os
 import sys
 import tarfile
-import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from .storage import StorageError
+from .paths import UnsafePath, check_relative, confine
+from .storage import StorageError, part_path, sweep_stale_parts
 
 #: Largest shard, in bytes (the last shard of a split is smaller). Large enough that requests are few, small enough
 #: that a split of a few hundred MB is fetched by several connections at once.
@@ -117,7 +117,9 @@ def unpack(stream: IO[bytes], shard: dict[str, Any], files: dict[str, str], targ
         ShardError: A member the manifest does not name for this shard, one that is not a regular file or whose
             bytes do not hash to the manifest's sha256, a named file missing, or a stream that is not a tar.
             The shard's files written so far are removed.
+        UnsafePath: The shard's name would put its mark outside ``target`` (checked before anything is written).
     """
+    mark = _mark(target, shard)
     writer = _Writer(target, {rel: files[rel] for rel in shard["files"]}, shard["name"])
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tar:
@@ -133,42 +135,45 @@ def unpack(stream: IO[bytes], shard: dict[str, Any], files: dict[str, str], targ
     if missing:
         writer.remove()
         raise ShardError(f"shard '{shard['name']}' lacks {len(missing)} of its files (first: '{missing[0]}')")
-    mark = target / _DONE / f"{shard['name']}.done"
     mark.parent.mkdir(parents=True, exist_ok=True)
     mark.write_text(shard.get("sha256", ""))
+
+
+def _mark(target: Path, shard: dict[str, Any]) -> Path:
+    """Return the file that marks ``shard`` done (``.shards/<name>.done``), its name kept inside ``target``."""
+    return confine(target, _DONE, f"{shard['name']}.done", what="shard name")
 
 
 class _Writer:
     """Writes one shard's members under ``target``: each only if listed, inside, a regular file and as hashed.
 
-    Plain ``os.path`` string work and one ``makedirs`` per folder: a shard holds thousands of small files, and the
-    per-file cost (not the bytes) is what a fetch spends its time on.
+    Plain ``os.path`` string work, and the file system touched once per folder (confined, created, swept of a killed
+    fetch's partial files): a shard holds thousands of small files, and the per-file cost (not the bytes) is what a
+    fetch spends its time on.
     """
 
     def __init__(self, target: Path, expected: dict[str, str], name: str) -> None:
         self.root, self.expected, self.name = os.path.realpath(target), expected, name
         self.written: list[str] = []
-        self._folders: set[str] = set()
-        self._suffix = f".{os.getpid()}-{threading.get_ident()}.part"  # pods may share the cache: one name each
+        self._folders: dict[str, str] = {}
 
     def admit(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
         """Write one member to its final path if the manifest names it here and its bytes match."""
         rel = member.name
         if rel not in self.expected:
             raise ShardError(f"shard '{self.name}' holds '{rel}', which the manifest does not list for it")
-        norm = os.path.normpath(rel)
-        if os.path.isabs(norm) or norm == "." or norm.split(os.sep)[0] == "..":
-            raise ShardError(f"shard '{self.name}': '{rel}' would be written outside the dataset")
         if not member.isreg():
             raise ShardError(f"shard '{self.name}': '{rel}' is not a regular file")
+        folder_rel, _, base = rel.rpartition("/")
+        try:  # a manifest read by distill.steps.common was checked already; this one may come from anywhere
+            check_relative(rel, "member")
+            folder = self._folder(folder_rel)
+        except UnsafePath:
+            raise ShardError(f"shard '{self.name}': '{rel}' would be written outside the dataset") from None
         source = tar.extractfile(member)
         assert source is not None  # a regular file always has a reader
-        path = os.path.join(self.root, norm)
-        folder, base = os.path.split(path)
-        if folder not in self._folders:
-            os.makedirs(folder, exist_ok=True)
-            self._folders.add(folder)
-        part = os.path.join(folder, f".{base}{self._suffix}")
+        path = os.path.join(folder, base)
+        part = part_path(path)  # pods may share the cache: one partial file each
         digest = hashlib.sha256()
         try:
             with open(part, "wb") as out:
@@ -184,16 +189,26 @@ class _Writer:
         os.replace(part, path)
         self.written.append(rel)
 
+    def _folder(self, rel: str) -> str:
+        """Return the local folder of members under ``rel`` (``""``: the root): confined, created, swept; once each."""
+        folder = self._folders.get(rel)
+        if folder is None:
+            folder = str(confine(self.root, rel, what="member folder")) if rel else self.root
+            os.makedirs(folder, exist_ok=True)
+            sweep_stale_parts(folder)  # a rerun after kill -9 removes what the killed fetch left half-written
+            self._folders[rel] = folder
+        return folder
+
     def remove(self) -> None:
         """Remove every file of the shard written so far (a shard is cached whole or not at all)."""
         for rel in self.written:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(self.root, os.path.normpath(rel)))
+                os.unlink(os.path.join(self.root, rel))
 
 
 def done(target: Path, shard: dict[str, Any]) -> bool:
     """Whether ``shard`` was unpacked completely into ``target`` before (its mark is there, its files too)."""
-    return (target / _DONE / f"{shard['name']}.done").is_file() and all((target / r).is_file() for r in shard["files"])
+    return _mark(target, shard).is_file() and all((target / r).is_file() for r in shard["files"])
 
 
 def wanted(shards: Iterable[dict[str, Any]], splits: Iterable[str] | None) -> list[dict[str, Any]]:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import IO
 
 from .errors import DistillError, RunFailure, ServiceUnavailable
+from .paths import confine
 
 SHA256_META = "sha256"
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
@@ -243,15 +244,68 @@ def head(uri: str | S3Uri) -> dict | None:
     return {"size": r["ContentLength"], "sha256": r.get("Metadata", {}).get(SHA256_META)}
 
 
+#: A partial file (:func:`part_path`) left untouched this long is a dead writer's: removed by the next fetch into its
+#: folder. A live writer touches its file every read buffer and gives up after the client's 60 s read timeout, so
+#: 15 minutes never catches one, even on a cache volume shared by pods whose clocks differ by a few minutes.
+STALE_PART_S = 15 * 60
+#: The partial files this module and :mod:`distill.shards` write: ``.<name>.<pid>-<thread>.part``, and the temporary
+#: file boto3 downloads it through (``<that>.<8 random characters>``).
+_PART_RE = re.compile(r"\..+\.\d+-\d+\.part(\.[0-9A-Za-z]{8})?")
+_swept: set[str] = set()
+_swept_lock = threading.Lock()
+
+
+def part_path(path: str | Path) -> str:
+    """Return the partial file to write ``path`` through: hidden, and unique to this process and thread.
+
+    Pods sharing a cache volume may fetch the same file at once: each writes its own partial file and renames it.
+    """
+    folder, base = os.path.split(os.fspath(path))
+    return os.path.join(folder, f".{base}.{os.getpid()}-{threading.get_ident()}.part")
+
+
+def sweep_stale_parts(folder: str | Path, older_than: float = STALE_PART_S) -> int:
+    """Remove the partial files a killed fetch left in ``folder`` (once per folder and process); return how many.
+
+    ``kill -9`` mid-write leaves a partial file no ``finally`` removed. Only files named like ours
+    (:data:`_PART_RE`) and untouched for ``older_than`` seconds go: a concurrent writer's live file is never removed
+    (see :data:`STALE_PART_S`), and a process id is no test of liveness on a volume several pods share.
+    """
+    key = os.path.realpath(folder)
+    with _swept_lock:
+        if key in _swept:
+            return 0
+        _swept.add(key)
+    removed, cutoff = 0, time.time() - older_than
+    try:
+        entries = list(os.scandir(key))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        if entry.name.startswith(".") and _PART_RE.fullmatch(entry.name):
+            try:
+                if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:  # its writer finished, or another sweeper took it
+                continue
+    return removed
+
+
 def download_file(uri: str | S3Uri, path: str | Path, verify: bool = True) -> Path:
-    """Download an object to ``path`` atomically and verify its recorded sha256."""
+    """Download an object to ``path`` atomically and verify its recorded sha256.
+
+    The bytes arrive in a partial file of this process's own (:func:`part_path`), renamed once checked; the partial
+    files a killed earlier fetch left in the folder are removed first (:func:`sweep_stale_parts`).
+    """
     u = as_uri(uri)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_parts(path.parent)
     meta = head(u)
     if meta is None:
         raise NotFound(f"'{u}' not found")
-    tmp = path.with_name(f".{path.name}.part")
+    tmp = Path(part_path(path))
     try:
         client().download_file(u.bucket, u.key, str(tmp), Config=_transfer_config())
     except Exception as e:
@@ -324,15 +378,19 @@ def open_stream(uri: str | S3Uri) -> IO[bytes]:
 
 
 def download_prefix(uri: str | S3Uri, folder: str | Path) -> list[Path]:
-    """Download every object under a prefix into ``folder`` (keys must stay inside it); return the files."""
+    """Download every object under a prefix into ``folder``; return the files.
+
+    Each key's path below the prefix must stay inside ``folder`` (:func:`distill.paths.confine`: a key such as
+    ``prefix/../../x`` is refused, exit 2); folder markers (keys ending in ``/``, what S3 consoles create) hold no file.
+    """
     u = as_uri(uri)
     folder = Path(folder).resolve()
     files = []
     for key in list_keys(u):
+        if key.endswith("/"):
+            continue
         rel = key[len(u.key) :].lstrip("/") if u.key else key
-        target = (folder / rel).resolve()
-        if not target.is_relative_to(folder):
-            raise InvalidUri(f"'s3://{u.bucket}/{key}' would be written outside {folder}")
+        target = confine(folder, rel, what=f"'s3://{u.bucket}/{key}': its path")
         files.append(download_file(S3Uri(u.bucket, key), target))
     if not files:
         raise NotFound(f"'{u}' not found (no objects under this prefix)")

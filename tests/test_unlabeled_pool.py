@@ -100,8 +100,10 @@ def test_pool_from_a_folder_is_checked_counted_and_content_addressed(stack_env, 
     shard_keys = [f"{root}/shards/{s['name']}" for s in manifest["shards"]]
     assert sorted(storage.list_keys(pool["uri"])) == sorted([*shard_keys, f"{root}/manifest.json"])
     assert manifest["files"] == files and manifest["hash"] == pool["hash"] and manifest["kind"] == "unlabeled-pool"
-    assert manifest["dataset"] == result["hash"] and manifest["source"] == pool["source"]
-    assert {k: manifest[k] for k in ("images", *COUNTS)} == {k: pool[k] for k in ("images", *COUNTS)}
+    record = json.loads(storage.read_bytes(pool["publication"]))  # this publication's provenance, beside the content
+    assert not {"source", "dataset", *COUNTS} & set(manifest) and manifest["images"] == pool["images"]
+    assert record["dataset"] == result["hash"] and record["source"] == pool["source"]
+    assert {k: record[k] for k in COUNTS} == {k: pool[k] for k in COUNTS}
     assert (tmp_path / "capture" / "cam2" / "broken.jpg").read_bytes() == broken  # the user's files untouched
     plain = prepare_data(str(labelled), "yolo")  # the dataset is the same with or without a pool
     assert plain["hash"] == result["hash"] and "unlabeled" not in plain

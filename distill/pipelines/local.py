@@ -18,7 +18,7 @@ from .. import stack, storage
 from ..errors import DistillError
 from ..settings import pipeline_arguments
 from ..steps import tracking
-from ..steps.common import resolve_prefix
+from ..steps.common import run_folder
 from .pipeline import build_pipeline
 
 STEPS = ("teacher", "student", "distill")
@@ -66,7 +66,7 @@ def parameter_defaults(pipeline: Any) -> dict[str, Any]:
 def collect(params: dict[str, Any], gate: str) -> dict[str, Any]:
     """Gather each step's status and outputs from S3 and MLflow for pipeline run ``params['run_id']``."""
     run_id = params["run_id"]
-    runs = resolve_prefix(params.get("s3_prefix") or None).join("runs", run_id)
+    runs = run_folder(params.get("s3_prefix") or None, run_id)
     steps: dict[str, Any] = {}
     for name in STEPS:
         result_uri = runs.join(name, "result.json")

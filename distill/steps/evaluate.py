@@ -20,18 +20,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .. import storage
 from ..bootstrap import ImageStats, save_stats
 from ..config import TRAINING
 from ..dataset_files import resolve_dataset
 from ..dataset_files import split_images as entry_images
+from ..devices import check_device
 from ..errors import DistillError, RunFailure
 from ..gate import judge, run_noise
 from ..settings import gate_settings
+from ..yaml_files import read_yaml
 from . import tracking
-from .common import EVAL_SPLITS, dataset_counts, fetch_dataset, fetch_model, resolve_prefix
+from .common import EVAL_SPLITS, dataset_counts, fetch_dataset, fetch_model, run_folder
 
 ROLES = ("teacher", "baseline", "distilled")
 #: What an evaluation publishes beside ``metrics.json``; ``metrics.json`` (the completion marker) records their sha256.
@@ -65,10 +65,11 @@ def evaluate(
     ``gate_level``); the verdict's ``gate`` entry says whether distilled − baseline passes it.
     """
     gate_cfg = gate_settings(**gate)
-    out = resolve_prefix(prefix).join("runs", run_id, name)
+    check_device(device)
+    out = run_folder(prefix, run_id, name)
     storage.check_bucket(out)
     data_yaml = fetch_dataset(data, splits=EVAL_SPLITS)  # a sharded dataset: no train images fetched
-    spec = yaml.safe_load(data_yaml.read_text())
+    spec = read_yaml(data_yaml, f"data '{data}'")  # bounded, before Ultralytics' validator reads it
     split = "test" if spec.get("test") else "val"
     locals_ = {role: fetch_model(uri, role) for role, uri in zip(ROLES, (teacher, baseline, distilled), strict=True)}
     with tempfile.TemporaryDirectory() as tmp, tracking.step_run(run_id, name, experiment, tracking_uri) as run:

@@ -115,8 +115,12 @@ def _split_of(json_file: Path) -> str | None:
     return next((s for s in SPLITS if s in stem), None)
 
 
-def _image_files(root: Path, split: str, lname: str) -> dict[str, Path]:
-    """Image files of a split by base name (``images/<split>/`` or ``images/<file stem>/``)."""
+def _image_files(root: Path, split: str, lname: str, where: Where) -> dict[str, Path]:
+    """Image files of a split by base name (``images/<split>/`` or ``images/<file stem>/``).
+
+    Two files of the same base name are refused, each named as the user knows it (``where``: never the scratch
+    folder an archive or a prefix was extracted to), since a COCO file names its images by base name only.
+    """
     folder = root / "images" / split
     if not folder.is_dir():
         folder = root / "images" / lname
@@ -124,7 +128,8 @@ def _image_files(root: Path, split: str, lname: str) -> dict[str, Path]:
     for p in sorted(folder.rglob("*")) if folder.is_dir() else []:
         if p.suffix.lower() in IMAGE_SUFFIXES:
             if p.name in files:
-                raise DistillError(f"two images named '{p.name}' under '{folder}'")
+                raise DistillError(f"images '{where(files[p.name])}' and '{where(p)}' share the name '{p.name}': "
+                                   "a COCO file names its images by file name only")  # fmt: skip
             files[p.name] = p
     return files
 
@@ -187,7 +192,7 @@ def from_coco(folder: Path, out: Path, scratch: Path, where: Where) -> dict[str,
         if split is None:
             LOGGER.warning(f"prepare-data: {where(json_file)}: no split (train, val, test) in its name; skipped")
             continue
-        on_disk[json_file] = _image_files(root, split, json_file.stem.replace("instances_", ""))
+        on_disk[json_file] = _image_files(root, split, json_file.stem.replace("instances_", ""), where)
         copy, orphans, empty = _clean(spec, on_disk[json_file], index)
         _warn_dropped(where(json_file), orphans, empty)
         dropped += len(orphans) + empty

@@ -2,7 +2,8 @@
 
 Every XML file is checked before anything is written: it must parse, give a positive image size and, per object, a
 class name and four numeric corners with ``xmin <= xmax`` and ``ymin <= ymax``. A damaged file is refused with one
-line naming it and the entry; boxes are clipped to the image and those with no area left are dropped and counted.
+line naming it and the entry; boxes are clipped to the image and those with no area left are dropped, counted and
+said in one warning (how many, and the first file holding one).
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ def from_voc(folder: Path, out: Path, names: list[str] | None, where: Where) -> 
         if unknown is not None:
             raise DistillError(f"VOC file '{stem}.xml' has class '{unknown}', which is not in the class list {names}")
     split_of = _splits(root, list(parsed))
-    dropped, used, origins = 0, set(), {}
+    dropped: dict[str, int] = {}  # boxes with no area left inside their image, per file (in file order)
+    used, origins = set(), {}
     for xml_file in xmls:
         voc, split = parsed[xml_file.stem], split_of.get(xml_file.stem)
         if split is None:
@@ -105,7 +107,7 @@ def from_voc(folder: Path, out: Path, names: list[str] | None, where: Where) -> 
         for cls, *corners in voc.objects:
             box = clip_box(*corners, voc.width, voc.height)
             if box is None:
-                dropped += 1  # no area left inside the image
+                dropped[where(xml_file)] = dropped.get(where(xml_file), 0) + 1
                 continue
             lines.append(yolo_line(names.index(cls), box))
         put(out, split, image, lines)
@@ -115,4 +117,21 @@ def from_voc(folder: Path, out: Path, names: list[str] | None, where: Where) -> 
     if "train" not in splits or "val" not in splits:
         raise DistillError(f"VOC dataset '{where(root)}' needs train and val images (split lists in ImageSets/Main)")
     write_yaml(out, names, splits, {})
-    return {"names": names, "dropped_boxes": dropped, "origins": origins}
+    _warn_dropped(dropped)
+    return {"names": names, "dropped_boxes": sum(dropped.values()), "origins": origins}
+
+
+def _warn_dropped(dropped: dict[str, int]) -> None:
+    """Log one warning for the boxes dropped on import: how many, why, and the first file that had one.
+
+    A box is dropped when clipping it to its image leaves no area (it lies wholly outside the image, or is a line):
+    Ultralytics would refuse the image's labels for it. Counted in ``dropped_boxes`` and said, never silently.
+    """
+    from ultralytics.utils import LOGGER
+
+    if not dropped:
+        return
+    total, first = sum(dropped.values()), next(iter(dropped))
+    files = f"{len(dropped)} files, the first '{first}'" if len(dropped) > 1 else f"'{first}'"
+    LOGGER.warning(f"prepare-data: {total} VOC boxes dropped, no area left inside their image once clipped to it "
+                   f"(in {files})")  # fmt: skip

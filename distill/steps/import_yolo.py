@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ..dataset_files import split_files
 from ..errors import DistillError
-from .import_common import IMAGE_SUFFIXES, SPLITS, Where, check_names, find_root, put, write_yaml
+from ..yaml_files import read_yaml
+from .import_common import SPLITS, Where, check_names, find_root, put, write_yaml
 
 #: data.yaml keys carried over from a YOLO source besides the splits and names.
 CARRIED_KEYS = ("kpt_shape", "flip_idx", "kpt_names", "channels")
@@ -23,10 +23,7 @@ CARRIED_KEYS = ("kpt_shape", "flip_idx", "kpt_names", "channels")
 def read_data_yaml(yaml_file: Path, where: Where) -> tuple[dict[str, Any], list[str]]:
     """Parse ``data.yaml``; return the mapping and the class names in index order."""
     name = where(yaml_file)
-    try:
-        spec = yaml.safe_load(yaml_file.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise DistillError(f"'{name}' is not valid YAML: {str(e).splitlines()[0]}") from None
+    spec = read_yaml(yaml_file, f"'{name}'")  # bounded: an alias bomb is refused, not expanded
     if not isinstance(spec, dict):
         raise DistillError(f"'{name}' must be a mapping with train, val and names, got {type(spec).__name__}")
     names = spec.get("names")
@@ -39,21 +36,23 @@ def read_data_yaml(yaml_file: Path, where: Where) -> tuple[dict[str, Any], list[
     return spec, check_names(names, f"'{name}'")
 
 
-def _images(entry: Any, split: str, base: Path, inside, name: str) -> list[Path]:
-    """Return the image files a split entry names: folders (searched recursively) and ``.txt`` lists of image paths."""
-    images = []
-    for item in entry if isinstance(entry, list) else [entry]:
-        if not isinstance(item, str):
-            raise DistillError(f"'{name}': {split} entry {item!r:.40} must be a path")
-        p = inside((base / item).resolve(), f"{split} path")
-        if p.is_dir():
-            images += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)
-        elif p.is_file() and p.suffix == ".txt":
-            listed = [(p.parent / line.strip()).resolve() for line in p.read_text().splitlines() if line.strip()]
-            images += [inside(image, f"{split} image") for image in listed]
-        else:
-            raise DistillError(f"'{name}': {split} path '{item}' not found")
-    return images
+def _images(entry: Any, split: str, base: Path, inside, name: str, where: Where) -> list[Path]:
+    """Return the image files a split entry names: folders (searched recursively) and ``.txt`` lists of image paths.
+
+    The same rules as the engine's (:func:`distill.dataset_files.split_files`: a split holds images, its paths are
+    folders or ``.txt`` lists), with the entry's paths resolved against ``base`` and a list's lines against the list,
+    each kept ``inside`` the source; an image a list names must exist (it is copied).
+    """
+
+    def place(text: str, list_file: Path | None) -> Path:
+        if list_file is None:
+            return inside((base / text).resolve(), f"{split} path", text)
+        image = inside((list_file.parent / text).resolve(), f"{split} image", text)
+        if not image.is_file():
+            raise DistillError(f"'{name}': the {split} list '{list_file.name}' names '{text}', which is not a file")
+        return image
+
+    return split_files(entry, split, f"'{name}'", place, show=where)
 
 
 def from_yolo(folder: Path, out: Path, where: Where, confine: Path | None = None) -> dict[str, Any]:
@@ -63,20 +62,21 @@ def from_yolo(folder: Path, out: Path, where: Where, confine: Path | None = None
     yaml_file = (folder if folder.is_file() else find_root(folder, "data.yaml", where) / "data.yaml").resolve()
     name = where(yaml_file)
 
-    def inside(path: Path, what: str) -> Path:
+    def inside(path: Path, what: str, written: str) -> Path:
+        """Return ``path`` if it stays in the source; else refuse, naming it as written (not the scratch path)."""
         if confine is not None and not path.resolve().is_relative_to(confine.resolve()):
-            raise DistillError(f"'{name}': {what} '{path}' points outside the archive; refused")
+            raise DistillError(f"'{name}': {what} '{written}' points outside the archive; refused")
         return path
 
     spec, names = read_data_yaml(yaml_file, where)
     base = Path(str(spec.get("path") or yaml_file.parent))
-    base = inside(base if base.is_absolute() else (yaml_file.parent / base), "path")
+    base = inside(base if base.is_absolute() else (yaml_file.parent / base), "path", str(spec.get("path") or "."))
     splits, origins = [], {}
     for split in SPLITS:
         entry = spec.get(split)
         if not entry:
             continue
-        images = _images(entry, split, base, inside, name)
+        images = _images(entry, split, base, inside, name, where)
         for image, label in zip(images, img2label_paths([str(i) for i in images]), strict=True):
             lines = Path(label).read_text(errors="replace").splitlines() if Path(label).is_file() else []
             put(out, split, image, [ln.strip() for ln in lines if ln.strip()])

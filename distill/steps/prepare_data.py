@@ -4,9 +4,12 @@ A YOLO, COCO JSON or Pascal VOC dataset is normalised to the YOLO layout, valida
 checks, and published under ``<prefix>/datasets/<content-hash>/``.
 
 The published folder holds ``images/<split>/``, ``labels/<split>/``, ``data.yaml`` and ``manifest.json`` (every file
-with its sha256, class names, image and instance counts per split, boxes dropped on import). The hash is computed
+with its sha256, class names, image and instance counts per split). The hash is computed
 over the content, so the same data always lands in the same place and is never uploaded twice; the manifest is
-uploaded last, so a folder without one is an interrupted upload, never a dataset.
+uploaded last, so a folder without one is an interrupted upload, never a dataset. Because the content is shared, its
+manifest holds only what the content says: where it came from (source, format, COCO category ids, boxes dropped on
+import: :data:`PROVENANCE`) is recorded per publication under ``<prefix>/publications/`` and in the step's result,
+never in the manifest, which a later publication of the same content from elsewhere would find claiming the first.
 
 With ``unlabeled`` set, an unlabelled image source is published beside the dataset as a pool
 (``<prefix>/pools/<pool-hash>/``, :mod:`.unlabeled_pool`), checked against the dataset's splits before anything is
@@ -15,16 +18,17 @@ uploaded; the dataset's own manifest and hash do not change, the result gains ``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .. import storage
+from ..dataset_files import verify_split
 from ..errors import DistillError
+from ..yaml_files import read_yaml
 from . import tracking
 from .archive import safe_extract_zip
 from .common import resolve_prefix
@@ -32,9 +36,13 @@ from .import_coco import from_coco
 from .import_common import Where, content_hash
 from .import_voc import from_voc
 from .import_yolo import from_yolo
-from .unlabeled_pool import COUNTS, build_pool, scan_pool
+from .unlabeled_pool import COUNTS, POOL_KIND, build_pool, scan_pool
 
 FORMATS = ("yolo", "coco", "voc")
+#: Manifest fields that describe one publication, not the content the hash names (a pool's ``dataset`` and counts
+#: included): left out of the published manifest and written per publication (:func:`record_publication`). Older
+#: manifests still hold them; nothing reads them from a manifest.
+PROVENANCE = ("format", "source", "category_ids", "dropped_boxes", "dataset", *COUNTS)
 
 
 def prepare_data(
@@ -49,6 +57,9 @@ def prepare_data(
     unlabeled: str | None = None,
 ) -> dict[str, Any]:
     """Import, normalise, validate and publish a dataset; return ``uri``, ``data``, ``hash``, counts and names.
+
+    The result's ``publication`` is the URI of this publication's record (source, format, category ids, boxes
+    dropped: :func:`record_publication`); its ``category_ids`` and ``dropped_boxes`` are this import's.
 
     Args:
         source: A local folder, a local ``.zip``, an ``s3://`` prefix or an ``s3://...zip``.
@@ -82,6 +93,7 @@ def prepare_data(
         pool = build_pool(scan, tmp / "pool", manifest) if scan else None  # checked before anything is uploaded
         target = prefix.join("datasets", manifest["hash"])
         uploaded = publish(tmp / "dataset", manifest, target)
+        publication = record_publication(prefix, manifest)
         pooled = _publish_pool(tmp / "pool", pool, prefix) if pool else None
     result = {
         "uri": str(target),
@@ -92,6 +104,7 @@ def prepare_data(
         "dropped_boxes": manifest["dropped_boxes"],
         **({"category_ids": manifest["category_ids"]} if "category_ids" in manifest else {}),
         "uploaded": uploaded,
+        "publication": publication,
         **({"unlabeled": pooled} if pooled else {}),
     }
     if run_id:
@@ -107,7 +120,8 @@ def publish(folder: Path, manifest: dict[str, Any], target: storage.S3Uri, shard
     own, so the result's ``data`` URI can be read directly), so a prefix without a manifest is an interrupted upload
     (uploaded again by the next run), never a dataset or pool; one with a manifest holds this very content (its hash
     is the folder's name). Returns whether anything was uploaded. ``manifest`` gains ``shards``. ``shard_bytes``: the
-    largest shard (default :data:`distill.shards.SHARD_BYTES`; the data benchmark measures others).
+    largest shard (default :data:`distill.shards.SHARD_BYTES`; the data benchmark measures others). The manifest is
+    uploaded without its :data:`PROVENANCE` fields (see :func:`record_publication`).
     """
     from .. import shards
 
@@ -122,15 +136,34 @@ def publish(folder: Path, manifest: dict[str, Any], target: storage.S3Uri, shard
         storage.upload_files(uploads)
     finally:
         shutil.rmtree(packed, ignore_errors=True)
-    storage.upload_bytes(json.dumps(manifest, indent=2).encode(), target.join("manifest.json"), "application/json")
+    shared = {k: v for k, v in manifest.items() if k not in PROVENANCE}
+    storage.upload_bytes(json.dumps(shared, indent=2).encode(), target.join("manifest.json"), "application/json")
     return True
+
+
+def record_publication(prefix: storage.S3Uri, manifest: dict[str, Any]) -> str:
+    """Write where this publication of a dataset or pool came from (its :data:`PROVENANCE`); return the record's URI.
+
+    ``<prefix>/publications/<datasets|pools>/<hash>/<sha256[:16] of the record>.json``: one record per distinct
+    provenance, so publishing the same content from the same source again adds nothing, and from another source (or
+    format, or category ids) adds its own record instead of inheriting the first publisher's.
+    """
+    kind = manifest.get("kind", "dataset")
+    record = {"hash": manifest["hash"], "kind": kind, **{k: manifest[k] for k in PROVENANCE if k in manifest}}
+    body = json.dumps(record, indent=2, sort_keys=True).encode()
+    folder = "pools" if kind == POOL_KIND else "datasets"
+    uri = prefix.join("publications", folder, manifest["hash"], f"{hashlib.sha256(body).hexdigest()[:16]}.json")
+    if storage.head(uri) is None:
+        storage.upload_bytes(body, uri, "application/json")
+    return str(uri)
 
 
 def _publish_pool(folder: Path, pool: dict[str, Any], prefix: storage.S3Uri) -> dict[str, Any]:
     """Publish a pool under ``<prefix>/pools/<pool-hash>/``; return the result's ``unlabeled`` (URI, hash, counts)."""
     target = prefix.join("pools", pool["hash"])
     uploaded = publish(folder, pool, target)
-    return {"uri": str(target), **{k: pool[k] for k in ("hash", "source", "images", *COUNTS)}, "uploaded": uploaded}
+    return {"uri": str(target), **{k: pool[k] for k in ("hash", "source", "images", *COUNTS)}, "uploaded": uploaded,
+            "publication": record_publication(prefix, pool)}  # fmt: skip
 
 
 def open_source(source: str, folder: Path, what: str = "dataset source") -> tuple[Path, Where]:
@@ -193,8 +226,10 @@ def _track(result: dict[str, Any], source: str, fmt: str, run_id: str, experimen
     pool = result.get("unlabeled")
     name = f"prepare-data-{result['hash'][:12]}" + (f"-pool-{pool['hash'][:12]}" if pool else "")
     with tracking.step_run(run_id, name, experiment, tracking_uri) as run:
-        params = {"source": source, "format": fmt, "dataset": result["uri"], "hash": result["hash"],
-                  "names": ",".join(result["names"])}  # fmt: skip
+        params = {"source": tracking.spelling(source), "format": fmt, "dataset": result["uri"], "hash": result["hash"],
+                  "names": ",".join(result["names"]), "publication": result["publication"]}  # fmt: skip
+        if "category_ids" in result:  # this import's ids: the shared manifest no longer holds them
+            params["category_ids"] = ",".join(map(str, result["category_ids"]))
         metrics = {f"{split}/{k}": v for split, c in result["counts"].items() for k, v in c.items()}
         metrics["dropped_boxes"] = result["dropped_boxes"]
         if pool:
@@ -228,39 +263,24 @@ def verify_labels(out: Path, origins: dict[str, str]) -> dict[str, int]:
     warning only; a split left without images is refused). A label it would refuse — a class beyond the names,
     coordinates outside the image, the wrong number of columns for the task — is one error naming the file it came
     from (``origins``: ``<split>/<image name>`` → the user's label or annotation file), because Ultralytics would drop
-    that image's labels at training time and train on the image as if it held no objects.
+    that image's labels at training time and train on the image as if it held no objects. The check is the engine's
+    too (:func:`distill.dataset_files.verify_split`), so ``train`` refuses what prepare-data refuses.
     """
-    from ultralytics.data.utils import check_image, verify_image_label
     from ultralytics.utils import LOGGER
 
-    spec = yaml.safe_load((out / "data.yaml").read_text())
-    kpt_shape = spec.get("kpt_shape") or [0, 0]
+    spec = read_yaml(out / "data.yaml", "the imported data.yaml")
     dropped = {}
     for split_dir in sorted(p for p in (out / "images").iterdir() if p.is_dir()):
-        images = sorted(split_dir.iterdir())
-        bad = 0
-        for image in images:
-            label = out / "labels" / split_dir.name / f"{image.stem}.txt"
-            args = (str(image), str(label), "", bool(spec.get("kpt_shape")), len(spec["names"]), *kpt_shape, False)
-            checked = verify_image_label(args)  # checks the image (check_image) and then its labels
-            if checked[0] is not None:
-                continue
-            try:  # refused: the image itself, or its labels?
-                check_image(str(image))
-            except Exception as e:  # PIL's errors, Ultralytics' size/format assertions
-                LOGGER.warning(f"prepare-data: skipping unreadable image '{image.name}' ({split_dir.name}): {e}")
-                image.unlink()
-                label.unlink(missing_ok=True)
-                bad += 1
-                continue
-            reason = str(checked[-1]).split("ignoring corrupt image/label: ")[-1]  # Ultralytics' reason
-            if "inhomogeneous" in reason:  # numpy's words for rows of different lengths
-                reason = "its rows have different numbers of columns"
-            origin = origins.get(f"{split_dir.name}/{image.name}", str(label))
-            raise DistillError(f"labels of image '{image.name}' from '{origin}': {reason}")
-        if bad == len(images):
-            raise DistillError(f"split '{split_dir.name}' has no readable images ({bad} unreadable)")
-        dropped[split_dir.name] = bad
+        split = split_dir.name
+        pairs = [(image, out / "labels" / split / f"{image.stem}.txt") for image in sorted(split_dir.iterdir())]
+        unreadable = verify_split(
+            pairs, spec, split, origin=lambda image, label, s=split: origins.get(f"{s}/{image.name}", str(label))
+        )
+        for image, reason in unreadable.items():
+            LOGGER.warning(f"prepare-data: skipping unreadable image '{image.name}' ({split}): {reason}")
+            image.unlink()
+            (out / "labels" / split / f"{image.stem}.txt").unlink(missing_ok=True)
+        dropped[split] = len(unreadable)
     return dropped
 
 
@@ -288,7 +308,7 @@ def _manifest(out: Path, report: dict[str, Any], source: str, fmt: str) -> dict[
     return {
         "hash": digest,
         "format": fmt,
-        "source": str(source),
+        "source": tracking.spelling(str(source)),  # one spelling: a rerun with "data/" records the same source
         "names": report["names"],
         "counts": counts,
         "dropped_boxes": report["dropped_boxes"],

@@ -2,9 +2,9 @@
 
 Logged as "model from code", so it is self-contained: it needs Ultralytics (and ONNX Runtime for ``backend=onnx``),
 never yolo-distill. Input: a DataFrame with a column ``image`` holding **base64-encoded image bytes** (what a JSON
-request to a model server carries). Params: ``conf`` (0.25, in [0, 1]), ``imgsz`` (the size the model was evaluated
-at; an integer in [32, ``YOLO_DISTILL_MAX_IMGSZ``]), ``backend`` (``torch`` or ``onnx``) and, in-process only,
-``device``.
+request to a model server carries; the line breaks MIME encoders add are ignored). Params: ``conf`` (0.25, in
+[0, 1]), ``imgsz`` (the size the model was evaluated at; an integer in [32, ``YOLO_DISTILL_MAX_IMGSZ``]), ``backend``
+(``torch`` or ``onnx``) and, in-process only, ``device``.
 
 Output: one row per detection — ``image`` (input row), ``class_id``, ``class_name``, ``confidence``, ``x1``, ``y1``,
 ``x2``, ``y2`` (pixels) — plus, for segment models, ``polygon`` (JSON ``[[x, y], ...]`` in pixels) and, for pose
@@ -65,6 +65,9 @@ IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "PPM")
 PARAMS = ("conf", "imgsz", "backend", "device")
 #: The one answer to any value that is not base64 while paths are off (it never depends on the file system).
 NOT_BASE64 = "'image' must be base64-encoded image bytes"
+#: Characters base64 text may carry besides its alphabet (line breaks, spaces): removed before decoding.
+BASE64_WHITESPACE = " \t\n\r\v\f"
+_NO_WHITESPACE = str.maketrans("", "", BASE64_WHITESPACE)
 
 _logger = logging.getLogger(__name__)
 
@@ -102,14 +105,32 @@ def image_bytes(value: Any, row: int, limits: dict[str, int], allow_paths: bool)
         if size > most:
             raise bad_request(f"row {row}: file of {size} bytes, more than {most} (YOLO_DISTILL_MAX_IMAGE_BYTES)")
         return Path(value).read_bytes()
-    if len(value) > 4 * (most // 3 + 1):
-        raise bad_request(f"row {row}: {len(value)} base64 characters, more than {most} bytes once decoded "
+    encoded = without_whitespace(value)
+    if not encoded:
+        raise bad_request(f"row {row}: {NOT_BASE64}, got only whitespace")
+    if len(encoded) > 4 * (most // 3 + 1):
+        raise bad_request(f"row {row}: {len(encoded)} base64 characters, more than {most} bytes once decoded "
                           f"(YOLO_DISTILL_MAX_IMAGE_BYTES)")  # fmt: skip
     try:
-        return base64.b64decode(value, validate=True)
+        return base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         raise bad_request(f"row {row}: 'image' is neither base64 nor an existing local path" if allow_paths
                           else f"row {row}: {NOT_BASE64}") from None  # fmt: skip
+
+
+def without_whitespace(value: str | bytes) -> str | bytes:
+    r"""Return base64 text without the ASCII whitespace encoders put in it (MIME and PEM break lines every 76/64).
+
+    ``base64.encodebytes``, ``openssl base64`` and mail clients add line breaks; ``b64decode(validate=True)`` refuses
+    them as outside the alphabet. Only whitespace is removed, so every other character is still checked.
+
+    Examples:
+        >>> without_whitespace("aGVs\r\nbG8=\n"), without_whitespace(b"aGVs bG8=")
+        ('aGVsbG8=', b'aGVsbG8=')
+    """
+    if isinstance(value, bytes):
+        return value.translate(None, BASE64_WHITESPACE.encode())
+    return value.translate(_NO_WHITESPACE)
 
 
 def image_size(raw: bytes) -> tuple[int, int] | None:

@@ -6,7 +6,10 @@ the metric, the code version and the pipeline run. The new version gets alias ``
 it only when its gain over the current champion on the *same* test images passes the promotion gate
 (:mod:`distill.gate`: ``gate=ci``, the lower bound of the interval at ``gate_level`` at least ``min_gain``; ``point``:
 the difference) — the champion's per-image matches come from its own evaluation of the same data, else it is
-validated again on the candidate's — and never when the evaluation failed.
+validated again on the candidate's — and never when the evaluation failed. A champion whose record cannot be read
+(its ``metric`` tag missing, not a number or ``nan``; its ``weights_uri`` missing where the gate needs its weights, or
+the weights gone) is no comparable champion: the version is promoted as if there were none, its reason and a warning
+naming that champion (:func:`champion_record`), never a crash that leaves it undecided or a comparison with ``nan``.
 Registering again for the same pipeline run returns the existing version — and finishes what a faulted first try
 left: missing tags, the ``challenger`` alias and the gate's decision (recorded on the version, so it is taken once).
 
@@ -34,11 +37,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -534,32 +539,101 @@ def _gate(
 ) -> tuple[bool, str, float | None, dict[str, Any] | None]:
     """Decide whether ``version`` beats ``champion`` by the gate's rule on this evaluation's images.
 
-    ``gate=point`` compares the two scores (the champion's recorded one when it was scored on the same dataset, split
-    and image size, else measured again on this data). ``gate=ci`` bootstraps the per-image matches: the champion's
-    come from its own evaluation when that scored the same data, else from validating it again; its run noise from
-    its training log.
+    ``gate=point`` compares the two scores; ``gate=ci`` bootstraps the per-image matches with both runs' noise
+    (what is compared against: :func:`champion_record`). A champion whose record cannot be read is no comparable
+    champion: the version is promoted as if there were none, the reason (and a warning line) naming that champion.
     """
     if champion is None:
         return True, "first version: no champion yet", None, None
     if champion.version == version:
         return True, "already champion", challenger.score, None
     against = f"champion v{champion.version}"
-    if challenger.gate["gate"] == "point":
-        champion_score, how = _champion_score(champion, report, data_hash)
-        gain, min_gain = challenger.score - champion_score, challenger.gate["min_gain"]
+    rule = challenger.gate["gate"]
+    mine = challenger.stats() if rule == "ci" else None
+    try:
+        record = champion_record(champion, report, data_hash, rule, mine)
+    except UnreadableChampion as e:
+        reason = f"{against}'s record is unreadable ({e}): promoted without a comparison"
+        print(f"register: warning: {reason}", file=sys.stderr, flush=True)
+        return True, reason, None, None
+    if rule == "point":
+        gain, min_gain = challenger.score - record.score, challenger.gate["min_gain"]
         if gain > 0 and gain >= min_gain:
-            return True, f"beats {against} ({how} {champion_score:.4f}) by {gain:+.4f}", champion_score, None
-        return False, f"does not beat {against} ({how} {champion_score:.4f}) by {min_gain}: {gain:+.4f}", \
-            champion_score, None  # fmt: skip
-    champion_stats, how = _champion_stats(champion, report, data_hash)
-    suffix = primary_suffix(report["task"])
-    noise = (report["verdict"]["gate"]["run_noise"][0],
-             run_noise(champion.tags["weights_uri"], report["verdict"]["primary_metric"]))  # fmt: skip
-    judged = judge(challenger.stats(), champion_stats, suffix, noise, challenger.gate, against)
-    champion_score = champion_stats.score(suffix)
+            return True, f"beats {against} ({record.how} {record.score:.4f}) by {gain:+.4f}", record.score, None
+        return False, f"does not beat {against} ({record.how} {record.score:.4f}) by {min_gain}: {gain:+.4f}", \
+            record.score, None  # fmt: skip
+    noise = (report["verdict"]["gate"]["run_noise"][0], record.noise)
+    judged = judge(mine, record.stats, primary_suffix(report["task"]), noise, challenger.gate, against)
     verb = "beats" if judged["passes"] else "does not beat"
-    return judged["passes"], f"{verb} {against} ({how} {champion_score:.4f}): {judged['reason']}", \
-        champion_score, judged  # fmt: skip
+    return judged["passes"], f"{verb} {against} ({record.how} {record.score:.4f}): {judged['reason']}", \
+        record.score, judged  # fmt: skip
+
+
+class UnreadableChampion(Exception):  # noqa: N818 (a state of the record, not an error the step reports)
+    """The champion's record cannot be compared against; the message says what is wrong with it."""
+
+
+@dataclass(frozen=True)
+class ChampionRecord:
+    """What the gate compares a challenger against, read from the champion's record.
+
+    Its primary score on this evaluation's images and how it was got (``recorded``, or validated again); for
+    ``gate=ci`` also its per-image matches and its run noise.
+    """
+
+    score: float
+    how: str
+    stats: ImageStats | None = None
+    noise: float | None = None
+
+
+def champion_record(
+    champion, report: dict, data_hash: str, rule: str, challenger_stats: ImageStats | None = None
+) -> ChampionRecord:
+    """Read and check what the gate ``rule`` needs of ``champion``'s record; raise :class:`UnreadableChampion` if not.
+
+    ``point``: its ``metric`` tag (a finite number) when it was scored like this evaluation, else its weights
+    validated again on this evaluation's data. ``ci``: its per-image matches — from its own evaluation when that
+    scored these images (``challenger_stats``'), else its weights validated again — and its run noise from the
+    training log beside its weights. So the weights (``weights_uri``) are needed unless a point score is recorded;
+    weights that are gone or do not load make the record unreadable too. An outage or refused credentials are not
+    the record's fault: those stay the step's error, and its rerun judges.
+    """
+    same = _same_evaluation(champion, report, data_hash)
+    if rule == "point" and same:
+        return ChampionRecord(_recorded_metric(champion.tags), "recorded")
+    weights = champion.tags.get("weights_uri")
+    if not weights:
+        raise UnreadableChampion("weights_uri tag missing")
+    metric, again = report["verdict"]["primary_metric"], f"re-evaluated on dataset {data_hash}"
+    if rule == "point":
+        score = float(_measure_champion(weights, report, keep_stats=False)["metrics"][metric])
+        return ChampionRecord(_finite(score, "its score validated again"), again)
+    stats = _recorded_stats(champion, challenger_stats) if same else None
+    how = "recorded"
+    if stats is None:
+        stats, how = _measure_champion(weights, report, keep_stats=True)["stats"], again
+    score = _finite(stats.score(primary_suffix(report["task"])), "its per-image matches' score")
+    return ChampionRecord(score, how, stats, run_noise(weights, metric))
+
+
+def _recorded_metric(tags: dict[str, str]) -> float:
+    """Return the champion's ``metric`` tag as a finite number; else raise :class:`UnreadableChampion` saying why."""
+    text = tags.get("metric")
+    if text is None:
+        raise UnreadableChampion("metric tag missing")
+    try:
+        value = float(text)
+    except ValueError:
+        raise UnreadableChampion(f"metric tag '{text[:40]}' is not a number") from None
+    return _finite(value, f"metric tag '{text}'")
+
+
+def _finite(value: float, what: str) -> float:
+    """Return ``value`` if it is a finite number (a comparison with nan or inf decides nothing), else raise."""
+    if not math.isfinite(value):
+        raise UnreadableChampion(f"{what} is {value}, not a finite number")
+    return value
 
 
 def _same_evaluation(champion, report: dict, data_hash: str) -> bool:
@@ -572,29 +646,35 @@ def _same_evaluation(champion, report: dict, data_hash: str) -> bool:
     )
 
 
-def _champion_score(champion, report: dict, data_hash: str) -> tuple[float, str]:
-    """Return the champion's primary score on this evaluation's data (recorded, else measured) and how it was got."""
-    if _same_evaluation(champion, report, data_hash):
-        return float(champion.tags["metric"]), "recorded"
-    measured = _measure_champion(champion, report, keep_stats=False)
-    return float(measured["metrics"][report["verdict"]["primary_metric"]]), f"re-evaluated on dataset {data_hash}"
+def _measure_champion(weights: str, report: dict, keep_stats: bool) -> dict[str, Any]:
+    """Validate the champion's ``weights`` on this evaluation's split with its settings.
 
-
-def _measure_champion(champion, report: dict, keep_stats: bool) -> dict[str, Any]:
-    """Validate the champion's weights on this evaluation's split with its settings."""
-    weights = fetch_model(champion.tags["weights_uri"], "champion")
-    return measure(weights, fetch_dataset(report["data"], EVAL_SPLITS), report["split"], report["imgsz"],
+    Weights that are not there or do not load (bad input, were they given) make the record unreadable.
+    """
+    try:
+        local = fetch_model(weights, "champion")
+    except DistillError as e:
+        raise UnreadableChampion(str(e)) from None
+    return measure(local, fetch_dataset(report["data"], EVAL_SPLITS), report["split"], report["imgsz"],
                    report["batch"], None, 1, keep_stats=keep_stats)  # fmt: skip
 
 
-def _champion_stats(champion, report: dict, data_hash: str) -> tuple[ImageStats, str]:
-    """Return the champion's per-image matches on this evaluation's images, and how they were obtained."""
-    if _same_evaluation(champion, report, data_hash) and champion.tags.get("evaluation"):
-        try:
-            return evaluation_stats(champion.tags["evaluation"])["distilled"], "recorded"
-        except (RunFailure, DistillError, KeyError):
-            pass  # an evaluation of an older version, without per-image matches: validate it again
-    return _measure_champion(champion, report, keep_stats=True)["stats"], f"re-evaluated on dataset {data_hash}"
+def _recorded_stats(champion, challenger_stats: ImageStats | None) -> ImageStats | None:
+    """Return the champion's per-image matches from its own evaluation when it has them for these very images.
+
+    ``None`` (validate it again) for an evaluation of an older version without per-image matches, or one that cannot
+    be read or scored other images.
+    """
+    uri = champion.tags.get("evaluation")
+    if not uri:
+        return None
+    try:
+        stats = evaluation_stats(uri)["distilled"]
+    except (RunFailure, DistillError, KeyError, ValueError, OSError, zipfile.BadZipFile):
+        return None
+    if challenger_stats is not None and not stats.same_images(challenger_stats):
+        return None
+    return stats
 
 
 def _summary(mlflow_client, name: str, version: str) -> dict[str, Any]:

@@ -5,6 +5,13 @@ same child run instead of creating another. :func:`step_run` owns the lifecycle 
 RUNNING while the step works and ends FINISHED or FAILED; the parent follows it (RUNNING while a step runs, FAILED
 after a failed step, FINISHED after a finished one), so no run is left RUNNING by a step that has ended.
 
+A rerun of a step logs its params again (:func:`log_params`): a value spelled otherwise (``data/`` for ``data``) is
+the same value and keeps the first spelling; a param that only says where an input came from or where the step ran
+(:data:`DESCRIPTIVE`: a source given as a zip of the same files, another pod's devices) keeps its first value and
+records the rerun's as a tag, with a warning; any other param with another value is another input under the same
+pipeline run id, refused as bad input naming both values. A rerun refused as bad input leaves a step that had finished
+as it was — FINISHED, and its parent with the status it had — instead of marking it FAILED.
+
 An MLflow server that is down is retried a bounded number of times (``YOLO_DISTILL_MLFLOW_RETRIES``, default 5:
 MLflow's exponential backoff of 0, 4, 8, 16, 32 s, about a minute; requests time out after
 ``MLFLOW_HTTP_REQUEST_TIMEOUT``, default 30 s here), then the step fails with one :class:`TrackingUnavailable` line
@@ -18,12 +25,13 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import RunFailure, ServiceUnavailable
+from ..errors import DistillError, RunFailure, ServiceUnavailable
 
 DEFAULT_EXPERIMENT = "yolo-distill"
 TAG_PIPELINE = "yolo_distill.pipeline_run_id"
@@ -32,6 +40,15 @@ _BAD = re.compile(r"[^0-9A-Za-z_\-. :/]")
 RETRIES_ENV = "YOLO_DISTILL_MLFLOW_RETRIES"
 DEFAULT_RETRIES = 5
 DEFAULT_TIMEOUT_S = 30
+#: Params that say where an input came from or where the step ran, not what it is: a rerun of the step under the same
+#: pipeline run may give them another value (the same dataset as a zip or from COCO JSON, and so its publication
+#: record; a resumed step on another pod's devices).
+DESCRIPTIVE = frozenset({
+    "source", "format", "category_ids", "publication", "unlabeled_source", "unlabeled_publication",
+    "device", "devices", "world_size",
+})  # fmt: skip
+#: Tag prefix recording a descriptive param's value in a later run of the step (MLflow keeps a param's first value).
+TAG_RERUN = "yolo_distill.rerun."
 
 
 class TrackingUnavailable(ServiceUnavailable):
@@ -150,20 +167,24 @@ def step_run(
 
     MLflow errors raised in the block (or while opening and closing the runs) leave as one-line
     :class:`TrackingUnavailable` / :class:`TrackingFailure` naming the tracking URI. Marking the runs FAILED is one
-    quick try, so an outage does not add its retries twice; the next run of the step sets them RUNNING again.
+    quick try, so an outage does not add its retries twice; the next run of the step sets them RUNNING again. A rerun
+    of a step that had finished, refused as bad input (:class:`~distill.errors.DistillError`: another input under the
+    same pipeline run), puts both runs back as they were: the finished step's record still stands.
     """
     with guard(tracking_uri):
-        c, parent_id, child_id = open_step_run(pipeline_run_id, step, experiment, tracking_uri)
+        c, parent, child = _open_runs(pipeline_run_id, step, experiment, tracking_uri)
     try:
         with guard(tracking_uri):
-            yield StepRun(c, parent_id, child_id)
+            yield StepRun(c, parent.info.run_id, child.info.run_id)
     except BaseException as e:
-        if not isinstance(e, TrackingUnavailable):
-            _end_quickly(c, (child_id, parent_id), "FAILED")
+        if isinstance(e, DistillError) and child.info.status == "FINISHED":
+            _end_quickly(c, (child.info.run_id, parent.info.run_id), ("FINISHED", parent.info.status))
+        elif not isinstance(e, TrackingUnavailable):
+            _end_quickly(c, (child.info.run_id, parent.info.run_id), ("FAILED", "FAILED"))
         raise
     with guard(tracking_uri):
-        c.set_terminated(child_id, "FINISHED")
-        c.set_terminated(parent_id, "FINISHED")
+        c.set_terminated(child.info.run_id, "FINISHED")
+        c.set_terminated(parent.info.run_id, "FINISHED")
 
 
 @contextmanager
@@ -198,12 +219,18 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _end_quickly(c, run_ids: tuple[str, ...], status: str) -> None:
-    """Best effort, no retries: end runs ``status`` (used on the way out of a failure, which must stay the error)."""
+def _end_quickly(c, run_ids: tuple[str, ...], statuses: tuple[str, ...]) -> None:
+    """Best effort, no retries: give each run its status (on the way out of a failure, which must stay the error).
+
+    A status that does not end a run (``RUNNING``: a parent another step had left running) is set as it is.
+    """
     with environment({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}):
         try:
-            for run_id in run_ids:
-                c.set_terminated(run_id, status)
+            for run_id, status in zip(run_ids, statuses, strict=True):
+                if status in {"FINISHED", "FAILED", "KILLED"}:
+                    c.set_terminated(run_id, status)
+                else:
+                    c.update_run(run_id, status=status)
         except Exception:  # noqa: S110 (the step's own error is the one to report)
             pass
 
@@ -216,6 +243,18 @@ def open_step_run(
     Returns:
         (tuple): ``(client, parent run id, child run id)``.
     """
+    c, parent, child = _open_runs(pipeline_run_id, step, experiment, tracking_uri)
+    return c, parent.info.run_id, child.info.run_id
+
+
+def _open_runs(
+    pipeline_run_id: str, step: str, experiment: str | None, tracking_uri: str | None
+) -> tuple[Any, Any, Any]:
+    """Find or create the parent and child runs and set them RUNNING; return the client and both runs as found.
+
+    The runs returned carry the status they had before (``FINISHED`` for a step that had finished), for
+    :func:`step_run` to put back when a rerun is refused.
+    """
     c = client(tracking_uri)
     exp = experiment_id(c, experiment)
     parent = _find(c, exp, f"tags.`{TAG_PIPELINE}` = '{pipeline_run_id}' and tags.`{TAG_STEP}` = 'pipeline'")
@@ -223,29 +262,83 @@ def open_step_run(
         parent = c.create_run(
             exp, run_name=f"pipeline-{pipeline_run_id}", tags={TAG_PIPELINE: pipeline_run_id, TAG_STEP: "pipeline"}
         )
-    parent_id = parent.info.run_id
     if parent.info.status != "RUNNING":
-        c.update_run(parent_id, status="RUNNING")
+        c.update_run(parent.info.run_id, status="RUNNING")
     child = _find(c, exp, f"tags.`{TAG_PIPELINE}` = '{pipeline_run_id}' and tags.`{TAG_STEP}` = '{step}'")
     if child is None:
         child = c.create_run(
             exp,
             run_name=step,
-            tags={TAG_PIPELINE: pipeline_run_id, TAG_STEP: step, "mlflow.parentRunId": parent_id},
+            tags={TAG_PIPELINE: pipeline_run_id, TAG_STEP: step, "mlflow.parentRunId": parent.info.run_id},
         )
     else:
         c.update_run(child.info.run_id, status="RUNNING")
-    return c, parent_id, child.info.run_id
+    return c, parent, child
 
 
 def log_params(mlflow_client, run_id: str, params: dict[str, Any]) -> None:
-    """Log params, skipping ones already logged with the same value (a resumed step logs them again)."""
+    """Log params on a step's run; a rerun of the step logs them again, so compare with what the run already has.
+
+    A param already logged with this value, or the same value spelled otherwise (:func:`same_value`), is skipped. A
+    :data:`DESCRIPTIVE` one with another value keeps its first value (MLflow refuses to change a param); the rerun's
+    is recorded as tag ``yolo_distill.rerun.<name>``, with a warning. Any other param with another value is another
+    input under the same pipeline run id: :class:`~distill.errors.DistillError` naming both values, before anything
+    is logged.
+    """
     from mlflow.entities import Param
 
-    existing = mlflow_client.get_run(run_id).data.params
-    fresh = [Param(k, str(v)[:6000]) for k, v in params.items() if v is not None and existing.get(k) != str(v)[:6000]]
+    run = mlflow_client.get_run(run_id)
+    existing = run.data.params
+    given = {k: str(v)[:6000] for k, v in params.items() if v is not None}
+    changed = {k: v for k, v in given.items() if k in existing and not same_value(existing[k], v)}
+    refused = sorted(k for k in changed if k not in DESCRIPTIVE)
+    if refused:
+        raise DistillError(_changed_line(run.data.tags, refused[0], existing[refused[0]], changed[refused[0]]))
+    fresh = [Param(k, v) for k, v in given.items() if k not in existing]
     if fresh:
         mlflow_client.log_batch(run_id, params=fresh)
+    for key, value in changed.items():
+        if run.data.tags.get(TAG_RERUN + key) != value:
+            mlflow_client.set_tag(run_id, TAG_RERUN + key, value)
+        print(f"warning: {_step_of(run.data.tags)}: {key} '{value}' is not the '{existing[key]}' this step was "
+              f"first run with; the run keeps the first, this one is tag {TAG_RERUN}{key}",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+
+def same_value(first: str, again: str) -> bool:
+    """Whether two param values are one value spelled two ways: a trailing or doubled ``/``, ``./``, ``a/../``.
+
+    Examples:
+        >>> same_value("s3://b/datasets/ab12/", "s3://b/datasets/ab12"), same_value("data/coco8", "./data/coco8/")
+        (True, True)
+        >>> same_value("data/coco8", "data/coco128"), same_value("1", "1.0")
+        (False, False)
+    """
+    return first == again or spelling(first) == spelling(again)
+
+
+def spelling(value: str) -> str:
+    """Return ``value`` with a path's or URI's path spelled one way (other text as it is): what a step records.
+
+    Examples:
+        >>> spelling("s3://b/datasets//ab12/"), spelling("./data/coco8/"), spelling("yolo")
+        ('s3://b/datasets/ab12', 'data/coco8', 'yolo')
+    """
+    scheme, sep, rest = value.partition("://")
+    if sep:
+        return f"{scheme}://{re.sub('/+', '/', rest).rstrip('/')}"
+    return os.path.normpath(value) if "/" in value or os.sep in value else value
+
+
+def _step_of(tags: dict[str, str]) -> str:
+    """Name a step's run by its tags: ``step 'train' of pipeline run 'r1'``."""
+    return f"step '{tags.get(TAG_STEP, '?')}' of pipeline run '{tags.get(TAG_PIPELINE, '?')}'"
+
+
+def _changed_line(tags: dict[str, str], key: str, first: str, again: str) -> str:
+    """Return the error line for a param that changed under the same pipeline run id, naming both values."""
+    return (f"{_step_of(tags)} was run with {key}='{first[:200]}', not '{again[:200]}': another input needs another "
+            "--run-id (or rerun it with the first one)")  # fmt: skip
 
 
 def log_metrics(mlflow_client, run_id: str, metrics: dict[str, float], step: int) -> None:

@@ -35,7 +35,7 @@ from ..settings import split_kd
 from ..storage import S3Uri
 from ..trainer import TEACHER_WEIGHTS
 from . import tracking
-from .common import check_pool_source, fetch_dataset, fetch_model, pool_arguments, resolve_prefix
+from .common import check_pool_source, fetch_dataset, fetch_model, pool_arguments, run_folder
 
 OUTPUTS = (
     "weights/best.pt",
@@ -176,7 +176,7 @@ def _run_step(
     distil, ``teacher``); ``config`` is the KD configuration (``teacher`` still a URI), ``None`` for plain training.
     """
     params, devices = _check_inputs(run_id, params)
-    out = resolve_prefix(prefix).join("runs", run_id, name)
+    out = run_folder(prefix, run_id, name)
     storage.check_bucket(out)
     finished = _finished_result(out, name, run_id, experiment, tracking_uri)
     if finished is not None:

@@ -347,7 +347,7 @@ def run_training_on_nodes(
     from ..config import TRAINING, DistillConfig
     from ..devices import check_batch_divides
     from ..settings import command_line, split_kd
-    from .common import resolve_prefix
+    from .common import resolve_prefix, run_folder
 
     if not run_id:
         raise DistillError("a pipeline run id is required (--run-id)")
@@ -359,7 +359,7 @@ def run_training_on_nodes(
     check_batch_divides(int(kwargs.get("batch") or TRAINING["batch"]), settings.nodes * per_node,
                         f"ranks ({settings.nodes} nodes x {per_node})")  # fmt: skip
     root = resolve_prefix(prefix)
-    out = root.join("runs", run_id, name)
+    out = run_folder(root, run_id, name)
     storage.check_bucket(out)
     args = command_line(step, name=name, run_id=run_id, prefix=str(root), **kwargs)  # from the one declaration
     try:

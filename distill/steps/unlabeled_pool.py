@@ -3,10 +3,12 @@
 An unlabelled source — a folder, a ``.zip``, an ``s3://`` prefix or an ``s3://...zip`` of images, no labels needed —
 becomes a *pool*: its images only, each stored under its content hash (``images/<sha256[:16]><suffix>``: images of
 the same name in different subfolders cannot collide, and an image given twice is stored once), and a
-``manifest.json`` with every file's sha256, the counts of what was left out, the source and the hash of the dataset
-the pool was checked against. prepare-data publishes it under ``<prefix>/pools/<pool-hash>/``; the pool hash is
-computed over the files alone, so it names the snapshot: a scheduled run that reads a growing ``s3://`` prefix
-records which snapshot it used, and the same images are never uploaded twice.
+``manifest.json`` with every file's sha256. prepare-data publishes it under ``<prefix>/pools/<pool-hash>/``, and the
+counts of what was left out, the source and the hash of the dataset the pool was checked against in a record of that
+publication (:func:`distill.steps.prepare_data.record_publication`: the same images can come from another source,
+checked against another dataset, so the shared manifest holds none of it); the pool hash is computed over the
+files alone, so it names the snapshot: a scheduled run that reads a growing ``s3://`` prefix records which snapshot
+it used, and the same images are never uploaded twice.
 
 What is left out, and why nothing of it is refused:
 
@@ -21,8 +23,11 @@ What is left out, and why nothing of it is refused:
   training and inflate every score. Dropped rather than refused, because a weekly production-capture prefix
   routinely holds frames that someone later labelled into val; refusing would break every scheduled run. Only
   identical files are found: a re-encoded or resized copy is not.
-- **Images identical to a train image** (already labelled, ``in_labelled_train``) and repeats within the pool
-  (``duplicates``) are dropped and counted.
+- **Images identical to a train image** (already labelled, ``in_labelled_train``) are dropped and counted, with a
+  warning; repeats within the pool (``duplicates``) are dropped and counted.
+- **Symbolic links to folders** inside a local folder source are not followed and are counted (``skipped_links``),
+  with a warning: a link can point anywhere on the machine (a home folder, the dataset itself), so its target is
+  pooled only when given as a source of its own.
 
 Bad input is refused with one :class:`DistillError` (exit 2) before anything is uploaded: a source that is not a
 folder, an archive or a prefix, a source without images, and a pool left with no image once the above are dropped.
@@ -31,7 +36,7 @@ folder, an archive or a prefix, a source without images, and a pool left with no
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +51,7 @@ LABEL_SUFFIXES = frozenset({".txt", ".xml", ".json"})
 LABEL_FOLDERS = frozenset({"labels", "annotations"})
 #: What the result and manifest count besides the images kept, in this order.
 COUNTS = ("ignored_label_files", "ignored_other_files", "unreadable", "leaked_into_val_test", "in_labelled_train",
-          "duplicates")  # fmt: skip
+          "duplicates", "skipped_links")  # fmt: skip
 #: How the error for an empty pool names each reason an image was dropped.
 DROPPED = {"unreadable": "unreadable", "leaked_into_val_test": "identical to val/test images",
            "in_labelled_train": "identical to train images", "duplicates": "repeats"}  # fmt: skip
@@ -58,7 +63,8 @@ SHOWN = 3
 class PoolSource:
     """The files of an unlabelled source, sorted by path: its images and what is ignored.
 
-    ``source`` is the source as given and ``where`` names its files the way the user knows them.
+    ``source`` is the source as given and ``where`` names its files the way the user knows them; ``links`` are the
+    symbolic links to folders that were not followed (:func:`walk`).
     """
 
     source: str
@@ -66,6 +72,7 @@ class PoolSource:
     images: list[Path]
     label_files: list[Path]
     other_files: list[Path]
+    links: list[Path] = field(default_factory=list)
 
 
 def classify(rel: Path) -> str:
@@ -82,6 +89,33 @@ def classify(rel: Path) -> str:
     return "image" if rel.suffix.lower() in IMAGE_SUFFIXES else "other"
 
 
+def walk(folder: Path) -> tuple[list[Path], list[Path]]:
+    """Return the files under ``folder`` and the symbolic links to folders found there, both sorted.
+
+    Links to folders are never followed (``Path.rglob`` does not descend into them): they are returned so the caller
+    can say how many were skipped. A link to a file is a file here, as ``Path.is_file`` says.
+    """
+    files, links = [], []
+    for path in sorted(folder.rglob("*")):
+        if path.is_symlink() and path.is_dir():
+            links.append(path)
+        elif path.is_file():
+            files.append(path)
+    return files, links
+
+
+def warn_links(what: str, links: list[Path], where: Where) -> None:
+    """Log one warning naming how many symbolic links to folders were skipped under ``what``, and why."""
+    from ultralytics.utils import LOGGER
+
+    if not links:
+        return
+    more = f" and {len(links) - SHOWN} more" if len(links) > SHOWN else ""
+    shown = ", ".join(f"'{where(p)}'" for p in links[:SHOWN]) + more
+    LOGGER.warning(f"{what}: {len(links)} symbolic links to folders skipped (a link can point anywhere; give its "
+                   f"target as a source of its own to use it): {shown}")  # fmt: skip
+
+
 def scan_pool(source: str, local: Path, where: Where) -> PoolSource:
     """Sort the files of a materialised unlabelled source (``local``) into images, label files and others.
 
@@ -91,14 +125,16 @@ def scan_pool(source: str, local: Path, where: Where) -> PoolSource:
     if not local.is_dir():
         raise DistillError(f"unlabelled source '{source}' is not a folder, a .zip or an s3:// prefix")
     found: dict[str, list[Path]] = {"image": [], "label": [], "other": []}
-    for path in sorted(p for p in local.rglob("*") if p.is_file()):
+    files, links = walk(local)
+    for path in files:
         found[classify(path.relative_to(local))].append(path)
+    warn_links(f"prepare-data: unlabelled source '{source}'", links, where)
     if not found["image"]:
         held = f"{len(found['label'])} label files and {len(found['other'])} other files"
         raise DistillError(
             f"unlabelled source '{source}' holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); it holds {held}"
         )
-    scan = PoolSource(source, where, found["image"], found["label"], found["other"])
+    scan = PoolSource(source, where, found["image"], found["label"], found["other"], links)
     _warn(scan, scan.label_files, "label files ignored (a pool is unlabelled)")
     _warn(scan, scan.other_files, "files that are not images ignored")
     return scan
@@ -120,7 +156,8 @@ def build_pool(scan: PoolSource, out: Path, dataset: dict[str, Any]) -> dict[str
     staging = out.with_name(f"{out.name}-staging")
     staging.mkdir()
     counts = dict.fromkeys(COUNTS, 0)
-    counts.update(ignored_label_files=len(scan.label_files), ignored_other_files=len(scan.other_files))
+    counts.update(ignored_label_files=len(scan.label_files), ignored_other_files=len(scan.other_files),
+                  skipped_links=len(scan.links))  # fmt: skip
     dropped: dict[str, list[str]] = {key: [] for key in COUNTS}
     for image in scan.images:
         why = _admit(image, out / "images", staging, known, scan.where)
@@ -130,6 +167,7 @@ def build_pool(scan: PoolSource, out: Path, dataset: dict[str, Any]) -> dict[str
     shutil.rmtree(staging)
     _warn(scan, dropped["unreadable"], "unreadable images dropped")
     _warn(scan, dropped["leaked_into_val_test"], "images identical to val/test images dropped (a leak)")
+    _warn(scan, dropped["in_labelled_train"], "images identical to train images dropped (already labelled)")
     files = {f"images/{p.name}": storage.sha256_file(p) for p in sorted((out / "images").iterdir())}
     if not files:
         lost = ", ".join(f"{counts[k]} {what}" for k, what in DROPPED.items() if counts[k])
