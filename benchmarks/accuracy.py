@@ -133,6 +133,8 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
 
     ``unlabeled=true`` makes a pool student (ours, KD on the pool too); ``label_then_train=true`` a label-then-train
     student whose pseudo-labels use the given :data:`PSEUDO_SETTINGS` (no KD settings: it trains plain).
+    ``epochs=N`` trains that student N epochs instead of the run's: the equal-compute control of a costlier variant
+    (label-then-train given the wall time of a KD variant, spent as epochs).
     """
     name, _, body = text.partition(":")
     if not name or not body:
@@ -154,12 +156,16 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
         spec["unlabeled"] = bool(spec["unlabeled"])
     if "label_then_train" in spec:  # plain training on labelled + pseudo-labels made with these pool settings
         spec["label_then_train"] = bool(spec["label_then_train"])
-        other = sorted(set(spec) - {"label_then_train", *PSEUDO_SETTINGS})
+        other = sorted(set(spec) - {"label_then_train", "epochs", *PSEUDO_SETTINGS})
         if spec["label_then_train"] and other:
             raise SystemExit(f"--variant '{text}': label_then_train takes only {', '.join(PSEUDO_SETTINGS)}, "
                              f"not {', '.join(other)}")  # fmt: skip
+    if "epochs" in spec and (isinstance(spec["epochs"], bool) or not isinstance(spec["epochs"], int)
+                             or spec["epochs"] < 1):  # fmt: skip
+        raise SystemExit(f"--variant '{text}': epochs must be a whole number >= 1, got {spec['epochs']!r}")
     try:
-        DistillConfig(teacher="t.pt", **{k: v for k, v in spec.items() if k not in ("unlabeled", "label_then_train")})
+        DistillConfig(teacher="t.pt", **{k: v for k, v in spec.items()
+                                         if k not in ("unlabeled", "label_then_train", "epochs")})  # fmt: skip
     except (DistillError, TypeError) as e:
         raise SystemExit(f"--variant '{text}': {e}") from None
     return name, spec
@@ -1046,6 +1052,8 @@ def plan_jobs(
     student_jobs = []
     for seed in seeds:
         for name, spec in students.items():
+            run_epochs = spec.get("epochs", epochs) if isinstance(spec, dict) else epochs  # a variant's own epochs
+            spec = {k: v for k, v in spec.items() if k != "epochs"} if isinstance(spec, dict) else spec
             pseudo = pseudo_settings(spec)
             if pseudo is not None:  # label-then-train: its pseudo-labels' settings are part of the run (its cache key)
                 spec = "pseudo"
@@ -1054,10 +1062,10 @@ def plan_jobs(
                 {"full_data": str(sets.full_data)} if spec == "all-labels"
                 else {"pool": str(sets.pool), **(pseudo or {})} if uses_pool else {}
             )  # fmt: skip
-            tag = name.replace("+", "-") + f"-e{epochs}" + (teacher_tag if spec not in (None, "all-labels") else "")
+            tag = name.replace("+", "-") + f"-e{run_epochs}" + (teacher_tag if spec not in (None, "all-labels") else "")
             student_jobs.append(
-                dict(base, name=name, spec=spec, model=student_yaml, epochs=epochs, seed=seed, teacher=None, **extra,
-                     dir=str(workdir / f"{tag}-s{seed}-{sets.data_hash}"))
+                dict(base, name=name, spec=spec, model=student_yaml, epochs=run_epochs, seed=seed, teacher=None,
+                     **extra, dir=str(workdir / f"{tag}-s{seed}-{sets.data_hash}"))
             )  # fmt: skip
     return teacher_job, student_jobs
 

@@ -386,6 +386,20 @@ def test_a_label_then_train_variant_is_the_control_of_a_pool_variant(tmp_path, m
     assert sorted(pairs) == ["p1 vs l1", "p1 vs label-then-train"] and pairs["p1 vs l1"]["n"] == 2
 
 
+@pytest.mark.fast
+def test_a_variant_with_its_own_epochs_is_the_equal_compute_control(tmp_path, monkeypatch):
+    """``epochs=N`` on a variant: that student trains N epochs (its own run), the others the run's."""
+    monkeypatch.setattr(accuracy, "score_split", lambda data: "test")
+    _, jobs = _plan(tmp_path, "--students", "baseline", "--epochs", "40",
+                    "--variant", "l52:label_then_train=true,unlabeled_ratio=1,epochs=52",
+                    "--variant", "p:unlabeled=true,pool_targets=online")  # fmt: skip
+    by_name = {j["name"]: j for j in jobs if j["seed"] == 0}
+    assert by_name["l52"]["epochs"] == 52 and "-e52-" in by_name["l52"]["dir"] and by_name["l52"]["spec"] == "pseudo"
+    assert by_name["baseline"]["epochs"] == by_name["p"]["epochs"] == 40 and "epochs" not in by_name["p"]["spec"]
+    with pytest.raises(SystemExit, match="epochs must be a whole number"):
+        accuracy.parse_variant("l0:label_then_train=true,epochs=0")
+
+
 def _plan(tmp_path: Path, *argv: str) -> tuple[dict, list[dict]]:
     """The jobs ``python -m benchmarks.accuracy --label-fraction 0.25 <argv>`` would run (no dataset is read)."""
     args = accuracy.arg_parser().parse_args(["--label-fraction", "0.25", "--seeds", "0,1", *argv])
