@@ -379,6 +379,7 @@ def distill(
         config = replace(config, teacher=str(Path(config.teacher).resolve()))
         if Path(config.teacher).suffix.lower() in {".yaml", ".yml"}:  # a test's random teacher: bounded, as the model
             read_yaml(config.teacher, f"teacher model yaml '{config.teacher}'")
+    config.check_run(epochs, pool is not None)
     if pool is not None and needs_rounds(config):
         run = dict(epochs=epochs, imgsz=imgsz, batch=batch, device=device, seed=seed, callbacks=callbacks, **overrides)
         config = run_rounds(config, _local_rounds(data, student, pool, Path(out or "runs/distill"), run))
@@ -461,7 +462,7 @@ class PoolInput:
         folder = Path(out).resolve() / ("pool" if not launch.distributed else f"pool-rank{launch.rank}")
         return with_pool(data, config.teacher, self.images, folder, conf=config.pseudo_conf,
                          ratio=config.unlabeled_ratio, imgsz=imgsz, device=self.device, batch=self.batch,
-                         pool_hash=self.pool_hash)  # fmt: skip
+                         pool_hash=self.pool_hash, keep_empty=config.pool_targets == "online")  # fmt: skip
 
 
 def _checkpoint(path: str | Path) -> Path:

@@ -19,7 +19,10 @@ SCHEDULES = ("constant", "linear", "cosine")
 LAYER_PRESETS = ("neck", "backbone-neck")
 #: What the teacher's objects on pool images train: ``pseudo`` (the task loss, as labels; and the KD terms) or
 #: ``soft`` (the KD terms only: the task loss ignores them, :mod:`distill.soft_pool`).
-POOL_TARGETS = ("pseudo", "soft")
+POOL_TARGETS = ("pseudo", "soft", "online")
+#: Which teacher makes ``online`` pool targets: the ``frozen`` big teacher, or after ``burn_in`` epochs a mean teacher,
+#: an ``ema`` of the student (:mod:`distill.online_pool`).
+POOL_TEACHERS = ("frozen", "ema")
 #: Tasks whose ``logit_conf_weight`` default (``None``) resolves on: measured on tiger-pose (``DistillConfig``).
 CONF_WEIGHT_TASKS = ("pose",)
 #: ``distill_off_epochs`` value meaning "the epochs Ultralytics trains with mosaic closed" (``-1`` is accepted too).
@@ -98,7 +101,19 @@ class DistillConfig:
             outnumbers the labels (at 25 %: +2.5 over ratio 0 trained the same steps as epochs).
         pool_targets (str): With an unlabelled pool: ``pseudo`` (default) — the teacher's objects train the task loss
             as labels, with the KD terms on every image; ``soft`` — the KD terms alone teach them: the task loss
-            ignores the anchors assigned to them, neither object nor background (:mod:`distill.soft_pool`).
+            ignores the anchors assigned to them, neither object nor background (:mod:`distill.soft_pool`);
+            ``online`` — a pool image's targets are made during training, on the very augmented view the student
+            trains on, by ``pool_teacher`` (:mod:`distill.online_pool`; detect so far).
+        pool_teacher (str): ``online`` targets: ``frozen`` (default) — the big teacher; ``ema`` — after ``burn_in``
+            epochs a mean teacher, an exponential moving average of the student, which keeps improving once the
+            student passes the frozen teacher.
+        burn_in (int): ``pool_teacher="ema"``: epochs the frozen teacher makes the targets before the mean teacher
+            (started from the student then) takes over; shorter than the run.
+        ema_decay (float): ``pool_teacher="ema"``: the mean teacher's decay per optimizer step, in (0, 1).
+        uncertain_conf (float): ``online`` targets: a detection between this confidence and ``pseudo_conf`` is
+            uncertain — neither object nor background for the task loss; ``pseudo_conf`` itself: none is.
+        strong_aug (bool): ``online`` targets: the student sees a stronger view (colour, noise, erased patches) of
+            the images holding pool regions than the teacher that makes their targets.
         pool_rounds (int): With an unlabelled pool: self-training rounds (:mod:`distill.rounds`). 1: the teacher
             labels the pool once; from round 2 the previous round's student, which learnt from the pool and usually
             ends above its teacher, labels it again and teaches a new student. Each round costs a whole run.
@@ -144,6 +159,23 @@ class DistillConfig:
         metadata=_kd(str, "unlabelled pool: pseudo (the teacher's objects train the task loss too) or soft (KD only)",
                      POOL_TARGETS),
     )  # fmt: skip
+    pool_teacher: str = field(
+        default="frozen",
+        metadata=_kd(str, "pool_targets=online: frozen (the teacher) or ema (after burn_in, an EMA of the student)",
+                     POOL_TEACHERS),
+    )  # fmt: skip
+    burn_in: int = field(
+        default=10, metadata=_kd(int, "pool_teacher=ema: epochs before the mean teacher makes the pool targets")
+    )
+    ema_decay: float = field(default=0.99, metadata=_kd(float, "pool_teacher=ema: the mean teacher's decay per step"))
+    uncertain_conf: float = field(
+        default=0.1,
+        metadata=_kd(float, "pool_targets=online: detections from here to pseudo_conf are neither object nor "
+                     "background"),
+    )  # fmt: skip
+    strong_aug: bool = field(
+        default=False, metadata=_kd(bool, "pool_targets=online: the student sees a stronger view than the teacher")
+    )
     pool_rounds: int = field(
         default=1, metadata=_kd(int, "unlabelled pool: self-training rounds, each round's student teaching the next")
     )
@@ -180,8 +212,23 @@ class DistillConfig:
             raise DistillError(f"unknown pool_targets '{self.pool_targets}': choose one of {', '.join(POOL_TARGETS)}")
         if isinstance(self.pool_rounds, bool) or not isinstance(self.pool_rounds, int) or self.pool_rounds < 1:
             raise DistillError(f"pool_rounds must be a whole number >= 1, got {self.pool_rounds!r}")
-        if self.loss == "none" and not self.logit:
-            raise DistillError("nothing to distil: loss='none' with the logit loss off")
+        self._check_online_pool()
+
+    def _check_online_pool(self) -> None:
+        """Validate the settings of ``pool_targets="online"`` (checked whatever the targets, like every field)."""
+        self.pool_teacher = str(self.pool_teacher).lower()
+        if self.pool_teacher not in POOL_TEACHERS:
+            raise DistillError(f"unknown pool_teacher '{self.pool_teacher}': choose one of {', '.join(POOL_TEACHERS)}")
+        if isinstance(self.burn_in, bool) or not isinstance(self.burn_in, int) or self.burn_in < 0:
+            raise DistillError(f"burn_in must be a whole number of epochs >= 0, got {self.burn_in!r}")
+        self.ema_decay = _number(self, "ema_decay", "in (0, 1)", lambda v: 0 < v < 1)
+        self.uncertain_conf = _number(self, "uncertain_conf", "in (0, 1]", lambda v: 0 < v <= 1)
+        if self.pool_targets == "online" and self.uncertain_conf > self.pseudo_conf:
+            raise DistillError(f"uncertain_conf {self.uncertain_conf} must not exceed pseudo_conf {self.pseudo_conf}")
+        if not isinstance(self.strong_aug, bool):
+            raise DistillError(f"strong_aug must be true or false, got {self.strong_aug!r}")
+        if self.pool_targets == "online" and self.online:
+            raise DistillError("pool_targets=online needs a frozen teacher: it cannot be combined with online=true")
 
     def for_task(self, task: str) -> DistillConfig:
         """Return this config with the settings whose default depends on the task resolved for ``task``.
@@ -197,6 +244,23 @@ class DistillConfig:
     def has_features(self) -> bool:
         """Whether a feature loss is configured."""
         return self.loss != "none"
+
+    @property
+    def distils(self) -> bool:
+        """Whether any KD term is on; without one a run with a pool is label-then-train (the teacher labels it)."""
+        return self.has_features or self.logit
+
+    def check_run(self, epochs: int, pool: bool) -> None:
+        """Refuse what only the run makes wrong: nothing to distil without a pool, a burn-in as long as the run."""
+        if not self.distils and not pool:
+            raise DistillError(
+                "nothing to distil: loss='none' with the logit loss off and no unlabelled pool (with one it is "
+                "label-then-train; without, plain training: 'yolo-distill train')"
+            )
+        if self.pool_targets == "online" and self.pool_teacher == "ema" and self.burn_in >= epochs:
+            raise DistillError(
+                f"burn_in {self.burn_in} must be shorter than the run's {epochs} epochs (pool_teacher=ema)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Return the config as JSON-serialisable plain data."""

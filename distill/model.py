@@ -167,12 +167,15 @@ class KDModel(DistillationModel):
         student_feats, teacher_feats = captured_features(self)
         teacher = self.teacher_model
         scale = float(self.kd_scale)
+        pool_online = self.distill_config.get("pool_targets") == "online"
         teacher_preds = None
         if self.online:
             teacher_preds = teacher(img)
-        elif scale > 0:
+        elif (scale > 0 and self.kd_loss_names) or (pool_online and self.target_teacher is None):
             with torch.no_grad():
                 teacher_preds = teacher(img.to(next(teacher.parameters()).dtype))
+        if pool_online:
+            batch, img = self.online_targets(batch, teacher_preds)
         preds = self.student_model(img)  # the one student forward; hooks capture its features
         task_loss, items = self.task_loss(self.student_model, batch, preds)
 
@@ -200,16 +203,58 @@ class KDModel(DistillationModel):
         for name, term in zip(self.kd_loss_names, terms, strict=True):
             items[name] = term.detach().reshape(1)
         clear_features(self)
+        if not terms:  # label-then-train: no KD term, the teacher only labelled the pool
+            return task_loss, items
         return torch.cat([task_loss, torch.stack(terms) * bs]), items
 
+    # -- online pool targets (distill.online_pool) -------------------------------------------------------------
+    @property
+    def target_teacher(self) -> nn.Module | None:
+        """The mean teacher making online pool targets (``pool_teacher="ema"`` after the burn-in), else ``None``."""
+        return self.__dict__.get("_target_teacher", [None])[0]
+
+    def set_target_teacher(self, model: nn.Module | None) -> None:
+        """Make ``model`` (the run's mean teacher) the source of online pool targets; ``None``: the frozen teacher.
+
+        Held in a list, so it is no submodule: not trained, not in the trainer's EMA, and dropped on pickling.
+        """
+        self.__dict__["_target_teacher"] = [model]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Return the parent's state without the mean teacher (a checkpoint or DDP copy holds the model, not a run)."""
+        state = super().__getstate__()
+        state.pop("_target_teacher", None)
+        return state
+
+    def online_targets(self, batch: dict, teacher_preds: Any) -> tuple[dict, torch.Tensor]:
+        """Return the batch with its pool regions' targets made on this very view, and the image the student sees.
+
+        The targets come from the mean teacher when there is one, else from the frozen teacher's predictions
+        ``teacher_preds`` (eval mode: ``(decoded, raw)``); with ``strong_aug`` the student sees a stronger view of
+        the images that hold pool regions (:func:`distill.online_pool.strong_view`).
+        """
+        from .online_pool import has_regions, online_batch, strong_view
+
+        cfg, nc = self.distill_config, len(self.student_model.names)
+        source = self.target_teacher
+        if source is not None:
+            with torch.no_grad():
+                teacher_preds = source(batch["img"])
+        decoded = teacher_preds[0] if isinstance(teacher_preds, tuple | list) else teacher_preds
+        pooled = has_regions(batch, nc)
+        batch = online_batch(batch, decoded, nc, cfg["pseudo_conf"], cfg["uncertain_conf"])
+        img = strong_view(batch["img"], pooled) if cfg["strong_aug"] else batch["img"]
+        return batch, img
+
     def task_loss(self, model: nn.Module, batch: dict, preds: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Return ``model``'s task loss (the student's, or an online teacher's), ignoring pool objects when soft.
+        """Return ``model``'s task loss (the student's, or an online teacher's), ignoring soft pool objects.
 
         With ``pool_targets="soft"`` pool instances arrive with their class shifted by ``nc``
-        (:func:`distill.soft_pool.mark_pool_instances`); :func:`~distill.soft_pool.soft_batch` shifts them back and
-        has the criterion's assigner leave their anchors out of the loss, for this call only.
+        (:func:`distill.soft_pool.mark_pool_instances`), with ``"online"`` the uncertain pool objects
+        (:func:`distill.online_pool.online_batch`); :func:`~distill.soft_pool.soft_batch` shifts them back and has the
+        criterion's assigner leave their anchors out of the loss, for this call only.
         """
-        if self.distill_config.get("pool_targets") != "soft":
+        if self.distill_config.get("pool_targets", "pseudo") == "pseudo":
             return model.loss(batch, preds)
         from .soft_pool import disarm, soft_batch
 

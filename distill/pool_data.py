@@ -94,6 +94,7 @@ def with_pool(
     device: str | None = None,
     batch: int = 16,
     pool_hash: str | None = None,
+    keep_empty: bool = False,
 ) -> PoolData:
     """Pseudo-label ``images`` with ``teacher`` and write the labelled + pool dataset to ``out``.
 
@@ -108,6 +109,7 @@ def with_pool(
         device: Ultralytics device for labelling (the first of a list is used); ``None``: Ultralytics chooses.
         batch: Images per predictor batch.
         pool_hash: The pool's content hash when known (prepare-data's pools), for the pseudo-labels' cache key.
+        keep_empty: Train on the pool images without a pseudo-label too (``pool_targets="online"``).
 
     Raises:
         DistillError: A bad setting, a pool made only of copies of the dataset's images, a teacher whose classes are
@@ -128,7 +130,7 @@ def with_pool(
         )
     first = device.split(",")[0] if device else None
     pseudo = pseudo_label(teacher, images, out / "pseudo", conf, imgsz, first, batch, pool_hash=pool_hash)
-    used, dropped = _pool_images(pseudo, copies)
+    used, dropped = _pool_images(pseudo, copies, keep_empty)
     if not used:
         raise DistillError(
             f"none of the {pseudo.images} unlabelled images can train the student: the teacher found no object above "
@@ -195,13 +197,16 @@ def _warn_copies(images: Path, total: int, counts: dict[str, int]) -> None:
                        "val/test images (a leak into training): left out")  # fmt: skip
 
 
-def _pool_images(pseudo: PseudoLabels, copies: dict[str, str]) -> tuple[list[str], dict[str, int]]:
+def _pool_images(
+    pseudo: PseudoLabels, copies: dict[str, str], keep_empty: bool = False
+) -> tuple[list[str], dict[str, int]]:
     """Return the pool images to train on (absolute paths) and the counts of those left out (see the module doc).
 
     ``copies`` names the copies of labelled images (:func:`labelled_copies`); the pseudo-labelled images keep their
-    file names, so they are found by name, whether or not the teacher found objects in them.
+    file names, so they are found by name, whether or not the teacher found objects in them. ``keep_empty``: the
+    images without a pseudo-label are trained on too (online targets make theirs on each view).
     """
-    empty = set(pseudo.empty)
+    empty = set() if keep_empty else set(pseudo.empty)
     used: list[str] = []
     dropped = dict.fromkeys(COUNTS, 0)
     for image in sorted((pseudo.folder / "images").iterdir()):

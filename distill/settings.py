@@ -296,9 +296,11 @@ def pipeline_arguments(params: dict[str, Any]) -> dict[str, Any]:
         if option.name in out:
             kd[option.name] = option.coerce(out[option.name])
             out[option.name] = option.pipeline_value(kd[option.name])
-    DistillConfig(teacher="teacher.pt", **kd)
+    config = DistillConfig(teacher="teacher.pt", **kd)
     gate_settings(**{o.name: out[o.name] for o in GATE if o.name in out})
     out.update(_training_numbers(out))
+    if "student_epochs" in out:
+        config.check_run(out["student_epochs"], bool(out.get("unlabeled_source")))
     if "train_args" in out:
         out["train_args"] = check_train_args(out["train_args"])
     return out

@@ -50,6 +50,7 @@ from .devices import check_batch_divides
 from .errors import DistillError
 from .launch import Launch, current
 from .model import KDModel, build_kd_model
+from .online_pool import EMATeacher
 from .schedule import kd_scale, resolve_off_epochs
 from .seams import clear_features, cpu_ddp, drop_feature_hooks
 
@@ -64,11 +65,13 @@ class DistillCallbacks:
 
     def __init__(self, config: DistillConfig) -> None:
         self.config = config
+        self.mean_teacher: EMATeacher | None = None  # pool_teacher="ema": made at the end of the burn-in
 
     def attach(self, callbacks: dict[str, list]) -> dict[str, list]:
         """Return a copy of an Ultralytics callbacks dict with this object's handlers added (the input is untouched)."""
         out = {event: list(handlers) for event, handlers in callbacks.items()}
         out.setdefault("on_train_epoch_start", []).append(self.on_train_epoch_start)
+        out.setdefault("on_train_batch_end", []).append(self.on_train_batch_end)
         out.setdefault("on_model_save", []).append(self.on_model_save)
         return out
 
@@ -93,6 +96,31 @@ class DistillCallbacks:
                     f"(close_mosaic={trainer.args.close_mosaic}): KD is off for the whole run"
                 )
             model.kd_scale = kd_scale(cfg.schedule, trainer.epoch, trainer.epochs, off)
+            self.start_mean_teacher(model, trainer.epoch)
+
+    def start_mean_teacher(self, model: KDModel, epoch: int) -> None:
+        """From epoch ``burn_in`` on, make online pool targets with the mean teacher (``pool_teacher="ema"``).
+
+        It starts as a copy of the student at the first epoch past the burn-in (a resumed run: the student it resumes
+        with) and follows it by :meth:`on_train_batch_end`.
+        """
+        cfg = self.config
+        if cfg.pool_targets != "online" or cfg.pool_teacher != "ema" or epoch < cfg.burn_in:
+            return
+        if self.mean_teacher is None:
+            self.mean_teacher = EMATeacher(cfg.ema_decay)
+            self.mean_teacher.start(model.student_model)
+            if RANK in {-1, 0}:
+                LOGGER.info(f"distill: epoch {epoch + 1}: online pool targets from the mean teacher from now on "
+                            f"(an EMA of the student, decay {cfg.ema_decay})")  # fmt: skip
+        model.set_target_teacher(self.mean_teacher.model)
+
+    def on_train_batch_end(self, trainer: Any) -> None:
+        """Move the mean teacher toward the student after each optimizer step (when the trainer's EMA moved too)."""
+        steps = getattr(trainer.ema, "updates", None)
+        if self.mean_teacher is not None and steps != self.mean_teacher.steps:
+            self.mean_teacher.steps = steps
+            self.mean_teacher.update(unwrap_model(trainer.model).student_model)
 
     def on_model_save(self, trainer: Any) -> None:
         """In online mode, save the jointly trained teacher next to the student's checkpoints (rank 0)."""
@@ -327,12 +355,19 @@ class DistillTrainerMixin:
     def build_dataset(self, img_path: str, mode: str = "train", batch: int | None = None) -> Any:
         """Ultralytics' dataset; with ``pool_targets="soft"`` the training set marks its pool images' objects."""
         dataset = super().build_dataset(img_path, mode, batch)
-        if mode == "train" and self.distill.config.pool_targets == "soft":
+        targets = self.distill.config.pool_targets
+        if mode == "train" and targets == "soft":
             from .soft_pool import mark_pool_instances
 
             marked = mark_pool_instances(dataset, self.data)
             if RANK in {-1, 0}:
                 LOGGER.info(f"distill: pool_targets=soft: the task loss ignores the objects on {marked} pool images")
+        elif mode == "train" and targets == "online":
+            from .online_pool import mark_pool_regions
+
+            marked = mark_pool_regions(dataset, self.data)
+            if RANK in {-1, 0}:
+                LOGGER.info(f"distill: pool_targets=online: the targets of {marked} pool images are made on each view")
         return dataset
 
     def set_model_attributes(self):

@@ -65,12 +65,19 @@ def test_logit_loss_and_close_mosaic_settings_are_normalised():
         ({"logit_conf_weight": "yes"}, "logit_conf_weight must be true or false, got 'yes'"),
         ({"pool_rounds": 0}, "pool_rounds must be a whole number >= 1, got 0"),
         ({"pool_rounds": 1.5}, "pool_rounds must be a whole number >= 1, got 1.5"),
-        ({"loss": "none", "logit": False}, "nothing to distil"),
     ],
 )
 def test_bad_settings_raise_one_error_naming_the_value(kwargs, message):
     with pytest.raises(DistillError, match=message):
         DistillConfig(teacher="t.pt", **kwargs)
+
+
+def test_no_kd_term_is_label_then_train_with_a_pool_and_nothing_to_distil_without():
+    config = DistillConfig(teacher="t.pt", loss="none", logit=False)
+    assert not config.distils
+    config.check_run(epochs=10, pool=True)  # label-then-train: the teacher only labels the pool
+    with pytest.raises(DistillError, match="nothing to distil"):
+        config.check_run(epochs=10, pool=False)
 
 
 def test_round_trip_and_unknown_keys():

@@ -1,0 +1,195 @@
+"""Online targets on the unlabelled pool (``pool_targets="online"``): the pool's objects found on the student's view.
+
+With ``pseudo`` (the default) the teacher labels each pool image once, on the clean image, and mosaic then cuts
+those boxes up with the image. ``online`` makes a pool image's targets during training, from a teacher's
+predictions on the very augmented batch the student trains on (issue 38, after Unbiased / Efficient Teacher):
+
+- **Where the pool is** (:class:`PoolRegions`): the training dataset's ``update_labels_info`` — which every image
+  passes through before augmentation, mosaic tiles included — replaces a pool image's objects by one *region*
+  instance covering the whole image, class ``2 * nc``. Mosaic, perspective, flips and crops move it like any box, so
+  in the batch it says which part of a mosaic came from a pool image. Pool images the teacher found nothing in on
+  the clean image are trained on too: their targets are made on each view anew.
+- **What the pool holds** (:func:`online_batch`): in the loss, the target teacher's detections on the batch (NMS,
+  Ultralytics' own) whose centre lies in a pool region become that image's targets: at or above ``pseudo_conf`` an
+  object, between ``uncertain_conf`` and ``pseudo_conf`` *uncertain* — neither object nor background for the task
+  loss (the anchors are left out through :mod:`distill.soft_pool`'s assigner wrapper, Efficient Teacher's
+  pseudo-label assigner without an objectness branch to train them on). Labelled tiles keep their true labels.
+- **Which teacher** (``pool_teacher``): ``frozen`` — the big teacher, whose forward the KD terms already pay for; or
+  ``ema`` — after ``burn_in`` epochs, a mean teacher: an exponential moving average of the student (Ultralytics'
+  ``ModelEMA``, decay ``ema_decay``), started from the student at the end of the burn-in, so the targets keep
+  improving once the student passes its frozen teacher. It is kept by :class:`EMATeacher`, outside the model (not a
+  parameter, not in the optimizer, the trainer's EMA or any checkpoint); a resumed run starts it again from the
+  student.
+- **Two views** (``strong_aug``): the teacher predicts on the batch as the dataset augmented it (the weak view) and
+  the student trains on a stronger one of the images holding pool regions — colour jitter, noise and erased patches
+  that move no box (:func:`strong_view`).
+
+Detect only for now: segment and pose targets need their masks and keypoints made on the view too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import DistillError
+from .soft_pool import POOL_IMAGES_KEY
+
+#: The tasks online pool targets are built for.
+TASKS = ("detect",)
+#: IoU of Ultralytics' predictor and validator NMS (``iou`` in its ``default.yaml``).
+NMS_IOU = 0.7
+
+
+class PoolRegions:
+    """Stands in for a dataset's ``update_labels_info``: a pool image's objects become one region instance."""
+
+    def __init__(self, update: Any, folder: str, nc: int) -> None:
+        self.update, self.folder, self.nc = update, folder.rstrip("/") + "/", nc
+
+    def __call__(self, label: dict[str, Any]) -> dict[str, Any]:
+        """Replace a pool image's instances by its region (a copy: Ultralytics deep-copies each label first)."""
+        if str(label.get("im_file", "")).startswith(self.folder):
+            label["cls"] = np.array([[2 * self.nc]], dtype=np.float32)
+            label["bboxes"] = np.array([[0.5, 0.5, 1.0, 1.0]], dtype=np.float32)  # xywh, normalised: the whole image
+            label["segments"] = []
+            label["normalized"], label["bbox_format"] = True, "xywh"
+        return self.update(label)
+
+
+def mark_pool_regions(dataset: Any, data: dict[str, Any]) -> int:
+    """Make ``dataset`` (a training dataset) mark its pool images' regions; return how many images it lists there.
+
+    ``data`` is the trainer's dataset dict; without :data:`~distill.soft_pool.POOL_IMAGES_KEY` (no pool) nothing
+    changes.
+    """
+    folder = data.get(POOL_IMAGES_KEY)
+    if not folder:
+        return 0
+    marker = PoolRegions(dataset.update_labels_info, str(Path(folder).resolve()), len(data["names"]))
+    dataset.update_labels_info = marker
+    return sum(f.startswith(marker.folder) for f in dataset.im_files)
+
+
+def online_batch(batch: dict[str, Any], decoded: torch.Tensor, nc: int, conf: float, low: float) -> dict[str, Any]:
+    """Return ``batch`` with its pool regions' targets made from a teacher's decoded predictions on ``batch["img"]``.
+
+    Args:
+        batch: The training batch (``img``, ``cls``, ``bboxes`` normalised xywh, ``batch_idx``), region rows of class
+            ``2 * nc`` marking pool images.
+        decoded: The teacher's eval-mode predictions on ``batch["img"]``: (images, 4 + nc [+ extra], anchors), xywh
+            in pixels, scores after the sigmoid.
+        nc: Number of classes.
+        conf: Confidence from which a detection is an object (``pseudo_conf``).
+        low: Confidence from which it is an uncertain object (``uncertain_conf``; ``conf`` for none).
+
+    Returns:
+        (dict): The batch with labelled rows unchanged, the region rows gone and, per image, the detections centred in
+        one of its regions appended — objects with their class, uncertain ones with ``class + nc`` (read by
+        :func:`distill.soft_pool.soft_batch`) — rows ordered by image, as Ultralytics' loss expects them.
+    """
+    from ultralytics.utils.nms import non_max_suppression
+    from ultralytics.utils.ops import xywh2xyxy, xyxy2xywh
+
+    cls, idx, boxes = batch["cls"].view(-1), batch["batch_idx"].view(-1), batch["bboxes"]
+    region = cls >= 2 * nc
+    if not bool(region.any()):
+        return batch
+    h, w = batch["img"].shape[2:]
+    scale = torch.tensor([w, h, w, h], device=boxes.device, dtype=boxes.dtype)
+    regions = xywh2xyxy(boxes[region]) * scale
+    region_idx = idx[region]
+    detections = non_max_suppression(decoded.detach().float(), conf_thres=low, iou_thres=NMS_IOU, nc=nc)
+    new_cls, new_boxes, new_idx = [cls[~region]], [boxes[~region]], [idx[~region]]
+    for i in region_idx.long().unique().tolist():
+        found = detections[i].to(boxes.device)
+        if not len(found):
+            continue
+        centre = (found[:, :2] + found[:, 2:4]) / 2
+        mine = regions[region_idx == i]
+        inside = ((centre[:, None] >= mine[None, :, :2]) & (centre[:, None] <= mine[None, :, 2:])).all(-1).any(-1)
+        found = found[inside]
+        found[:, :4] = found[:, :4].clamp(min=torch.zeros(4, device=found.device), max=scale)
+        new_cls.append(found[:, 5] + nc * (found[:, 4] < conf).to(found.dtype))
+        new_boxes.append(xyxy2xywh(found[:, :4]) / scale)
+        new_idx.append(torch.full((len(found),), float(i), device=boxes.device, dtype=idx.dtype))
+    cls, idx = torch.cat(new_cls), torch.cat(new_idx)
+    order = torch.sort(idx, stable=True).indices
+    return {**batch, "cls": cls[order].view(-1, 1), "bboxes": torch.cat(new_boxes)[order], "batch_idx": idx[order]}
+
+
+def has_regions(batch: dict[str, Any], nc: int) -> torch.Tensor:
+    """Return a bool per image of the batch: whether it holds a pool region (class ``2 * nc`` rows)."""
+    out = torch.zeros(batch["img"].shape[0], dtype=torch.bool, device=batch["img"].device)
+    rows = batch["cls"].view(-1) >= 2 * nc
+    out[batch["batch_idx"].view(-1)[rows].long()] = True
+    return out
+
+
+def strong_view(img: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+    """Return ``img`` with the images ``which`` selects augmented strongly, by colour and erasing only (no box moves).
+
+    Per image: brightness and contrast ×U(0.6, 1.4), Gaussian noise (σ 0.03) and one to three erased patches of
+    2–15 % of the image each (mid grey), after Unbiased Teacher's strong view. ``img`` is in [0, 1].
+    """
+    if not bool(which.any()):
+        return img
+    out = img.clone()
+    sel = out[which]
+    n = sel.shape[0]
+    gain = torch.empty(n, 1, 1, 1, device=img.device).uniform_(0.6, 1.4)
+    contrast = torch.empty(n, 1, 1, 1, device=img.device).uniform_(0.6, 1.4)
+    mean = sel.mean(dim=(1, 2, 3), keepdim=True)
+    sel = ((sel * gain - mean) * contrast + mean + torch.randn_like(sel) * 0.03).clamp(0, 1)
+    h, w = sel.shape[2:]
+    for k in range(n):
+        for _ in range(int(torch.randint(1, 4, ()))):
+            area = float(torch.empty(()).uniform_(0.02, 0.15)) * h * w
+            ph, pw = min(h, max(1, int(area**0.5))), min(w, max(1, int(area**0.5)))
+            y, x = int(torch.randint(0, h - ph + 1, ())), int(torch.randint(0, w - pw + 1, ()))
+            sel[k, :, y : y + ph, x : x + pw] = 0.5
+    out[which] = sel.to(out.dtype)
+    return out
+
+
+class EMATeacher:
+    """The mean teacher of ``pool_teacher="ema"``: an EMA of the student, started at the end of the burn-in.
+
+    Held by the run's callbacks, never by the model, so it is no parameter, joins no optimizer, EMA or checkpoint.
+    """
+
+    def __init__(self, decay: float) -> None:
+        self.decay = decay
+        self.ema: Any = None  # Ultralytics' ModelEMA, made by start()
+        self.steps: int | None = None  # the trainer's EMA updates (optimizer steps) last followed
+
+    def start(self, student: nn.Module) -> None:
+        """Begin the average from the student as it is now (tau 1: the decay is ``decay`` from the first update)."""
+        from ultralytics.utils.torch_utils import ModelEMA
+
+        from .seams import drop_feature_hooks
+
+        self.ema = ModelEMA(student, decay=self.decay, tau=1)
+        drop_feature_hooks(self.ema.ema)  # the student's feature hooks would fill the KD model's dicts
+
+    def update(self, student: nn.Module) -> None:
+        """Move the average one step toward ``student`` (a no-op before :meth:`start`)."""
+        if self.ema is not None:
+            self.ema.update(student)
+
+    @property
+    def model(self) -> nn.Module | None:
+        """The averaged student in eval mode, or ``None`` before the burn-in ends."""
+        return None if self.ema is None else self.ema.ema
+
+
+def check_task(task: str) -> None:
+    """Refuse ``pool_targets="online"`` for a task it is not built for yet (one line, before training)."""
+    if task not in TASKS:
+        raise DistillError(
+            f"pool_targets=online is built for {', '.join(TASKS)} so far, not {task}: use pool_targets=pseudo"
+        )
