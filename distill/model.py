@@ -376,6 +376,10 @@ def build_kd_model(
         (tuple[KDModel, dict]): The model, and the resolved plan (written to ``distill.json``).
     """
     config = config.for_task(trainer.args.task)
+    if config.pool_targets == "online":
+        from .online_pool import check_task
+
+        check_task(trainer.args.task)
     teacher_source = config.teacher
     if config.online and resume_state is not None and resume_state.get("teacher"):
         teacher_source = resume_state["teacher"]  # the online teacher as trained so far

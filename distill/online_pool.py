@@ -24,7 +24,8 @@ predictions on the very augmented batch the student trains on (issue 38, after U
   the student trains on a stronger one of the images holding pool regions — colour jitter, noise and erased patches
   that move no box (:func:`strong_view`).
 
-Detect only for now: segment and pose targets need their masks and keypoints made on the view too.
+Detect and pose (a pose target's keypoints are the teacher's, visible from ``KPT_CONF`` as the offline
+pseudo-labels write them); segment targets need their masks made on the view too, not built yet.
 """
 
 from __future__ import annotations
@@ -40,16 +41,22 @@ from .errors import DistillError
 from .soft_pool import POOL_IMAGES_KEY
 
 #: The tasks online pool targets are built for.
-TASKS = ("detect",)
+TASKS = ("detect", "pose")
+#: A target keypoint is visible from this teacher confidence (:mod:`distill.pseudo_labels`' ``kpt_conf`` default).
+KPT_CONF = 0.5
 #: IoU of Ultralytics' predictor and validator NMS (``iou`` in its ``default.yaml``).
 NMS_IOU = 0.7
 
 
 class PoolRegions:
-    """Stands in for a dataset's ``update_labels_info``: a pool image's objects become one region instance."""
+    """Stands in for a dataset's ``update_labels_info``: a pool image's objects become one region instance.
 
-    def __init__(self, update: Any, folder: str, nc: int) -> None:
+    ``kpt_shape`` (pose): the region carries that many keypoints, none labelled, as every instance of the set must.
+    """
+
+    def __init__(self, update: Any, folder: str, nc: int, kpt_shape: list[int] | None = None) -> None:
         self.update, self.folder, self.nc = update, folder.rstrip("/") + "/", nc
+        self.kpt_shape = kpt_shape
 
     def __call__(self, label: dict[str, Any]) -> dict[str, Any]:
         """Replace a pool image's instances by its region (a copy: Ultralytics deep-copies each label first)."""
@@ -57,6 +64,8 @@ class PoolRegions:
             label["cls"] = np.array([[2 * self.nc]], dtype=np.float32)
             label["bboxes"] = np.array([[0.5, 0.5, 1.0, 1.0]], dtype=np.float32)  # xywh, normalised: the whole image
             label["segments"] = []
+            if self.kpt_shape:
+                label["keypoints"] = np.zeros((1, *self.kpt_shape), dtype=np.float32)
             label["normalized"], label["bbox_format"] = True, "xywh"
         return self.update(label)
 
@@ -70,7 +79,8 @@ def mark_pool_regions(dataset: Any, data: dict[str, Any]) -> int:
     folder = data.get(POOL_IMAGES_KEY)
     if not folder:
         return 0
-    marker = PoolRegions(dataset.update_labels_info, str(Path(folder).resolve()), len(data["names"]))
+    marker = PoolRegions(dataset.update_labels_info, str(Path(folder).resolve()), len(data["names"]),
+                         data.get("kpt_shape"))  # fmt: skip
     dataset.update_labels_info = marker
     return sum(f.startswith(marker.folder) for f in dataset.im_files)
 
@@ -79,10 +89,10 @@ def online_batch(batch: dict[str, Any], decoded: torch.Tensor, nc: int, conf: fl
     """Return ``batch`` with its pool regions' targets made from a teacher's decoded predictions on ``batch["img"]``.
 
     Args:
-        batch: The training batch (``img``, ``cls``, ``bboxes`` normalised xywh, ``batch_idx``), region rows of class
-            ``2 * nc`` marking pool images.
-        decoded: The teacher's eval-mode predictions on ``batch["img"]``: (images, 4 + nc [+ extra], anchors), xywh
-            in pixels, scores after the sigmoid.
+        batch: The training batch (``img``, ``cls``, ``bboxes`` normalised xywh, ``batch_idx``; pose: ``keypoints``
+            normalised), region rows of class ``2 * nc`` marking pool images.
+        decoded: The teacher's eval-mode predictions on ``batch["img"]``: (images, 4 + nc [+ keypoints], anchors),
+            xywh in pixels, scores after the sigmoid (pose: each keypoint's x, y in pixels and its confidence).
         nc: Number of classes.
         conf: Confidence from which a detection is an object (``pseudo_conf``).
         low: Confidence from which it is an uncertain object (``uncertain_conf``; ``conf`` for none).
@@ -93,33 +103,52 @@ def online_batch(batch: dict[str, Any], decoded: torch.Tensor, nc: int, conf: fl
         :func:`distill.soft_pool.soft_batch`) — rows ordered by image, as Ultralytics' loss expects them.
     """
     from ultralytics.utils.nms import non_max_suppression
-    from ultralytics.utils.ops import xywh2xyxy, xyxy2xywh
 
-    cls, idx, boxes = batch["cls"].view(-1), batch["batch_idx"].view(-1), batch["bboxes"]
+    cls, idx = batch["cls"].view(-1), batch["batch_idx"].view(-1)
     region = cls >= 2 * nc
     if not bool(region.any()):
         return batch
-    h, w = batch["img"].shape[2:]
-    scale = torch.tensor([w, h, w, h], device=boxes.device, dtype=boxes.dtype)
-    regions = xywh2xyxy(boxes[region]) * scale
-    region_idx = idx[region]
+    keys = ["cls", "bboxes", "batch_idx"] + (["keypoints"] if "keypoints" in batch else [])
+    rows = {k: [batch[k].view(len(cls), *batch[k].shape[1:])[~region]] for k in keys}
     detections = non_max_suppression(decoded.detach().float(), conf_thres=low, iou_thres=NMS_IOU, nc=nc)
-    new_cls, new_boxes, new_idx = [cls[~region]], [boxes[~region]], [idx[~region]]
-    for i in region_idx.long().unique().tolist():
-        found = detections[i].to(boxes.device)
-        if not len(found):
-            continue
-        centre = (found[:, :2] + found[:, 2:4]) / 2
-        mine = regions[region_idx == i]
-        inside = ((centre[:, None] >= mine[None, :, :2]) & (centre[:, None] <= mine[None, :, 2:])).all(-1).any(-1)
-        found = found[inside]
-        found[:, :4] = found[:, :4].clamp(min=torch.zeros(4, device=found.device), max=scale)
-        new_cls.append(found[:, 5] + nc * (found[:, 4] < conf).to(found.dtype))
-        new_boxes.append(xyxy2xywh(found[:, :4]) / scale)
-        new_idx.append(torch.full((len(found),), float(i), device=boxes.device, dtype=idx.dtype))
-    cls, idx = torch.cat(new_cls), torch.cat(new_idx)
-    order = torch.sort(idx, stable=True).indices
-    return {**batch, "cls": cls[order].view(-1, 1), "bboxes": torch.cat(new_boxes)[order], "batch_idx": idx[order]}
+    h, w = batch["img"].shape[2:]
+    for i in idx[region].long().unique().tolist():
+        mine = batch["bboxes"][region & (idx == i)]
+        for k, v in _targets(detections[i], mine, (h, w), nc, conf, batch.get("keypoints")).items():
+            rows[k].append(v.to(batch[k].dtype) if k != "batch_idx" else torch.full_like(v, i, dtype=idx.dtype))
+    out = {k: torch.cat(v) for k, v in rows.items()}
+    order = torch.sort(out["batch_idx"], stable=True).indices
+    return {**batch, **{k: v[order] for k, v in out.items()}, "cls": out["cls"][order].view(-1, 1)}
+
+
+def _targets(
+    found: torch.Tensor, regions: torch.Tensor, hw: tuple[int, int], nc: int, conf: float, kpts: Any
+) -> dict[str, torch.Tensor]:
+    """Return the rows an image's detections centred in its ``regions`` (normalised xywh) make (see online_batch)."""
+    from ultralytics.utils.ops import xywh2xyxy, xyxy2xywh
+
+    h, w = hw
+    scale = torch.tensor([w, h, w, h], device=regions.device, dtype=torch.float32)
+    found = found.to(regions.device)
+    mine = xywh2xyxy(regions.float()) * scale
+    centre = (found[:, :2] + found[:, 2:4]) / 2
+    found = found[((centre[:, None] >= mine[None, :, :2]) & (centre[:, None] <= mine[None, :, 2:])).all(-1).any(-1)]
+    boxes = found[:, :4].clamp(min=torch.zeros(4, device=found.device), max=scale)
+    out = {
+        "cls": (found[:, 5] + nc * (found[:, 4] < conf).float()).view(-1, 1),
+        "bboxes": xyxy2xywh(boxes) / scale,
+        "batch_idx": torch.zeros(len(found), device=found.device),
+    }
+    if kpts is not None:  # pose: the teacher's keypoints, visible from KPT_CONF, else not labelled (0 0 0)
+        k = found[:, 6:].view(len(found), *kpts.shape[1:]).clone()
+        k[..., 0] /= w
+        k[..., 1] /= h
+        if k.shape[-1] == 3:
+            seen = k[..., 2] >= KPT_CONF
+            k[..., 2] = seen.float() * 2
+            k[..., :2] *= seen[..., None]
+        out["keypoints"] = k
+    return out
 
 
 def has_regions(batch: dict[str, Any], nc: int) -> torch.Tensor:

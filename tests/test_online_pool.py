@@ -62,6 +62,20 @@ def test_targets_are_made_in_the_pool_regions_only():
 
 
 @pytest.mark.fast
+def test_pose_targets_carry_the_teachers_keypoints_visible_from_its_confidence():
+    batch = _batch([(0, 2 * NC, 0.5, 0.5, 1.0, 1.0), (1, 0, 0.5, 0.5, 0.4, 0.4)])
+    batch["keypoints"] = torch.tensor([[[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]], [[0.5, 0.5, 2.0], [0.6, 0.6, 2.0]]])
+    decoded = torch.zeros(2, 4 + NC + 6, 4)
+    decoded[0, :4, 0] = torch.tensor([50.0, 50.0, 20.0, 20.0])
+    decoded[0, 4 + 1, 0] = 0.9
+    decoded[0, 4 + NC :, 0] = torch.tensor([40.0, 30.0, 0.9, 70.0, 80.0, 0.2])  # a seen keypoint, an unsure one
+    out = online_batch(batch, decoded, NC, conf=0.25, low=0.1)
+    assert out["batch_idx"].tolist() == [0.0, 1.0] and out["cls"].view(-1).tolist() == [1.0, 0.0]
+    assert torch.allclose(out["keypoints"][0], torch.tensor([[0.4, 0.3, 2.0], [0.0, 0.0, 0.0]]))
+    assert torch.equal(out["keypoints"][1], batch["keypoints"][1])  # the labelled image's keypoints unchanged
+
+
+@pytest.mark.fast
 def test_a_batch_without_pool_regions_is_left_as_it_is():
     batch = _batch([(0, 1, 0.25, 0.5, 0.2, 0.2)])
     assert online_batch(batch, _decoded(2, [(0, 50, 50, 10, 10, 0, 0.9)]), NC, 0.25, 0.1) is batch
@@ -112,15 +126,15 @@ def _target_recorder(record: list[dict]):
     return look
 
 
-@pytest.mark.parametrize("teacher_kind", ["ema", "frozen"])
-def test_online_targets_follow_the_mean_teacher_and_not_the_frozen_one(teachers, tmp_path, teacher_kind):
-    """A real detect run: the mean teacher's targets move epoch by epoch after the burn-in; the frozen one's do not."""
+@pytest.mark.parametrize(("task", "teacher_kind"), [("detect", "ema"), ("detect", "frozen"), ("pose", "ema")])
+def test_online_targets_follow_the_mean_teacher_and_not_the_frozen_one(teachers, tmp_path, task, teacher_kind):
+    """A real run: the mean teacher's targets move epoch by epoch after the burn-in; the frozen one's do not."""
     record: list[dict] = []
-    pool = make_pool("detect", tmp_path)
-    config = DistillConfig(teacher=str(teachers["detect"]), pool_targets="online", pool_teacher=teacher_kind,
+    pool = make_pool(task, tmp_path)
+    config = DistillConfig(teacher=str(teachers[task]), pool_targets="online", pool_teacher=teacher_kind,
                            burn_in=1, ema_decay=0.5, pseudo_conf=0.01, uncertain_conf=0.001)  # fmt: skip
     # nbs = batch: an optimizer step (and a mean-teacher step) every batch, as coco8's 4 images make one batch
-    run = distill.distill(TASK_DATA["detect"], STUDENT["detect"], config, out=tmp_path / "run", unlabeled=pool,
+    run = distill.distill(TASK_DATA[task], STUDENT[task], config, out=tmp_path / "run", unlabeled=pool,
                           callbacks={"on_train_epoch_end": [_target_recorder(record)]},
                           **{**TINY, "epochs": 3, "close_mosaic": 0, "nbs": 4})  # fmt: skip
     assert [r["ema"] for r in record] == ([False, True, True] if teacher_kind == "ema" else [False] * 3)
@@ -132,7 +146,15 @@ def test_online_targets_follow_the_mean_teacher_and_not_the_frozen_one(teachers,
     assert run.pool["used"] == run.pool["pool"] - run.pool["leaked_into_val_test"] - run.pool["in_labelled_train"]
     from ultralytics import YOLO
 
-    assert YOLO(str(run.best)).task == "detect" and run.metrics  # a plain student, validated as usual
+    assert YOLO(str(run.best)).task == task and run.metrics  # a plain student, validated as usual
+
+
+def test_online_targets_are_refused_for_segment_before_training(teachers, tmp_path):
+    config = DistillConfig(teacher=str(teachers["segment"]), pool_targets="online")
+    with pytest.raises(distill.DistillError, match="pool_targets=online is built for detect, pose"):
+        distill.distill(TASK_DATA["segment"], STUDENT["segment"], config, out=tmp_path / "run",
+                        unlabeled=make_pool("segment", tmp_path), **TINY)  # fmt: skip
+    assert not (tmp_path / "run" / "weights").exists()
 
 
 @pytest.mark.fast
@@ -172,8 +194,8 @@ def test_label_then_train_is_a_mode_of_distill_and_nothing_to_distil_without_a_p
     """``--loss none --no-logit`` with a pool: the teacher labels the pool, the student trains with no KD term."""
     pool = make_pool("detect", tmp_path)
     common = ("--data", str(TASK_DATA["detect"]), "--student", STUDENT["detect"], "--teacher", str(teachers["detect"]),
-              "--loss", "none", "--no-logit", "--pseudo-conf", str(LOW_CONF), "--epochs", "1", "--imgsz", "64", "--batch",
-              "4", "--device", "cpu", "plots=False")  # fmt: skip
+              "--loss", "none", "--no-logit", "--pseudo-conf", str(LOW_CONF), "--epochs", "1", "--imgsz", "64",
+              "--batch", "4", "--device", "cpu", "plots=False")  # fmt: skip
     proc = cli("distill", *common, "--unlabeled", str(pool), "--out", str(tmp_path / "ltt"))
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["pool"]["used"] > 0 and result["pool"]["instances"] > 0
