@@ -241,8 +241,10 @@ class KDModel(DistillationModel):
             with torch.no_grad():
                 teacher_preds = source(batch["img"])
         decoded = teacher_preds[0] if isinstance(teacher_preds, tuple | list) else teacher_preds
+        args = getattr(self.student_model, "args", None)
+        overlap = args.get("overlap_mask", True) if isinstance(args, dict) else getattr(args, "overlap_mask", True)
         pooled = has_regions(batch, nc)
-        batch = online_batch(batch, decoded, nc, cfg["pseudo_conf"], cfg["uncertain_conf"])
+        batch = online_batch(batch, decoded, nc, cfg["pseudo_conf"], cfg["uncertain_conf"], bool(overlap))
         img = strong_view(batch["img"], pooled) if cfg["strong_aug"] else batch["img"]
         return batch, img
 

@@ -24,8 +24,9 @@ predictions on the very augmented batch the student trains on (issue 38, after U
   the student trains on a stronger one of the images holding pool regions — colour jitter, noise and erased patches
   that move no box (:func:`strong_view`).
 
-Detect and pose (a pose target's keypoints are the teacher's, visible from ``KPT_CONF`` as the offline
-pseudo-labels write them); segment targets need their masks made on the view too, not built yet.
+Detect, segment and pose: a segment target's mask is the teacher's (its prototypes and the row's coefficients,
+cropped to the box, Ultralytics' ``process_mask``), a pose target's keypoints are the teacher's, visible from
+``KPT_CONF`` as the offline pseudo-labels write them.
 """
 
 from __future__ import annotations
@@ -35,35 +36,41 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .errors import DistillError
 from .soft_pool import POOL_IMAGES_KEY
 
 #: The tasks online pool targets are built for.
-TASKS = ("detect", "pose")
+TASKS = ("detect", "segment", "pose")
 #: A target keypoint is visible from this teacher confidence (:mod:`distill.pseudo_labels`' ``kpt_conf`` default).
 KPT_CONF = 0.5
 #: IoU of Ultralytics' predictor and validator NMS (``iou`` in its ``default.yaml``).
 NMS_IOU = 0.7
+#: A region's polygon (segment): the whole image, normalised.
+_WHOLE = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]], dtype=np.float32)
 
 
 class PoolRegions:
     """Stands in for a dataset's ``update_labels_info``: a pool image's objects become one region instance.
 
-    ``kpt_shape`` (pose): the region carries that many keypoints, none labelled, as every instance of the set must.
+    ``kpt_shape`` (pose): the region carries that many keypoints, none labelled, as every instance of the set must;
+    ``segments`` (segment): its polygon is the whole image.
     """
 
-    def __init__(self, update: Any, folder: str, nc: int, kpt_shape: list[int] | None = None) -> None:
+    def __init__(
+        self, update: Any, folder: str, nc: int, kpt_shape: list[int] | None = None, segments: bool = False
+    ) -> None:
         self.update, self.folder, self.nc = update, folder.rstrip("/") + "/", nc
-        self.kpt_shape = kpt_shape
+        self.kpt_shape, self.segments = kpt_shape, segments
 
     def __call__(self, label: dict[str, Any]) -> dict[str, Any]:
         """Replace a pool image's instances by its region (a copy: Ultralytics deep-copies each label first)."""
         if str(label.get("im_file", "")).startswith(self.folder):
             label["cls"] = np.array([[2 * self.nc]], dtype=np.float32)
             label["bboxes"] = np.array([[0.5, 0.5, 1.0, 1.0]], dtype=np.float32)  # xywh, normalised: the whole image
-            label["segments"] = []
+            label["segments"] = [_WHOLE.copy()] if self.segments else []
             if self.kpt_shape:
                 label["keypoints"] = np.zeros((1, *self.kpt_shape), dtype=np.float32)
             label["normalized"], label["bbox_format"] = True, "xywh"
@@ -80,22 +87,27 @@ def mark_pool_regions(dataset: Any, data: dict[str, Any]) -> int:
     if not folder:
         return 0
     marker = PoolRegions(dataset.update_labels_info, str(Path(folder).resolve()), len(data["names"]),
-                         data.get("kpt_shape"))  # fmt: skip
+                         data.get("kpt_shape"), bool(getattr(dataset, "use_segments", False)))  # fmt: skip
     dataset.update_labels_info = marker
     return sum(f.startswith(marker.folder) for f in dataset.im_files)
 
 
-def online_batch(batch: dict[str, Any], decoded: torch.Tensor, nc: int, conf: float, low: float) -> dict[str, Any]:
+def online_batch(
+    batch: dict[str, Any], decoded: Any, nc: int, conf: float, low: float, overlap: bool = True
+) -> dict[str, Any]:
     """Return ``batch`` with its pool regions' targets made from a teacher's decoded predictions on ``batch["img"]``.
 
     Args:
         batch: The training batch (``img``, ``cls``, ``bboxes`` normalised xywh, ``batch_idx``; pose: ``keypoints``
-            normalised), region rows of class ``2 * nc`` marking pool images.
-        decoded: The teacher's eval-mode predictions on ``batch["img"]``: (images, 4 + nc [+ keypoints], anchors),
-            xywh in pixels, scores after the sigmoid (pose: each keypoint's x, y in pixels and its confidence).
+            normalised; segment: ``masks``), region rows of class ``2 * nc`` marking pool images.
+        decoded: The teacher's eval-mode predictions on ``batch["img"]``: (images, 4 + nc [+ extra], anchors), xywh
+            in pixels, scores after the sigmoid (pose: each keypoint's x, y in pixels and its confidence); segment:
+            ``(predictions with mask coefficients, prototypes)``.
         nc: Number of classes.
         conf: Confidence from which a detection is an object (``pseudo_conf``).
         low: Confidence from which it is an uncertain object (``uncertain_conf``; ``conf`` for none).
+        overlap: Segment: the masks are one map of instance ids per image (Ultralytics' ``overlap_mask``), else one
+            mask per row.
 
     Returns:
         (dict): The batch with labelled rows unchanged, the region rows gone and, per image, the detections centred in
@@ -104,28 +116,46 @@ def online_batch(batch: dict[str, Any], decoded: torch.Tensor, nc: int, conf: fl
     """
     from ultralytics.utils.nms import non_max_suppression
 
+    decoded, proto = (decoded[0], decoded[1]) if isinstance(decoded, tuple | list) else (decoded, None)
     cls, idx = batch["cls"].view(-1), batch["batch_idx"].view(-1)
     region = cls >= 2 * nc
     if not bool(region.any()):
         return batch
-    keys = ["cls", "bboxes", "batch_idx"] + (["keypoints"] if "keypoints" in batch else [])
+    keys = ["cls", "bboxes", "batch_idx", *(k for k in ("keypoints", "masks") if k in batch)]
+    keys = [k for k in keys if not (k == "masks" and overlap)]  # one map per image: remade below, not per row
     rows = {k: [batch[k].view(len(cls), *batch[k].shape[1:])[~region]] for k in keys}
     detections = non_max_suppression(decoded.detach().float(), conf_thres=low, iou_thres=NMS_IOU, nc=nc)
-    h, w = batch["img"].shape[2:]
+    made: dict[int, torch.Tensor] = {}
     for i in idx[region].long().unique().tolist():
         mine = batch["bboxes"][region & (idx == i)]
-        for k, v in _targets(detections[i], mine, (h, w), nc, conf, batch.get("keypoints")).items():
+        found = _targets(detections[i], mine, batch["img"].shape[2:], nc, conf, batch.get("keypoints"),
+                         proto[i] if proto is not None else None, batch.get("masks"))  # fmt: skip
+        if "masks" in found and overlap:
+            made[i] = found.pop("masks")
+        for k, v in found.items():
             rows[k].append(v.to(batch[k].dtype) if k != "batch_idx" else torch.full_like(v, i, dtype=idx.dtype))
     out = {k: torch.cat(v) for k, v in rows.items()}
     order = torch.sort(out["batch_idx"], stable=True).indices
-    return {**batch, **{k: v[order] for k, v in out.items()}, "cls": out["cls"][order].view(-1, 1)}
+    remade = {"masks": overlap_masks(batch["masks"], idx, region, made)} if "masks" in batch and overlap else {}
+    return {**batch, **{k: v[order] for k, v in out.items()}, "cls": out["cls"][order].view(-1, 1), **remade}
 
 
 def _targets(
-    found: torch.Tensor, regions: torch.Tensor, hw: tuple[int, int], nc: int, conf: float, kpts: Any
+    found: torch.Tensor,
+    regions: torch.Tensor,
+    hw: tuple[int, int],
+    nc: int,
+    conf: float,
+    kpts: Any = None,
+    proto: torch.Tensor | None = None,
+    masks: Any = None,
 ) -> dict[str, torch.Tensor]:
-    """Return the rows an image's detections centred in its ``regions`` (normalised xywh) make (see online_batch)."""
-    from ultralytics.utils.ops import xywh2xyxy, xyxy2xywh
+    """Return the rows an image's detections centred in its ``regions`` (normalised xywh) make (see online_batch).
+
+    Segment (``proto``): each row's mask at the batch masks' size, rows ordered by mask area, largest first — the
+    order Ultralytics gives overlapping instances, whose ids follow it.
+    """
+    from ultralytics.utils.ops import process_mask, xywh2xyxy, xyxy2xywh
 
     h, w = hw
     scale = torch.tensor([w, h, w, h], device=regions.device, dtype=torch.float32)
@@ -134,11 +164,16 @@ def _targets(
     centre = (found[:, :2] + found[:, 2:4]) / 2
     found = found[((centre[:, None] >= mine[None, :, :2]) & (centre[:, None] <= mine[None, :, 2:])).all(-1).any(-1)]
     boxes = found[:, :4].clamp(min=torch.zeros(4, device=found.device), max=scale)
-    out = {
-        "cls": (found[:, 5] + nc * (found[:, 4] < conf).float()).view(-1, 1),
-        "bboxes": xyxy2xywh(boxes) / scale,
-        "batch_idx": torch.zeros(len(found), device=found.device),
-    }
+    out: dict[str, torch.Tensor] = {}
+    if proto is not None:  # segment: the teacher's masks, from its prototypes, cropped to their boxes
+        made = process_mask(proto.float(), found[:, 6:].float(), boxes, (h, w)).float()
+        size = tuple(masks.shape[-2:])
+        made = F.interpolate(made[None], size, mode="nearest")[0] if len(made) else made.new_zeros(0, *size)
+        by_area = made.sum((1, 2)).argsort(descending=True)
+        found, boxes, out["masks"] = found[by_area], boxes[by_area], made[by_area]
+    out["cls"] = (found[:, 5] + nc * (found[:, 4] < conf).float()).view(-1, 1)
+    out["bboxes"] = xyxy2xywh(boxes) / scale
+    out["batch_idx"] = torch.zeros(len(found), device=found.device)
     if kpts is not None:  # pose: the teacher's keypoints, visible from KPT_CONF, else not labelled (0 0 0)
         k = found[:, 6:].view(len(found), *kpts.shape[1:]).clone()
         k[..., 0] /= w
@@ -148,6 +183,27 @@ def _targets(
             k[..., 2] = seen.float() * 2
             k[..., :2] *= seen[..., None]
         out["keypoints"] = k
+    return out
+
+
+def overlap_masks(
+    masks: torch.Tensor, idx: torch.Tensor, region: torch.Tensor, made: dict[int, torch.Tensor]
+) -> torch.Tensor:
+    """Remake the per-image instance-id maps of overlapping masks after the region rows left and targets came.
+
+    An image's map numbers its rows in batch order (1, 2, ...); its kept rows are renumbered in order, its region's
+    pixels cleared, and its new targets (largest first) painted after them, never over a labelled object's pixels.
+    """
+    out = masks.clone()
+    for i in idx[region].long().unique().tolist():
+        keep = ~region[idx == i]
+        lut = torch.zeros(len(keep) + 1, dtype=torch.long, device=masks.device)
+        lut[1:][keep] = torch.arange(1, int(keep.sum()) + 1, device=masks.device)
+        ids = lut[masks[i].long().clamp(max=len(keep))]
+        base = int(keep.sum())
+        for j, mask in enumerate(made.get(i, ())):  # largest first: a smaller target is painted over a larger one
+            ids = torch.where(mask.bool() & ((ids == 0) | (ids > base)), base + j + 1, ids)
+        out[i] = ids.to(out.dtype)
     return out
 
 

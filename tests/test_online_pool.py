@@ -76,6 +76,33 @@ def test_pose_targets_carry_the_teachers_keypoints_visible_from_its_confidence()
 
 
 @pytest.mark.fast
+def test_segment_targets_get_the_teachers_masks_and_the_id_maps_are_remade():
+    from distill.online_pool import overlap_masks
+
+    # image 0: a labelled object (id 1, left) and the pool region (id 2, right half); the teacher sees one object there
+    batch = _batch([(0, 1, 0.25, 0.5, 0.2, 0.2), (0, 2 * NC, 0.75, 0.5, 0.5, 1.0)], images=1, size=32)
+    ids = torch.zeros(1, 8, 8, dtype=torch.uint8)
+    ids[0, :, 4:] = 2
+    ids[0, 3:5, 1:3] = 1
+    batch["masks"] = ids
+    nm = 2
+    decoded = torch.zeros(1, 4 + NC + nm, 4)
+    decoded[0, :4, 0] = torch.tensor([24.0, 16.0, 8.0, 8.0])  # a box in the region (pixels of the 32-px image)
+    decoded[0, 4 + 2, 0] = 0.9
+    decoded[0, 4 + NC :, 0] = torch.tensor([1.0, 0.0])  # coefficients picking prototype 0
+    proto = torch.zeros(1, nm, 8, 8)
+    proto[0, 0] = 1.0  # positive everywhere: the mask is the box, cropped
+    out = online_batch(batch, (decoded, proto), NC, conf=0.25, low=0.1)
+    assert out["cls"].view(-1).tolist() == [1.0, 2.0]
+    remade = out["masks"][0]
+    assert (remade[3:5, 1:3] == 1).all()  # the labelled object keeps its pixels and its id (its row is first)
+    assert set(remade[:, 4:].unique().tolist()) == {0, 2} and (remade[3:5, 5:7] == 2).all()  # the region is gone
+    assert int((remade == 2).sum()) == 4  # the teacher's mask: its 8-px box at a quarter of the resolution
+    kept = overlap_masks(ids, batch["batch_idx"], batch["cls"].view(-1) >= 2 * NC, {})
+    assert set(kept[0].unique().tolist()) == {0, 1}  # no target: the region's pixels are cleared
+
+
+@pytest.mark.fast
 def test_a_batch_without_pool_regions_is_left_as_it_is():
     batch = _batch([(0, 1, 0.25, 0.5, 0.2, 0.2)])
     assert online_batch(batch, _decoded(2, [(0, 50, 50, 10, 10, 0, 0.9)]), NC, 0.25, 0.1) is batch
@@ -119,6 +146,7 @@ def _target_recorder(record: list[dict]):
             frozen = model.teacher_model(fixed["img"])
             source = model.target_teacher
             decoded = (source(fixed["img"]) if source is not None else frozen)[0]
+            decoded = decoded[0] if isinstance(decoded, tuple) else decoded  # segment: (predictions, prototypes)
         record.append({"ema": source is not None, "decoded": decoded.clone(),
                        "in_model": any(source is m for m in model.modules()) if source is not None else False,
                        "trainer_ema": source is not None and source is trainer.ema.ema})  # fmt: skip
@@ -126,7 +154,9 @@ def _target_recorder(record: list[dict]):
     return look
 
 
-@pytest.mark.parametrize(("task", "teacher_kind"), [("detect", "ema"), ("detect", "frozen"), ("pose", "ema")])
+@pytest.mark.parametrize(
+    ("task", "teacher_kind"), [("detect", "ema"), ("detect", "frozen"), ("segment", "ema"), ("pose", "ema")]
+)
 def test_online_targets_follow_the_mean_teacher_and_not_the_frozen_one(teachers, tmp_path, task, teacher_kind):
     """A real run: the mean teacher's targets move epoch by epoch after the burn-in; the frozen one's do not."""
     record: list[dict] = []
@@ -147,14 +177,6 @@ def test_online_targets_follow_the_mean_teacher_and_not_the_frozen_one(teachers,
     from ultralytics import YOLO
 
     assert YOLO(str(run.best)).task == task and run.metrics  # a plain student, validated as usual
-
-
-def test_online_targets_are_refused_for_segment_before_training(teachers, tmp_path):
-    config = DistillConfig(teacher=str(teachers["segment"]), pool_targets="online")
-    with pytest.raises(distill.DistillError, match="pool_targets=online is built for detect, pose"):
-        distill.distill(TASK_DATA["segment"], STUDENT["segment"], config, out=tmp_path / "run",
-                        unlabeled=make_pool("segment", tmp_path), **TINY)  # fmt: skip
-    assert not (tmp_path / "run" / "weights").exists()
 
 
 @pytest.mark.fast
