@@ -226,3 +226,17 @@ def test_label_then_train_is_a_mode_of_distill_and_nothing_to_distil_without_a_p
         "cls_loss", "").replace("dfl_loss", "")  # fmt: skip
     refused = cli("distill", *common, "--out", str(tmp_path / "none"), check=False)
     assert "nothing to distil" in one_error_line(refused, 2) and not (tmp_path / "none" / "weights").exists()
+
+
+@pytest.mark.fast
+def test_the_pipeline_refuses_nothing_to_distil_and_a_burn_in_as_long_as_the_run_up_front():
+    from distill.settings import pipeline_arguments
+
+    ltt = {"loss": "none", "logit": False, "student_epochs": 5}
+    with pytest.raises(distill.DistillError, match="nothing to distil"):
+        pipeline_arguments(ltt)
+    assert pipeline_arguments({**ltt, "unlabeled_source": "s3://b/captures/"})["loss"] == "none"  # label-then-train
+    ema = {"pool_targets": "online", "pool_teacher": "ema", "burn_in": 5, "unlabeled_source": "s3://b/c/"}
+    with pytest.raises(distill.DistillError, match="burn_in 5 must be shorter than the run's 5 epochs"):
+        pipeline_arguments({**ema, "student_epochs": 5})
+    assert pipeline_arguments({**ema, "student_epochs": 6})["burn_in"] == 5
