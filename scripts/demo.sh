@@ -65,8 +65,9 @@ if champ:
 else:
     print("champion: none yet")
 
-# What this regime gives over seeds (one run proves little): the newest committed paired measurement of these
-# settings — the demo regime's pool reports (scored as the demo scores), their pool row run with today's defaults.
+# What this regime gives over seeds (one run proves little): the committed paired measurement of these settings
+# with the most seeds, the newest of those — the demo regime's pool reports (scored as the demo scores), their pool
+# row run with today's defaults.
 import glob
 from benchmarks.accuracy import completed_config, resolved_config
 
@@ -77,9 +78,9 @@ for path in glob.glob("benchmarks/results/accuracy-demo-pool-t60*-2*.json"):
     for st in r["students"]:
         if isinstance(st.get("spec"), dict) and st["spec"].get("unlabeled") and st.get("config") \
                 and completed_config(st["config"]) == shipped:  # fmt: skip
-            found.append((path[-15:-5], path, r, st["name"]))  # the report's date: ...-YYYY-MM-DD.json
+            found.append((len(r["settings"]["seeds"]), path[-15:-5], path, r, st["name"]))  # date: ...-YYYY-MM-DD
 if found:
-    _, path, r, row = max(found, key=lambda f: f[:2])  # the newest
+    _, _, path, r, row = max(found, key=lambda f: f[:3])  # the most seeds, then the newest
     p = r["paired"]["metrics/mAP50-95(B)"]["vs_baseline"].get(row)
     if p and p["n"]:
         ci = f", 95% CI {p['ci'][0] * 100:+.1f} to {p['ci'][1] * 100:+.1f}" if p["ci"] else ""
