@@ -41,8 +41,6 @@ def run_folder(prefix: str | S3Uri | None, run_id: str, name: str | None = None)
     The one place a run id and a step name become S3 keys (and, through the step's work folder, local paths): a
     value that is no plain name (``../x``, ``a/b``) is bad input, refused before any request.
     """
-    from ..paths import check_name
-
     check_name(run_id, "run id")
     if name is not None:
         check_name(name, "step name")
