@@ -22,7 +22,7 @@ LAYER_PRESETS = ("neck", "backbone-neck")
 POOL_TARGETS = ("pseudo", "soft", "online")
 #: Which teacher makes ``online`` pool targets: the ``frozen`` big teacher, or after ``burn_in`` epochs a mean teacher,
 #: an ``ema`` of the student (:mod:`distill.online_pool`).
-POOL_TEACHERS = ("frozen", "ema")
+POOL_TEACHERS = ("frozen", "ema", "auto")
 #: Tasks whose ``logit_conf_weight`` default (``None``) resolves on: measured on tiger-pose (``DistillConfig``).
 CONF_WEIGHT_TASKS = ("pose",)
 #: ``distill_off_epochs`` value meaning "the epochs Ultralytics trains with mosaic closed" (``-1`` is accepted too).
@@ -106,7 +106,10 @@ class DistillConfig:
             trains on, by ``pool_teacher`` (:mod:`distill.online_pool`; detect so far).
         pool_teacher (str): ``online`` targets: ``frozen`` (default) — the big teacher; ``ema`` — after ``burn_in``
             epochs a mean teacher, an exponential moving average of the student, which keeps improving once the
-            student passes the frozen teacher.
+            student passes the frozen teacher; ``auto`` — the frozen teacher until the student's validation fitness
+            reaches the frozen teacher's (measured once before training), then the mean teacher, started from the
+            student's EMA. Once the mean teacher takes over it makes the pool targets and the logit term's targets,
+            and the feature term stops (the frozen teacher is no longer run).
         burn_in (int): ``pool_teacher="ema"``: epochs the frozen teacher makes the targets before the mean teacher
             (started from the student then) takes over; shorter than the run.
         ema_decay (float): ``pool_teacher="ema"``: the mean teacher's decay per optimizer step, in (0, 1).
@@ -156,13 +159,13 @@ class DistillConfig:
     )
     pool_targets: str = field(
         default="pseudo",
-        metadata=_kd(str, "unlabelled pool: pseudo (the teacher's objects train the task loss too) or soft (KD only)",
-                     POOL_TARGETS),
+        metadata=_kd(str, "unlabelled pool: pseudo (the teacher's objects train the task loss too), soft (KD only) "
+                     "or online (made during training on the student's view, by pool_teacher)", POOL_TARGETS),
     )  # fmt: skip
     pool_teacher: str = field(
         default="frozen",
-        metadata=_kd(str, "pool_targets=online: frozen (the teacher) or ema (after burn_in, an EMA of the student)",
-                     POOL_TEACHERS),
+        metadata=_kd(str, "pool_targets=online: frozen (the teacher), ema (after burn_in, an EMA of the student) or "
+                     "auto (ema once the student passes the teacher on val)", POOL_TEACHERS),
     )  # fmt: skip
     burn_in: int = field(
         default=10, metadata=_kd(int, "pool_teacher=ema: epochs before the mean teacher makes the pool targets")

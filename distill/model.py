@@ -168,10 +168,14 @@ class KDModel(DistillationModel):
         teacher = self.teacher_model
         scale = float(self.kd_scale)
         pool_online = self.distill_config.get("pool_targets") == "online"
+        mean = self.target_teacher if pool_online else None  # the mean teacher, once it took over
         teacher_preds = None
         if self.online:
             teacher_preds = teacher(img)
-        elif (scale > 0 and self.kd_loss_names) or (pool_online and self.target_teacher is None):
+        elif mean is not None:  # the frozen teacher is not run: no feature term from here on
+            with torch.no_grad():
+                teacher_preds = mean(img)
+        elif (scale > 0 and self.kd_loss_names) or pool_online:
             with torch.no_grad():
                 teacher_preds = teacher(img.to(next(teacher.parameters()).dtype))
         if pool_online:
@@ -184,7 +188,7 @@ class KDModel(DistillationModel):
         zero = torch.zeros((), device=img.device)
         if self.distill_config["loss"] != "none":
             feat = zero
-            if scale > 0:
+            if scale > 0 and mean is None:
                 for i, (adapter, criterion) in enumerate(zip(self.connectors, self.feature_losses, strict=True)):
                     student_feat = adapter(student_feats[i])
                     feat = feat + criterion(student_feat, teacher_feats[i].detach())
@@ -210,7 +214,7 @@ class KDModel(DistillationModel):
     # -- online pool targets (distill.online_pool) -------------------------------------------------------------
     @property
     def target_teacher(self) -> nn.Module | None:
-        """The mean teacher making online pool targets (``pool_teacher="ema"`` after the burn-in), else ``None``."""
+        """The mean teacher once it took over (``pool_teacher`` ``ema`` or ``auto``), else ``None``: the frozen one."""
         return self.__dict__.get("_target_teacher", [None])[0]
 
     def set_target_teacher(self, model: nn.Module | None) -> None:
@@ -229,17 +233,14 @@ class KDModel(DistillationModel):
     def online_targets(self, batch: dict, teacher_preds: Any) -> tuple[dict, torch.Tensor]:
         """Return the batch with its pool regions' targets made on this very view, and the image the student sees.
 
-        The targets come from the mean teacher when there is one, else from the frozen teacher's predictions
-        ``teacher_preds`` (eval mode: ``(decoded, raw)``); with ``strong_aug`` the student sees a stronger view of
-        the images that hold pool regions (:func:`distill.online_pool.strong_view`).
+        The targets come from ``teacher_preds``, the target teacher's predictions on the batch (eval mode:
+        ``(decoded, raw)``) — the mean teacher's once it took over, else the frozen teacher's; with ``strong_aug``
+        the student sees a stronger view of the images that hold pool regions
+        (:func:`distill.online_pool.strong_view`).
         """
         from .online_pool import has_regions, online_batch, strong_view
 
         cfg, nc = self.distill_config, len(self.student_model.names)
-        source = self.target_teacher
-        if source is not None:
-            with torch.no_grad():
-                teacher_preds = source(batch["img"])
         decoded = teacher_preds[0] if isinstance(teacher_preds, tuple | list) else teacher_preds
         args = getattr(self.student_model, "args", None)
         overlap = args.get("overlap_mask", True) if isinstance(args, dict) else getattr(args, "overlap_mask", True)

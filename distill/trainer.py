@@ -65,13 +65,16 @@ class DistillCallbacks:
 
     def __init__(self, config: DistillConfig) -> None:
         self.config = config
-        self.mean_teacher: EMATeacher | None = None  # pool_teacher="ema": made at the end of the burn-in
+        self.mean_teacher: EMATeacher | None = None  # pool_teacher ema/auto: made when it takes over
+        self.teacher_fitness: float | None = None  # pool_teacher="auto": the frozen teacher's on the val split
 
     def attach(self, callbacks: dict[str, list]) -> dict[str, list]:
         """Return a copy of an Ultralytics callbacks dict with this object's handlers added (the input is untouched)."""
         out = {event: list(handlers) for event, handlers in callbacks.items()}
         out.setdefault("on_train_epoch_start", []).append(self.on_train_epoch_start)
         out.setdefault("on_train_batch_end", []).append(self.on_train_batch_end)
+        out.setdefault("on_train_start", []).append(self.on_train_start)
+        out.setdefault("on_fit_epoch_end", []).append(self.on_fit_epoch_end)
         out.setdefault("on_model_save", []).append(self.on_model_save)
         return out
 
@@ -102,18 +105,53 @@ class DistillCallbacks:
         """From epoch ``burn_in`` on, make online pool targets with the mean teacher (``pool_teacher="ema"``).
 
         It starts as a copy of the student at the first epoch past the burn-in (a resumed run: the student it resumes
-        with) and follows it by :meth:`on_train_batch_end`.
+        with) and follows it by :meth:`on_train_batch_end`. With ``auto`` the switch is :meth:`on_fit_epoch_end`'s;
+        once made, every epoch start hands the mean teacher to the model again (a model rebuilt on resume).
         """
         cfg = self.config
-        if cfg.pool_targets != "online" or cfg.pool_teacher != "ema" or epoch < cfg.burn_in:
+        if cfg.pool_targets != "online" or cfg.pool_teacher == "frozen":
             return
-        if self.mean_teacher is None:
-            self.mean_teacher = EMATeacher(cfg.ema_decay)
-            self.mean_teacher.start(model.student_model)
-            if RANK in {-1, 0}:
-                LOGGER.info(f"distill: epoch {epoch + 1}: online pool targets from the mean teacher from now on "
-                            f"(an EMA of the student, decay {cfg.ema_decay})")  # fmt: skip
-        model.set_target_teacher(self.mean_teacher.model)
+        if self.mean_teacher is None and cfg.pool_teacher == "ema" and epoch >= cfg.burn_in:
+            self.take_over(model.student_model, f"epoch {epoch + 1}")
+        if self.mean_teacher is not None:
+            model.set_target_teacher(self.mean_teacher.model)
+
+    def take_over(self, student: Any, when: str) -> None:
+        """Start the mean teacher from ``student``: from now on it makes the pool targets and the logit targets."""
+        self.mean_teacher = EMATeacher(self.config.ema_decay)
+        self.mean_teacher.start(student)
+        if RANK in {-1, 0}:
+            LOGGER.info(f"distill: {when}: the mean teacher (an EMA of the student, decay {self.config.ema_decay}) "
+                        "makes the pool and logit targets from now on; the frozen teacher is not run")  # fmt: skip
+
+    def on_train_start(self, trainer: Any) -> None:
+        """``pool_teacher="auto"``: measure the frozen teacher's validation fitness once, the mark to pass (rank 0)."""
+        cfg = self.config
+        if cfg.pool_targets == "online" and cfg.pool_teacher == "auto" and RANK in {-1, 0}:
+            self.teacher_fitness = teacher_fitness(trainer, cfg.teacher)
+            LOGGER.info(f"distill: the frozen teacher's validation fitness is {self.teacher_fitness:.4f}: the mean "
+                        "teacher takes over once the student's reaches it")  # fmt: skip
+
+    def on_fit_epoch_end(self, trainer: Any) -> None:
+        """``pool_teacher="auto"``: once the student's validation fitness reaches the teacher's, hand over.
+
+        Rank 0 validates and decides; under DDP the decision is broadcast, as Ultralytics broadcasts its stop flag,
+        so every rank starts the same mean teacher from its (identical) EMA of the student.
+        """
+        cfg = self.config
+        if cfg.pool_targets != "online" or cfg.pool_teacher != "auto" or self.mean_teacher is not None:
+            return
+        passed = passed_teacher(trainer.fitness, self.teacher_fitness)
+        if RANK != -1:
+            import torch.distributed as dist
+
+            flag = [passed if RANK == 0 else None]
+            dist.broadcast_object_list(flag, 0)
+            passed = bool(flag[0])
+        if passed:
+            model = unwrap_model(trainer.model)
+            self.take_over(unwrap_model(trainer.ema.ema).student_model, f"epoch {trainer.epoch + 1}")
+            model.set_target_teacher(self.mean_teacher.model)
 
     def on_train_batch_end(self, trainer: Any) -> None:
         """Move the mean teacher toward the student after each optimizer step (when the trainer's EMA moved too)."""
@@ -127,6 +165,30 @@ class DistillCallbacks:
         model = unwrap_model(trainer.model)
         if self.config.online and isinstance(model, KDModel):
             save_teacher(model, trainer, Path(trainer.wdir) / TEACHER_WEIGHTS)
+
+
+def passed_teacher(student_fitness: Any, teacher_fitness: float | None) -> bool:
+    """Whether the student's validation fitness (``None`` where this rank did not validate) reached the teacher's."""
+    if student_fitness is None or teacher_fitness is None:
+        return False
+    return float(student_fitness) >= teacher_fitness
+
+
+def teacher_fitness(trainer: Any, teacher: str) -> float:
+    """Return the frozen teacher's fitness on the run's validation split, scored as the trainer scores the student.
+
+    Ultralytics' public ``YOLO(...).val`` on the trainer's dataset, image size, batch and device; its folder is
+    ``<run>/teacher-val``.
+    """
+    from ultralytics import YOLO
+
+    args = trainer.args
+    metrics = YOLO(teacher).val(
+        data=args.data, split="val", imgsz=args.imgsz, batch=trainer.batch_size, device=trainer.device,
+        workers=args.workers, plots=False, verbose=False, project=str(trainer.save_dir), name="teacher-val",
+        exist_ok=True, half=False,
+    )  # fmt: skip
+    return float(metrics.fitness)
 
 
 def save_teacher(model: KDModel, trainer: Any, path: Path) -> None:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 
 import distill
 from distill import DistillConfig
 from distill.online_pool import PoolRegions, has_regions, online_batch, strong_view
+from distill.trainer import DistillCallbacks
 from tests.conftest import STUDENT, TASK_DATA, TINY, cli, one_error_line
 from tests.test_pool_training import LOW_CONF, make_pool
 
@@ -177,6 +179,34 @@ def test_online_targets_follow_the_mean_teacher_and_not_the_frozen_one(teachers,
     from ultralytics import YOLO
 
     assert YOLO(str(run.best)).task == task and run.metrics  # a plain student, validated as usual
+
+
+def test_auto_hands_over_once_the_student_reaches_the_teacher_on_val(teachers, tmp_path):
+    """``pool_teacher="auto"``: the teacher's val fitness measured once; the mean teacher from the epoch reaching it."""
+    record: list[dict] = []
+    seen: dict[str, list] = {"fitness": [], "teacher": []}
+
+    def fitness(trainer):  # runs before the run's own on_fit_epoch_end, which decides from the same numbers
+        seen["fitness"].append(float(trainer.fitness))
+        seen["teacher"].append(DistillCallbacks.find(trainer.callbacks).teacher_fitness)
+
+    config = DistillConfig(teacher=str(teachers["detect"]), pool_targets="online", pool_teacher="auto",
+                           ema_decay=0.5, pseudo_conf=0.01, uncertain_conf=0.001)  # fmt: skip
+    pool = make_pool("detect", tmp_path)
+    distill.distill(TASK_DATA["detect"], STUDENT["detect"], config, out=tmp_path / "run", unlabeled=pool,
+                    callbacks={"on_train_epoch_end": [_target_recorder(record)], "on_fit_epoch_end": [fitness]},
+                    **{**TINY, "epochs": 3, "close_mosaic": 0, "nbs": 4})  # fmt: skip
+    teacher = seen["teacher"][0]
+    assert teacher is not None and len(set(seen["teacher"])) == 1  # measured once, before training
+    assert (tmp_path / "run" / "teacher-val").is_dir()
+    passed = [f >= teacher for f in seen["fitness"]]
+    took_over = [any(passed[: i + 1]) for i in range(3)]  # after epoch i + 1's validation
+    assert [r["ema"] for r in record] == [False, *took_over[:2]]
+    # from the takeover on the frozen teacher is not run: no feature term, while the logit term goes on
+    columns = pl.read_csv(tmp_path / "run" / "results.csv", truncate_ragged_lines=True)
+    mimic = columns["train/mimic_loss"].to_list()
+    assert [m == 0 for m in mimic[1:]] == took_over[:2] and mimic[0] > 0
+    assert all(v > 0 for v in columns["train/logit_loss"].to_list())
 
 
 @pytest.mark.fast
