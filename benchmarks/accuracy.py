@@ -791,7 +791,7 @@ def work_lock(workdir: Path) -> Iterator[None]:
 def yolo_dataset(folder: Path) -> tuple[Path, str]:
     """Return a YOLO dataset folder's ``data.yaml`` and a content hash of its files (it names the runs' folders)."""
     from distill import storage
-    from distill.steps.import_common import content_hash
+    from distill.image_files import content_hash
 
     files = {str(p.relative_to(folder)): storage.sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()
              and p.suffix != ".cache"}  # fmt: skip

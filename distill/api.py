@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ultralytics.nn.tasks import guess_model_task, yaml_model_load
 from ultralytics.utils import LOGGER
 
-from .config import TRAINING, DistillConfig, check_training
+from .config import TRAINING, DistillConfig, check_arguments, check_training
 from .errors import DistillError
 from .model import KDModel, load_weights, read_checkpoint
 from .offline import configure
@@ -109,34 +109,14 @@ def _check_run(device: str | int | None, **args: Any) -> None:
 
     A GPU that is not visible (:func:`distill.devices.check_device`), an ``imgsz`` or ``batch`` out of range
     (:func:`distill.config.check_training`), and ``epochs``, ``seed`` or any other train argument by Ultralytics'
-    own rules (:func:`check_arguments`). The CLI, the pipeline steps and Python callers all come through here.
+    own rules (:func:`distill.config.check_arguments`). The CLI, the pipeline steps and Python callers all come
+    through here.
     """
     from .devices import check_device
 
     check_device(device)
     check_training(imgsz=args.get("imgsz"), batch=args.get("batch"))
     check_arguments(**{k: v for k, v in args.items() if k not in {"model", "data", "task"}})
-
-
-def plain_message(error: BaseException) -> str:
-    """Return an Ultralytics error's first meaningful line without its ANSI colour codes."""
-    import re
-
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
-    return next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
-
-
-def check_arguments(**args: Any) -> None:
-    """Check training arguments with Ultralytics' own rules (``epochs=-1`` → one :class:`DistillError` line).
-
-    Called by :func:`train` / :func:`distill` and, before any download, by the pipeline steps.
-    """
-    from ultralytics.cfg import check_cfg
-
-    try:
-        check_cfg({k: v for k, v in args.items() if v is not None})
-    except (TypeError, ValueError) as e:
-        raise DistillError(plain_message(e)) from None
 
 
 def _overrides(out: str | Path, **kwargs: Any) -> dict[str, Any]:

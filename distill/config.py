@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
-from .errors import DistillError
+from .errors import DistillError, plain_message
 
 FEATURE_LOSSES = ("cwd", "mgd", "mimic", "ncwd", "pkd", "none")
 LOGIT_LOSSES = ("mse", "kl")
@@ -310,7 +310,7 @@ def check_training(imgsz: Any = None, batch: Any = None) -> None:
 
     ``imgsz`` below :data:`MIN_IMGSZ` would train at another size than asked; a ``batch`` of 0 or below -1 would
     silently run AutoBatch, a NaN or infinite one crash the trainer. ``epochs`` and ``seed`` are Ultralytics' to
-    check (:func:`distill.api.check_arguments`), so they are not checked twice.
+    check (:func:`check_arguments`), so they are not checked twice.
 
     Raises:
         DistillError: Naming the setting, its value and what is valid.
@@ -389,3 +389,17 @@ def parse_layers(value: str | list[int] | tuple[int, ...], name: str = "layers")
     if len(set(indices)) != len(indices):
         raise DistillError(f"{name}={indices} repeats a layer index")
     return indices
+
+
+def check_arguments(**args: Any) -> None:
+    """Check training arguments with Ultralytics' own rules (``epochs=-1`` → one :class:`DistillError` line).
+
+    Called by :func:`distill.api.train` / :func:`distill.api.distill`, the settings' checks and, before any download,
+    by the pipeline steps.
+    """
+    from ultralytics.cfg import check_cfg
+
+    try:
+        check_cfg({k: v for k, v in args.items() if v is not None})
+    except (TypeError, ValueError) as e:
+        raise DistillError(plain_message(e)) from None

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import DistillError
+from .errors import DistillError, plain_message
 from .yaml_files import read_yaml
 
 #: How a split path is placed: ``place(text, None)`` for a split entry, ``place(text, list_file)`` for a line of a
@@ -34,8 +34,6 @@ def resolve_dataset(data: str | Path) -> dict[str, Any]:
     would expand an alias bomb for minutes.
     """
     from ultralytics.data.utils import check_det_dataset
-
-    from .api import plain_message
 
     read_yaml(data, f"data '{data}'")
     try:

@@ -43,3 +43,11 @@ def exit_status(error: BaseException) -> int:
         (2, 1, 1)
     """
     return int(getattr(error, "exit_code", 1)) if isinstance(error, Failure) else 1
+
+
+def plain_message(error: BaseException) -> str:
+    """Return an Ultralytics error's first meaningful line without its ANSI colour codes."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
+    return next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)

@@ -39,7 +39,7 @@ from typing import Any
 import yaml
 
 from .errors import DistillError
-from .steps.import_common import IMAGE_SUFFIXES, yolo_line
+from .image_files import IMAGE_SUFFIXES, yolo_line
 
 TASKS = ("detect", "segment", "pose")
 #: The record's name; its presence with a matching key is what makes ``out`` complete.
@@ -168,8 +168,7 @@ def find_images(images: Path, out: Path, *, warn: bool = True) -> dict[str, Path
         DistillError: ``images`` is not a folder, holds ``out`` or lies in what ``out`` replaces, holds no image, or
             two images share a stem (they would share a label file).
     """
-    from .steps.import_common import Where
-    from .steps.unlabeled_pool import classify, walk, warn_links
+    from .image_files import Where, classify, walk, warn_links
 
     if not images.is_dir():
         raise DistillError(f"images '{images}' is not a folder")
@@ -238,7 +237,7 @@ def cache_key(
     import hashlib
 
     from . import storage
-    from .steps.import_common import content_hash
+    from .image_files import content_hash
 
     images = pool_hash or content_hash({f"images/{n}": storage.sha256_file(p) for n, p in files.items()})
     fields = {"format": FORMAT, "teacher": teacher.sha256, "images": images, "conf": float(conf),

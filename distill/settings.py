@@ -18,7 +18,7 @@ from dataclasses import MISSING, dataclass, fields
 from functools import partial
 from typing import Any
 
-from .config import TRAINING, DistillConfig, check_training
+from .config import TRAINING, DistillConfig, check_arguments, check_training
 from .errors import DistillError
 from .paths import check_name
 
@@ -315,7 +315,7 @@ def _training_numbers(params: dict[str, Any]) -> dict[str, Any]:
     """Return the training numbers among a run's ``params``, typed and checked as the steps check them.
 
     Each by its step option (:data:`_TRAINING`: an int, finite, ``imgsz`` and ``batch`` in range), then ``epochs``
-    and ``seed`` by Ultralytics' own rules (:func:`distill.api.check_arguments`), the error naming the parameter.
+    and ``seed`` by Ultralytics' own rules (:func:`distill.config.check_arguments`), the error naming the parameter.
     """
     options = {o.name: o for o in _TRAINING}
     numbers = {
@@ -323,8 +323,6 @@ def _training_numbers(params: dict[str, Any]) -> dict[str, Any]:
     }
     ultralytics = {name: value for name, value in numbers.items() if PIPELINE_NUMBERS[name] in {"epochs", "seed"}}
     if ultralytics:
-        from .api import check_arguments
-
         for name, value in ultralytics.items():
             try:
                 check_arguments(**{PIPELINE_NUMBERS[name]: value})
@@ -341,8 +339,6 @@ def check_train_args(train_args: Any) -> dict[str, Any]:
     from difflib import get_close_matches
 
     from ultralytics.utils import DEFAULT_CFG_DICT
-
-    from .api import check_arguments
 
     if isinstance(train_args, str):
         try:

@@ -127,6 +127,25 @@ def cli(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.C
     return proc
 
 
+def cli_here(*args: str) -> subprocess.CompletedProcess:
+    """Run ``yolo-distill`` in this process: for the argument checks that refuse before any work (the fast tier).
+
+    The exit status, stdout and stderr come back as :func:`cli` returns them, argparse's own exit included.
+    """
+    import contextlib
+    import io
+
+    from distill.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+    return subprocess.CompletedProcess(["yolo-distill", *args], code, out.getvalue(), err.getvalue())
+
+
 def free_port() -> int:
     """Return a TCP port on loopback that is free now (for servers and rendezvous the tests start)."""
     with socket.socket() as s:

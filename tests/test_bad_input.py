@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import TASK_DATA, cli, one_error_line
+from conftest import TASK_DATA, cli, cli_here, one_error_line
 
 from distill import DistillError, storage
 from distill.steps.archive import safe_extract_zip
@@ -37,8 +37,10 @@ from distill.steps.prepare_data import prepare_data
          "nodes=2: several nodes run each training step as a Kubeflow Trainer TrainJob"),
     ],
 )  # fmt: skip
+@pytest.mark.fast
 def test_bad_arguments_are_one_line_exit_2(args, text):
-    one_error_line(cli(*args, check=False), 2, contains=text, alone=True)
+    """Argument checks, run in-process: each refuses before any work (a fresh process costs seconds apiece)."""
+    one_error_line(cli_here(*args), 2, contains=text, alone=True)
 
 
 def test_images_folder_without_images(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -24,7 +25,10 @@ def test_image_and_make_install_share_the_lock():
     makefile = (ROOT / "Makefile").read_text()
     assert "--constraint images/requirements.lock" in dockerfile
     assert "images/requirements.lock" in makefile
-    assert "USER 10001" in dockerfile and "YOLO_OFFLINE=1" in dockerfile
+    final = instructions(dockerfile)
+    assert [args for name, args in final if name == "USER"][-1] == "10001"  # the image runs as it: the last USER
+    env = " ".join(args for name, args in final if name == "ENV").split()
+    assert "YOLO_OFFLINE=1" in env
     lock = dict(
         line.split("==") for line in (ROOT / "images/requirements.lock").read_text().splitlines() if "==" in line
     )
@@ -32,6 +36,25 @@ def test_image_and_make_install_share_the_lock():
 
     for package in ("ultralytics", "torch", "kfp", "mlflow", "boto3"):
         assert lock[package] == version(package), package  # what the tests ran is what the image gets
+
+
+def instructions(dockerfile: str) -> list[tuple[str, str]]:
+    """The Dockerfile's instructions as (NAME, arguments), continuation lines joined and comments left out."""
+    joined = re.sub(
+        r"\\\n", " ", "\n".join(line for line in dockerfile.splitlines() if not line.lstrip().startswith("#"))
+    )
+    out = []
+    for line in joined.splitlines():
+        if line.strip():
+            name, _, args = line.strip().partition(" ")
+            out.append((name.upper(), " ".join(args.split())))
+    return out
+
+
+def test_instructions_reader_finds_the_last_user_and_joined_env():
+    text = "FROM x\nUSER root\n# USER 0\nENV A=1 \\\n    B=2\nUSER 10001\nRUN echo USER 0\n"
+    assert instructions(text) == [("FROM", "x"), ("USER", "root"), ("ENV", "A=1 B=2"), ("USER", "10001"),
+                                  ("RUN", "echo USER 0")]  # fmt: skip
 
 
 def _build_sh(*args: str, **env: str) -> subprocess.CompletedProcess:

@@ -146,7 +146,7 @@ def test_a_changed_setting_relabels_and_an_interrupted_run_is_redone(tmp_path, t
 
 
 def test_a_pools_hash_stands_in_for_hashing_its_images(tmp_path, teachers, monkeypatch):
-    from distill.steps.import_common import Where
+    from distill.image_files import Where
     from distill.steps.unlabeled_pool import build_pool, scan_pool
 
     source = tmp_path / "capture"

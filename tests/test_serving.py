@@ -269,14 +269,13 @@ def test_a_decompression_bomb_is_refused_from_its_header(registered, server, sid
     assert _post(f"{server}/invocations", {"dataframe_split": {"columns": ["image"], "data": [[good]]}})[0] == 200
 
 
+@pytest.mark.parametrize("registered", ["detect"], indirect=True)  # one task is enough: the path is the same
 def test_local_batch_use_opts_in_to_paths(registered, monkeypatch):
     """In-process, ``model_config={"allow_paths": True}`` predicts on local paths; bounds and short errors hold."""
     import mlflow
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
-    if registered["task"] != "detect":
-        pytest.skip("one task is enough: the path is the same")
     uri = "models:/serve-detect@champion"
     images = split_images(Path(registered["data"]), "val")[:3]
     paths = pd.DataFrame({"image": [str(i) for i in images[:2]]})
@@ -325,12 +324,11 @@ def test_export_formats_are_checked_before_any_work():
             check_packages(("openvino",))
 
 
+@pytest.mark.parametrize("registered", ["detect"], indirect=True)  # one task is enough: the path is the same
 def test_an_export_that_fails_verification_registers_nothing(registered, monkeypatch):
     from distill import export
     from distill.errors import RunFailure
 
-    if registered["task"] != "detect":
-        pytest.skip("one task is enough: the path is the same")
 
     def mismatch(*args, **kwargs):
         return export.Verification(images=1, detections=1, problems=["image 0: box IoU 0.100, confidence 0.300"])

@@ -27,8 +27,8 @@ from test_importers import EXAMPLE, WRITERS  # the importer tests' own dataset w
 
 from distill import DistillError, storage
 from distill.dataset_files import split_images
+from distill.image_files import Where
 from distill.pool_data import with_pool
-from distill.steps.import_common import Where
 from distill.steps.prepare_data import import_dataset
 from distill.steps.pyfunc_model import LIMITS, NOT_BASE64, YoloModel, image_bytes
 from distill.steps.unlabeled_pool import build_pool, scan_pool

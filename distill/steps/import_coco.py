@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DistillError
-from .import_common import IMAGE_SUFFIXES, SPLITS, Where, check_names, clip_box, find_root, number, put, write_yaml
+from ..image_files import IMAGE_SUFFIXES, Where
+from .import_common import SPLITS, check_names, clip_box, find_root, number, put, write_yaml
 
 
 def _items(spec: dict[str, Any], key: str, name: str, required: bool = True) -> list[dict[str, Any]]:

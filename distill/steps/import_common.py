@@ -1,49 +1,22 @@
-"""What the dataset importers (YOLO, VOC, COCO) share: writing the YOLO layout, and naming the user's files.
+"""What the dataset importers (YOLO, VOC, COCO) share: writing the YOLO layout, checking names, numbers and boxes.
 
-Errors name a file as the user knows it: a file of a local folder by its path, a file of an archive or an S3 prefix
-by the source the user gave plus its path inside it (``s3://bucket/data.zip:coco/annotations/train.json``), never
-by the scratch folder it was extracted to.
+Errors name a file as the user knows it, through :class:`distill.image_files.Where`, never by the scratch folder it
+was extracted to.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..errors import DistillError
+from ..image_files import Where
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 SPLITS = ("train", "val", "test")
-
-
-@dataclass(frozen=True)
-class Where:
-    """Names paths under ``root`` (the local copy of a source) the way the user knows them.
-
-    ``label`` is the source as given (an ``s3://`` prefix, a ``.zip``) when ``root`` is a scratch copy of it, and
-    ``None`` when ``root`` is the user's own folder (its paths are then the names).
-    """
-
-    root: Path
-    label: str | None = None
-
-    def __call__(self, path: str | Path) -> str:
-        """Return the name of ``path`` for messages."""
-        if self.label is None:
-            return str(path)
-        try:
-            rel = Path(path).resolve().relative_to(self.root.resolve()).as_posix()
-        except ValueError:
-            return str(path)
-        if self.label.lower().endswith(".zip"):
-            return f"{self.label}:{rel}"
-        return f"{self.label.rstrip('/')}/{rel}"
 
 
 def find_root(folder: Path, marker: str, where: Where) -> Path:
@@ -113,13 +86,3 @@ def clip_box(x1: float, y1: float, x2: float, y2: float, w: float, h: float) -> 
     if x2 - x1 <= 0 or y2 - y1 <= 0:
         return None
     return (x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h
-
-
-def yolo_line(cls: int, box: tuple[float, ...]) -> str:
-    """Format one YOLO detection label line (six decimals, as every importer writes them)."""
-    return f"{cls} " + " ".join(f"{v:.6f}" for v in box)
-
-
-def content_hash(files: dict[str, str]) -> str:
-    """Return the 16-hex content hash of ``{relative path: sha256}``: the name of a published dataset or pool."""
-    return hashlib.sha256("".join(f"{k}\0{v}\n" for k, v in sorted(files.items())).encode()).hexdigest()[:16]

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..errors import DistillError
-from .import_common import IMAGE_SUFFIXES, SPLITS, Where, clip_box, find_root, number, put, write_yaml, yolo_line
+from ..image_files import IMAGE_SUFFIXES, Where, yolo_line
+from .import_common import SPLITS, clip_box, find_root, number, put, write_yaml
 
 CORNERS = ("xmin", "ymin", "xmax", "ymax")
 

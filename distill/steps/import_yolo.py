@@ -13,8 +13,9 @@ from typing import Any
 
 from ..dataset_files import split_files
 from ..errors import DistillError
+from ..image_files import Where
 from ..yaml_files import read_yaml
-from .import_common import SPLITS, Where, check_names, find_root, put, write_yaml
+from .import_common import SPLITS, check_names, find_root, put, write_yaml
 
 #: data.yaml keys carried over from a YOLO source besides the splits and names.
 CARRIED_KEYS = ("kpt_shape", "flip_idx", "kpt_names", "channels")

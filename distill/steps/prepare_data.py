@@ -28,12 +28,12 @@ from typing import Any
 from .. import storage
 from ..dataset_files import verify_split
 from ..errors import DistillError
+from ..image_files import Where, content_hash
 from ..yaml_files import read_yaml
 from . import tracking
 from .archive import safe_extract_zip
 from .common import resolve_prefix
 from .import_coco import from_coco
-from .import_common import Where, content_hash
 from .import_voc import from_voc
 from .import_yolo import from_yolo
 from .unlabeled_pool import COUNTS, POOL_KIND, build_pool, scan_pool

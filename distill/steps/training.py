@@ -26,7 +26,7 @@ from typing import Any
 from ultralytics.utils import LOGGER
 
 from .. import api, storage
-from ..config import TRAINING, DistillConfig
+from ..config import TRAINING, DistillConfig, check_arguments
 from ..devices import choose_devices
 from ..errors import DistillError
 from ..launch import current
@@ -225,7 +225,7 @@ def _check_inputs(run_id: str, params: dict[str, Any]) -> tuple[dict[str, Any], 
     if not run_id:
         raise DistillError("a pipeline run id is required (--run-id)")
     named = {"step", "model", "teacher", "data", "device", "unlabeled"}
-    api.check_arguments(**{k: v for k, v in params.items() if k not in named})
+    check_arguments(**{k: v for k, v in params.items() if k not in named})
     check_pool_source(params.get("unlabeled"))
     chosen = choose_devices(params["device"], int(params["batch"]))
     return {**params, "device": chosen.device, "devices": ",".join(chosen.devices)}, chosen.devices

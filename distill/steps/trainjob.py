@@ -343,8 +343,7 @@ def run_training_on_nodes(
     The arguments are checked here first, as the single-node step checks them, so bad input fails in seconds
     instead of after the nodes are scheduled.
     """
-    from .. import api
-    from ..config import TRAINING, DistillConfig
+    from ..config import TRAINING, DistillConfig, check_arguments
     from ..devices import check_batch_divides
     from ..settings import command_line, split_kd
     from .common import resolve_prefix, run_folder
@@ -352,7 +351,7 @@ def run_training_on_nodes(
     if not run_id:
         raise DistillError("a pipeline run id is required (--run-id)")
     train_args = ("epochs", "imgsz", "batch", "seed")
-    api.check_arguments(**{k: kwargs[k] for k in train_args if kwargs.get(k) is not None})
+    check_arguments(**{k: kwargs[k] for k in train_args if kwargs.get(k) is not None})
     if step == "distill":
         DistillConfig(teacher=kwargs["teacher"], **split_kd(kwargs)[0])
     per_node = max(1, settings.gpus_per_node)

@@ -42,21 +42,16 @@ from typing import Any
 
 from .. import storage
 from ..errors import DistillError
-from .import_common import IMAGE_SUFFIXES, Where, content_hash
+from ..image_files import IMAGE_SUFFIXES, SHOWN, Where, classify, content_hash, walk, warn_links
 
 #: The manifest's ``kind``: tells a pool's manifest from a dataset's.
 POOL_KIND = "unlabeled-pool"
-#: Suffixes and folder names of label files (YOLO ``.txt``, VOC ``.xml``, COCO ``.json``, ``labels/`` folders).
-LABEL_SUFFIXES = frozenset({".txt", ".xml", ".json"})
-LABEL_FOLDERS = frozenset({"labels", "annotations"})
 #: What the result and manifest count besides the images kept, in this order.
 COUNTS = ("ignored_label_files", "ignored_other_files", "unreadable", "leaked_into_val_test", "in_labelled_train",
           "duplicates", "skipped_links")  # fmt: skip
 #: How the error for an empty pool names each reason an image was dropped.
 DROPPED = {"unreadable": "unreadable", "leaked_into_val_test": "identical to val/test images",
            "in_labelled_train": "identical to train images", "duplicates": "repeats"}  # fmt: skip
-#: How many files a warning names.
-SHOWN = 3
 
 
 @dataclass(frozen=True)
@@ -73,47 +68,6 @@ class PoolSource:
     label_files: list[Path]
     other_files: list[Path]
     links: list[Path] = field(default_factory=list)
-
-
-def classify(rel: Path) -> str:
-    """Return ``image``, ``label`` or ``other`` for a file's path relative to the source's root.
-
-    Examples:
-        >>> [classify(Path(p)) for p in ("a/b.JPG", "labels/b.png", "b.txt", ".x/b.jpg", "notes.md")]
-        ['image', 'label', 'label', 'other', 'other']
-    """
-    if any(part.startswith(".") or part == "__MACOSX" for part in rel.parts):
-        return "other"  # hidden files and macOS archive debris, such as __MACOSX/._b.jpg
-    if any(part.lower() in LABEL_FOLDERS for part in rel.parts[:-1]) or rel.suffix.lower() in LABEL_SUFFIXES:
-        return "label"
-    return "image" if rel.suffix.lower() in IMAGE_SUFFIXES else "other"
-
-
-def walk(folder: Path) -> tuple[list[Path], list[Path]]:
-    """Return the files under ``folder`` and the symbolic links to folders found there, both sorted.
-
-    Links to folders are never followed (``Path.rglob`` does not descend into them): they are returned so the caller
-    can say how many were skipped. A link to a file is a file here, as ``Path.is_file`` says.
-    """
-    files, links = [], []
-    for path in sorted(folder.rglob("*")):
-        if path.is_symlink() and path.is_dir():
-            links.append(path)
-        elif path.is_file():
-            files.append(path)
-    return files, links
-
-
-def warn_links(what: str, links: list[Path], where: Where) -> None:
-    """Log one warning naming how many symbolic links to folders were skipped under ``what``, and why."""
-    from ultralytics.utils import LOGGER
-
-    if not links:
-        return
-    more = f" and {len(links) - SHOWN} more" if len(links) > SHOWN else ""
-    shown = ", ".join(f"'{where(p)}'" for p in links[:SHOWN]) + more
-    LOGGER.warning(f"{what}: {len(links)} symbolic links to folders skipped (a link can point anywhere; give its "
-                   f"target as a source of its own to use it): {shown}")  # fmt: skip
 
 
 def scan_pool(source: str, local: Path, where: Where) -> PoolSource:
