@@ -369,7 +369,7 @@ def test_pool_students_need_a_label_fraction():
 @pytest.mark.fast
 def test_a_label_then_train_variant_is_the_control_of_a_pool_variant(tmp_path, monkeypatch):
     """Same pseudo-label settings as the pool variant it controls, trained plain; paired with every pool row."""
-    monkeypatch.setattr(accuracy, "score_split", lambda data: "test")
+    monkeypatch.setattr(accuracy.plan, "score_split", lambda data: "test")
     _, jobs = _plan(tmp_path, "--students", "baseline,label-then-train",
                     "--variant", "p1:unlabeled=true,unlabeled_ratio=1",
                     "--variant", "l1:label_then_train=true,unlabeled_ratio=1")  # fmt: skip
@@ -389,7 +389,7 @@ def test_a_label_then_train_variant_is_the_control_of_a_pool_variant(tmp_path, m
 @pytest.mark.fast
 def test_a_variant_with_its_own_epochs_is_the_equal_compute_control(tmp_path, monkeypatch):
     """``epochs=N`` on a variant: that student trains N epochs (its own run), the others the run's."""
-    monkeypatch.setattr(accuracy, "score_split", lambda data: "test")
+    monkeypatch.setattr(accuracy.plan, "score_split", lambda data: "test")
     _, jobs = _plan(tmp_path, "--students", "baseline", "--epochs", "40",
                     "--variant", "l52:label_then_train=true,unlabeled_ratio=1,epochs=52",
                     "--variant", "p:unlabeled=true,pool_targets=online")  # fmt: skip
@@ -411,7 +411,7 @@ def _plan(tmp_path: Path, *argv: str) -> tuple[dict, list[dict]]:
 
 @pytest.mark.fast
 def test_a_teacher_on_every_label_makes_its_students_other_runs(tmp_path, monkeypatch):
-    monkeypatch.setattr(accuracy, "score_split", lambda data: "test")
+    monkeypatch.setattr(accuracy.plan, "score_split", lambda data: "test")
     teacher, students = _plan(tmp_path)
     assert teacher["spec"] is None and teacher["data"] == str(tmp_path / "part.yaml")
     assert teacher["dir"].endswith("-parthash") and "full_data" not in teacher
@@ -432,7 +432,7 @@ def test_a_teacher_on_every_label_makes_its_students_other_runs(tmp_path, monkey
 @pytest.mark.fast
 def test_the_report_of_finished_runs_trains_nothing(tmp_path, monkeypatch):
     """``--finished-only``: the runs with a result, the teacher's, and nothing for runs that never finished."""
-    monkeypatch.setattr(accuracy, "score_split", lambda data: "test")
+    monkeypatch.setattr(accuracy.plan, "score_split", lambda data: "test")
     teacher, students = _plan(tmp_path, "--students", "baseline,pool")
     Path(teacher["dir"]).mkdir(parents=True)
     best = str(Path(teacher["dir"]) / "train" / "weights" / "best.pt")
@@ -441,7 +441,7 @@ def test_the_report_of_finished_runs_trains_nothing(tmp_path, monkeypatch):
     for job in done:
         Path(job["dir"]).mkdir(parents=True)
         (Path(job["dir"]) / "result.json").write_text(json.dumps({"job": job, "train_s": 5, "test": {}, "val": {}}))
-    monkeypatch.setattr(accuracy, "ran_config", lambda folder: accuracy.resolved_config(done[1]))
+    monkeypatch.setattr(accuracy.cache, "ran_config", lambda folder: accuracy.resolved_config(done[1]))
     finished, got_teacher = accuracy.finished_runs(teacher, students, [])
     assert [(r["job"]["name"], r["job"]["seed"]) for r in finished] == [("baseline", 0), ("pool", 0)]
     assert got_teacher["best"] == best and not any(Path(j["dir"], "train").exists() for j in students)

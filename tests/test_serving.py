@@ -329,7 +329,6 @@ def test_an_export_that_fails_verification_registers_nothing(registered, monkeyp
     from distill import export
     from distill.errors import RunFailure
 
-
     def mismatch(*args, **kwargs):
         return export.Verification(images=1, detections=1, problems=["image 0: box IoU 0.100, confidence 0.300"])
 

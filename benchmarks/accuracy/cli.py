@@ -1,0 +1,56 @@
+"""The command line's entry point: plan the runs, train (or take over) what is missing, write the report.
+
+Kept apart from ``__main__`` so that importing :func:`main` (``from benchmarks.accuracy import main``) runs nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from benchmarks import report as reports
+from benchmarks.accuracy.options import arg_parser, chosen_students, profile_settings
+from benchmarks.accuracy.plan import plan_jobs, prepare_datasets, task_model
+from benchmarks.accuracy.run import _worker, finished_runs, train_all
+from benchmarks.accuracy.tables import build_report, report_tables
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, train the teacher and every student (in parallel), write and print the report."""
+    args = arg_parser().parse_args(argv)
+    import distill
+
+    distill.configure()  # offline Ultralytics, before it loads (here and in the workers)
+    if args.worker:
+        _worker(args.worker)
+        return 0
+
+    profile, seeds, epochs, teacher_tag = profile_settings(args)
+    students = chosen_students(args)
+    jobs = args.jobs or (os.cpu_count() or 1 if args.device == "cpu" else 1)
+    # Runs are cached by their settings, not the profile's name, so screen and cpu share every run they both ask for.
+    student_yaml, teacher_yaml = task_model(profile.student, args.task), task_model(profile.teacher, args.task)
+    workdir = (args.workdir / f"accuracy-{profile.imgsz}px-b{profile.batch}-{Path(student_yaml).stem}").resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    started = time.perf_counter()
+    sets = prepare_datasets(args, profile, workdir)
+    teacher_job, student_jobs = plan_jobs(args, profile, sets, students, seeds, epochs, teacher_tag, workdir)
+    print(
+        f"teacher {teacher_yaml} ({profile.teacher_epochs} epochs at {profile.imgsz}px), then "
+        f"{len(student_jobs)} student runs ({len(students)} students x seeds {list(seeds)}), {jobs} at a time",
+        flush=True,
+    )
+    if args.finished_only:
+        finished, teacher = finished_runs(teacher_job, student_jobs, args.reuse)
+    else:
+        finished, teacher = train_all(teacher_job, student_jobs, args.reuse, jobs)
+    settings = {**asdict(profile), "seeds": list(seeds), "epochs": epochs, "jobs": jobs,
+                "label_fraction": args.label_fraction, "teacher_labels": args.teacher_labels,
+                "workers": args.workers, "cache": "ram" if args.cache else False}  # fmt: skip
+    report = build_report(args, settings, sets.data_hash, teacher, finished, started)
+    print(report_tables(report))
+    reports.publish(args, "-".join(filter(None, ("accuracy", args.profile, args.tag))), report)
+    return 0
