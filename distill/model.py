@@ -403,6 +403,8 @@ def build_kd_model(
     if config.online:
         teacher.args = trainer.args  # its own task loss uses the run's box/cls/dfl gains
         teacher.train()
+    elif not getattr(teacher.model[-1], "end2end", False):  # fusing an end-to-end head drops a branch the KD reads
+        teacher.fuse(verbose=False)  # frozen: Conv+BN folded once, the same outputs for less work on every batch
     model = KDModel(student, teacher, config, student_shapes, teacher_shapes, logit_keys, reg_max).to(device)
     if resume_state is not None:
         model.load_kd_state_dict(resume_state)

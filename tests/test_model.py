@@ -103,11 +103,21 @@ def test_adapters_match_channels_and_kd_parts_are_submodules(tmp_path):
 
 
 @pytest.mark.fast
+def test_a_frozen_teacher_is_fused_and_still_feeds_every_kd_term(tmp_path):
+    """Conv+BN folded once at build (less work on every batch); its hooked features and head outputs still flow."""
+    trainer = make_trainer(tmp_path, "detect", DistillConfig(teacher=TEACHER["detect"]))
+    model = trainer.model.train()
+    assert model.teacher_model.is_fused() and not model.student_model.is_fused()
+    _, items = model(real_batch(trainer))
+    assert items["mimic_loss"] > 0 and items["logit_loss"] > 0
+
+
+@pytest.mark.fast
 def test_online_teacher_is_trainable_and_gets_gradients(tmp_path):
     trainer = make_trainer(tmp_path, "detect", DistillConfig(teacher=TEACHER["detect"], online=True))
     model = trainer.model
     model.train()
-    assert model.teacher_model.training
+    assert model.teacher_model.training and not model.teacher_model.is_fused()  # a trained teacher keeps its BN
     total, items = model(real_batch(trainer))
     assert items["teacher_loss"] > 0
     total.sum().backward()
