@@ -360,10 +360,15 @@ def distill(
         if Path(config.teacher).suffix.lower() in {".yaml", ".yml"}:  # a test's random teacher: bounded, as the model
             read_yaml(config.teacher, f"teacher model yaml '{config.teacher}'")
     config.check_run(epochs, pool is not None)
+    task = model_task(student)
+    resolved = config.for_pool(pool is not None, task)
+    if pool is not None and config.distils and not resolved.distils:
+        LOGGER.info("distill: with an unlabelled pool the student learns from the labels and the teacher's "
+                    "pseudo-labels without the KD terms (label-then-train); --pool-kd adds them")  # fmt: skip
+    config = resolved
     if pool is not None and needs_rounds(config):
         run = dict(epochs=epochs, imgsz=imgsz, batch=batch, device=device, seed=seed, callbacks=callbacks, **overrides)
         config = run_rounds(config, _local_rounds(data, student, pool, Path(out or "runs/distill"), run))
-    task = model_task(student)
     mixed = pool.make(_check_data(data), config, imgsz, out or "runs/distill") if pool else None
     args = _overrides(
         out or "runs/distill",

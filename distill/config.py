@@ -25,6 +25,8 @@ POOL_TARGETS = ("pseudo", "soft", "online")
 POOL_TEACHERS = ("frozen", "ema", "auto")
 #: Tasks whose ``logit_conf_weight`` default (``None``) resolves on: measured on tiger-pose (``DistillConfig``).
 CONF_WEIGHT_TASKS = ("pose",)
+#: Tasks on which an unlabelled pool keeps the KD terms by default (``pool_kd=None``): measured on tiger-pose.
+POOL_KD_TASKS = ("pose",)
 #: ``distill_off_epochs`` value meaning "the epochs Ultralytics trains with mosaic closed" (``-1`` is accepted too).
 CLOSE_MOSAIC = "close_mosaic"
 
@@ -120,6 +122,13 @@ class DistillConfig:
         pool_rounds (int): With an unlabelled pool: self-training rounds (:mod:`distill.rounds`). 1: the teacher
             labels the pool once; from round 2 the previous round's student, which learnt from the pool and usually
             ends above its teacher, labels it again and teaches a new student. Each round costs a whole run.
+        pool_kd (bool | None): With an unlabelled pool: also apply the KD terms (``loss``, ``logit``). Off, the
+            student learns from the labels and the teacher's pseudo-labels alone — label-then-train, which scored
+            level with every KD variant measured on boxes and masks at about two thirds of the training time
+            (``benchmarks/README.md``); :meth:`for_pool` then turns the terms off. ``None`` (the default) resolves
+            by task: on for pose (:data:`POOL_KD_TASKS`: the confidence-weighted logit terms carried a real keypoint
+            set's keypoints further than the hard pseudo-labels) and with ``pool_targets="soft"`` (which teaches the
+            pool through the KD terms alone), off otherwise. Without a pool the KD terms always apply.
     """
 
     teacher: str
@@ -182,6 +191,11 @@ class DistillConfig:
     pool_rounds: int = field(
         default=1, metadata=_kd(int, "unlabelled pool: self-training rounds, each round's student teaching the next")
     )
+    pool_kd: bool | None = field(
+        default=None,
+        metadata=_kd(bool, "unlabelled pool: also the KD terms (loss, logit); off: the teacher's pseudo-labels alone "
+                     "(label-then-train); unset (pipeline: empty): on for pose and soft targets", optional=True),
+    )  # fmt: skip
     extra: dict[str, Any] = field(default_factory=dict, repr=False)  # reserved for forward-compatible keys
 
     def __post_init__(self) -> None:
@@ -230,6 +244,10 @@ class DistillConfig:
             raise DistillError(f"uncertain_conf {self.uncertain_conf} must not exceed pseudo_conf {self.pseudo_conf}")
         if not isinstance(self.strong_aug, bool):
             raise DistillError(f"strong_aug must be true or false, got {self.strong_aug!r}")
+        if self.pool_kd is not None and not isinstance(self.pool_kd, bool):
+            raise DistillError(f"pool_kd must be true or false, got {self.pool_kd!r}")
+        if self.pool_targets == "soft" and self.pool_kd is False:
+            raise DistillError("pool_targets=soft teaches the pool through the KD terms alone: it needs pool_kd")
         if self.pool_targets == "online" and self.online:
             raise DistillError("pool_targets=online needs a frozen teacher: it cannot be combined with online=true")
 
@@ -252,6 +270,20 @@ class DistillConfig:
     def distils(self) -> bool:
         """Whether any KD term is on; without one a run with a pool is label-then-train (the teacher labels it)."""
         return self.has_features or self.logit
+
+    def for_pool(self, pool: bool, task: str) -> DistillConfig:
+        """Return the config a ``task`` run with (``pool``) or without an unlabelled pool trains, fully resolved.
+
+        :meth:`for_task` first; then with a pool ``pool_kd=None`` resolves (on for :data:`POOL_KD_TASKS` and soft
+        targets) and, off, the feature and logit terms are off (``loss="none"``, ``logit=False``): the run is
+        label-then-train. Without a pool ``pool_kd`` means nothing and is recorded as ``None``. The trainer gets the
+        resolved config, so ``distill.json`` and the checkpoint record what ran.
+        """
+        config = self.for_task(task)
+        if not pool:
+            return config if config.pool_kd is None else replace(config, pool_kd=None)
+        kd = config.pool_kd if config.pool_kd is not None else config.pool_targets == "soft" or task in POOL_KD_TASKS
+        return replace(config, pool_kd=kd, **({} if kd else {"loss": "none", "logit": False}))
 
     def check_run(self, epochs: int, pool: bool) -> None:
         """Refuse what only the run makes wrong: nothing to distil without a pool, a burn-in as long as the run."""

@@ -80,6 +80,29 @@ def test_no_kd_term_is_label_then_train_with_a_pool_and_nothing_to_distil_withou
         config.check_run(epochs=10, pool=False)
 
 
+def test_a_pool_run_is_label_then_train_unless_the_kd_terms_are_asked_for_or_the_task_is_pose():
+    config = DistillConfig(teacher="t.pt", loss="cwd", logit_weight=0.5)
+    alone = config.for_pool(False, "detect")  # without a pool the KD terms always apply; pool_kd means nothing
+    assert (alone.loss, alone.logit, alone.pool_kd) == ("cwd", True, None)
+    assert DistillConfig(teacher="t.pt", pool_kd=False).for_pool(False, "detect").pool_kd is None
+    plain = config.for_pool(True, "detect")
+    assert (plain.loss, plain.logit, plain.distils, plain.logit_weight, plain.pool_kd) == ("none", False, False, 0.5,
+                                                                                           False)  # fmt: skip
+    assert config.loss == "cwd" and config.pool_kd is None  # resolving returns a copy
+    assert config.for_pool(True, "segment").loss == "none"
+    pose = config.for_pool(True, "pose")  # the keypoints: the KD terms on by default
+    assert (pose.loss, pose.logit, pose.pool_kd, pose.logit_conf_weight) == ("cwd", True, True, True)
+    assert DistillConfig(teacher="t.pt", pool_kd=False).for_pool(True, "pose").loss == "none"
+    kd = DistillConfig(teacher="t.pt", loss="cwd", pool_kd=True).for_pool(True, "detect")
+    assert (kd.loss, kd.logit, kd.pool_kd) == ("cwd", True, True)
+    assert DistillConfig(teacher="t.pt", pool_targets="soft").for_pool(True, "detect").pool_kd is True
+    with pytest.raises(DistillError, match="pool_targets=soft .* needs pool_kd"):
+        DistillConfig(teacher="t.pt", pool_targets="soft", pool_kd=False)
+    with pytest.raises(DistillError, match="pool_kd must be true or false"):
+        DistillConfig(teacher="t.pt", pool_kd="yes")
+    assert DistillConfig(teacher="t.pt", pool_targets="online").for_pool(True, "detect").pool_targets == "online"
+
+
 def test_round_trip_and_unknown_keys():
     cfg = DistillConfig(teacher="t.pt", loss="mgd", layers="2,4", online=True)
     assert DistillConfig.from_dict(cfg.to_dict()) == cfg

@@ -191,7 +191,7 @@ def test_auto_hands_over_once_the_student_reaches_the_teacher_on_val(teachers, t
         seen["teacher"].append(DistillCallbacks.find(trainer.callbacks).teacher_fitness)
 
     config = DistillConfig(teacher=str(teachers["detect"]), pool_targets="online", pool_teacher="auto",
-                           ema_decay=0.5, pseudo_conf=0.01, uncertain_conf=0.001)  # fmt: skip
+                           ema_decay=0.5, pseudo_conf=0.01, uncertain_conf=0.001, pool_kd=True)  # fmt: skip
     pool = make_pool("detect", tmp_path)
     distill.distill(TASK_DATA["detect"], STUDENT["detect"], config, out=tmp_path / "run", unlabeled=pool,
                     callbacks={"on_train_epoch_end": [_target_recorder(record)], "on_fit_epoch_end": [fitness]},

@@ -69,8 +69,10 @@ def test_student_trains_on_labelled_and_pseudo_labelled_pool(teachers, tmp_path,
         label = tmp_path / "run" / "pool" / "pseudo" / "labels" / f"{Path(image).stem}.txt"
         assert label.read_text().strip(), image
 
-    plan = json.loads((tmp_path / "run" / "distill.json").read_text())
-    assert plan["config"]["pseudo_conf"] == LOW_CONF  # the KD terms ran on the mixed batches as always
+    plan = json.loads((tmp_path / "run" / "distill.json").read_text())["config"]
+    assert plan["pseudo_conf"] == LOW_CONF  # the default with a pool: label-then-train but for pose's keypoints
+    kd = task == "pose"
+    assert (plan["loss"], plan["logit"], plan["pool_kd"]) == (("mimic", True, True) if kd else ("none", False, False))
     from ultralytics import YOLO
 
     assert YOLO(str(run.best)).task == task  # the student is a plain Ultralytics model
@@ -97,7 +99,7 @@ def test_soft_pool_targets_leave_the_pool_objects_to_the_kd_terms(teachers, tmp_
         seen["assigner"] = isinstance(criterion.assigner, IgnoreSoftTargets) and criterion.assigner.soft is None
 
     pool = make_pool(task, tmp_path)
-    config = DistillConfig(teacher=str(teachers[task]), pseudo_conf=LOW_CONF, pool_targets="soft")
+    config = DistillConfig(teacher=str(teachers[task]), pseudo_conf=LOW_CONF, pool_targets="soft", pool_kd=True)
     run = distill.distill(TASK_DATA[task], STUDENT[task], config, out=tmp_path / "run", unlabeled=pool,
                           callbacks={"on_train_batch_end": [look]}, **TINY)  # fmt: skip
     assert seen["marker"] and seen["assigner"]  # armed for each loss call only, disarmed after it

@@ -89,8 +89,9 @@ def finished_result(job: dict[str, Any]) -> dict[str, Any] | None:
 def resolved_config(job: dict[str, Any], task: str | None = None) -> dict[str, Any] | None:
     """Return the full KD configuration a student job asks for (spec over today's defaults), else None.
 
-    Resolved for the task as the trainer resolves it (``DistillConfig.for_task``); ``task`` defaults to the one the
-    job's student model names (``yolov8n-pose.yaml`` → pose).
+    Resolved as the run resolves it, for its pool and task (``DistillConfig.for_pool``: a detect pool row without
+    ``pool_kd`` is label-then-train); ``task`` defaults to the one the job's student model names
+    (``yolov8n-pose.yaml`` → pose).
     """
     if not isinstance(job["spec"], dict):
         return None
@@ -100,7 +101,8 @@ def resolved_config(job: dict[str, Any], task: str | None = None) -> dict[str, A
 
     kd = {k: v for k, v in job["spec"].items() if k != "unlabeled"}
     config = DistillConfig(teacher=job["teacher"] or "teacher.pt", **kd)
-    config = config.for_task(task or guess_model_task(yaml_model_load(job["model"]))).to_dict()
+    task = task or guess_model_task(yaml_model_load(job["model"]))
+    config = config.for_pool(bool(job["spec"].get("unlabeled")), task).to_dict()
     config.pop("teacher")
     return config
 
