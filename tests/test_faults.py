@@ -176,8 +176,8 @@ def test_two_registers_racing_end_with_the_better_champion(stack_env, evaluated,
     assert base["promoted"] is True
     patch = f"""
         import pathlib, time
-        from distill.steps import register
-        move = register.set_champion
+        from distill.steps import champion
+        move = champion.set_champion
         barrier = pathlib.Path({str(tmp_path)!r})
         def together(*a, **k):
             if not (barrier / "passed").exists():
@@ -187,7 +187,7 @@ def test_two_registers_racing_end_with_the_better_champion(stack_env, evaluated,
                     time.sleep(0.01)
                 (barrier / "passed").touch()
             return move(*a, **k)
-        register.set_champion = together
+        champion.set_champion = together
     """
     procs = {}
     for racer, score in (("racer-a", 0.50), ("racer-b", 0.60)):
