@@ -31,11 +31,12 @@ POOL_KD_TASKS = ("pose",)
 CLOSE_MOSAIC = "close_mosaic"
 
 #: Default weight of each feature loss (the losses are already normalised per channel / per element; MGD's scale lives
-#: in ``mgd_alpha``, 2e-5 as in the paper). Measured on BCCD (``benchmarks/README.md``): ×5 on CWD, a linear decay and
-#: KD off for the last 5 epochs did not beat 1.0, constant. From their references: ``ncwd`` 1.0 — MMYOLO's RTMDet
-#: distillation configs (``kd_*_rtmdet_*``: ChannelWiseDivergence, loss_weight=1, tau=1); ``pkd`` 10.0 — MMRazor's PKD
-#: configs for one-stage (RetinaNet) students (6 for two-stage Faster R-CNN). On BCCD PKD at 10 is ~68% of the training
-#: loss and scored 3-4 points below the baseline (one seed, benchmarks/README.md): pass a smaller ``feat_weight``.
+#: in ``mgd_alpha``, 2e-5 as in the paper). On BCCD a larger CWD weight, a linear decay and KD off for the last epochs
+#: did not beat 1.0, constant (``benchmarks/README.md``, section 'Earlier table'). From their references: ``ncwd`` 1.0 —
+#: MMYOLO's RTMDet distillation configs (``kd_*_rtmdet_*``: ChannelWiseDivergence, loss_weight=1, tau=1); ``pkd`` 10.0 —
+#: MMRazor's PKD configs for one-stage (RetinaNet) students (6 for two-stage Faster R-CNN). On BCCD PKD at 10 makes up
+#: most of the training loss and scored below the baseline (``benchmarks/README.md``, section 'Screening'): pass a
+#: smaller ``feat_weight``.
 DEFAULT_FEATURE_WEIGHTS = {"cwd": 1.0, "mgd": 1.0, "mimic": 1.0, "ncwd": 1.0, "pkd": 10.0, "none": 0.0}
 
 
@@ -76,9 +77,9 @@ class DistillConfig:
         logit_conf_weight (bool | None): Weight the logit terms per anchor by the teacher's confidence instead of a
             plain mean over anchors: ``kl``: the box and class terms (its keypoint and mask terms always are); ``mse``:
             every term. ``None`` (default): on for pose, off for detect and segment (:meth:`for_task`). On Ultralytics'
-            tiger-pose set it lifted keypoint mAP50-95 by +21.7 points over the baseline (95% CI +4.8 … +38.5, five
-            paired seeds) where the plain mean gained nothing (-0.05): a keypoint regressed at every background anchor
-            teaches noise (``benchmarks/README.md``); unmeasured on detection and segmentation, so off there.
+            tiger-pose set it lifted keypoint mAP50-95 far above the baseline where the plain mean gained nothing: a
+            keypoint regressed at every background anchor teaches noise (``benchmarks/README.md``, section 'Pose on a
+            real keypoint set (tiger)'); unmeasured on detection and segmentation, so off there.
         tau (float): CWD / NCWD softmax temperature (1.0, Shu et al. 2021; MMYOLO's RTMDet configs).
         mgd_ratio (float): MGD fraction of spatial positions masked out (0.65, Yang et al. 2022).
         mgd_alpha (float): MGD loss scale (2e-5, Yang et al. 2022).
@@ -86,21 +87,21 @@ class DistillConfig:
         distill_off_epochs (int | str): Switch KD off for the last N epochs; ``"close_mosaic"`` (or ``-1``, the
             default): for the epochs the trainer trains without mosaic (its ``close_mosaic``), RTMDet's two-stage
             recipe; a run without a mosaic stage keeps KD throughout (:func:`distill.schedule.resolve_off_epochs`).
-            The default because it beat KD throughout on average in every detection table measured (BCCD: +0.26
-            points over five paired seeds, lower on none; make demo's set: +0.68, ``benchmarks/README.md``) and its
-            last stage needs no teacher forward; ``0``: KD throughout (the default until 2026-11-29), which scored a
-            little higher on the synthetic segment and pose sets (within noise).
+            The default because it beat KD throughout on average in every detection table measured, lower on no
+            BCCD seed (``benchmarks/README.md``, section 'Deciding CPU table'), and its last stage needs no teacher
+            forward; ``0``: KD throughout (the earlier default), which scored a little higher on the synthetic segment
+            and pose sets (within noise).
         pseudo_conf (float): With an unlabelled pool (:mod:`distill.pool_data`): the teacher's confidence from which
             a prediction becomes a pseudo-label. 0.25 (Ultralytics' predictor default): in make demo's regime with a
-            pool it scored 19.4 points above 0.5 over five paired seeds (``benchmarks/README.md``) — at 0.5 the
-            teacher labelled 53 of 192 pool images with 59 boxes (1.1 per image, the labelled images hold 1.9), so the
-            objects it missed were trained as background; at 0.25, 176 images with 291 boxes.
+            pool it scored far above 0.5 — at 0.5 the teacher labelled a minority of the pool images, with fewer
+            boxes per image than the labelled images hold, so the objects it missed were trained as background; at
+            0.25 it labelled nearly all of them (``benchmarks/README.md``, section 'Unlabelled pool, make demo's
+            regime').
         unlabeled_ratio (float): With an unlabelled pool: the most pool images per labelled image in an epoch (the
-            labelled images are listed repeatedly to keep it); 0: every image once. 1 (since 2026-12-02): the true
-            labels weigh at least as much as the pseudo-labels — against 0 it lifted the pool student by +5.0 points
-            in make demo's regime (5 paired seeds, 95% CI +0.8 … +9.1) and by +5.8 / +5.3 / +3.6 on BCCD at 10 / 25 /
-            50 % labels (3 seeds each, ``benchmarks/README.md``), beyond the extra steps it costs when the pool
-            outnumbers the labels (at 25 %: +2.5 over ratio 0 trained the same steps as epochs).
+            labelled images are listed repeatedly to keep it); 0: every image once. 1 (the default): the true labels
+            weigh at least as much as the pseudo-labels — against 0 it lifted the pool student in every regime
+            measured (make demo's, and BCCD at several label fractions), beyond the extra steps it costs when the pool
+            outnumbers the labels (``benchmarks/README.md``, section '``unlabeled_ratio`` = 1').
         pool_targets (str): With an unlabelled pool: ``pseudo`` (default) — the teacher's objects train the task loss
             as labels, with the KD terms on every image; ``soft`` — the KD terms alone teach them: the task loss
             ignores the anchors assigned to them, neither object nor background (:mod:`distill.soft_pool`);
@@ -124,11 +125,12 @@ class DistillConfig:
             ends above its teacher, labels it again and teaches a new student. Each round costs a whole run.
         pool_kd (bool | None): With an unlabelled pool: also apply the KD terms (``loss``, ``logit``). Off, the
             student learns from the labels and the teacher's pseudo-labels alone — label-then-train, which scored
-            level with every KD variant measured on boxes and masks at about two thirds of the training time
-            (``benchmarks/README.md``); :meth:`for_pool` then turns the terms off. ``None`` (the default) resolves
-            by task: on for pose (:data:`POOL_KD_TASKS`: the confidence-weighted logit terms carried a real keypoint
-            set's keypoints further than the hard pseudo-labels) and with ``pool_targets="soft"`` (which teaches the
-            pool through the KD terms alone), off otherwise. Without a pool the KD terms always apply.
+            level with every KD variant measured on boxes and masks at a lower training cost (no teacher forward per
+            batch; ``benchmarks/README.md``, the 'Unlabelled pool' sections); :meth:`for_pool` then turns the terms
+            off. ``None`` (the default) resolves by task: on for pose (:data:`POOL_KD_TASKS`: the confidence-weighted
+            logit terms carried a real keypoint set's keypoints further than the hard pseudo-labels) and with
+            ``pool_targets="soft"`` (which teaches the pool through the KD terms alone), off otherwise. Without a pool
+            the KD terms always apply.
     """
 
     teacher: str

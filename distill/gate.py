@@ -7,13 +7,12 @@ Two sources of noise sit between a measured gain and a real one, and the gate's 
 * **the training run** — retrained with another seed, the same configuration scores up to a few points apart. One
   run cannot show that spread; what it can show is how far its own validation score still moved over its last
   :data:`LATE_EPOCHS` epochs (``run_noise``: their standard deviation, from the ``results.csv`` beside the weights).
-  A run whose score still moves that much near its end cannot be told from its retrain by less. Measured on the
-  benchmark's paired seeds (``benchmarks/results/gate-*.json``: 15 configurations, 5 seeds each), this term is at
-  least the configuration's seed standard deviation in 14 of 15 (the 15th: 2.45 against 3.22 points), where the
-  spread over the last 5 epochs fell below it in 10. A run trained to a flat end (learning rate near zero) shows
-  almost no movement, yet its retrain still lands elsewhere; and two seeds of one configuration differ by more than
-  the bootstrap's standard error in most pairs (median ``|difference| / se`` 1.3 and 1.8 in the benchmark's two
-  regimes). So each run's term is never taken below :data:`RUN_FLOOR` × ``se``; a model without a training log
+  A run whose score still moves that much near its end cannot be told from its retrain by less. On the accuracy
+  benchmark's paired seeds this term is at least the configuration's seed standard deviation in all configurations
+  but one, while the spread over fewer late epochs mostly falls below it (``benchmarks/README.md``, section
+  'Promotion gate'). A run trained to a flat end (learning rate near zero) shows almost no movement, yet its retrain
+  still lands elsewhere; and two seeds of one configuration differ by more than the bootstrap's standard error in
+  most pairs. So each run's term is never taken below :data:`RUN_FLOOR` × ``se``; a model without a training log
   (weights from elsewhere) gets that floor.
 
 ``gate=ci`` passes when the lower bound of ``difference ± z·√(se² + noise_challenger² + noise_reference²)`` (``z``

@@ -2,9 +2,10 @@
 
 Round 1 is the run as always: the teacher pseudo-labels the pool and distils into the student. A student trained on
 the labelled images and the pool usually ends *above* the teacher that labelled it (Noisy Student: Xie et al. 2020;
-in make demo's regime the student scores 0.70 mAP50-95 against its teacher's 0.58), so from round 2 on the previous
-round's student is the teacher — it labels the pool again, better, and its outputs are the KD targets — and a new
-student trains from the same start. The student model, data, seed and every other setting stay those of the run.
+so it does in make demo's regime, ``benchmarks/README.md``, section 'Unlabelled pool, make demo's regime'), so from
+round 2 on the previous round's student is the teacher — it labels the pool again, better, and its outputs are the KD
+targets — and a new student trains from the same start. The student model, data, seed and every other setting stay
+those of the run.
 
 Each round is one ordinary run: locally its own folder ``<out>-round<k>`` (a rerun reuses a finished round, for the
 same inputs, and trains an unfinished one again), in a pipeline its own step ``<name>-round<k>`` with its own

@@ -1,10 +1,11 @@
 """Datasets as a few large objects: tar shards, with every file's sha256 kept in the manifest (issue 22).
 
-One object per file costs one request, one round trip and one sha256 per file: on a link with 20 ms per request a
-3,200-image set took minutes to publish and to fetch, where the same bytes as one object took seconds. So a
-published folder is packed into shards — plain tar (images are compressed already), one split per shard, at most
-``shard_bytes`` each — and the manifest lists every shard (name, split, size, sha256, its files) beside every file's
-sha256. Packing is deterministic (sorted members, zeroed owners and times): the same files make the same shards.
+One object per file costs one request, one round trip and one sha256 per file: with a cloud object store's latency
+per request a few thousand images took minutes to publish and to fetch, where the same bytes as one object took
+seconds (``benchmarks/README.md``, section 'Data'). So a published folder is packed into shards — plain tar (images
+are compressed already), one split per shard, at most ``shard_bytes`` each — and the manifest lists every shard
+(name, split, size, sha256, its files) beside every file's sha256. Packing is deterministic (sorted members, zeroed
+owners and times): the same files make the same shards.
 
 Unpacking reads a shard as a stream (a member is written while the next bytes arrive, nothing is held in memory but
 one read buffer) and admits a member only if the manifest names it for this shard, it is a regular file, and its

@@ -9,8 +9,9 @@ This is ``logit_loss="mse"``; :mod:`.distribution` is the distribution-aware ``"
 With ``conf_weight`` (``logit_conf_weight``) each output's squared error, averaged over its channels, is averaged over
 anchors weighted by the teacher's confidence (:mod:`.weighting`) instead of uniformly. Most anchors are background,
 and there a head's keypoint offsets and mask coefficients are never trained and mean nothing: on the tiger keypoint set
-(256 px, one large object per image) 0.6 % of the anchors hold an object the teacher sees at 0.25, and 95 % of the
-uniform ``kpts`` error comes from the others — the student is taught the teacher's background noise.
+(one large object per image) only a small fraction of the anchors hold an object the teacher sees, and nearly all of
+the uniform ``kpts`` error comes from the others — the student is taught the teacher's background noise
+(``benchmarks/README.md``, section 'Pose on a real keypoint set (tiger)').
 """
 
 from __future__ import annotations
