@@ -6,7 +6,7 @@ for it, freezes ``teacher_model.*``, strips the teacher from the EMA, saves only
 their (de)serialisation, and replace what it hard-codes: which layers, how channels are aligned, which losses.
 
 ``KDModel`` does not run ``DistillationModel.__init__`` (8.4.190): it calls ``nn.Module.__init__`` and sets the same
-state itself (:func:`distill.seams.start_feature_capture`). The parent's constructor, checked against our needs:
+state itself (:func:`distill.adapter.seams.start_feature_capture`). The parent's constructor, checked against our needs:
 
 - it runs a probe forward of two images at ``args.imgsz`` through both models. Our seam (``set_model_attributes``)
   runs before Ultralytics rounds ``imgsz`` to a stride multiple, so ``imgsz=100`` crashes in a ``Concat``; at 640 it
@@ -34,6 +34,7 @@ from ultralytics.nn.distill_model import DistillationModel
 from ultralytics.nn.tasks import guess_model_task, load_checkpoint, yaml_model_load
 from ultralytics.utils.torch_utils import copy_attr
 
+from .adapter.seams import captured_features, clear_features, freeze_teacher, start_feature_capture
 from .config import DistillConfig
 from .connectors import ChannelAdapter
 from .errors import DistillError
@@ -51,7 +52,6 @@ from .losses import (
     shared_outputs,
 )
 from .offline import TRUST_ENV, trusts_checkpoints
-from .seams import captured_features, clear_features, freeze_teacher, start_feature_capture
 
 
 class KDModel(DistillationModel):

@@ -256,7 +256,7 @@ class EMATeacher:
         """Begin the average from the student as it is now (tau 1: the decay is ``decay`` from the first update)."""
         from ultralytics.utils.torch_utils import ModelEMA
 
-        from .seams import drop_feature_hooks
+        from .adapter.seams import drop_feature_hooks
 
         self.ema = ModelEMA(student, decay=self.decay, tau=1)
         drop_feature_hooks(self.ema.ema)  # the student's feature hooks would fill the KD model's dicts

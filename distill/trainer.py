@@ -19,7 +19,7 @@ Every trainer here (plain and distilling) also carries :class:`LaunchMixin`, whi
 external multi-node ``torchrun`` launch (Kubeflow Trainer): see its docstring for the three overrides and why.
 
 The underscored Ultralytics names this relies on (two overridden private methods, ``_callbacks``, the DDP class swap,
-the feature-hook helpers) are listed and checked in :mod:`distill.seams`.
+the feature-hook helpers) are listed and checked in :mod:`distill.adapter.seams`.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from ultralytics.nn.tasks import load_checkpoint
 from ultralytics.utils import LOGGER, RANK
 from ultralytics.utils.torch_utils import unwrap_model
 
+from .adapter.seams import clear_features, cpu_ddp, drop_feature_hooks
 from .config import DistillConfig
 from .devices import check_batch_divides
 from .errors import DistillError
@@ -52,7 +53,6 @@ from .launch import Launch, current
 from .model import KDModel, build_kd_model
 from .online_pool import EMATeacher
 from .schedule import kd_scale, resolve_off_epochs
-from .seams import clear_features, cpu_ddp, drop_feature_hooks
 
 TEACHER_WEIGHTS = "teacher.pt"
 
@@ -292,7 +292,7 @@ class LaunchMixin:
       (:class:`BestThroughTrainer`), as Ultralytics' own final validation puts every rank of a group on a GPU.
     """
 
-    # ``_callbacks`` mirrors BaseTrainer.__init__ (a parameter seam: distill.seams.SEAMS)
+    # ``_callbacks`` mirrors BaseTrainer.__init__ (a parameter seam: distill.adapter.seams.SEAMS)
     def __init__(self, cfg: Any = None, overrides: dict | None = None, _callbacks: dict | None = None) -> None:
         from ultralytics.utils import DEFAULT_CFG
 
@@ -311,7 +311,7 @@ class LaunchMixin:
                 check_batch_divides(self.args.batch, self.launch.world_size, f"ranks ({self.launch.nodes} node(s))")
             self.world_size = self.launch.world_size
 
-    def _setup_ddp(self) -> None:  # an override seam: distill.seams.SEAMS (BaseTrainer._setup_ddp)
+    def _setup_ddp(self) -> None:  # an override seam: distill.adapter.seams.SEAMS (BaseTrainer._setup_ddp)
         """Join the launch's process group: gloo on CPU, else Ultralytics' own setup (NCCL on ``cuda:LOCAL_RANK``)."""
         if self.device.type != "cpu":
             return super()._setup_ddp()
@@ -323,7 +323,7 @@ class LaunchMixin:
             "gloo", timeout=timedelta(hours=3), rank=self.launch.rank, world_size=self.launch.world_size
         )
 
-    def _setup_train(self) -> None:  # an override seam: distill.seams.SEAMS (BaseTrainer._setup_train)
+    def _setup_train(self) -> None:  # an override seam: distill.adapter.seams.SEAMS (BaseTrainer._setup_train)
         """Ultralytics' setup; on CPU ranks its DDP wrap runs without ``device_ids``."""
         if self.world_size > 1 and self.device.type == "cpu":
             with cpu_ddp():

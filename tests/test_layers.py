@@ -29,7 +29,7 @@ LAYERS: dict[str, int] = {
         (3, "steps"),
         (2, "api trainer model online_pool soft_pool pool_data pseudo_labels rounds layers connectors schedule"),
         (1, "dataset_files image_files storage shards stack export gate bootstrap synthetic"),
-        (0, "distill errors config settings paths yaml_files seams offline launch devices losses"),
+        (0, "distill errors config settings paths yaml_files adapter offline launch devices losses"),
     )
     for name in names.split()
 }
@@ -120,3 +120,12 @@ def test_the_reader_sees_imports_inside_functions_and_relative_ones(tmp_path):
     found = imported("distill.pseudo_labels", source, known)
     assert found == {"distill.steps.unlabeled_pool", "distill.storage"}
     assert layer("distill.steps.unlabeled_pool") > layer("distill.pseudo_labels") > layer("distill.storage")
+
+
+def test_every_package_is_installed():
+    """pyproject lists the packages by name: a new sub-package missing there would be left out of wheel and image."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "distill").rglob("__init__.py")}
+    assert found == listed

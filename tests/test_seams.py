@@ -1,14 +1,16 @@
-"""The contract with Ultralytics' private names: each seam in ``distill.seams.SEAMS`` exists as expected, and none is
-used anywhere else in ``distill/``.
+"""The contract with Ultralytics: each seam in ``distill.adapter.seams.SEAMS`` (a private name) exists as expected
+and none is used anywhere else in ``distill/``; each assumption in ``distill.adapter.assumptions.ASSUMPTIONS``
+(behaviour behind public names) still holds in Ultralytics' source, and names a function of ours that relies on it.
 
-An Ultralytics upgrade that renames, removes or reshapes a private name we rely on fails here, naming the seam,
-instead of deep in a training run.
+An Ultralytics upgrade that renames, removes or reshapes what we rely on fails here, naming the seam or assumption,
+instead of deep in a training run or silently.
 """
 
 from __future__ import annotations
 
 import ast
 import copy
+import importlib
 import inspect
 import textwrap
 from pathlib import Path
@@ -22,9 +24,10 @@ from ultralytics.nn.distill_model import DistillationModel, FeatureHook
 from ultralytics.nn.tasks import DetectionModel, PoseModel, SegmentationModel
 
 import distill.trainer
-from distill import seams
+from distill.adapter import seams
+from distill.adapter.assumptions import ASSUMPTIONS, Assumption
+from distill.adapter.seams import CAPTURE_STATE, SEAMS, Seam
 from distill.model import KDModel
-from distill.seams import CAPTURE_STATE, SEAMS, Seam
 
 pytestmark = pytest.mark.fast  # in-process: the pinned Ultralytics' source and tiny stand-in models
 
@@ -90,7 +93,7 @@ def test_the_ddp_swap_reaches_the_class_ultralytics_builds():
 
     assert ul_trainer.nn.parallel is torch.nn.parallel, (
         "seam BaseTrainer._setup_train[patch]: ultralytics.engine.trainer no longer reaches DDP through torch's "
-        "`nn.parallel` module, so distill.seams.cpu_ddp would not replace the class it builds"
+        "`nn.parallel` module, so distill.adapter.seams.cpu_ddp would not replace the class it builds"
     )
 
 
@@ -101,7 +104,8 @@ def test_capture_state_is_all_the_private_state_distillation_model_has():
     stored = {n for n in self_attributes(inspect.getsource(DistillationModel), ast.Store) if private(n)}
     assert stored == set(CAPTURE_STATE), (
         f"DistillationModel's private instance state is now {sorted(stored)}, not {sorted(CAPTURE_STATE)}: KDModel "
-        "skips its constructor, so distill.seams.start_feature_capture (and CAPTURE_STATE) must create the new state"
+        "skips its constructor, so distill.adapter.seams.start_feature_capture (and CAPTURE_STATE) must create the "
+        "new state"
     )
 
 
@@ -235,15 +239,17 @@ def test_no_underscored_ultralytics_name_outside_the_seams_module():
     assert {s.name for s in SEAMS} - {"__init__"} <= PRIVATE  # the scan knows every seam's name
     found = []
     for file in sorted(DISTILL.rglob("*.py")):
-        if file != SEAMS_FILE:
+        if file.parent != SEAMS_FILE.parent:  # the adapter package: the seams, and the assumptions' owners
             found += findings(file.read_text(), str(file.relative_to(DISTILL.parent)))
-    assert not found, "underscored Ultralytics names outside distill/seams.py (go through it): " + "; ".join(found)
+    assert not found, "underscored Ultralytics names outside distill/adapter/ (go through its seams): " + "; ".join(
+        found
+    )
 
 
 def test_seams_module_uses_only_names_its_table_lists():
-    used = {f.rsplit(".", 1)[-1] for f in findings(SEAMS_FILE.read_text(), "distill/seams.py")}
+    used = {f.rsplit(".", 1)[-1] for f in findings(SEAMS_FILE.read_text(), "distill/adapter/seams.py")}
     assert used <= {s.name for s in SEAMS}, (
-        f"distill/seams.py uses {sorted(used - {s.name for s in SEAMS})}: add to SEAMS"
+        f"distill/adapter/seams.py uses {sorted(used - {s.name for s in SEAMS})}: add to SEAMS"
     )
 
 
@@ -266,3 +272,63 @@ def test_the_scan_allows_only_the_listed_override_sites():
     source = "class LaunchMixin:\n    def _setup_ddp(self):\n        return super()._setup_ddp()\n"
     assert not findings(source, "distill/trainer.py")
     assert findings(source, "distill/model.py")
+
+
+# -- each assumption still holds ----------------------------------------------------------------------------------
+
+
+def unmet(source: str, fragments: tuple[str, ...], ordered: bool) -> list[str]:
+    """The fragments missing from ``source`` (with ``ordered``: missing after the one before them)."""
+    if not ordered:
+        return [f for f in fragments if f not in source]
+    at = 0
+    for i, fragment in enumerate(fragments):
+        found = source.find(fragment, at)
+        if found < 0:
+            return list(fragments[i:])
+        at = found + len(fragment)
+    return []
+
+
+def sites(assumption: Assumption) -> list[tuple[str, str]]:
+    return [tuple(site.split(":")) for site in assumption.site.split(", ")]
+
+
+@pytest.mark.parametrize("assumption", ASSUMPTIONS, ids=lambda a: a.name)
+def test_assumption_still_holds(assumption):
+    owner = assumption.owner
+    name = getattr(owner, "__qualname__", None) or owner.__name__
+    missing = unmet(inspect.getsource(owner), assumption.fragments, assumption.ordered)
+    assert not missing, (
+        f"Ultralytics {ultralytics.__version__}: assumption {assumption.name} (relied on by {assumption.site}): "
+        f"{name} no longer contains {missing}{' in this order' if assumption.ordered else ''}. {assumption.why}"
+    )
+
+
+@pytest.mark.parametrize("assumption", ASSUMPTIONS, ids=lambda a: a.name)
+def test_assumption_names_the_functions_relying_on_it(assumption):
+    for module, qualname in sites(assumption):
+        assert module.startswith("distill."), f"assumption {assumption.name}: site {module} is not in distill/"
+        target = importlib.import_module(module)
+        for part in qualname.split("."):
+            target = getattr(target, part, None)
+            assert target is not None, f"assumption {assumption.name}: {module}:{qualname} does not exist"
+        assert inspect.isfunction(target) or isinstance(target, property), (
+            f"assumption {assumption.name}: {module}:{qualname} is not a function"
+        )
+
+
+def test_assumption_names_are_unique_and_owners_are_ultralytics():
+    names = [a.name for a in ASSUMPTIONS]
+    assert len(names) == len(set(names))
+    for a in ASSUMPTIONS:
+        module = a.owner.__name__ if inspect.ismodule(a.owner) else a.owner.__module__
+        assert module.startswith("ultralytics."), f"assumption {a.name}: owner {a.owner!r} is not Ultralytics'"
+
+
+def test_the_order_check_refuses_fragments_out_of_order():
+    source = "a()\nb()\nc()\n"
+    assert not unmet(source, ("a()", "b()", "c()"), ordered=True)
+    assert unmet(source, ("b()", "a()"), ordered=True) == ["a()"]
+    assert not unmet(source, ("b()", "a()"), ordered=False)
+    assert unmet(source, ("a()", "d()"), ordered=False) == ["d()"]

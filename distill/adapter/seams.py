@@ -64,7 +64,7 @@ SEAMS: tuple[Seam, ...] = (
         "_register_feature_hooks",
         (),
         "call",
-        "distill/seams.py start_feature_capture (KDModel.__init__)",
+        "distill/adapter/seams.py start_feature_capture (KDModel.__init__)",
         "attaches picklable FeatureHooks on feats_idx/teacher_feats_idx after removing stale ones, the same routine "
         "__setstate__ re-runs after a deepcopy/unpickle; only the constructor calls it publicly",
     ),
@@ -73,7 +73,7 @@ SEAMS: tuple[Seam, ...] = (
         "_freeze_teacher",
         (),
         "call",
-        "distill/seams.py freeze_teacher (KDModel.train)",
+        "distill/adapter/seams.py freeze_teacher (KDModel.train)",
         "eval mode + requires_grad=False on teacher_model; the public train() always freezes, and an online "
         "teacher must not be frozen, so KDModel.train calls it only offline",
     ),
@@ -82,11 +82,11 @@ SEAMS: tuple[Seam, ...] = (
         "_clear_feature_hooks",
         ("module",),
         "call",
-        "distill/seams.py drop_feature_hooks (trainer.save_teacher)",
+        "distill/adapter/seams.py drop_feature_hooks (trainer.save_teacher)",
         "removes FeatureHook objects from a module's forward hooks, so a saved online teacher carries none",
     ),
     *(
-        Seam(DistillationModel, name, None, "state", "distill/seams.py (KDModel.__init__, KDModel.loss)", why)
+        Seam(DistillationModel, name, None, "state", "distill/adapter/seams.py (KDModel.__init__, KDModel.loss)", why)
         for name, why in (
             ("_teacher_feats", "teacher features by level, written by its hooks; " + _HOOK_STATE_WHY),
             ("_student_feats", "student features by level, written by its hooks; " + _HOOK_STATE_WHY),
@@ -126,7 +126,7 @@ SEAMS: tuple[Seam, ...] = (
         "_setup_train",
         (),
         "patch",
-        "distill/seams.py cpu_ddp (LaunchMixin._setup_train)",
+        "distill/adapter/seams.py cpu_ddp (LaunchMixin._setup_train)",
         "the DDP class swap: _setup_train wraps with nn.parallel.DistributedDataParallel(device_ids=[device.index]), "
         "looked up when called; [None] on CPU is refused by DDP, so cpu_ddp swaps the class for the call",
         relies_on=("nn.parallel.DistributedDataParallel(", "device_ids=[self.device.index]"),
