@@ -38,7 +38,7 @@ def resolve_dataset(data: str | Path) -> dict[str, Any]:
     read_yaml(data, f"data '{data}'")
     try:
         return check_det_dataset(str(data), autodownload=False)
-    except (FileNotFoundError, SyntaxError, KeyError, ValueError) as e:
+    except (FileNotFoundError, SyntaxError, KeyError, ValueError, TypeError) as e:  # TypeError: a key of a wrong type
         raise DistillError(f"data '{data}': {plain_message(e)}") from None
 
 

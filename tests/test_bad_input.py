@@ -43,6 +43,21 @@ def test_bad_arguments_are_one_line_exit_2(args, text):
     one_error_line(cli_here(*args), 2, contains=text, alone=True)
 
 
+@pytest.mark.fast
+@pytest.mark.parametrize(
+    ("line", "text"),
+    [("names: 5", "'names' must be list or dict, not int"), ("names: [a]\ntrain: 5", "'train' must be str or list")],
+)
+def test_a_data_yaml_key_of_the_wrong_type_is_one_line(tmp_path, line, text):
+    """Ultralytics' dataset check raises TypeError for these: one ``error:`` line, exit 2, not a traceback."""
+    data = tmp_path / "data.yaml"
+    data.write_text(f"path: {TASK_DATA['detect'].parent}\ntrain: images/train\nval: images/val\n{line}\n")
+    proc = cli_here("train", "--data", str(data), "--model", "yolov8n.yaml", "--epochs", "1", "--out",
+                    str(tmp_path / "out"))  # fmt: skip
+    assert text in one_error_line(proc, 2, alone=True)
+    assert not (tmp_path / "out").exists()
+
+
 def test_images_folder_without_images(tmp_path):
     for split in ("train", "val"):
         (tmp_path / "images" / split).mkdir(parents=True)
