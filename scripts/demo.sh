@@ -77,7 +77,7 @@ for path in glob.glob("benchmarks/results/accuracy-demo-pool-t60*-2*.json"):
     r = json.load(open(path))
     for st in r["students"]:
         if isinstance(st.get("spec"), dict) and st["spec"].get("unlabeled") and st.get("config") \
-                and completed_config(st["config"]) == shipped:  # fmt: skip
+                and completed_config(st["config"], pool=True) == shipped:  # fmt: skip
             found.append((len(r["settings"]["seeds"]), path[-15:-5], path, r, st["name"]))  # date: ...-YYYY-MM-DD
 if found:
     _, _, path, r, row = max(found, key=lambda f: f[:3])  # the most seeds, then the newest

@@ -441,7 +441,7 @@ def test_the_report_of_finished_runs_trains_nothing(tmp_path, monkeypatch):
     for job in done:
         Path(job["dir"]).mkdir(parents=True)
         (Path(job["dir"]) / "result.json").write_text(json.dumps({"job": job, "train_s": 5, "test": {}, "val": {}}))
-    monkeypatch.setattr(accuracy.cache, "ran_config", lambda folder: accuracy.resolved_config(done[1]))
+    monkeypatch.setattr(accuracy.cache, "ran_config", lambda folder, pool=False: accuracy.resolved_config(done[1]))
     finished, got_teacher = accuracy.finished_runs(teacher, students, [])
     assert [(r["job"]["name"], r["job"]["seed"]) for r in finished] == [("baseline", 0), ("pool", 0)]
     assert got_teacher["best"] == best and not any(Path(j["dir"], "train").exists() for j in students)
@@ -491,3 +491,17 @@ def test_data_benchmark_smoke(tmp_path):
     assert row["import_s"] > 0 and "| 12 (25, " in data.markdown(report)
     only_new = {**report, "sizes": [{**row, "links": {"0ms": {k: v for k, v in link.items() if "old" not in k}}}]}
     assert "| — → " in data.markdown(only_new) and "fetch_speedup" not in data.ratios(only_new["sizes"][0])["0ms"]
+
+
+@pytest.mark.fast
+def test_a_pool_row_resolves_as_the_run_does_and_runs_from_before_pool_kd_pair_with_pool_kd_rows():
+    """Today a detect pool row without ``pool_kd`` is label-then-train; a KD pool run recorded before the setting
+    existed is what ``pool_kd=true`` trains now, so it pairs with that row and never with the default one."""
+    job = {"spec": {"unlabeled": True, "unlabeled_ratio": 1}, "teacher": None, "model": "yolov8n.yaml"}
+    default = accuracy.resolved_config(job)
+    assert (default["loss"], default["logit"], default["pool_kd"]) == ("none", False, False)
+    kd = accuracy.resolved_config({**job, "spec": {**job["spec"], "pool_kd": True}})
+    old = {k: v for k, v in kd.items() if k != "pool_kd"}  # a record from before pool_kd, with the KD terms on
+    assert accuracy.completed_config(old, pool=True) == kd != default
+    plain = accuracy.resolved_config({**job, "spec": {}})  # no pool: pool_kd means nothing
+    assert plain["pool_kd"] is None and accuracy.completed_config(old, pool=False) == plain

@@ -38,12 +38,13 @@ def same_run(job: dict[str, Any]) -> dict[str, Any] | None:
         other = trained_as(previous.get("job", {}))
         if {k: v for k, v in other.items() if k not in {"name", "dir", "spec"}} != settings:
             continue
-        if (other.get("spec") == trains["spec"]) if config is None else (ran_config(folder) == config):
+        if (other.get("spec") == trains["spec"]) if config is None else (ran_config(folder, pooled(job)) == config):
             if folder == here:
                 return {**previous, "job": job, "cached": True}
             csv = folder / "train" / "results.csv"
-            return {**previous, "job": job, "cached": True, "same_as": folder.name, "config": ran_config(folder),
-                    "kd_share": kd_share(csv), "val_curve": val_curve(csv)}  # fmt: skip
+            return {**previous, "job": job, "cached": True, "same_as": folder.name,
+                    "config": ran_config(folder, pooled(job)), "kd_share": kd_share(csv),
+                    "val_curve": val_curve(csv)}  # fmt: skip
     return None
 
 
@@ -107,25 +108,33 @@ def resolved_config(job: dict[str, Any], task: str | None = None) -> dict[str, A
     return config
 
 
-def ran_config(folder: Path) -> dict[str, Any] | None:
-    """Return the KD configuration a finished run really used, from the ``distill.json`` its trainer wrote."""
+def ran_config(folder: Path, pool: bool = False) -> dict[str, Any] | None:
+    """Return the KD configuration a finished run really used, from its ``distill.json`` (``pool``: it had one)."""
     plan = folder / "train" / "distill.json"
     if not plan.is_file():
         return None
-    return completed_config(json.loads(plan.read_text())["config"])
+    return completed_config(json.loads(plan.read_text())["config"], pool)
 
 
-def completed_config(config: dict[str, Any]) -> dict[str, Any]:
+def pooled(job: dict[str, Any]) -> bool:
+    """Whether a student job trains with the unlabelled pool."""
+    return isinstance(job.get("spec"), dict) and bool(job["spec"].get("unlabeled"))
+
+
+def completed_config(config: dict[str, Any], pool: bool = False) -> dict[str, Any]:
     """Return a run's recorded KD config with settings added since it ran at their defaults, ``teacher`` left out.
 
     (A run from before ``pseudo_conf`` existed ran as the default does: without a pool the setting does nothing. A
     run from before ``logit_conf_weight`` existed ran without it, on every task; since it exists every run records
-    the value its task resolved to.)
+    the value its task resolved to. A run from before ``pool_kd`` existed ran its configured KD terms on a pool
+    (``pool_kd`` true unless it had none: label-then-train); without a pool the setting is recorded as ``None``.)
     """
     from distill.config import DEFAULTS
     from distill.rounds import ROUND
 
     ran = {**DEFAULTS, "logit_conf_weight": False, "extra": {}, **config}
+    if "pool_kd" not in config:
+        ran["pool_kd"] = (ran["loss"] != "none" or bool(ran["logit"])) if pool else None
     ran["extra"] = {k: v for k, v in ran["extra"].items() if k != ROUND}  # which round the last one was: the run's
     return {k: v for k, v in ran.items() if k != "teacher"}
 
@@ -178,7 +187,7 @@ def reuse(job: dict[str, Any], runs: dict[tuple[str, int], dict[str, Any]]) -> d
     if {k: v for k, v in recorded.items() if k != "spec"} != {k: v for k, v in key.items() if k != "spec"}:
         return None
     same = (
-        completed_config(record["config"]) == resolved_config(job)
+        completed_config(record["config"], pooled(recorded)) == resolved_config(job)
         if isinstance(job["spec"], dict)
         else recorded["spec"] == job["spec"]
     )

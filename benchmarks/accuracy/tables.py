@@ -14,14 +14,14 @@ from typing import Any
 
 from benchmarks import paired
 from benchmarks import report as reports
-from benchmarks.accuracy.cache import job_key, ran_config, relative, resolved_config
+from benchmarks.accuracy.cache import job_key, pooled, ran_config, relative, resolved_config
 from benchmarks.accuracy.metrics import METRIC, TASK_METRIC, kd_share, phases, val_curve
 from benchmarks.accuracy.plan import dataset_name, task_model
 
 
 def run_config(result: dict[str, Any]) -> dict[str, Any] | None:
     """Return the KD configuration a finished run used (recorded when reused, else from its ``distill.json``)."""
-    return result["config"] if "config" in result else ran_config(Path(result["job"]["dir"]))
+    return result["config"] if "config" in result else ran_config(Path(result["job"]["dir"]), pooled(result["job"]))
 
 
 def run_kd_share(result: dict[str, Any]) -> dict[str, float] | None:
