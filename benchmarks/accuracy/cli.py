@@ -5,6 +5,7 @@ Kept apart from ``__main__`` so that importing :func:`main` (``from benchmarks.a
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import time
 from dataclasses import asdict
@@ -52,5 +53,19 @@ def main(argv: list[str] | None = None) -> int:
                 "workers": args.workers, "cache": "ram" if args.cache else False}  # fmt: skip
     report = build_report(args, settings, sets.data_hash, teacher, finished, started)
     print(report_tables(report))
-    reports.publish(args, "-".join(filter(None, ("accuracy", args.profile, args.tag))), report)
+    name = "-".join(filter(None, ("accuracy", args.profile, args.tag)))
+    reports.publish(args, name, report)
+    if not args.no_report:
+        render_figure((args.results or reports.RESULTS) / f"{name}-{dt.date.today().isoformat()}.json")
     return 0
+
+
+def render_figure(report_path: Path) -> None:
+    """Draw the report just written as a PNG beside it; a failure is one warning line (the report is what counts)."""
+    try:
+        # Imported here: `python -m benchmarks.accuracy.figure` would otherwise find it imported by the package.
+        from benchmarks.accuracy import figure
+
+        print(f"figure: {figure.render(report_path)}")
+    except Exception as e:  # a plot must never lose a benchmark's report
+        print(f"warning: no figure for {report_path}: {type(e).__name__}: {e}", flush=True)
