@@ -42,6 +42,8 @@ RUN --mount=type=secret,id=ca \
     && rm /tmp/dependencies.txt
 COPY README.md ./
 COPY distill ./distill
+COPY components ./components
+COPY pipelines ./pipelines
 RUN pip install --no-deps --no-build-isolation . \
     && python -c "import distill, distill.components.steps, distill.pipelines.pipeline"
 

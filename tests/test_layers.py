@@ -35,12 +35,17 @@ LAYERS: dict[str, int] = {
 }
 
 
+#: Top-level folders installed as sub-packages of ``distill`` (pyproject's ``package-dir``).
+MAPPED = {"components": "distill.components", "pipelines": "distill.pipelines"}
+
+
 def modules() -> dict[str, Path]:
-    """Every module of the ``distill`` package, by dotted name (a package by its own name)."""
+    """Every module of the ``distill`` package, by dotted name (a package by its own name), mapped folders included."""
     out = {}
-    for path in sorted((ROOT / "distill").rglob("*.py")):
-        parts = path.relative_to(ROOT).with_suffix("").parts
-        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    for folder, package in {"distill": "distill", **MAPPED}.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            parts = (*package.split("."), *path.relative_to(ROOT / folder).with_suffix("").parts)
+            out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return out
 
 
@@ -126,6 +131,7 @@ def test_every_package_is_installed():
     """pyproject lists the packages by name: a new sub-package missing there would be left out of wheel and image."""
     import tomllib
 
-    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "distill").rglob("__init__.py")}
-    assert found == listed
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert {v: k for k, v in setuptools["package-dir"].items()} == MAPPED
+    found = {name for name, path in modules().items() if path.name == "__init__.py"}
+    assert found == set(setuptools["packages"])
