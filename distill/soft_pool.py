@@ -80,9 +80,9 @@ class IgnoreSoftTargets:
         (predicted boxes, anchor points, gt labels, gt boxes, gt mask), ``kwargs`` its task-specific ones.
         """
         out = self.assigner(pd_scores, *args, **kwargs)
-        if self.soft is None:
-            return out
         gt_labels = args[2]
+        if self.soft is None or gt_labels.shape[1] == 0:  # no object in the batch: nothing was assigned
+            return out
         target_labels, target_bboxes, target_scores, fg_mask, target_gt_idx = out
         per_gt = per_image_flags(*self.soft, gt_labels.shape[0], gt_labels.shape[1]).to(fg_mask.device)
         ignore = fg_mask & per_gt.gather(1, target_gt_idx.long())

@@ -11,7 +11,8 @@ export PATH="$PWD/.venv/bin:$PATH"
 # ones (the pool: what a user's unlabelled captures are), 64 for picking best.pt, 64 held-out test images that
 # evaluate scores; students trained 40 epochs, the teacher 60 on the labelled images. The distilled student trains on
 # the labelled images (listed twice an epoch: unlabeled_ratio 1, at most one pool image per labelled one) and the
-# teacher's pseudo-labels on the pool, with the KD losses on all of them.
+# teacher's pseudo-labels on the pool — label-then-train, the default with a pool for detect (pool_kd=true would add
+# the KD terms, which measured level at ~1.5x the time).
 DATA_DIR=${DEMO_DATA_DIR:-runs/demo/shapes-96-64-64}
 POOL_DIR=${DEMO_POOL_DIR:-runs/demo/unlabelled-192}
 EPOCHS=${DEMO_EPOCHS:-40}

@@ -56,6 +56,18 @@ def test_without_soft_rows_the_assignment_is_untouched():
 
 
 @pytest.mark.fast
+def test_a_batch_without_any_object_is_assigned_as_the_assigner_does():
+    """Online targets can leave a batch with no object at all (a weak teacher on pool tiles): nothing to ignore."""
+    anchors = torch.stack(torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="xy"), -1).view(-1, 2) * 8 + 4
+    args = (torch.rand(2, 64, 2), torch.cat([anchors - 10, anchors + 10], 1)[None].repeat(2, 1, 1), anchors,
+            torch.zeros(2, 0, 1), torch.zeros(2, 0, 4), torch.zeros(2, 0, 1))  # fmt: skip
+    assigner = TaskAlignedAssigner(topk=10, num_classes=2)
+    wrapper = IgnoreSoftTargets(assigner)
+    wrapper.soft = (torch.zeros(0), torch.zeros(0, dtype=torch.bool))
+    assert all(torch.equal(a, b) for a, b in zip(assigner(*args), wrapper(*args), strict=True))
+
+
+@pytest.mark.fast
 def test_flags_follow_the_criterions_per_image_layout():
     batch_idx = torch.tensor([1.0, 0.0, 1.0, 1.0])
     flags = torch.tensor([True, False, False, True])
