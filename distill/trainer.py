@@ -148,10 +148,8 @@ class DistillCallbacks:
             flag = [passed if RANK == 0 else None]
             dist.broadcast_object_list(flag, 0)
             passed = bool(flag[0])
-        if passed:
-            model = unwrap_model(trainer.model)
+        if passed:  # the next epoch's start hands it to the model (start_mean_teacher), before any batch
             self.take_over(unwrap_model(trainer.ema.ema).student_model, f"epoch {trainer.epoch + 1}")
-            model.set_target_teacher(self.mean_teacher.model)
 
     def on_train_batch_end(self, trainer: Any) -> None:
         """Move the mean teacher toward the student after each optimizer step (when the trainer's EMA moved too)."""
