@@ -70,11 +70,7 @@ def train(
     name: str,
     run_id: str,
     prefix: str,
-    epochs: int,
-    imgsz: int,
-    batch: int,
-    device: str,
-    seed: int,
+    training: dict,
     experiment: str,
     existing_weights: str,
     nodes: int,
@@ -95,11 +91,9 @@ def train(
         name: Step name (``teacher``, ``student``), its folder under ``runs/<run_id>/``.
         run_id: The pipeline run id (outputs under ``runs/<run_id>/``; tracked as its MLflow child run).
         prefix: ``s3://bucket/prefix`` the step writes under; empty: ``$YOLO_DISTILL_S3_PREFIX``.
-        epochs: Training epochs.
-        imgsz: Image size.
-        batch: Batch size (over all GPUs).
-        device: Ultralytics device string; empty: every GPU of the pod (DDP), else the CPU.
-        seed: Random seed.
+        training: The training options (``distill.settings.TRAINING``: ``epochs``, ``imgsz``, ``batch``, ``device``,
+            ``seed``, ``workers``; typed back here as declared). ``device`` empty: every GPU of the pod (DDP), else
+            the CPU.
         experiment: MLflow experiment; empty: ``$MLFLOW_EXPERIMENT_NAME`` or ``yolo-distill``.
         existing_weights: Weights URI to use instead of training (the teacher of an earlier run); empty: train.
         nodes: Nodes to train on: 1 in this pod, more as a TrainJob.
@@ -118,6 +112,7 @@ def train(
     import distill
 
     distill.configure()  # Ultralytics offline, before any step module imports it
+    from distill.settings import coerce_training
     from distill.steps.trainjob import run_training_step
 
     if existing_weights:
@@ -130,8 +125,7 @@ def train(
         with open(weights.path, "w") as f:
             json.dump({"best": existing_weights, "reused": True}, f)
         return existing_weights
-    step = dict(data=data, model=model, epochs=epochs, imgsz=imgsz, batch=batch, device=device or None, seed=seed,
-                experiment=experiment or None, **train_args)  # fmt: skip
+    step = dict(data=data, model=model, experiment=experiment or None, **coerce_training(training), **train_args)
     result = run_training_step("train", nodes, gpus, accelerator, trainjob, name, run_id, prefix or None, **step)
     best = result["outputs"]["best.pt"]
     weights.metadata.update({"s3_uri": best["uri"], "sha256": best["sha256"], "mlflow_run_id": result["mlflow_run_id"]})
@@ -148,11 +142,7 @@ def distill(
     prefix: str,
     kd: dict,
     sweep_item: dict,
-    epochs: int,
-    imgsz: int,
-    batch: int,
-    device: str,
-    seed: int,
+    training: dict,
     experiment: str,
     name: str,
     nodes: int,
@@ -173,11 +163,9 @@ def distill(
         prefix: ``s3://bucket/prefix`` the step writes under; empty: ``$YOLO_DISTILL_S3_PREFIX``.
         kd: The KD settings (``distill.settings.KD``; the pipeline hands them over as text, typed back here).
         sweep_item: The sweep's ``{loss, layers}`` over ``kd`` (``{}`` outside a sweep).
-        epochs: Training epochs.
-        imgsz: Image size.
-        batch: Batch size (over all GPUs).
-        device: Ultralytics device string; empty: every GPU of the pod (DDP), else the CPU.
-        seed: Random seed.
+        training: The training options (``distill.settings.TRAINING``: ``epochs``, ``imgsz``, ``batch``, ``device``,
+            ``seed``, ``workers``; typed back here as declared). ``device`` empty: every GPU of the pod (DDP), else
+            the CPU.
         experiment: MLflow experiment; empty: ``$MLFLOW_EXPERIMENT_NAME`` or ``yolo-distill``.
         name: Step name, its folder under ``runs/<run_id>/``; empty: ``distill-<loss>-<layers>``.
         nodes: Nodes to train on: 1 in this pod, more as a TrainJob.
@@ -199,14 +187,13 @@ def distill(
     import distill
 
     distill.configure()  # Ultralytics offline, before any step module imports it
-    from distill.settings import coerce_kd
+    from distill.settings import coerce_kd, coerce_training
     from distill.steps.trainjob import run_training_step
 
     kd = coerce_kd({**kd, **sweep_item})
     name = name or f"distill-{kd['loss']}-{str(kd['layers']).replace(',', '_')}"
-    step = dict(data=data, teacher=teacher, student=student, epochs=epochs, imgsz=imgsz, batch=batch,
-                device=device or None, seed=seed, experiment=experiment or None, unlabeled=unlabeled or None, **kd,
-                **train_args)  # fmt: skip
+    step = dict(data=data, teacher=teacher, student=student, experiment=experiment or None,
+                unlabeled=unlabeled or None, **coerce_training(training), **kd, **train_args)  # fmt: skip
     result = run_training_step("distill", nodes, gpus, accelerator, trainjob, name, run_id, prefix or None, **step)
     best = result["outputs"]["best.pt"]
     weights.metadata.update(
@@ -230,9 +217,7 @@ def evaluate(
     distilled: str,
     run_id: str,
     prefix: str,
-    imgsz: int,
-    batch: int,
-    device: str,
+    training: dict,
     experiment: str,
     min_gain: float,
     gate: str,
@@ -250,9 +235,9 @@ def evaluate(
         distilled: The distilled student's weights URI.
         run_id: The pipeline run id (outputs under ``runs/<run_id>/``; tracked as its MLflow child run).
         prefix: ``s3://bucket/prefix`` the step writes under; empty: ``$YOLO_DISTILL_S3_PREFIX``.
-        imgsz: Image size.
-        batch: Batch size.
-        device: Ultralytics device string; empty: a GPU if the pod has one, else the CPU.
+        training: The training options the models are validated with (``imgsz``, ``batch``, ``device``; typed back
+            here as ``distill.settings.TRAINING`` declares them). ``device`` empty: a GPU if the pod has one, else
+            the CPU.
         experiment: MLflow experiment; empty: ``$MLFLOW_EXPERIMENT_NAME`` or ``yolo-distill``.
         min_gain: Minimum gain of the primary metric over the baseline to go on to register.
         gate: ``ci`` (the lower bound of the gain's interval must reach ``min_gain``) or ``point`` (the gain must).
@@ -271,13 +256,14 @@ def evaluate(
 
     distill.configure()  # Ultralytics offline, before any step module imports it
     from distill import storage
+    from distill.settings import coerce_training
     from distill.steps.evaluate import evaluate as step
 
     name = name or "evaluate-" + distilled.rstrip("/").split("/")[-2]  # sweep: one evaluation per distill step
     result = step(
         data, teacher, baseline, distilled, run_id=run_id, prefix=prefix or None, name=name,
-        imgsz=imgsz, batch=batch, device=device or None, experiment=experiment or None, min_gain=min_gain,
-        gate=gate, gate_level=gate_level,
+        experiment=experiment or None, min_gain=min_gain, gate=gate, gate_level=gate_level,
+        **coerce_training(training),
     )  # fmt: skip
     for role, figures in result["models"].items():
         for key, value in figures["metrics"].items():

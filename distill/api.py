@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING, Any
 from ultralytics.nn.tasks import guess_model_task, yaml_model_load
 from ultralytics.utils import LOGGER
 
-from .config import TRAINING, DistillConfig, check_arguments, check_training
+from .config import DistillConfig, check_arguments, check_training
 from .errors import DistillError
 from .model import KDModel, load_weights, read_checkpoint
 from .offline import configure
 from .rounds import ROUND, needs_rounds, run_rounds
+from .settings import training
 from .trainer import DISTILL_TRAINERS, PLAIN_TRAINERS, TEACHER_WEIGHTS, DistillCallbacks, DistillTrainerMixin, held_logs
 from .yaml_files import read_yaml
 
@@ -104,19 +105,29 @@ def _check_data(data: str | Path) -> str:
     return str(path.resolve())
 
 
-def _check_run(device: str | int | None, **args: Any) -> None:
-    """Refuse a run's device and train arguments before anything is read, built or written (one error line).
+#: What a resumed run takes from its checkpoint, whatever the call says (``device`` and the rest may change).
+FROM_CHECKPOINT = frozenset({"epochs", "imgsz", "batch", "seed"})
 
-    A GPU that is not visible (:func:`distill.devices.check_device`), an ``imgsz`` or ``batch`` out of range
+
+def _run_args(train_args: dict[str, Any], resume: str | Path | None) -> dict[str, Any]:
+    """Return a run's train arguments, refused before anything is read, built or written (one error line).
+
+    The training options at their declared defaults (:func:`distill.settings.training`; on resume those the run
+    takes from its checkpoint are left out), then checked: a GPU that is not visible
+    (:func:`distill.devices.check_device`), an ``imgsz`` or ``batch`` out of range
     (:func:`distill.config.check_training`), and ``epochs``, ``seed`` or any other train argument by Ultralytics'
     own rules (:func:`distill.config.check_arguments`). The CLI, the pipeline steps and Python callers all come
     through here.
     """
     from .devices import check_device
 
-    check_device(device)
+    args = training(train_args)
+    if resume is not None:
+        args = {k: v for k, v in args.items() if k not in FROM_CHECKPOINT}
+    check_device(args.get("device"))
     check_training(imgsz=args.get("imgsz"), batch=args.get("batch"))
     check_arguments(**{k: v for k, v in args.items() if k not in {"model", "data", "task"}})
+    return args
 
 
 def _overrides(out: str | Path, **kwargs: Any) -> dict[str, Any]:
@@ -241,30 +252,23 @@ def train(
     data: str | Path,
     model: str,
     *,
-    epochs: int = TRAINING["epochs"],
-    imgsz: int = TRAINING["imgsz"],
-    batch: int = TRAINING["batch"],
-    device: str | None = None,
-    seed: int = TRAINING["seed"],
     out: str | Path | None = None,
     callbacks: dict[str, list] | None = None,
     resume: str | Path | None = None,
-    **overrides: Any,
+    **train_args: Any,
 ) -> RunResult:
     """Train a model without distillation (the teacher, or the baseline student).
 
     Args:
         data: Local dataset yaml.
         model: Model ``.yaml`` (random init) or local ``.pt`` (fine-tune).
-        epochs: Training epochs.
-        imgsz: Square training image size.
-        batch: Batch size (total, over all devices).
-        device: ``cpu``, ``0``, ``0,1`` ...; default: first GPU, else CPU.
-        seed: Random seed (Ultralytics trains deterministically by default).
         out: Output folder (``weights/``, ``results.csv``, ...); default ``runs/train``, or in place on resume.
         callbacks: Extra Ultralytics callbacks ``{event: [fn(trainer), ...]}`` (progress, tracking).
         resume: An interrupted run's ``last.pt``: continue it (``data``/``out`` may point to new locations).
-        **overrides: Any other Ultralytics train argument (``lr0=0.01``, ``plots=False``, ...).
+        **train_args: The training options (:data:`distill.settings.TRAINING`: ``epochs``, ``imgsz``, ``batch``,
+            ``device``, ``seed``, ``workers``; missing ones at their declared default) and any other Ultralytics
+            train argument (``lr0=0.01``, ``plots=False``, ...). On resume only ``device`` and other Ultralytics
+            arguments count: the run goes on as the checkpoint says.
 
     Configures Ultralytics first (:func:`distill.configure`: offline, integrations off; a no-op once done), so a
     Python caller needs no setup; ``from distill import train`` has already configured it before importing it.
@@ -276,27 +280,14 @@ def train(
         PosixPath('.../runs/teacher/weights/best.pt')
     """
     configure()
-    _check_run(device, **({} if resume is not None else dict(epochs=epochs, imgsz=imgsz, batch=batch, seed=seed)),
-               **overrides)  # fmt: skip
+    run = _run_args(train_args, resume)
     if resume is not None:
         path = _checkpoint(resume)
         ckpt = read_checkpoint(path, "resume")[1]
         task = ckpt["train_args"]["task"]
-        args = _resume_overrides(path, ckpt, data, out, device, overrides)
-        return _result(_run(PLAIN_TRAINERS[task], args, callbacks))
+        return _result(_run(PLAIN_TRAINERS[task], _resume_overrides(path, ckpt, data, out, run), callbacks))
     task = model_task(model)
-    args = _overrides(
-        out or "runs/train",
-        model=model,
-        data=_check_data(data),
-        epochs=epochs,
-        imgsz=imgsz,
-        batch=batch,
-        device=device,
-        seed=seed,
-        task=task,
-        **overrides,
-    )
+    args = _overrides(out or "runs/train", model=model, data=_check_data(data), task=task, **run)
     return _result(_run(PLAIN_TRAINERS[task], args, callbacks))
 
 
@@ -305,17 +296,12 @@ def distill(
     student: str | None,
     config: DistillConfig | None = None,
     *,
-    epochs: int = TRAINING["epochs"],
-    imgsz: int = TRAINING["imgsz"],
-    batch: int = TRAINING["batch"],
-    device: str | None = None,
-    seed: int = TRAINING["seed"],
     out: str | Path | None = None,
     resume: str | Path | None = None,
     callbacks: dict[str, list] | None = None,
     unlabeled: str | Path | None = None,
     pool_hash: str | None = None,
-    **overrides: Any,
+    **train_args: Any,
 ) -> RunResult:
     """Distil ``config.teacher`` into ``student`` on ``data`` (and, given ``unlabeled``, on an unlabelled pool).
 
@@ -323,11 +309,6 @@ def distill(
         data: Local dataset yaml (ignored on resume unless given).
         student: Student ``.yaml`` (random init) or local ``.pt``.
         config: What to distil (teacher, loss, layers, weights, mode, schedule).
-        epochs: Training epochs.
-        imgsz: Square training image size.
-        batch: Batch size (total, over all devices).
-        device: ``cpu``, ``0``, ``0,1`` ...; default: first GPU, else CPU.
-        seed: Random seed (Ultralytics trains deterministically by default).
         out: Output folder; default ``runs/distill``, or in place on resume.
         resume: An interrupted run's ``weights/last.pt``: continue it (config, adapters and generators restored;
             ``config`` may then give the teacher's current location, ``out`` a new output folder).
@@ -336,7 +317,7 @@ def distill(
             student trains on them beside ``data``'s labelled images (:mod:`distill.pool_data`; kept in
             ``<out>/pool``). On resume, given with ``data``, the same pool dataset is made again (cached).
         pool_hash: The pool's content hash when known (a prepare-data pool), the pseudo-labels' cache key.
-        **overrides: Any other Ultralytics train argument.
+        **train_args: The training options and any other Ultralytics train argument, as for :func:`train`.
 
     Configures Ultralytics first, like :func:`train` (idempotent).
 
@@ -346,11 +327,11 @@ def distill(
         >>> run = distill("coco8/data.yaml", "yolov8n.yaml", cfg, epochs=1, imgsz=64)  # doctest: +SKIP
     """
     configure()
-    _check_run(device, **({} if resume is not None else dict(epochs=epochs, imgsz=imgsz, batch=batch, seed=seed)),
-               **overrides)  # fmt: skip
-    pool = PoolInput(unlabeled, pool_hash, device, batch) if unlabeled is not None else None
+    run = _run_args(train_args, resume)
+    labelling = training(train_args, ["batch"])  # the pool's pseudo-labelling: the run's batch, also on resume
+    pool = PoolInput(unlabeled, pool_hash, run.get("device"), labelling["batch"]) if unlabeled is not None else None
     if resume is not None:
-        return _resume(resume, data, out, device, config, callbacks, overrides, pool)
+        return _resume(resume, data, out, config, callbacks, run, pool)
     if config is None:
         raise DistillError("distill needs a DistillConfig (at least the teacher)")
     if student is None:
@@ -359,7 +340,7 @@ def distill(
         config = replace(config, teacher=str(Path(config.teacher).resolve()))
         if Path(config.teacher).suffix.lower() in {".yaml", ".yml"}:  # a test's random teacher: bounded, as the model
             read_yaml(config.teacher, f"teacher model yaml '{config.teacher}'")
-    config.check_run(epochs, pool is not None)
+    config.check_run(run["epochs"], pool is not None)
     task = model_task(student)
     resolved = config.for_pool(pool is not None, task)
     if pool is not None and config.distils and not resolved.distils:
@@ -367,21 +348,11 @@ def distill(
                     "pseudo-labels without the KD terms (label-then-train); --pool-kd adds them")  # fmt: skip
     config = resolved
     if pool is not None and needs_rounds(config):
-        run = dict(epochs=epochs, imgsz=imgsz, batch=batch, device=device, seed=seed, callbacks=callbacks, **overrides)
-        config = run_rounds(config, _local_rounds(data, student, pool, Path(out or "runs/distill"), run))
-    mixed = pool.make(_check_data(data), config, imgsz, out or "runs/distill") if pool else None
-    args = _overrides(
-        out or "runs/distill",
-        model=student,
-        data=_check_data(mixed.data if mixed else data),
-        epochs=epochs,
-        imgsz=imgsz,
-        batch=batch,
-        device=device,
-        seed=seed,
-        task=task,
-        **overrides,
-    )
+        rounds = _local_rounds(data, student, pool, Path(out or "runs/distill"), {**run, "callbacks": callbacks})
+        config = run_rounds(config, rounds)
+    mixed = pool.make(_check_data(data), config, run["imgsz"], out or "runs/distill") if pool else None
+    args = _overrides(out or "runs/distill", model=student, data=_check_data(mixed.data if mixed else data), task=task,
+                      **run)  # fmt: skip
     result = _result(_run(DISTILL_TRAINERS[task], args, DistillCallbacks(config).attach(callbacks or {})))
     if mixed is None:
         return result
@@ -462,22 +433,19 @@ def _resume_overrides(
     ckpt: dict[str, Any],
     data: str | Path | None,
     out: str | Path | None,
-    device: str | None,
-    overrides: dict[str, Any],
+    run: dict[str, Any],
 ) -> dict[str, Any]:
     """Build the trainer arguments of a resume, and put back the checkpoint's ``results.csv``.
 
     The checkpoint's own copy of ``results.csv`` (``train_results``) replaces the one in the output folder: on
     another machine there is none, and after a kill the local file can hold rows of an epoch the checkpoint has not.
     """
-    args: dict[str, Any] = {"resume": str(path), **overrides}
+    args: dict[str, Any] = {"resume": str(path), **run}
     if data:
         args["data"] = _check_data(data)
     save_dir = Path(out).resolve() if out is not None else Path(ckpt["train_args"]["save_dir"])
     if out is not None:
         args["save_dir"] = str(save_dir)  # continue in a new place (e.g. another pod)
-    if device is not None:
-        args["device"] = device
     results = ckpt.get("train_results")
     if results:
         import polars as pl
@@ -491,10 +459,9 @@ def _resume(
     last: str | Path,
     data: str | Path | None,
     out: str | Path | None,
-    device: str | None,
     config: DistillConfig | None,
     callbacks: dict[str, list] | None,
-    overrides: dict[str, Any],
+    run: dict[str, Any],
     pool: PoolInput | None = None,
 ) -> RunResult:
     path = _checkpoint(last)
@@ -515,6 +482,6 @@ def _resume(
         args = ckpt["train_args"]
         mixed = pool.make(_check_data(data), saved, args["imgsz"], out or args["save_dir"])
         data = mixed.data
-    args = _resume_overrides(path, ckpt, data, out, device, overrides)
+    args = _resume_overrides(path, ckpt, data, out, run)
     result = _result(_run(DISTILL_TRAINERS[task], args, DistillCallbacks(saved).attach(callbacks or {})))
     return replace(result, pool=mixed.to_dict()) if mixed else result

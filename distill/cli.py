@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from . import settings
-from .config import TRAINING, DistillConfig
+from .config import DistillConfig
 from .errors import DistillError, Failure, exit_status
 from .yaml_files import parse_yaml
 
@@ -45,13 +45,23 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 def _common(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--data", help="dataset yaml (local file)")
-    p.add_argument("--epochs", type=int, default=TRAINING["epochs"])
-    p.add_argument("--imgsz", type=int, default=TRAINING["imgsz"])
-    p.add_argument("--batch", type=int, default=TRAINING["batch"])
-    p.add_argument("--device", default=None, help="cpu, 0, 0,1 ... (default: first GPU, else CPU)")
-    p.add_argument("--seed", type=int, default=TRAINING["seed"])
+    for option in settings.TRAINING:  # one declaration: distill.settings
+        option.add_to(p)
     p.add_argument("--out", default=None, help=f"output folder (default: {default_out}; in place on --resume)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="extra Ultralytics train arguments")
+
+
+def _train_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Return a run's training options (their flags) and its extra ``key=value`` Ultralytics arguments.
+
+    A training option given as ``key=value`` is refused: it has its flag, and two values for one setting would leave
+    the user guessing which one trained.
+    """
+    extra = parse_overrides(args.overrides)
+    own = sorted(set(extra) & settings.TRAINING_NAMES)
+    if own:
+        raise DistillError(f"extra argument '{own[0]}={extra[own[0]]}': use --{own[0]} instead")
+    return {**settings.values(settings.TRAINING, args), **extra}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,10 +174,8 @@ def _step_parsers(step: argparse.ArgumentParser) -> None:
     sub = step.add_subparsers(dest="step", required=True)
 
     def tracked(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--run-id", required=True, help="the pipeline run this step belongs to")
-        p.add_argument("--prefix", default=None, help="s3://bucket/prefix (default: $YOLO_DISTILL_S3_PREFIX)")
-        p.add_argument("--experiment", default=None, help="MLflow experiment (default: yolo-distill)")
-        p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
+        for option in (settings.RUN_ID, settings.PREFIX, *settings.TRACKING):
+            option.add_to(p)
 
     def declared(p: argparse.ArgumentParser, step: str) -> None:
         for option in settings.STEP_OPTIONS[step]:  # one declaration: distill.settings
@@ -196,9 +204,9 @@ def _step_parsers(step: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", required=True, help="baseline student weights URI")
     p.add_argument("--distilled", required=True, help="distilled student weights URI")
     p.add_argument("--name", default="evaluate", help="step name (default: evaluate)")
-    p.add_argument("--imgsz", type=int, default=TRAINING["imgsz"])
-    p.add_argument("--batch", type=int, default=TRAINING["batch"])
-    p.add_argument("--device", default=None)
+    for option in settings.TRAINING:
+        if option.name in {"imgsz", "batch", "device"}:  # the size and device the models are validated at
+            option.add_to(p)
     p.add_argument("--latency-images", type=int, default=16, help="images timed per model (batch 1)")
     for option in settings.GATE:  # one declaration: distill.settings
         option.add_to(p)
@@ -215,9 +223,8 @@ def _step_parsers(step: argparse.ArgumentParser) -> None:
         default="onnx",
         help="formats shipped with the version, each verified against PyTorch: onnx (always), torchscript, openvino",
     )
-    p.add_argument("--run-id", required=True, help="the pipeline run this step belongs to")
-    p.add_argument("--experiment", default=None, help="MLflow experiment (default: yolo-distill)")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
+    for option in (settings.RUN_ID, *settings.TRACKING):
+        option.add_to(p)
 
 
 def _run_step(args: argparse.Namespace) -> dict[str, Any]:
@@ -274,23 +281,19 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from . import api  # imported here so `--help` stays fast
 
-        extra = parse_overrides(args.overrides)
-        common = dict(
-            epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, device=args.device, seed=args.seed, out=args.out
-        )
+        run = _train_args(args)
         if args.command == "train":
             if not args.data:
                 raise DistillError("--data is required")
-            result = api.train(args.data, args.model, **common, **extra)
-        elif args.resume:
-            pool = _pool(args)
-            result = api.distill(args.data, None, resume=args.resume, device=args.device, out=args.out, **pool, **extra)
+            result = api.train(args.data, args.model, out=args.out, **run)
+        elif args.resume:  # the run goes on as its checkpoint says: only --device and extra arguments count
+            result = api.distill(args.data, None, resume=args.resume, out=args.out, **_pool(args), **run)
         else:
             for flag in ("data", "student", "teacher"):
                 if not getattr(args, flag):
                     raise DistillError(f"--{flag} is required")
             config = DistillConfig(teacher=args.teacher, **settings.values(settings.KD, args))
-            result = api.distill(args.data, args.student, config, **common, **_pool(args), **extra)
+            result = api.distill(args.data, args.student, config, out=args.out, **_pool(args), **run)
     except Failure as e:
         return fail(e)
     print(json.dumps(result.to_dict()))

@@ -12,8 +12,12 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
 from .errors import DistillError, plain_message
+from .losses.registry import feature_loss_weights
 
-FEATURE_LOSSES = ("cwd", "mgd", "mimic", "ncwd", "pkd", "none")
+#: Default weight of each feature loss, by name: what each loss module declares on its class (why: its docstring), read
+#: without importing it or torch (:mod:`distill.losses.registry`); ``none`` (no feature term) last, weight 0.
+DEFAULT_FEATURE_WEIGHTS = feature_loss_weights()
+FEATURE_LOSSES = tuple(DEFAULT_FEATURE_WEIGHTS)
 LOGIT_LOSSES = ("mse", "kl")
 SCHEDULES = ("constant", "linear", "cosine")
 LAYER_PRESETS = ("neck", "backbone-neck")
@@ -29,15 +33,6 @@ CONF_WEIGHT_TASKS = ("pose",)
 POOL_KD_TASKS = ("pose",)
 #: ``distill_off_epochs`` value meaning "the epochs Ultralytics trains with mosaic closed" (``-1`` is accepted too).
 CLOSE_MOSAIC = "close_mosaic"
-
-#: Default weight of each feature loss (the losses are already normalised per channel / per element; MGD's scale lives
-#: in ``mgd_alpha``, 2e-5 as in the paper). On BCCD a larger CWD weight, a linear decay and KD off for the last epochs
-#: did not beat 1.0, constant (``benchmarks/README.md``, section 'Earlier table'). From their references: ``ncwd`` 1.0 —
-#: MMYOLO's RTMDet distillation configs (``kd_*_rtmdet_*``: ChannelWiseDivergence, loss_weight=1, tau=1); ``pkd`` 10.0 —
-#: MMRazor's PKD configs for one-stage (RetinaNet) students (6 for two-stage Faster R-CNN). On BCCD PKD at 10 makes up
-#: most of the training loss and scored below the baseline (``benchmarks/README.md``, section 'Screening'): pass a
-#: smaller ``feat_weight``.
-DEFAULT_FEATURE_WEIGHTS = {"cwd": 1.0, "mgd": 1.0, "mimic": 1.0, "ncwd": 1.0, "pkd": 10.0, "none": 0.0}
 
 
 def _kd(
@@ -60,7 +55,8 @@ class DistillConfig:
         teacher (str): Teacher weights (``.pt``, normal use) or model ``.yaml`` (random init, for tests).
         loss (str): Feature loss: ``mimic`` (default: with the logit loss, the best student in the BCCD accuracy
             benchmark, ``benchmarks/README.md``), ``cwd``, ``mgd``, ``ncwd`` (CWD on batch-normalised maps, RTMDet's
-            recipe), ``pkd`` (Pearson correlation) or ``none``.
+            recipe), ``pkd`` (Pearson correlation), any other loss a module of :mod:`distill.losses` declares
+            (:mod:`distill.losses.registry`), or ``none``.
         logit (bool): Also distil the head outputs (box distribution, class scores, mask coefficients, keypoints —
             whatever both heads produce in the same shape).
         logit_loss (str): How head outputs are compared: ``mse`` (default, raw logits) or ``kl`` (box distributions
@@ -332,9 +328,6 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-#: Training defaults of every entry point (API, CLI, steps, Kubeflow pipeline): Ultralytics' own ``default.yaml``
-#: values, written out here so that this module stays free of torch (a test checks they still match Ultralytics').
-TRAINING: dict[str, int] = {"epochs": 100, "imgsz": 640, "batch": 16, "seed": 0}
 #: The smallest training image size: one stride of the models; Ultralytics raises anything smaller to it (a warning).
 MIN_IMGSZ = 32
 

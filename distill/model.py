@@ -39,18 +39,8 @@ from .config import DistillConfig
 from .connectors import ChannelAdapter
 from .errors import DistillError
 from .layers import LayerShape, probe, resolve_layers
-from .losses import (
-    ChannelWiseDistillationLoss,
-    DistributionLogitLoss,
-    LogitLoss,
-    MaskedGenerativeLoss,
-    MimicLoss,
-    NormalizedChannelWiseLoss,
-    PearsonDistillationLoss,
-    head_dict,
-    head_outputs,
-    shared_outputs,
-)
+from .losses import DistributionLogitLoss, LogitLoss, head_dict, head_outputs, shared_outputs
+from .losses.registry import build_feature_loss
 from .offline import TRUST_ENV, trusts_checkpoints
 
 
@@ -275,19 +265,6 @@ def kd_loss_names(config: DistillConfig) -> list[str]:
     if config.online:
         names.append("teacher_loss")
     return names
-
-
-def build_feature_loss(config: DistillConfig, teacher_channels: int) -> nn.Module:
-    """Return one layer pair's feature-loss module (MGD's owns that layer's generator)."""
-    if config.loss == "cwd":
-        return ChannelWiseDistillationLoss(tau=config.tau)
-    if config.loss == "ncwd":
-        return NormalizedChannelWiseLoss(tau=config.tau)
-    if config.loss == "pkd":
-        return PearsonDistillationLoss()
-    if config.loss == "mgd":
-        return MaskedGenerativeLoss(teacher_channels, ratio=config.mgd_ratio, alpha=config.mgd_alpha)
-    return MimicLoss()
 
 
 def build_logit_loss(config: DistillConfig, keys: list[str], reg_max: int) -> LogitLoss | DistributionLogitLoss:

@@ -92,7 +92,7 @@ def with_pool(
     ratio: float,
     imgsz: int,
     device: str | None = None,
-    batch: int = 16,
+    batch: int | None = None,
     pool_hash: str | None = None,
     keep_empty: bool = False,
 ) -> PoolData:
@@ -107,7 +107,7 @@ def with_pool(
         ratio: Most pool images per labelled image per epoch; 0: each image once.
         imgsz: Inference size (the training size).
         device: Ultralytics device for labelling (the first of a list is used); ``None``: Ultralytics chooses.
-        batch: Images per predictor batch.
+        batch: Images per predictor batch (``None``: the training option's default).
         pool_hash: The pool's content hash when known (prepare-data's pools), for the pseudo-labels' cache key.
         keep_empty: Train on the pool images without a pseudo-label too (``pool_targets="online"``).
 

@@ -40,6 +40,7 @@ import yaml
 
 from .errors import DistillError
 from .image_files import IMAGE_SUFFIXES, yolo_line
+from .settings import training
 
 TASKS = ("detect", "segment", "pose")
 #: The record's name; its presence with a matching key is what makes ``out`` complete.
@@ -95,9 +96,9 @@ def pseudo_label(
     images: str | Path,
     out: str | Path,
     conf: float = 0.25,
-    imgsz: int = 640,
+    imgsz: int | None = None,
     device: str | None = None,
-    batch: int = 16,
+    batch: int | None = None,
     *,
     pool_hash: str | None = None,
     kpt_conf: float = 0.5,
@@ -115,9 +116,9 @@ def pseudo_label(
             stem, since each image's label file is ``labels/<stem>.txt``.
         out: Output folder (created).
         conf: Confidence threshold of the predictor, in (0, 1].
-        imgsz: Inference size.
+        imgsz: Inference size (``None``: the training option's default, :data:`distill.settings.TRAINING`).
         device: Ultralytics device string (``cpu``, ``0``); ``None`` lets Ultralytics choose.
-        batch: Images per predictor batch.
+        batch: Images per predictor batch (``None``: the training option's default).
         pool_hash: The images' content hash when known (an unlabelled pool's hash), used in the cache key instead
             of hashing every image; it must name these exact files.
         kpt_conf: Pose only: keypoint confidence from which a keypoint is written visible.
@@ -136,6 +137,7 @@ def pseudo_label(
     """
     from .offline import configure
 
+    imgsz, batch = (training({"imgsz": imgsz, "batch": batch}, ["imgsz", "batch"])[k] for k in ("imgsz", "batch"))
     check_settings(conf, imgsz, batch, kpt_conf)
     configure()  # Ultralytics offline, before it is first imported (a no-op once done)
     out = Path(out)

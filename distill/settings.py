@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, dataclass, fields
 from functools import partial
 from typing import Any
 
-from .config import TRAINING, DistillConfig, check_arguments, check_training
+from .config import DistillConfig, check_arguments, check_training
 from .errors import DistillError
 from .paths import check_name
 
@@ -154,26 +154,68 @@ KD_NAMES = frozenset(o.name for o in KD)
 #: where declared (:func:`distill.paths.check_name`), so the CLI, the TrainJob and the pipeline all refuse ``../x``.
 _RUN_ID = partial(check_name, what="run_id")
 _NAME = partial(check_name, what="name")
-#: The options of the ``train`` and ``distill`` steps besides the KD settings (CLI ``yolo-distill step ...``).
-_TRAINING = (
-    Option("data", str, help="dataset URI from prepare-data (or a local data.yaml)", required=True),
-    Option("epochs", int, TRAINING["epochs"], "training epochs"),
-    Option("imgsz", int, TRAINING["imgsz"], "image size", check=lambda v: check_training(imgsz=v)),
+#: The training options of every entry point — :func:`distill.api.train` / :func:`~distill.api.distill` keywords,
+#: CLI flags, step options, the components' ``training`` mapping, the pipeline's parameters and the TrainJob's command
+#: line — declared once. The defaults are Ultralytics' own ``default.yaml`` values, written out so this module stays
+#: free of torch (a test checks they still match); ``None``: not passed, Ultralytics' default applies.
+TRAINING: tuple[Option, ...] = (
+    Option("epochs", int, 100, "training epochs"),
+    Option("imgsz", int, 640, "square training image size", check=lambda v: check_training(imgsz=v)),
+    Option("batch", int, 16, "batch size, over all GPUs (-1: AutoBatch)", check=lambda v: check_training(batch=v)),
     Option(
-        "batch",
-        int,
-        TRAINING["batch"],
-        "batch size, over all GPUs (-1: AutoBatch)",
-        check=lambda v: check_training(batch=v),
+        "device",
+        str,
+        None,
+        "cpu, 0, 0,1 ...; empty: every visible GPU in a pipeline step (the first from the CLI and API), else the CPU",
+        optional=True,
     ),
-    Option("device", str, None, "cpu, 0, 0,1 ...; empty: every visible GPU, else the CPU", optional=True),
-    Option("seed", int, TRAINING["seed"], "random seed"),
-    Option("checkpoint_every", int, 1, "upload a resumable checkpoint every N epochs"),
-    Option("run_id", str, help="the pipeline run this step belongs to", required=True, parse=_RUN_ID),
-    Option("prefix", str, None, "s3://bucket/prefix (default: $YOLO_DISTILL_S3_PREFIX)", optional=True),
-    Option("experiment", str, None, "MLflow experiment (default: yolo-distill)", optional=True),
+    Option("seed", int, 0, "random seed (Ultralytics trains deterministically)"),
+    Option("workers", int, None, "data-loader workers per process (default: Ultralytics' 8)", optional=True),
+)
+TRAINING_NAMES = frozenset(o.name for o in TRAINING)
+#: The MLflow tracking options of every step that logs (CLI ``--experiment`` / ``--tracking-uri``).
+TRACKING: tuple[Option, ...] = (
+    Option(
+        "experiment", str, None, "MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME or yolo-distill)", optional=True
+    ),  # fmt: skip
     Option("tracking_uri", str, None, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI)", optional=True),
 )
+#: The pipeline run a step belongs to: its outputs go under ``runs/<run_id>/`` and it is that run's MLflow child.
+RUN_ID = Option("run_id", str, help="the pipeline run this step belongs to", required=True, parse=_RUN_ID)
+#: Where a step writes in S3 (its outputs under ``<prefix>/runs/<run_id>/<name>/``).
+PREFIX = Option("prefix", str, None, "s3://bucket/prefix (default: $YOLO_DISTILL_S3_PREFIX)", optional=True)
+#: The options of the ``train`` and ``distill`` steps besides the KD settings (CLI ``yolo-distill step ...``).
+_STEP_TRAINING = (
+    Option("data", str, help="dataset URI from prepare-data (or a local data.yaml)", required=True),
+    *TRAINING,
+    Option("checkpoint_every", int, 1, "upload a resumable checkpoint every N epochs"),
+    RUN_ID,
+    PREFIX,
+    *TRACKING,
+)
+
+
+def training(args: Mapping[str, Any], names: Iterable[str] = TRAINING_NAMES) -> dict[str, Any]:
+    """Return ``args`` with each training option of ``names`` present: a missing or ``None`` one at its default.
+
+    Options whose default is ``None`` (``device``, ``workers``) stay out unless given, as do ``None`` values of any
+    other argument (Ultralytics' default applies). The API, the steps and the TrainJob fill their runs' arguments
+    here, so each default is the one declared in :data:`TRAINING`.
+    """
+    wanted = set(names)
+    defaults = {o.name: o.default for o in TRAINING if o.name in wanted and o.default is not None}
+    return {**defaults, **{k: v for k, v in args.items() if v is not None}}
+
+
+def coerce_training(given: Mapping[str, Any]) -> dict[str, Any]:
+    """Return training options from a pipeline (numbers may arrive as ``2.0``, ``""`` for none) typed and checked."""
+    options = {o.name: o for o in TRAINING}
+    unknown = sorted(set(given) - set(options))
+    if unknown:
+        raise DistillError(f"unknown training option(s): {', '.join(unknown)}")
+    return {k: options[k].coerce(v) for k, v in given.items()}
+
+
 #: The unlabelled pool of a distillation (issue 21), for the engine's ``distill`` and the distill step alike.
 UNLABELED = Option(
     "unlabeled",
@@ -230,7 +272,7 @@ STEP_OPTIONS: dict[str, tuple[Option, ...]] = {
     "train": (
         Option("model", str, help="model .yaml or weights URI (local or s3://)", required=True),
         Option("name", str, help="step name, e.g. teacher or student", required=True, parse=_NAME),
-        *_TRAINING,
+        *_STEP_TRAINING,
     ),
     "distill": (
         Option("teacher", str, help="teacher weights URI (local or s3://)", required=True),
@@ -238,7 +280,7 @@ STEP_OPTIONS: dict[str, tuple[Option, ...]] = {
         Option("name", str, "distill", "step name", parse=_NAME),
         UNLABELED,
         *KD,
-        *_TRAINING,
+        *_STEP_TRAINING,
     ),
 }
 
@@ -306,29 +348,33 @@ def pipeline_arguments(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-#: The pipeline's training numbers, each with the step option it is passed to (both trainings' epochs are ``epochs``).
-PIPELINE_NUMBERS = {"teacher_epochs": "epochs", "student_epochs": "epochs", "imgsz": "imgsz", "batch": "batch",
-                    "seed": "seed"}  # fmt: skip
+#: The pipeline's training parameters, each with the training option it sets: the teacher's and the students' epochs
+#: are two parameters of the one ``epochs`` option; every other option is a parameter of its own name.
+PIPELINE_TRAINING: dict[str, Option] = {
+    **{f"{who}_epochs": o for who in ("teacher", "student") for o in TRAINING if o.name == "epochs"},
+    **{o.name: o for o in TRAINING if o.name != "epochs"},
+}
 
 
 def _training_numbers(params: dict[str, Any]) -> dict[str, Any]:
-    """Return the training numbers among a run's ``params``, typed and checked as the steps check them.
+    """Return the training parameters among a run's ``params``, typed and checked as the steps check them.
 
-    Each by its step option (:data:`_TRAINING`: an int, finite, ``imgsz`` and ``batch`` in range), then ``epochs``
-    and ``seed`` by Ultralytics' own rules (:func:`distill.config.check_arguments`), the error naming the parameter.
+    Each by its option (:data:`TRAINING`: typed, finite, ``imgsz`` and ``batch`` in range), then ``epochs`` and
+    ``seed`` by Ultralytics' own rules (:func:`distill.config.check_arguments`), the error naming the parameter; each
+    returned as the pipeline parameter carries it.
     """
-    options = {o.name: o for o in _TRAINING}
-    numbers = {
-        name: options[option].coerce(params[name]) for name, option in PIPELINE_NUMBERS.items() if name in params
-    }
-    ultralytics = {name: value for name, value in numbers.items() if PIPELINE_NUMBERS[name] in {"epochs", "seed"}}
-    if ultralytics:
-        for name, value in ultralytics.items():
+    out = {}
+    for name, option in PIPELINE_TRAINING.items():
+        if name not in params:
+            continue
+        value = option.coerce(params[name])
+        if option.name in {"epochs", "seed"}:
             try:
-                check_arguments(**{PIPELINE_NUMBERS[name]: value})
+                check_arguments(**{option.name: value})
             except DistillError as e:
                 raise DistillError(f"{name}: {e}") from None
-    return numbers
+        out[name] = option.pipeline_value(value)
+    return out
 
 
 def check_train_args(train_args: Any) -> dict[str, Any]:
@@ -347,7 +393,7 @@ def check_train_args(train_args: Any) -> dict[str, Any]:
             raise DistillError(f"train_args is not a JSON object: {e}") from None
     if not isinstance(train_args, dict):
         raise DistillError(f"train_args must be a mapping of Ultralytics train arguments, got {train_args!r:.60}")
-    own = sorted(set(train_args) & ({o.name for o in _TRAINING} | KD_NAMES | {"model", "data", "name"}))
+    own = sorted(set(train_args) & (TRAINING_NAMES | KD_NAMES | {"model", "data", "name"}))
     if own:
         raise DistillError(f"train_args: '{own[0]}' has its own pipeline parameter; set it there")
     for key in train_args:

@@ -25,9 +25,9 @@ from types import SimpleNamespace
 from kfp import dsl, kubernetes
 
 from ..components.steps import build_components
-from ..config import TRAINING
 from ..errors import DistillError
-from ..settings import GATE, KD
+from ..settings import GATE, KD, PIPELINE_TRAINING
+from ..steps import pods
 from ..steps.common import CACHE_ENV, CACHE_MOUNT
 
 PIPELINE_NAME = "yolo-distill"
@@ -58,22 +58,18 @@ class ClusterSettings:
 
     image: str | None = None  # None: $YOLO_DISTILL_IMAGE (see resolve_image); required to compile for a cluster
     cpu_request: str = "2"
-    cpu_limit: str = "8"
+    cpu_limit: str = pods.TRAINING_CPU
     memory_request: str = "8G"
-    memory_limit: str = "32G"
+    memory_limit: str = pods.TRAINING_MEMORY
     light_memory: str = "4G"  # prepare-data, evaluate, register
     node_selector: dict[str, str] = field(default_factory=dict)  # GPU node labels for the training steps
-    s3_secret: str = "yolo-distill-s3"  # keys: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL_S3
-    mlflow_secret: str = "yolo-distill-mlflow"  # keys: MLFLOW_TRACKING_URI (+ MLFLOW_TRACKING_TOKEN, optional)
-    shm_size: str = "8Gi"
+    s3_secret: str = pods.S3_SECRET  # keys: pods.S3_KEYS
+    mlflow_secret: str = pods.MLFLOW_SECRET  # keys: pods.MLFLOW_KEYS
+    shm_size: str = pods.SHM_SIZE
     retries: int = 3
     # A PersistentVolumeClaim mounted as every step's input cache (off: None): the dataset and pool are fetched once
     # per run instead of once per pod. It needs ReadWriteMany when steps run side by side (teacher and baseline do).
     cache_pvc: str | None = None
-
-
-S3_KEYS = {k: k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3")}
-MLFLOW_KEYS = {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI"}
 
 
 def trainjob_settings(s: ClusterSettings, image: str) -> str:
@@ -86,8 +82,8 @@ def trainjob_settings(s: ClusterSettings, image: str) -> str:
 
 
 def _common(task: dsl.PipelineTask, s: ClusterSettings, memory: str) -> dsl.PipelineTask:
-    kubernetes.use_secret_as_env(task, s.s3_secret, S3_KEYS)
-    kubernetes.use_secret_as_env(task, s.mlflow_secret, MLFLOW_KEYS)
+    kubernetes.use_secret_as_env(task, s.s3_secret, {k: k for k in pods.S3_KEYS})
+    kubernetes.use_secret_as_env(task, s.mlflow_secret, {k: k for k in pods.MLFLOW_KEYS})
     if s.cache_pvc:  # fetches check every file against its manifest and write atomically: pods can share it
         kubernetes.mount_pvc(task, pvc_name=s.cache_pvc, mount_path=CACHE_MOUNT)
         for name, value in CACHE_ENV.items():
@@ -107,7 +103,7 @@ def _training(
     task.set_cpu_limit(s.cpu_limit).set_memory_limit(s.memory_limit)
     if cluster:
         task.set_accelerator_type(accelerator).set_accelerator_limit(gpus)
-    kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
+    kubernetes.add_toleration(task, **pods.GPU_TOLERATION)
     for key, value in s.node_selector.items():
         kubernetes.add_node_selector(task, key, value)
     kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=s.shm_size)
@@ -180,14 +176,13 @@ class _Builder:
                               unlabeled_source=p["unlabeled_source"])  # fmt: skip
         _common(data, s, s.light_memory).set_display_name("prepare-data")
         self.pool = data.outputs["unlabeled"]
-        common = dict(data=data.outputs["data"], run_id=p["run_id"], prefix=p["s3_prefix"], imgsz=p["imgsz"],
-                      batch=p["batch"], device=p["device"], experiment=p["experiment"])  # fmt: skip
+        common = dict(data=data.outputs["data"], run_id=p["run_id"], prefix=p["s3_prefix"], experiment=p["experiment"])
         where = dict(nodes=p["nodes"], accelerator=p["accelerator"], gpus=p["gpus"])
         teacher = self.training_step(c.train, "train-teacher", **where, model=p["teacher_model"], name="teacher",
-                                     epochs=p["teacher_epochs"], existing_weights=p["teacher_weights"],
-                                     seed=p["seed"], train_args=p["train_args"], **common)  # fmt: skip
+                                     training=training(p, "teacher"), existing_weights=p["teacher_weights"],
+                                     train_args=p["train_args"], **common)  # fmt: skip
         student = self.training_step(c.train, "train-student", **where, model=p["student_model"], name="student",
-                                     epochs=p["student_epochs"], existing_weights="", seed=p["seed"],
+                                     training=training(p, "student"), existing_weights="",
                                      train_args=p["train_args"], **common)  # fmt: skip
         return teacher, student, common
 
@@ -196,11 +191,12 @@ class _Builder:
         kd = {o.name: p[o.name] for o in KD if o.name in p}  # the sweep's loss/layers come in sweep_item
         kd_task = self.training_step(self.c.distill, "distill", p["nodes"], p["accelerator"], p["gpus"],
                                      teacher=teacher.outputs["Output"], student=p["student_model"], kd=kd,
-                                     sweep_item=sweep_item, epochs=p["student_epochs"], seed=p["seed"], name=name,
+                                     sweep_item=sweep_item, training=training(p, "student"), name=name,
                                      train_args=p["train_args"], unlabeled=self.pool, **common)  # fmt: skip
         evaluate_name = "evaluate" if name else ""  # "": the component names it after its distill step (sweep)
         ev = self.c.evaluate(teacher=teacher.outputs["Output"], baseline=student.outputs["Output"],
                              distilled=kd_task.outputs["Output"], name=evaluate_name,
+                             training={k: p[k] for k in ("imgsz", "batch", "device")},
                              **{o.name: p[o.name] for o in GATE}, **common)  # fmt: skip
         _common(ev, self.s, self.s.light_memory).set_display_name("evaluate")
         return kd_task, ev
@@ -231,6 +227,16 @@ class _Builder:
         return best.outputs["Output"]
 
 
+def training(p: dict, who: str) -> dict:
+    """Return the training options of the ``teacher``'s or the ``student``'s training from the run's parameters.
+
+    Each pipeline parameter of :data:`distill.settings.PIPELINE_TRAINING` sets its option: ``<who>_epochs`` the epochs
+    (the distilled student trains the student's), every other one its own.
+    """
+    return {option.name: p[name] for name, option in PIPELINE_TRAINING.items()
+            if not name.endswith("_epochs") or name == f"{who}_epochs"}  # fmt: skip
+
+
 #: KD settings the sweep variant takes from each ``sweep_configs`` item instead of a parameter.
 SWEPT = ("loss", "layers")
 
@@ -247,9 +253,8 @@ def pipeline_parameters(sweep: bool) -> list[tuple[str, type, object]]:
              ("teacher_model", str, "yolov8s.yaml"),
              ("teacher_weights", str, ""), ("student_model", str, "yolov8n.yaml")]  # fmt: skip
     kd = [(o.name, o.pipeline_type, o.pipeline_default) for o in KD if not (sweep and o.name in SWEPT)]
-    tail = [("teacher_epochs", int, TRAINING["epochs"]), ("student_epochs", int, TRAINING["epochs"]),
-            ("imgsz", int, TRAINING["imgsz"]), ("batch", int, TRAINING["batch"]), ("device", str, ""),
-            ("seed", int, TRAINING["seed"]), ("train_args", dict, {}), ("registry_name", str, "yolo-distill-student"),
+    tail = [*((name, o.pipeline_type, o.pipeline_default) for name, o in PIPELINE_TRAINING.items()),
+            ("train_args", dict, {}), ("registry_name", str, "yolo-distill-student"),
             *((o.name, o.pipeline_type, o.pipeline_default) for o in GATE),
             ("s3_prefix", str, ""), ("experiment", str, "yolo-distill"),
             ("accelerator", str, "nvidia.com/gpu"), ("gpus", int, 1), ("nodes", int, 1),

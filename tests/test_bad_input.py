@@ -30,7 +30,7 @@ from distill.steps.prepare_data import prepare_data
          "'epochs=-1' is an invalid value. 'epochs' must be >= 1"),
         (("distill", "--loss", "foo"), "argument --loss: invalid choice: 'foo'"),
         (("train", "--data", str(TASK_DATA["detect"]), "--model", "yolov8n.yaml", "--imgsz", "x"),
-         "argument --imgsz: invalid int value: 'x'"),
+         "argument --imgsz: imgsz must be int, got 'x'"),
         (("step", "train", "--data", str(TASK_DATA["detect"]), "--model", "yolov8n.yaml", "--name", "t",
           "--run-id", "r", "--prefix", "s3://bucket/p", "--epochs", "-1"), "'epochs' must be >= 1"),
         (("pipeline", "run-local", "data_source=shapes", "nodes=2"),

@@ -160,3 +160,74 @@ def test_gate_settings_are_declared_once_and_reach_every_layer(tmp_path):
         settings.pipeline_arguments({"data_source": "x", "gate_level": 0.0})
     with pytest.raises(DistillError, match="gate must be one of ci, point, got 'strict'"):
         settings.pipeline_arguments({"data_source": "x", "gate": "strict"})
+
+
+#: A value for every training option that differs from its default (a new option without one here fails the test).
+TRAINING_CHANGED = {"epochs": 7, "imgsz": 96, "batch": 4, "device": "cpu", "seed": 3, "workers": 1}
+
+
+@pytest.mark.fast
+def test_training_and_tracking_options_are_declared_once_and_reach_every_layer(tmp_path):
+    """Issue 39: epochs, imgsz, batch, device, seed, workers and the MLflow options, one declaration each."""
+    from distill.components.steps import distill as distill_component
+    from distill.components.steps import evaluate as evaluate_component
+    from distill.components.steps import train as train_component
+
+    assert {o.name for o in settings.TRAINING} == set(TRAINING_CHANGED)
+    flags = [w for o in settings.TRAINING for w in o.to_args(TRAINING_CHANGED[o.name])]
+    for words in (["train", "--model", "m.yaml"], ["distill", "--student", "s", "--teacher", "t.pt"]):
+        assert settings.values(settings.TRAINING, build_parser().parse_args([*words, *flags])) == TRAINING_CHANGED
+        defaults = settings.values(settings.TRAINING, build_parser().parse_args(words))
+        assert defaults == {o.name: o.default for o in settings.TRAINING}
+    for step in ("train", "distill"):  # the step's flags, and the TrainJob's command line made from the same spec
+        words = settings.command_line(step, data="d", model="m", teacher="t", student="s", name="n", run_id="r",
+                                      experiment="e", tracking_uri="http://m", **TRAINING_CHANGED)  # fmt: skip
+        parsed = build_parser().parse_args(["step", *words])
+        assert settings.values(settings.TRAINING, parsed) == TRAINING_CHANGED
+        assert settings.values(settings.TRACKING, parsed) == {"experiment": "e", "tracking_uri": "http://m"}
+    for words in (["step", "evaluate", "--data", "d", "--teacher", "t", "--baseline", "b", "--distilled", "s"],
+                  ["step", "register", "--model", "m", "--evaluation", "e", "--name", "n"]):  # fmt: skip
+        parsed = build_parser().parse_args([*words, "--run-id", "r", "--experiment", "e", "--tracking-uri", "u"])
+        assert settings.values(settings.TRACKING, parsed) == {"experiment": "e", "tracking_uri": "u"}
+    for component in (train_component, distill_component, evaluate_component):  # one mapping, not retyped inputs
+        parameters = set(inspect.signature(component).parameters)
+        assert "training" in parameters and not parameters & settings.TRAINING_NAMES, component.__name__
+    as_kfp = {k: float(v) if isinstance(v, int) else v for k, v in TRAINING_CHANGED.items()}  # a struct's doubles
+    assert settings.coerce_training(as_kfp) == TRAINING_CHANGED
+    assert settings.coerce_training({"device": "", "workers": ""}) == {"device": None, "workers": None}
+    path = compile_pipeline(str(tmp_path / "p.yaml"), ClusterSettings(image="registry.example/y:1"))
+    spec = next(yaml.safe_load_all(Path(path).read_text()))
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    for name, option in settings.PIPELINE_TRAINING.items():
+        assert params[name]["defaultValue"] == option.pipeline_default, name
+    tasks = {t["taskInfo"]["name"]: t for c in spec["components"].values() for t in c.get("dag", {}).get("tasks",
+             {}).values()} | {t["taskInfo"]["name"]: t for t in spec["root"]["dag"]["tasks"].values()}  # fmt: skip
+    for task, epochs in (("train-teacher", "teacher_epochs"), ("train-student", "student_epochs"),
+                         ("distill", "student_epochs")):  # fmt: skip
+        given = json.dumps(tasks[task]["inputs"]["parameters"]["training"])
+        assert f"pipelinechannel--{epochs}" in given and "pipelinechannel--workers" in given, task
+
+
+@pytest.mark.fast
+def test_no_layer_retypes_a_training_option():
+    """The training options' defaults live in distill.settings alone: no other signature gives one a default."""
+    named = settings.TRAINING_NAMES - {"device", "workers"}
+    other = {("synthetic.py", "generate", "seed"): "the synthetic dataset's own seed",
+             ("bootstrap.py", "paired_difference", "seed"): "the bootstrap's resampling seed",
+             ("gate.py", "run_noise", "epochs"): "how many late epochs measure the run-to-run noise"}  # fmt: skip
+    for folder in ("distill", "components", "pipelines"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if path.name == "settings.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.FunctionDef):
+                    args = node.args.args + node.args.kwonlyargs
+                    defaults = [None] * (len(node.args.args) - len(node.args.defaults)) + node.args.defaults
+                    defaults += node.args.kw_defaults
+                    for arg, default in zip(args, defaults, strict=True):
+                        given = default is not None and not (isinstance(default, ast.Constant) and default.value
+                                                             is None)  # fmt: skip
+                        if (path.name, node.name, arg.arg) not in other:  # the same word, another setting
+                            assert not (arg.arg in named and given), f"{path}:{node.lineno} {node.name}({arg.arg}=)"
+                if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name):
+                    assert node.value.id != "TRAINING", f"{path}:{node.lineno} looks a default up by hand"

@@ -149,3 +149,24 @@ def test_a_failed_trainjob_fails_the_step_with_its_reason_and_a_retry_submits_it
         run_training_on_nodes("distill", settings(timeout_s=600), "distill", "failing-run", **step)
     name = job_name("failing-run", "distill")
     assert cluster.deleted == [name] and [j["metadata"]["name"] for j in cluster.created] == [name, name]
+
+
+@pytest.mark.fast
+def test_cluster_settings_are_declared_once_for_pods_and_nodes():
+    """Issue 39: the pipeline's pods and a TrainJob's nodes get one set of defaults (distill.steps.pods)."""
+    from distill.pipelines.pipeline import ClusterSettings, trainjob_settings
+    from distill.steps import pods as declared
+    from distill.steps.trainjob import TrainJobSettings
+
+    cluster = ClusterSettings(image="registry.example/y:1")
+    nodes = settings_from_json(trainjob_settings(cluster, cluster.image), nodes=2)
+    assert nodes == TrainJobSettings(image=cluster.image, nodes=2)  # what the pipeline hands over is the default
+    c = cluster
+    assert (nodes.cpu, nodes.memory, nodes.s3_secret, nodes.mlflow_secret, nodes.shm_size) == (
+        c.cpu_limit, c.memory_limit, c.s3_secret, c.mlflow_secret, c.shm_size)  # fmt: skip
+    assert nodes.tolerations == [declared.GPU_TOLERATION] and declared.S3_KEYS == SECRETS
+    changed = ClusterSettings(image="i", cpu_limit="4", memory_limit="16G", s3_secret="s3", mlflow_secret="m",
+                              shm_size="2Gi", node_selector={"a": "b"}, cache_pvc="c")  # fmt: skip
+    job = settings_from_json(trainjob_settings(changed, "i"), nodes=3)
+    assert (job.cpu, job.memory, job.s3_secret, job.mlflow_secret, job.shm_size, job.node_selector, job.cache_pvc) == (
+        "4", "16G", "s3", "m", "2Gi", {"a": "b"}, "c")  # fmt: skip

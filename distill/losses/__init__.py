@@ -1,38 +1,51 @@
-"""How outputs are compared: one module per loss, each with its paper, formula and defaults in its docstring."""
+"""How outputs are compared: one module per loss, each with its paper, formula and defaults in its docstring.
 
-from .cwd import ChannelWiseDistillationLoss
-from .distribution import DistributionLogitLoss
-from .keypoints import KeypointDistillationLoss
-from .ld import LocalizationDistillationLoss, dfl_kl_divergence
-from .logit import LogitLoss, head_dict, head_outputs, shared_outputs
-from .masks import MaskDistillationLoss
-from .mgd import MaskedGenerativeLoss, random_spatial_mask
-from .mimic import MimicLoss
-from .ncwd import NormalizedChannelWiseLoss, batch_standardize
-from .pkd import PearsonDistillationLoss, standardize_channels
-from .scores import ScoreDistillationLoss, binary_kl
-from .weighting import anchor_mean, teacher_confidence
+The names below load on first use (PEP 562): importing the package imports no torch, so that :mod:`distill.config`
+can read the feature losses' declarations through :mod:`.registry` (a new feature loss is one new module here).
+"""
 
-__all__ = [
-    "ChannelWiseDistillationLoss",
-    "DistributionLogitLoss",
-    "KeypointDistillationLoss",
-    "LocalizationDistillationLoss",
-    "LogitLoss",
-    "MaskDistillationLoss",
-    "MaskedGenerativeLoss",
-    "MimicLoss",
-    "NormalizedChannelWiseLoss",
-    "PearsonDistillationLoss",
-    "ScoreDistillationLoss",
-    "anchor_mean",
-    "batch_standardize",
-    "binary_kl",
-    "dfl_kl_divergence",
-    "head_dict",
-    "head_outputs",
-    "random_spatial_mask",
-    "shared_outputs",
-    "standardize_channels",
-    "teacher_confidence",
-]
+from __future__ import annotations
+
+from typing import Any
+
+#: Public name → the module of this package that defines it.
+_LAZY = {
+    "ChannelWiseDistillationLoss": "cwd",
+    "DistributionLogitLoss": "distribution",
+    "KeypointDistillationLoss": "keypoints",
+    "LocalizationDistillationLoss": "ld",
+    "LogitLoss": "logit",
+    "MaskDistillationLoss": "masks",
+    "MaskedGenerativeLoss": "mgd",
+    "MimicLoss": "mimic",
+    "NormalizedChannelWiseLoss": "ncwd",
+    "PearsonDistillationLoss": "pkd",
+    "ScoreDistillationLoss": "scores",
+    "anchor_mean": "weighting",
+    "batch_standardize": "ncwd",
+    "binary_kl": "scores",
+    "dfl_kl_divergence": "ld",
+    "head_dict": "logit",
+    "head_outputs": "logit",
+    "random_spatial_mask": "mgd",
+    "shared_outputs": "logit",
+    "standardize_channels": "pkd",
+    "teacher_confidence": "weighting",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first use (``from distill.losses import MimicLoss``)."""
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """Return the module's names, the public ones not loaded yet included."""
+    return sorted(set(globals()) | set(_LAZY))

@@ -4,15 +4,26 @@ Shu, Liu, Gao, Yan, Shen — "Channel-wise Knowledge Distillation for Dense Pred
 Each channel's activation map is turned into a distribution over the H·W positions with a softmax at temperature
 τ; the student's distribution is pulled towards the teacher's with KL(teacher ‖ student). The sum over channels and
 positions is multiplied by τ² and divided by N·C (batch × channels).
+
+Default weight 1.0: the loss is already normalised per channel, and on BCCD a larger weight, a linear decay and KD
+off for the last epochs did not beat 1.0, constant (``benchmarks/README.md``, section 'Earlier table').
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .registry import feature_loss
 
+if TYPE_CHECKING:
+    from ..config import DistillConfig
+
+
+@feature_loss("cwd", default_weight=1.0)
 class ChannelWiseDistillationLoss(nn.Module):
     """CWD loss for one pair of (aligned student, teacher) feature maps of shape ``(N, C, H, W)``.
 
@@ -29,6 +40,11 @@ class ChannelWiseDistillationLoss(nn.Module):
     def __init__(self, tau: float = 1.0) -> None:
         super().__init__()
         self.tau = tau
+
+    @classmethod
+    def from_config(cls, config: DistillConfig, channels: int) -> ChannelWiseDistillationLoss:
+        """Return the loss at the configured temperature ``tau``."""
+        return cls(tau=config.tau)
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         """Return τ² · Σ KL(softmax(t/τ) ‖ softmax(s/τ)) / (N·C) over channels' spatial distributions."""

@@ -3,13 +3,21 @@
 Yang, Li, Shen, Zhan, Yuan, Yuan — "Masked Generative Distillation", ECCV 2022. A random spatial mask drops a fraction
 λ of the positions of the (aligned) student feature map; a small generator (3×3 conv → ReLU → 3×3 conv) must
 reconstruct the teacher's full feature map from what is left. Loss: Σ (generated − teacher)² / N, scaled by α.
-Defaults are the paper's detection setting: λ = 0.65, α = 2e-5.
+Defaults are the paper's detection setting: λ = 0.65, α = 2e-5. Default weight 1.0: the loss's scale lives in α
+(``mgd_alpha``), as in the paper.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
+
+from .registry import feature_loss
+
+if TYPE_CHECKING:
+    from ..config import DistillConfig
 
 
 def random_spatial_mask(feature: torch.Tensor, ratio: float) -> torch.Tensor:
@@ -24,6 +32,7 @@ def random_spatial_mask(feature: torch.Tensor, ratio: float) -> torch.Tensor:
     return (torch.rand(n, 1, h, w, device=feature.device) >= ratio).to(feature.dtype)
 
 
+@feature_loss("mgd", default_weight=1.0)
 class MaskedGenerativeLoss(nn.Module):
     """MGD loss for one layer pair; owns that layer's generator, so it is trained and checkpointed with the model.
 
@@ -47,6 +56,11 @@ class MaskedGenerativeLoss(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv2d(channels, channels, kernel_size=3, padding=1),
         )
+
+    @classmethod
+    def from_config(cls, config: DistillConfig, channels: int) -> MaskedGenerativeLoss:
+        """Return the loss with a generator for ``channels`` and the configured ``mgd_ratio`` / ``mgd_alpha``."""
+        return cls(channels, ratio=config.mgd_ratio, alpha=config.mgd_alpha)
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         """Return α · Σ (generator(student · mask) − teacher)² / N."""

@@ -2,15 +2,25 @@
 
 Li, Jin, Yan — "Mimicking Very Efficient Network for Object Detection", CVPR 2017. The student's (channel-aligned)
 feature map regresses the teacher's with a mean squared error.
+
+Default weight 1.0: the error is already a mean per element, so it does not grow with the maps' size.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .registry import feature_loss
 
+if TYPE_CHECKING:
+    from ..config import DistillConfig
+
+
+@feature_loss("mimic", default_weight=1.0)
 class MimicLoss(nn.Module):
     """Mean squared error between aligned student and teacher feature maps.
 
@@ -19,6 +29,11 @@ class MimicLoss(nn.Module):
         >>> float(MimicLoss()(x, x))
         0.0
     """
+
+    @classmethod
+    def from_config(cls, config: DistillConfig, channels: int) -> MimicLoss:
+        """Return the loss (it has no setting)."""
+        return cls()
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         """Return mean((student - teacher)²)."""

@@ -9,17 +9,24 @@ over (N, H, W):
     x̂ = (x − μ_c) / √(σ²_c + 1e-5)
 
 and the normalised maps are compared with channel-wise distillation (Shu et al., ICCV 2021; see :mod:`.cwd`):
-τ² · Σ KL(softmax(t̂/τ) ‖ softmax(ŝ/τ)) / (N·C). Defaults as in those configs: τ = 1, weight 1. The recipe also
+τ² · Σ KL(softmax(t̂/τ) ‖ softmax(ŝ/τ)) / (N·C). Defaults as in those configs: τ = 1, weight 1 (their
+``ChannelWiseDivergence``, ``loss_weight=1``, ``tau=1``; the weight is declared on the class). The recipe also
 stops KD when mosaic closes for the last epochs (MMRazor's ``StopDistillHook`` / ``DistillationLossDetachHook`` at
 epoch 280 of 300); here that is ``distill_off_epochs="close_mosaic"``, the shipped default for every loss.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from .cwd import ChannelWiseDistillationLoss
+from .registry import feature_loss
+
+if TYPE_CHECKING:
+    from ..config import DistillConfig
 
 
 def batch_standardize(feature: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -37,6 +44,7 @@ def batch_standardize(feature: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return (x - mean) / torch.sqrt(var + eps)
 
 
+@feature_loss("ncwd", default_weight=1.0)
 class NormalizedChannelWiseLoss(nn.Module):
     """NCWD loss for one pair of (aligned student, teacher) feature maps of shape ``(N, C, H, W)``.
 
@@ -52,6 +60,11 @@ class NormalizedChannelWiseLoss(nn.Module):
     def __init__(self, tau: float = 1.0) -> None:
         super().__init__()
         self.cwd = ChannelWiseDistillationLoss(tau=tau)
+
+    @classmethod
+    def from_config(cls, config: DistillConfig, channels: int) -> NormalizedChannelWiseLoss:
+        """Return the loss at the configured temperature ``tau``."""
+        return cls(tau=config.tau)
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         """Return CWD(batch_standardize(student), batch_standardize(teacher))."""

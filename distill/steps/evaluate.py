@@ -22,13 +22,12 @@ from typing import Any
 
 from .. import storage
 from ..bootstrap import ImageStats, save_stats
-from ..config import TRAINING
 from ..dataset_files import resolve_dataset
 from ..dataset_files import split_images as entry_images
 from ..devices import check_device
 from ..errors import DistillError, RunFailure
 from ..gate import judge, run_noise
-from ..settings import gate_settings
+from ..settings import gate_settings, training
 from ..yaml_files import read_yaml
 from . import tracking
 from .common import EVAL_SPLITS, dataset_counts, fetch_dataset, fetch_model, run_folder
@@ -51,8 +50,8 @@ def evaluate(
     run_id: str,
     prefix: str | None = None,
     name: str = "evaluate",
-    imgsz: int = TRAINING["imgsz"],
-    batch: int = TRAINING["batch"],
+    imgsz: int | None = None,
+    batch: int | None = None,
     device: str | None = None,
     latency_images: int = 16,
     experiment: str | None = None,
@@ -61,10 +60,12 @@ def evaluate(
 ) -> dict[str, Any]:
     """Validate the three models and publish the comparison; return URIs, per-model figures and the verdict.
 
-    ``gate`` holds the promotion gate's settings (:data:`distill.settings.GATE`: ``min_gain``, ``gate``,
+    ``imgsz``, ``batch`` and ``device`` are the training options' (:data:`distill.settings.TRAINING`; ``None``: their
+    default). ``gate`` holds the promotion gate's settings (:data:`distill.settings.GATE`: ``min_gain``, ``gate``,
     ``gate_level``); the verdict's ``gate`` entry says whether distilled − baseline passes it.
     """
     gate_cfg = gate_settings(**gate)
+    imgsz, batch = (training({"imgsz": imgsz, "batch": batch}, ["imgsz", "batch"])[k] for k in ("imgsz", "batch"))
     check_device(device)
     out = run_folder(prefix, run_id, name)
     storage.check_bucket(out)

@@ -26,12 +26,12 @@ from typing import Any
 from ultralytics.utils import LOGGER
 
 from .. import api, storage
-from ..config import TRAINING, DistillConfig, check_arguments
+from ..config import DistillConfig, check_arguments
 from ..devices import choose_devices
 from ..errors import DistillError
 from ..launch import current
 from ..rounds import needs_rounds, run_rounds
-from ..settings import split_kd
+from ..settings import split_kd, training
 from ..storage import S3Uri
 from ..trainer import TEACHER_WEIGHTS
 from . import tracking
@@ -78,15 +78,10 @@ def train(
     name: str,
     run_id: str,
     prefix: str | None = None,
-    epochs: int = TRAINING["epochs"],
-    imgsz: int = TRAINING["imgsz"],
-    batch: int = TRAINING["batch"],
-    device: str | None = None,
-    seed: int = TRAINING["seed"],
     checkpoint_every: int = 1,
     experiment: str | None = None,
     tracking_uri: str | None = None,
-    **overrides: Any,
+    **train_args: Any,
 ) -> dict[str, Any]:
     """Train a teacher or baseline student as a pipeline step; return URIs, metrics and the MLflow run ids.
 
@@ -96,18 +91,13 @@ def train(
         name: Step name (``teacher``, ``student``), the folder under ``runs/<run_id>/``.
         run_id: The pipeline run this step belongs to.
         prefix: ``s3://bucket/prefix`` (default ``$YOLO_DISTILL_S3_PREFIX``).
-        epochs: Training epochs.
-        imgsz: Image size.
-        batch: Batch size.
-        device: Ultralytics device string; empty or ``None``: every visible GPU (DDP), else the CPU.
-        seed: Random seed.
         checkpoint_every: Upload the resumable checkpoint every N epochs.
         experiment: MLflow experiment (default ``$MLFLOW_EXPERIMENT_NAME`` or ``yolo-distill``).
         tracking_uri: MLflow tracking URI (default ``$MLFLOW_TRACKING_URI``).
-        **overrides: Other Ultralytics train arguments.
+        **train_args: The training options (:data:`distill.settings.TRAINING`, missing ones at their default;
+            ``device`` empty or ``None``: every visible GPU, DDP, else the CPU) and other Ultralytics train arguments.
     """
-    params = {"step": "train", "model": model, "data": data, "epochs": epochs, "imgsz": imgsz, "batch": batch,
-              "device": device, "seed": seed, **overrides}  # fmt: skip
+    params = {"step": "train", "model": model, "data": data, **training(train_args)}
     return _run_step(name, run_id, prefix, params, checkpoint_every, experiment, tracking_uri, config=None)
 
 
@@ -118,11 +108,6 @@ def distill(
     run_id: str,
     name: str = "distill",
     prefix: str | None = None,
-    epochs: int = TRAINING["epochs"],
-    imgsz: int = TRAINING["imgsz"],
-    batch: int = TRAINING["batch"],
-    device: str | None = None,
-    seed: int = TRAINING["seed"],
     checkpoint_every: int = 1,
     experiment: str | None = None,
     tracking_uri: str | None = None,
@@ -135,12 +120,12 @@ def distill(
     against its manifest) or a local folder of images — that the teacher pseudo-labels and the student trains on
     beside the labelled images (:mod:`distill.pool_data`); the result's ``pool`` says what trained.
     ``settings``: the KD settings (:class:`DistillConfig`'s fields, declared once: :data:`distill.settings.KD`; the
-    library defaults for those not given) and any other Ultralytics train argument.
+    library defaults for those not given), the training options (:data:`distill.settings.TRAINING`, as for
+    :func:`train`) and any other Ultralytics train argument.
     """
-    kd, overrides = split_kd(settings)
+    kd, train_args = split_kd(settings)
     config = DistillConfig(teacher=teacher, **kd)  # validated before any download
-    params = {"step": "distill", "model": student, "teacher": teacher, "data": data, "epochs": epochs,
-              "imgsz": imgsz, "batch": batch, "device": device, "seed": seed, **overrides,
+    params = {"step": "distill", "model": student, "teacher": teacher, "data": data, **training(train_args),
               **({"unlabeled": unlabeled} if unlabeled else {})}  # fmt: skip
     if unlabeled and needs_rounds(config):
         if current().distributed:
@@ -227,7 +212,7 @@ def _check_inputs(run_id: str, params: dict[str, Any]) -> tuple[dict[str, Any], 
     named = {"step", "model", "teacher", "data", "device", "unlabeled"}
     check_arguments(**{k: v for k, v in params.items() if k not in named})
     check_pool_source(params.get("unlabeled"))
-    chosen = choose_devices(params["device"], int(params["batch"]))
+    chosen = choose_devices(params.get("device"), int(params["batch"]))
     return {**params, "device": chosen.device, "devices": ",".join(chosen.devices)}, chosen.devices
 
 
@@ -280,12 +265,10 @@ def _train(
             return api.distill(data_yaml, None, config, resume=resume_from, out=local, callbacks=callbacks,
                                device=params["device"], **pool)  # fmt: skip
         return api.train(data_yaml, None, resume=resume_from, out=local, callbacks=callbacks, device=params["device"])
-    train_kw = {k: params[k] for k in ("epochs", "imgsz", "batch", "device", "seed")}
-    skip = {"step", "model", "teacher", "data", "devices", "unlabeled", *train_kw}
-    extra = {k: v for k, v in params.items() if k not in skip}
+    args = {k: v for k, v in params.items() if k not in {"step", "model", "teacher", "data", "devices", "unlabeled"}}
     if config is not None:
-        return api.distill(data_yaml, model, config, out=local, callbacks=callbacks, **train_kw, **extra, **pool)
-    return api.train(data_yaml, model, out=local, callbacks=callbacks, **train_kw, **extra)
+        return api.distill(data_yaml, model, config, out=local, callbacks=callbacks, **args, **pool)
+    return api.train(data_yaml, model, out=local, callbacks=callbacks, **args)
 
 
 def _upload_outputs(run: api.RunResult, out: S3Uri, mlflow_client: Any, child_id: str) -> dict[str, dict[str, str]]:

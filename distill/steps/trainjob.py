@@ -28,6 +28,7 @@ from typing import Any
 from .. import storage
 from ..errors import DistillError, Failure, RunFailure
 from ..storage import S3Uri
+from . import pods
 from .common import CACHE_ENV, CACHE_MOUNT
 
 RUNTIME = "torch-distributed"
@@ -65,17 +66,15 @@ class TrainJobSettings:
     nodes: int
     gpus_per_node: int = 1
     accelerator: str = "nvidia.com/gpu"
-    cpu: str = "8"
-    memory: str = "32G"
+    cpu: str = pods.TRAINING_CPU
+    memory: str = pods.TRAINING_MEMORY
     namespace: str | None = None
     runtime: str = RUNTIME
-    s3_secret: str = "yolo-distill-s3"
-    mlflow_secret: str = "yolo-distill-mlflow"
-    shm_size: str = "8Gi"
+    s3_secret: str = pods.S3_SECRET
+    mlflow_secret: str = pods.MLFLOW_SECRET
+    shm_size: str = pods.SHM_SIZE
     node_selector: dict[str, str] = field(default_factory=dict)
-    tolerations: list[dict[str, str]] = field(
-        default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    )
+    tolerations: list[dict[str, str]] = field(default_factory=lambda: [dict(pods.GPU_TOLERATION)])
     env: dict[str, str] = field(default_factory=dict)
     cache_pvc: str | None = None
     timeout_s: int = 7 * 24 * 3600
@@ -95,11 +94,6 @@ def settings_from_json(text: str, **fields: Any) -> TrainJobSettings:
     if unknown:
         raise DistillError(f"unknown TrainJob settings: {', '.join(sorted(unknown))}")
     return TrainJobSettings(**values)
-
-
-#: Secret keys that become the nodes' environment (the same as the single-node pods get).
-S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3")
-MLFLOW_KEYS = ("MLFLOW_TRACKING_URI",)
 
 
 def job_name(run_id: str, step: str) -> str:
@@ -135,7 +129,7 @@ def trainjob_options(name: str, step_args: list[str], settings: TrainJobSettings
 
     secret_env = [
         {"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
-        for secret, keys in ((settings.s3_secret, S3_KEYS), (settings.mlflow_secret, MLFLOW_KEYS))
+        for secret, keys in ((settings.s3_secret, pods.S3_KEYS), (settings.mlflow_secret, pods.MLFLOW_KEYS))
         for key in keys
     ]
     volumes = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.shm_size}}]
@@ -343,19 +337,19 @@ def run_training_on_nodes(
     The arguments are checked here first, as the single-node step checks them, so bad input fails in seconds
     instead of after the nodes are scheduled.
     """
-    from ..config import TRAINING, DistillConfig, check_arguments
+    from ..config import DistillConfig, check_arguments
     from ..devices import check_batch_divides
-    from ..settings import command_line, split_kd
+    from ..settings import TRAINING_NAMES, command_line, split_kd, training
     from .common import resolve_prefix, run_folder
 
     if not run_id:
         raise DistillError("a pipeline run id is required (--run-id)")
-    train_args = ("epochs", "imgsz", "batch", "seed")
-    check_arguments(**{k: kwargs[k] for k in train_args if kwargs.get(k) is not None})
+    kwargs = training(kwargs)
+    check_arguments(**{k: v for k, v in kwargs.items() if k in TRAINING_NAMES - {"device"}})
     if step == "distill":
         DistillConfig(teacher=kwargs["teacher"], **split_kd(kwargs)[0])
     per_node = max(1, settings.gpus_per_node)
-    check_batch_divides(int(kwargs.get("batch") or TRAINING["batch"]), settings.nodes * per_node,
+    check_batch_divides(int(kwargs["batch"]), settings.nodes * per_node,
                         f"ranks ({settings.nodes} nodes x {per_node})")  # fmt: skip
     root = resolve_prefix(prefix)
     out = run_folder(root, run_id, name)
