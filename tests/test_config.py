@@ -6,7 +6,7 @@ import pytest
 
 from distill import DistillConfig, DistillError
 from distill.cli import build_parser, parse_overrides
-from distill.config import DEFAULT_FEATURE_WEIGHTS, TRAINING, parse_layers
+from distill.config import DEFAULT_FEATURE_WEIGHTS, parse_layers
 from distill.schedule import kd_scale, resolve_off_epochs
 
 #: In-process only (no training, server or subprocess): part of `make test-fast`.
@@ -236,4 +236,8 @@ def test_cli_parses_the_new_loss_choices_and_close_mosaic(capsys):
 def test_training_defaults_are_ultralytics_own():
     from ultralytics.utils import DEFAULT_CFG_DICT
 
-    assert TRAINING == {key: DEFAULT_CFG_DICT[key] for key in TRAINING}
+    from distill.settings import TRAINING
+
+    declared = {o.name: o.default for o in TRAINING if o.default is not None}
+    assert set(declared) == {"epochs", "imgsz", "batch", "seed"}
+    assert declared == {key: DEFAULT_CFG_DICT[key] for key in declared}
