@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install test test-fast test-all lint format demo image-check bench-speed bench-accuracy bench-data clean
+.PHONY: install test test-fast test-all lint format docs demo image-check bench-speed bench-accuracy bench-data clean
 
 install: $(STAMP)
 
@@ -31,6 +31,11 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# The docs site (MkDocs + Material; pages in docs/, reference tables generated from the code by docs/hooks/) into
+# site/, built strictly: a broken link, a missing page or a setting missing from the reference fails the build.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 demo: install
 	bash scripts/demo.sh
