@@ -46,8 +46,8 @@ PROFILES = {"quick": {"sizes": [60], "delays": [0, 20]}, "default": {"sizes": [1
 
 def make_dataset(images: int, imgsz: int, workdir: Path) -> tuple[Path, dict[str, Any]]:
     """Return an imported synthetic set of ``images`` (80 % train, 10 % val, 10 % test) and its manifest (cached)."""
+    from distill.data.synthetic import generate
     from distill.steps.prepare_data import import_dataset
-    from distill.synthetic import generate
 
     folder = workdir / f"synth-{images}-{imgsz}"
     manifest_file = folder / "manifest.json"
@@ -97,7 +97,7 @@ def timed(proxy: LatencyProxy, nbytes: int, work: Callable[[], Any]) -> dict[str
 
 def publish_old(folder: Path, manifest: dict[str, Any], target: str) -> None:
     """Publish as prepare-data did before shards: one object per file, then the manifest."""
-    from distill import storage
+    from distill.data import storage
 
     storage.upload_dir(folder, target)
     plain = {k: v for k, v in manifest.items() if k != "shards"}
@@ -106,7 +106,7 @@ def publish_old(folder: Path, manifest: dict[str, Any], target: str) -> None:
 
 def one_object(folder: Path, target: str, scratch: Path) -> tuple[Callable[[], Any], Callable[[], Any], int]:
     """Return the upload and the download of the folder as one tar object, and its size."""
-    from distill import storage
+    from distill.data import storage
 
     archive = scratch / "all.tar"
     with tarfile.open(archive, "w") as tar:
@@ -203,7 +203,7 @@ def measure_link(
     skip_old: bool = False,
 ) -> dict[str, Any]:
     """Publish and fetch one dataset both ways (or only as shards) through ``proxy``, and move it as one object."""
-    from distill import storage
+    from distill.data import storage
     from distill.steps.prepare_data import publish
 
     old, new = f"{prefix}/old/{manifest['hash']}", storage.parse_s3_uri(f"{prefix}/new/{manifest['hash']}")

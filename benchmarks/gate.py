@@ -9,7 +9,8 @@ gate should promote the better over the worse on the same seed, and never the wo
 Every run's ``best.pt`` is validated again with the evaluate step's own ``measure(..., keep_stats=True)`` (the
 per-image matches, cached as ``gate-stats.npz`` in the run's folder; the full-sample score must equal the one the
 accuracy benchmark recorded). Every bootstrap resample draws the same images for every model (one index matrix per
-folder, as :func:`distill.bootstrap.paired_difference` draws them), so a pair's distribution is one subtraction.
+folder, as :func:`distill.registry.bootstrap.paired_difference` draws them), so a pair's distribution is one
+subtraction.
 
 Rules, each a lower bound of challenger − champion that must be > 0 to promote (``min_gain`` 0):
 
@@ -18,8 +19,8 @@ Rules, each a lower bound of challenger − champion that must be > 0 to promote
 * ``bootstrap+runK`` — ``difference − z·√(se² + r₁² + r₂²)``: the bootstrap's standard error plus each run's own
   run-to-run term ``r``, from its training log — the standard deviation of its validation score over its last K
   epochs (``--late``; what the product can know from one run);
-* ``ci (shipped)`` — the product's rule (:func:`distill.gate.judge`): as ``bootstrap+run10``, each run's term at
-  least ``RUN_FLOOR × se``;
+* ``ci (shipped)`` — the product's rule (:func:`distill.registry.gate.judge`): as ``bootstrap+run10``, each run's term
+  at least ``RUN_FLOOR × se``;
 * ``bootstrap+seed`` — the same with the configuration's true seed standard deviation (an oracle: it needs the very
   seeds the gate is meant to spare; the best any run-to-run term could do).
 
@@ -44,7 +45,7 @@ import numpy as np
 
 from benchmarks import report as reports
 from benchmarks.paired import paired_gain
-from distill.gate import LATE_EPOCHS, RUN_FLOOR, run_noise
+from distill.registry.gate import LATE_EPOCHS, RUN_FLOOR, run_noise
 
 RUN_RE = re.compile(r"^(?P<config>.+)-s(?P<seed>\d+)-(?P<data>[0-9a-f]{16})$")
 METRIC = "metrics/mAP50-95(B)"
@@ -82,7 +83,7 @@ def load_runs(workdir: Path, late: tuple[int, ...]) -> list[Run]:
 
 def image_stats(run: Run) -> Any:
     """Return the run's per-image matches on its test split: cached, else from the evaluate step's ``measure``."""
-    from distill.bootstrap import load_stats, save_stats
+    from distill.registry.bootstrap import load_stats, save_stats
     from distill.steps.evaluate import measure
 
     cache = run.folder / STATS_FILE
@@ -121,7 +122,7 @@ def lower_bounds(a: Run, b: Run, z: float, level: float, seed_sd: dict[str, floa
     tail = (1 - level) / 2
     run = {f"bootstrap+run{k}": d - z * float(np.sqrt(se**2 + a.late_sd[k] ** 2 + b.late_sd[k] ** 2))
            for k in sorted(a.late_sd)}  # fmt: skip
-    shipped = [max(r.late_sd[LATE_EPOCHS], RUN_FLOOR * se) for r in (a, b)]  # distill.gate.judge's terms
+    shipped = [max(r.late_sd[LATE_EPOCHS], RUN_FLOOR * se) for r in (a, b)]  # distill.registry.gate.judge's terms
     return {
         "point": d,
         "bootstrap": float(np.quantile(diffs, tail)),

@@ -29,7 +29,7 @@ def label_split(data: Path, data_hash: str, fraction: float, workdir: Path) -> t
         fraction: Share of the training images that keep their labels, in (0, 1).
         workdir: Where the split is written.
     """
-    from distill.dataset_files import resolve_dataset, split_images
+    from distill.data.dataset_files import resolve_dataset, split_images
     from distill.yaml_files import read_yaml
 
     if not 0 < fraction < 1:

@@ -116,7 +116,7 @@ def train(
     from distill.steps.trainjob import run_training_step
 
     if existing_weights:
-        from distill import storage
+        from distill.data import storage
 
         meta = storage.head(existing_weights) if storage.is_s3(existing_weights) else None
         if storage.is_s3(existing_weights) and meta is None:
@@ -255,7 +255,7 @@ def evaluate(
     import distill
 
     distill.configure()  # Ultralytics offline, before any step module imports it
-    from distill import storage
+    from distill.data import storage
     from distill.settings import coerce_training
     from distill.steps.evaluate import evaluate as step
 

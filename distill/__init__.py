@@ -20,9 +20,15 @@ __version__ = "0.1.0"
 __all__ = ["DistillConfig", "DistillError", "RunResult", "configure", "distill", "model_task", "train", "__version__"]
 
 #: Public name → the submodule that defines it (imported on first access, PEP 562).
-_LAZY = {"DistillConfig": "config", "RunResult": "api", "distill": "api", "model_task": "api", "train": "api"}
+_LAZY = {
+    "DistillConfig": "config",
+    "RunResult": "engine.api",
+    "distill": "engine.api",
+    "model_task": "engine.api",
+    "train": "engine.api",
+}
 #: Submodules that import Ultralytics at their top: Ultralytics must be configured before they load.
-_NEEDS_ULTRALYTICS = {"api"}
+_NEEDS_ULTRALYTICS = {"engine.api"}
 
 
 def __getattr__(name: str) -> Any:

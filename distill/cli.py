@@ -1,4 +1,4 @@
-"""Command line: ``yolo-distill train`` and ``yolo-distill distill``, thin wrappers over :mod:`distill.api`.
+"""Command line: ``yolo-distill train`` and ``yolo-distill distill``, thin wrappers over :mod:`distill.engine.api`.
 
 Extra ``key=value`` arguments pass through to Ultralytics (``lr0=0.01 plots=False``). Every command follows the
 scheme of :mod:`distill.errors`: bad input prints one line, ``error: ...``, and exits 2 (argument errors included,
@@ -51,17 +51,19 @@ def _common(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="extra Ultralytics train arguments")
 
 
-def _train_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Return a run's training options (their flags) and its extra ``key=value`` Ultralytics arguments.
+def _with_overrides(flags: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Return the declared options' values (``flags``) with the extra ``key=value`` Ultralytics arguments.
 
-    A training option given as ``key=value`` is refused: it has its flag, and two values for one setting would leave
-    the user guessing which one trained.
+    A declared option may come as ``key=value`` too (``workers=0``, as Ultralytics spells it), unless its flag also
+    set another value: two values for one setting would leave the user guessing which one trained.
     """
     extra = parse_overrides(args.overrides)
-    own = sorted(set(extra) & settings.TRAINING_NAMES)
-    if own:
-        raise DistillError(f"extra argument '{own[0]}={extra[own[0]]}': use --{own[0]} instead")
-    return {**settings.values(settings.TRAINING, args), **extra}
+    options = {o.name: o for o in settings.TRAINING}
+    for key in sorted(set(extra) & set(flags)):
+        default = options[key].default if key in options else None
+        if flags[key] not in (default, extra[key]):
+            raise DistillError(f"{key} is given twice: --{key.replace('_', '-')} {flags[key]} and {key}={extra[key]}")
+    return {**flags, **extra}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -253,7 +255,7 @@ def _run_step(args: argparse.Namespace) -> dict[str, Any]:
 
     given = settings.values(settings.STEP_OPTIONS[args.step], args)
     step = training.train if args.step == "train" else training.distill
-    return step(**given, **parse_overrides(args.overrides))
+    return step(**_with_overrides(given, args))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -268,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "pipeline":
         return _pipeline(args)
     if args.command == "synth":
-        from .synthetic import generate
+        from .data.synthetic import generate
 
         path = generate(
             args.out, args.task, images=args.images, val=args.val, size=args.size, seed=args.seed, test=args.test
@@ -279,9 +281,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "step":
             print(json.dumps(_run_step(args)))
             return 0
-        from . import api  # imported here so `--help` stays fast
+        from .engine import api  # imported here so `--help` stays fast
 
-        run = _train_args(args)
+        run = _with_overrides(settings.values(settings.TRAINING, args), args)
         if args.command == "train":
             if not args.data:
                 raise DistillError("--data is required")

@@ -22,10 +22,10 @@ LOGIT_LOSSES = ("mse", "kl")
 SCHEDULES = ("constant", "linear", "cosine")
 LAYER_PRESETS = ("neck", "backbone-neck")
 #: What the teacher's objects on pool images train: ``pseudo`` (the task loss, as labels; and the KD terms) or
-#: ``soft`` (the KD terms only: the task loss ignores them, :mod:`distill.soft_pool`).
+#: ``soft`` (the KD terms only: the task loss ignores them, :mod:`distill.engine.soft_pool`).
 POOL_TARGETS = ("pseudo", "soft", "online")
 #: Which teacher makes ``online`` pool targets: the ``frozen`` big teacher, or after ``burn_in`` epochs a mean teacher,
-#: an ``ema`` of the student (:mod:`distill.online_pool`).
+#: an ``ema`` of the student (:mod:`distill.engine.online_pool`).
 POOL_TEACHERS = ("frozen", "ema", "auto")
 #: Tasks whose ``logit_conf_weight`` default (``None``) resolves on: measured on tiger-pose (``DistillConfig``).
 CONF_WEIGHT_TASKS = ("pose",)
@@ -82,14 +82,14 @@ class DistillConfig:
         schedule (str): KD weight over epochs: ``constant`` (default), ``linear`` or ``cosine`` decay to 0.
         distill_off_epochs (int | str): Switch KD off for the last N epochs; ``"close_mosaic"`` (or ``-1``, the
             default): for the epochs the trainer trains without mosaic (its ``close_mosaic``), RTMDet's two-stage
-            recipe; a run without a mosaic stage keeps KD throughout (:func:`distill.schedule.resolve_off_epochs`).
-            The default because it beat KD throughout on average in every detection table measured, lower on no
-            BCCD seed (``benchmarks/README.md``, section 'Deciding CPU table'), and its last stage needs no teacher
-            forward; ``0``: KD throughout (the earlier default), which scored a little higher on the synthetic segment
-            and pose sets (within noise).
-        pseudo_conf (float): With an unlabelled pool (:mod:`distill.pool_data`): the teacher's confidence from which
-            a prediction becomes a pseudo-label. 0.25 (Ultralytics' predictor default): in make demo's regime with a
-            pool it scored far above 0.5 — at 0.5 the teacher labelled a minority of the pool images, with fewer
+            recipe; a run without a mosaic stage keeps KD throughout
+            (:func:`distill.engine.schedule.resolve_off_epochs`). The default because it beat KD throughout on average
+            in every detection table measured, lower on no BCCD seed (``benchmarks/README.md``, section 'Deciding CPU
+            table'), and its last stage needs no teacher forward; ``0``: KD throughout (the earlier default), which
+            scored a little higher on the synthetic segment and pose sets (within noise).
+        pseudo_conf (float): With an unlabelled pool (:mod:`distill.engine.pool_data`): the teacher's confidence from
+            which a prediction becomes a pseudo-label. 0.25 (Ultralytics' predictor default): in make demo's regime with
+            a pool it scored far above 0.5 — at 0.5 the teacher labelled a minority of the pool images, with fewer
             boxes per image than the labelled images hold, so the objects it missed were trained as background; at
             0.25 it labelled nearly all of them (``benchmarks/README.md``, section 'Unlabelled pool, make demo's
             regime').
@@ -100,9 +100,9 @@ class DistillConfig:
             outnumbers the labels (``benchmarks/README.md``, section '``unlabeled_ratio`` = 1').
         pool_targets (str): With an unlabelled pool: ``pseudo`` (default) — the teacher's objects train the task loss
             as labels, with the KD terms on every image; ``soft`` — the KD terms alone teach them: the task loss
-            ignores the anchors assigned to them, neither object nor background (:mod:`distill.soft_pool`);
+            ignores the anchors assigned to them, neither object nor background (:mod:`distill.engine.soft_pool`);
             ``online`` — a pool image's targets are made during training, on the very augmented view the student
-            trains on, by ``pool_teacher`` (:mod:`distill.online_pool`; detect so far).
+            trains on, by ``pool_teacher`` (:mod:`distill.engine.online_pool`; detect so far).
         pool_teacher (str): ``online`` targets: ``frozen`` (default) — the big teacher; ``ema`` — after ``burn_in``
             epochs a mean teacher, an exponential moving average of the student, which keeps improving once the
             student passes the frozen teacher; ``auto`` — the frozen teacher until the student's validation fitness
@@ -116,7 +116,7 @@ class DistillConfig:
             uncertain — neither object nor background for the task loss; ``pseudo_conf`` itself: none is.
         strong_aug (bool): ``online`` targets: the student sees a stronger view (colour, noise, erased patches) of
             the images holding pool regions than the teacher that makes their targets.
-        pool_rounds (int): With an unlabelled pool: self-training rounds (:mod:`distill.rounds`). 1: the teacher
+        pool_rounds (int): With an unlabelled pool: self-training rounds (:mod:`distill.engine.rounds`). 1: the teacher
             labels the pool once; from round 2 the previous round's student, which learnt from the pool and usually
             ends above its teacher, labels it again and teaches a new student. Each round costs a whole run.
         pool_kd (bool | None): With an unlabelled pool: also apply the KD terms (``loss``, ``logit``). Off, the
@@ -421,8 +421,8 @@ def parse_layers(value: str | list[int] | tuple[int, ...], name: str = "layers")
 def check_arguments(**args: Any) -> None:
     """Check training arguments with Ultralytics' own rules (``epochs=-1`` → one :class:`DistillError` line).
 
-    Called by :func:`distill.api.train` / :func:`distill.api.distill`, the settings' checks and, before any download,
-    by the pipeline steps.
+    Called by :func:`distill.engine.api.train` / :func:`distill.engine.api.distill`, the settings' checks and, before
+    any download, by the pipeline steps.
     """
     from ultralytics.cfg import check_cfg
 

@@ -3,8 +3,8 @@
 Two launchers start ranks of a training run. Ultralytics' own single-node DDP (``device=0,1,...``) spawns
 ``torch.distributed.run`` on one node; an external ``torchrun --nnodes N`` (a Kubeflow Trainer ``TrainJob``, or a
 user's own command line) starts ranks on several nodes. Both set ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK`` and
-``LOCAL_WORLD_SIZE``; the trainer seam (:mod:`distill.trainer`) takes the world from them so that every rank of every
-node joins one process group, and the steps let only global rank 0 touch S3 and MLflow.
+``LOCAL_WORLD_SIZE``; the trainer seam (:mod:`distill.engine.trainer`) takes the world from them so that every rank of
+every node joins one process group, and the steps let only global rank 0 touch S3 and MLflow.
 """
 
 from __future__ import annotations

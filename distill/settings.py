@@ -154,10 +154,10 @@ KD_NAMES = frozenset(o.name for o in KD)
 #: where declared (:func:`distill.paths.check_name`), so the CLI, the TrainJob and the pipeline all refuse ``../x``.
 _RUN_ID = partial(check_name, what="run_id")
 _NAME = partial(check_name, what="name")
-#: The training options of every entry point — :func:`distill.api.train` / :func:`~distill.api.distill` keywords,
-#: CLI flags, step options, the components' ``training`` mapping, the pipeline's parameters and the TrainJob's command
-#: line — declared once. The defaults are Ultralytics' own ``default.yaml`` values, written out so this module stays
-#: free of torch (a test checks they still match); ``None``: not passed, Ultralytics' default applies.
+#: The training options of every entry point — :func:`distill.engine.api.train` / :func:`~distill.engine.api.distill`
+#: keywords, CLI flags, step options, the components' ``training`` mapping, the pipeline's parameters and the TrainJob's
+#: command line — declared once. The defaults are Ultralytics' own ``default.yaml`` values, written out so this module
+#: stays free of torch (a test checks they still match); ``None``: not passed, Ultralytics' default applies.
 TRAINING: tuple[Option, ...] = (
     Option("epochs", int, 100, "training epochs"),
     Option("imgsz", int, 640, "square training image size", check=lambda v: check_training(imgsz=v)),

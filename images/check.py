@@ -133,7 +133,7 @@ def verify(params: dict[str, Any], sweep: bool, work: Path) -> dict[str, Any]:
     import mlflow
     from ultralytics import YOLO
 
-    from distill import storage
+    from distill.data import storage
     from distill.steps import tracking
     from distill.steps.common import resolve_prefix
 
@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     import distill
 
     distill.configure()
-    from distill import stack, storage
+    from distill import stack
+    from distill.data import storage
     from distill.pipelines.pipeline import ClusterSettings, compile_pipeline
     from distill.settings import pipeline_arguments
 

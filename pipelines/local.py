@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import stack, storage
+from .. import stack
+from ..data import storage
 from ..errors import DistillError
 from ..settings import pipeline_arguments
 from ..steps import tracking

@@ -234,7 +234,8 @@ print(json.dumps({{
 @pytest.fixture(scope="session")
 def stack_env(tmp_path_factory):
     """The real local stack (SeaweedFS S3 + MLflow server) for the whole session, its environment exported."""
-    from distill import stack, storage
+    from distill import stack
+    from distill.data import storage
 
     folder = tmp_path_factory.mktemp("stack")
     stack.up(folder)

@@ -18,7 +18,8 @@ import torch
 import yaml
 from conftest import TASK_DATA, cli, cli_here, one_error_line
 
-from distill import DistillError, storage
+from distill import DistillError
+from distill.data import storage
 from distill.steps.archive import safe_extract_zip
 from distill.steps.prepare_data import prepare_data
 

@@ -2,8 +2,8 @@
 
 Each is refused with one ``error:`` line (exit 2) before any training starts and before anything is written: where
 the setting is declared (:class:`distill.config.DistillConfig`, :class:`distill.settings.Option`), where the device
-is chosen (:mod:`distill.devices`), where a dataset is checked (:mod:`distill.dataset_files`, shared by ``train`` and
-prepare-data) and where a user's YAML is read (:mod:`distill.yaml_files`).
+is chosen (:mod:`distill.devices`), where a dataset is checked (:mod:`distill.data.dataset_files`, shared by ``train``
+and prepare-data) and where a user's YAML is read (:mod:`distill.yaml_files`).
 """
 
 from __future__ import annotations
@@ -266,7 +266,7 @@ def test_alias_bomb_is_refused_by_train_before_ultralytics_reads_it(tmp_path):
 
 
 def test_alias_bomb_and_empty_splits_are_refused_by_prepare_data(stack_env, tmp_path):
-    from distill import storage
+    from distill.data import storage
 
     prefix = stack_env["YOLO_DISTILL_S3_PREFIX"]
     before = sorted(storage.list_keys(f"{prefix}/datasets/"))

@@ -328,8 +328,8 @@ def test_runs_of_a_committed_report_are_reused_only_when_the_same(tmp_path):
 @pytest.mark.fast
 def test_label_split_keeps_labels_on_a_fixed_share_and_pools_the_rest(tmp_path):
     from benchmarks.label_split import label_split
-    from distill.dataset_files import split_images
-    from distill.synthetic import generate
+    from distill.data.dataset_files import split_images
+    from distill.data.synthetic import generate
 
     data = generate(tmp_path / "set", "detect", images=12, val=3, test=3, size=32, seed=0)
     labelled, pool, digest = label_split(Path(data), "hash", 0.25, tmp_path / "work")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distill.bootstrap import ImageStats, paired_difference
+from distill.registry.bootstrap import ImageStats, paired_difference
 
 pytestmark = pytest.mark.fast
 
@@ -77,7 +77,7 @@ def test_models_scored_on_other_images_are_refused():
 
 
 def test_statistics_survive_a_round_trip_through_a_file(tmp_path):
-    from distill.bootstrap import load_stats, save_stats
+    from distill.registry.bootstrap import load_stats, save_stats
 
     targets = _targets()
     targets[3] = np.zeros(0)  # an image without objects, and one without predictions

@@ -7,7 +7,7 @@ import pytest
 from distill import DistillConfig, DistillError
 from distill.cli import build_parser, parse_overrides
 from distill.config import DEFAULT_FEATURE_WEIGHTS, parse_layers
-from distill.schedule import kd_scale, resolve_off_epochs
+from distill.engine.schedule import kd_scale, resolve_off_epochs
 
 #: In-process only (no training, server or subprocess): part of `make test-fast`.
 pytestmark = pytest.mark.fast

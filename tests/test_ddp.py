@@ -17,7 +17,7 @@ from ultralytics.utils import callbacks as ul_callbacks
 from ultralytics.utils.dist import generate_ddp_file
 
 from distill import DistillConfig
-from distill.trainer import DistillCallbacks, DistillDetectionTrainer
+from distill.engine.trainer import DistillCallbacks, DistillDetectionTrainer
 
 HERE = Path(__file__).parent
 

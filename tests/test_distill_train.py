@@ -14,7 +14,7 @@ from ultralytics.nn.tasks import load_checkpoint
 from ultralytics.utils.torch_utils import unwrap_model
 
 from distill import DistillConfig, distill
-from distill.model import KDModel
+from distill.engine.model import KDModel
 
 IMAGE = DATA / "coco8" / "images" / "val" / "000000000036.jpg"
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from conftest import one_error_line
 
-from distill import stack, storage
+from distill import stack
+from distill.data import storage
 from distill.steps import tracking
 from distill.steps.evaluate import MARKER, PARTS
 

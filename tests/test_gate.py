@@ -15,10 +15,10 @@ import json
 import pytest
 from conftest import cli, one_error_line
 
-from distill import storage
-from distill.bootstrap import load_stats
+from distill.data import storage
+from distill.data.synthetic import CLASSES
+from distill.registry.bootstrap import load_stats
 from distill.steps import tracking
-from distill.synthetic import CLASSES
 
 IMGSZ = 64
 STEP = {"imgsz": IMGSZ, "batch": 8, "device": "cpu", "plots": False, "workers": 0}
@@ -27,9 +27,9 @@ STEP = {"imgsz": IMGSZ, "batch": 8, "device": "cpu", "plots": False, "workers": 
 @pytest.fixture(scope="module")
 def weekly(stack_env, tmp_path_factory) -> dict[str, str]:
     """Dataset URI and the weights of three weekly runs: a short one, a long one, the long one with another seed."""
+    from distill.data.synthetic import generate
     from distill.steps import training
     from distill.steps.prepare_data import prepare_data
-    from distill.synthetic import generate
 
     folder = tmp_path_factory.mktemp("gate-data")
     generate(folder, "detect", images=32, val=16, test=48, size=IMGSZ, seed=0)

@@ -26,10 +26,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from distill import settings as step_settings
-from distill import shards, storage
+from distill.data import shards, storage
+from distill.data.shards import ShardError
 from distill.errors import DistillError, Failure
 from distill.paths import UnsafePath, check_name, confine
-from distill.shards import ShardError
 from distill.steps.common import parse_manifest
 
 SCALE = int(os.environ.get("HYPOTHESIS_EXAMPLES", "1"))

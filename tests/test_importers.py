@@ -304,7 +304,7 @@ EXAMPLE = {  # one fixed dataset with a class at a COCO id that is not 1..N
 )
 def test_step_refuses_damage_with_one_line_and_publishes_nothing(stack_env, tmp_path, fmt, kind):
     """The step as a pod runs it: one ``error:`` line naming the file, exit 2, nothing new under the S3 prefix."""
-    from distill import storage
+    from distill.data import storage
 
     WRITERS[fmt](EXAMPLE, tmp_path / "src")
     name, _ = damage(fmt, kind, EXAMPLE, tmp_path / "src")
@@ -334,7 +334,7 @@ def test_errors_in_an_s3_zip_name_the_uri_and_the_entry(stack_env, tmp_path):
     """A file inside an ``s3://...zip`` is named by the URI and its path in the archive, not a scratch folder."""
     import zipfile
 
-    from distill import storage
+    from distill.data import storage
 
     WRITERS["coco"](EXAMPLE, tmp_path / "src")
     damage("coco", "unknown category", EXAMPLE, tmp_path / "src")

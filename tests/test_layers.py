@@ -17,9 +17,10 @@ pytestmark = pytest.mark.fast
 ROOT = Path(__file__).resolve().parents[1]
 
 #: Top-down: the entry points, the pipelines, the KFP components, the pipeline steps, the engine (distillation,
-#: pools, pseudo-labels), the data and registry side (datasets, S3, shards, the stack, export, the gate), then the
+#: pools, pseudo-labels), the data and registry side (datasets, S3, shards, the stack; the gate, export), then the
 #: foundations every layer may use (errors, settings and their spec, paths, YAML, the Ultralytics seams, losses).
-#: A package's name stands for all of its modules.
+#: A package's name stands for all of its modules: the folders are the layers, and a module at the top of
+#: ``distill`` is named on its own.
 LAYERS: dict[str, int] = {
     f"distill.{name}" if name != "distill" else name: level
     for level, names in (
@@ -27,9 +28,9 @@ LAYERS: dict[str, int] = {
         (5, "pipelines"),
         (4, "components"),
         (3, "steps"),
-        (2, "api trainer model online_pool soft_pool pool_data pseudo_labels rounds layers connectors schedule"),
-        (1, "dataset_files image_files storage shards stack export gate bootstrap synthetic"),
-        (0, "distill errors config settings paths yaml_files adapter offline launch devices losses"),
+        (2, "engine"),
+        (1, "data registry stack"),
+        (0, "distill errors config settings paths yaml_files adapter offline launch devices losses progress"),
     )
     for name in names.split()
 }
@@ -120,11 +121,16 @@ def test_no_circle_between_modules():
 def test_the_reader_sees_imports_inside_functions_and_relative_ones(tmp_path):
     """The check itself: a function-level relative import is found, resolved and its layer compared."""
     source = tmp_path / "pseudo_labels.py"
-    source.write_text("def f():\n    from .steps.unlabeled_pool import classify\n    from . import storage\n")
-    known = {"distill.pseudo_labels": source, "distill.steps.unlabeled_pool": source, "distill.storage": source}
-    found = imported("distill.pseudo_labels", source, known)
-    assert found == {"distill.steps.unlabeled_pool", "distill.storage"}
-    assert layer("distill.steps.unlabeled_pool") > layer("distill.pseudo_labels") > layer("distill.storage")
+    source.write_text("def f():\n    from ..steps.unlabeled_pool import classify\n    from ..data import storage\n")
+    known = {
+        "distill.engine.pseudo_labels": source,
+        "distill.steps.unlabeled_pool": source,
+        "distill.data": source,
+        "distill.data.storage": source,
+    }
+    found = imported("distill.engine.pseudo_labels", source, known)
+    assert found == {"distill.steps.unlabeled_pool", "distill.data.storage"}
+    assert layer("distill.steps.unlabeled_pool") > layer("distill.engine.pseudo_labels") > layer("distill.data.storage")
 
 
 def test_every_package_is_installed():

@@ -27,6 +27,7 @@ import distill.losses
 from distill import DistillConfig, DistillError, settings
 from distill.cli import build_parser
 from distill.config import DEFAULT_FEATURE_WEIGHTS, FEATURE_LOSSES
+from distill.engine.model import build_feature_loss
 from distill.losses import (
     ChannelWiseDistillationLoss,
     MaskedGenerativeLoss,
@@ -35,7 +36,6 @@ from distill.losses import (
     PearsonDistillationLoss,
     registry,
 )
-from distill.model import build_feature_loss
 
 fast = pytest.mark.fast  # in-process only: part of `make test-fast` (all but the fresh-interpreter test)
 

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import pickletools
+import sys
+import types
+import zipfile
+from copy import deepcopy
+
 import pytest
 import torch
+import ultralytics.nn.tasks
 from conftest import STUDENT, TASK_DATA, TEACHER
 from ultralytics.utils import callbacks as ul_callbacks
+from ultralytics.utils.torch_utils import ModelEMA
 
 from distill import DistillConfig, DistillError
-from distill.model import KDModel
-from distill.trainer import DISTILL_TRAINERS, DistillCallbacks
+from distill.engine.connectors import ChannelAdapter
+from distill.engine.model import KDModel, read_checkpoint
+from distill.engine.trainer import DISTILL_TRAINERS, DistillCallbacks
 
 
 def make_trainer(tmp_path, task: str, config: DistillConfig, student: str | None = None, data=None):
@@ -216,3 +225,55 @@ def test_pose_kpt_shape_mismatch_is_named(tmp_path, teachers):
     data.write_text(f"path: {src}\ntrain: images/train\nval: images/val\nkpt_shape: [17, 2]\nnames:\n  0: person\n")
     with pytest.raises(DistillError, match=r"kpt_shape mismatch: teacher .* has \[17, 3\], the dataset has \[17, 2\]"):
         make_trainer(tmp_path, "pose", DistillConfig(teacher=str(teachers["pose"])), data=data)
+
+
+def pickled_globals(path) -> set[str]:
+    """The ``module.Name`` of every class or function a ``torch.save`` archive's pickle names."""
+    with zipfile.ZipFile(path) as archive:
+        data = archive.read(next(n for n in archive.namelist() if n.endswith("/data.pkl")))
+    return {arg.replace(" ", ".") for op, arg, _ in pickletools.genops(data) if op.name == "GLOBAL"}
+
+
+def save_under_old_names(path, checkpoint: dict, monkeypatch) -> None:
+    """``torch.save`` with our classes pickled under their modules before the engine package (issue 39).
+
+    Stand-in modules of the old names hold the classes while they are pickled, so the file does not depend on the
+    project's own aliases, which are what is tested.
+    """
+    with monkeypatch.context() as patch:
+        for old, cls in (("distill.model", KDModel), ("distill.connectors", ChannelAdapter)):
+            stand_in = types.ModuleType(old)
+            setattr(stand_in, cls.__qualname__, cls)
+            patch.setitem(sys.modules, old, stand_in)
+            patch.setattr(cls, "__module__", old)
+        torch.save(checkpoint, path)
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("restricted", [True, False], ids=["restricted-loader", "trusting-loader"])
+def test_a_checkpoint_from_before_the_engine_package_still_loads(tmp_path, monkeypatch, restricted):
+    """An interrupted run's ``last.pt`` from before the move names ``distill.model.KDModel``: it still loads.
+
+    Written as Ultralytics' trainer writes one mid-run (the KD model's EMA, teacher stripped, in half precision), and
+    read by :func:`read_checkpoint` (a resume's first read; the trainer's own goes through the same Ultralytics
+    loader) under both of Ultralytics' loaders: the restricted one (our default) and the trusting one
+    (``YOLO_DISTILL_TRUST_CHECKPOINTS=1``), which imports the pickled module by name.
+    """
+    trainer = make_trainer(tmp_path, "detect", DistillConfig(teacher=TEACHER["detect"], loss="mgd"))
+    ema = deepcopy(ModelEMA(trainer.model).ema).half()
+    ema.criterion = None
+    last = tmp_path / "last.pt"
+    save_under_old_names(last, {"epoch": 3, "model": None, "ema": ema, "train_args": vars(trainer.args)}, monkeypatch)
+    names = pickled_globals(last)
+    assert {"distill.model.KDModel", "distill.connectors.ChannelAdapter"} <= names
+    assert not any(name.startswith("distill.engine.") for name in names)
+
+    monkeypatch.setattr(ultralytics.nn.tasks, "SAFE_LOAD", restricted)
+    refuse = pytest.fail  # a module it cannot import sends Ultralytics' trusting loader to pip: never here
+    monkeypatch.setattr(ultralytics.nn.tasks, "check_requirements", lambda name, *a, **k: refuse(f"pip {name}"))
+    model, ckpt = read_checkpoint(last, "resume")
+    assert type(model) is KDModel and ckpt["epoch"] == 3
+    assert [type(c) for c in model.connectors] == [ChannelAdapter] * len(ema.connectors)
+    for part, state in ema.kd_state_dict().items():
+        for key, value in state.items():
+            assert torch.equal(model.kd_state_dict()[part][key], value.float()), f"{part}.{key}"

@@ -186,7 +186,7 @@ def proxy(stack_env):
 
 
 def test_two_node_distill_step_is_killed_and_resumes_on_both_ranks(tmp_path, stack_env, datasets, proxy):
-    from distill import storage
+    from distill.data import storage
 
     run_id = "two-nodes"
     out = storage.parse_s3_uri(stack_env["YOLO_DISTILL_S3_PREFIX"]).join("runs", run_id, "distill")

@@ -1,6 +1,6 @@
 """``pool_targets="online"``: pool targets made on the student's view by the frozen or the mean teacher.
 
-distill/online_pool.py: the region marker through Ultralytics' own dataset, the targets made from a teacher's
+distill/engine/online_pool.py: the region marker through Ultralytics' own dataset, the targets made from a teacher's
 decoded predictions with Ultralytics' NMS, the strong view; then real detect runs whose targets follow the mean
 teacher as it moves and stay put with the frozen one.
 """
@@ -16,8 +16,8 @@ import torch
 
 import distill
 from distill import DistillConfig
-from distill.online_pool import PoolRegions, has_regions, online_batch, strong_view
-from distill.trainer import DistillCallbacks
+from distill.engine.online_pool import PoolRegions, has_regions, online_batch, strong_view
+from distill.engine.trainer import DistillCallbacks
 from tests.conftest import STUDENT, TASK_DATA, TINY, cli, one_error_line
 from tests.test_pool_training import LOW_CONF, make_pool
 
@@ -79,7 +79,7 @@ def test_pose_targets_carry_the_teachers_keypoints_visible_from_its_confidence()
 
 @pytest.mark.fast
 def test_segment_targets_get_the_teachers_masks_and_the_id_maps_are_remade():
-    from distill.online_pool import overlap_masks
+    from distill.engine.online_pool import overlap_masks
 
     # image 0: a labelled object (id 1, left) and the pool region (id 2, right half); the teacher sees one object there
     batch = _batch([(0, 1, 0.25, 0.5, 0.2, 0.2), (0, 2 * NC, 0.75, 0.5, 0.5, 1.0)], images=1, size=32)

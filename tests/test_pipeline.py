@@ -9,8 +9,8 @@ import pytest
 import yaml
 from conftest import DATA, TASK_DATA, cli
 
-from distill import storage
 from distill.config import DEFAULTS
+from distill.data import storage
 from distill.pipelines.local import run_local
 from distill.steps import tracking
 from distill.steps.common import CACHE_MOUNT

@@ -1,7 +1,7 @@
 """Training with an unlabelled pool (issue 21): real Ultralytics training on labelled + pseudo-labelled images.
 
 The pools are real photos the labelled set does not hold (another coco8 variant's images), plus a byte copy of a val
-image (a leak) and of a train image, so every rule of :mod:`distill.pool_data` is exercised on real files. The
+image (a leak) and of a train image, so every rule of :mod:`distill.engine.pool_data` is exercised on real files. The
 session's teachers are trained one epoch, so pseudo-labels are made at a low confidence, where they predict.
 What the trainer really read is checked in Ultralytics' own label cache, not in our list.
 """
@@ -17,7 +17,7 @@ from conftest import DATA, STUDENT, TASK_DATA, TINY, cli, one_error_line
 
 import distill
 from distill import DistillConfig, DistillError
-from distill.dataset_files import split_images
+from distill.data.dataset_files import split_images
 
 #: Where each task's pool photos come from: a coco8 variant whose images are not the task's training images.
 POOL_FROM = {"detect": "coco8-pose", "segment": "coco8-pose", "pose": "coco8"}
@@ -81,7 +81,7 @@ def test_student_trains_on_labelled_and_pseudo_labelled_pool(teachers, tmp_path,
 @pytest.mark.parametrize("task", ["detect", "segment", "pose"])
 def test_soft_pool_targets_leave_the_pool_objects_to_the_kd_terms(teachers, tmp_path, task):
     """``pool_targets=soft`` in a real run: pool instances marked through the loader, the assigner ignoring them."""
-    from distill.soft_pool import IgnoreSoftTargets, SoftLabels
+    from distill.engine.soft_pool import IgnoreSoftTargets, SoftLabels
 
     seen: dict[str, object] = {}
 
@@ -114,7 +114,7 @@ def test_soft_pool_targets_leave_the_pool_objects_to_the_kd_terms(teachers, tmp_
 def test_pool_labels_are_made_once_and_a_rerun_reuses_them(teachers, tmp_path):
     pool = make_pool("detect", tmp_path)
     config = DistillConfig(teacher=str(teachers["detect"]), pseudo_conf=LOW_CONF, unlabeled_ratio=0.5)
-    from distill.pool_data import with_pool
+    from distill.engine.pool_data import with_pool
 
     first = with_pool(TASK_DATA["detect"], config.teacher, pool, tmp_path / "a", conf=LOW_CONF, ratio=0.5, imgsz=64,
                       device="cpu")  # fmt: skip

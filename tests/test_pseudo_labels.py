@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from distill.engine.pseudo_labels import RECORD, label_rows, load_teacher, pseudo_label
 from distill.errors import DistillError
-from distill.pseudo_labels import RECORD, label_rows, load_teacher, pseudo_label
 
 DATA = Path(__file__).resolve().parent / "data"
 POOL = {
@@ -116,7 +116,7 @@ def test_images_without_a_prediction_are_listed_as_empty(tmp_path, teachers):
 
 
 def test_a_changed_setting_relabels_and_an_interrupted_run_is_redone(tmp_path, teachers, monkeypatch):
-    import distill.pseudo_labels as pl
+    import distill.engine.pseudo_labels as pl
 
     out = tmp_path / "out"
     first = pseudo_label(teachers["detect"], POOL["detect"], out, **LOW)
@@ -146,7 +146,7 @@ def test_a_changed_setting_relabels_and_an_interrupted_run_is_redone(tmp_path, t
 
 
 def test_a_pools_hash_stands_in_for_hashing_its_images(tmp_path, teachers, monkeypatch):
-    from distill.image_files import Where
+    from distill.data.image_files import Where
     from distill.steps.unlabeled_pool import build_pool, scan_pool
 
     source = tmp_path / "capture"

@@ -138,7 +138,7 @@ def test_spellings_of_one_value():
 @pytest.mark.fast
 def test_run_noise_leaves_out_epochs_without_a_number(tmp_path):
     """A ``nan`` in the training log made the champion's run noise nan: every interval nan, every promotion refused."""
-    from distill.gate import run_noise
+    from distill.registry.gate import run_noise
 
     values = ["0.10", "0.12", "nan", "0.11"]
     (tmp_path / "results.csv").write_text("epoch,metrics/mAP50-95(B)\n" + "".join(

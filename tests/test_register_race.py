@@ -19,7 +19,7 @@ import time
 
 from test_faults import RUNNER, last_json, run_cli
 
-from distill import storage
+from distill.data import storage
 from distill.steps import tracking
 from distill.steps.register import TAG_RUN
 

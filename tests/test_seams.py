@@ -23,17 +23,17 @@ from ultralytics import YOLO
 from ultralytics.nn.distill_model import DistillationModel, FeatureHook
 from ultralytics.nn.tasks import DetectionModel, PoseModel, SegmentationModel
 
-import distill.trainer
+import distill.engine.trainer
 from distill.adapter import seams
 from distill.adapter.assumptions import ASSUMPTIONS, Assumption
 from distill.adapter.seams import CAPTURE_STATE, SEAMS, Seam
-from distill.model import KDModel
+from distill.engine.model import KDModel
 
 pytestmark = pytest.mark.fast  # in-process: the pinned Ultralytics' source and tiny stand-in models
 
 DISTILL = Path(distill.__file__).parent
 SEAMS_FILE = Path(seams.__file__)
-TRAINERS = [*distill.trainer.DISTILL_TRAINERS.values(), *distill.trainer.PLAIN_TRAINERS.values()]
+TRAINERS = [*distill.engine.trainer.DISTILL_TRAINERS.values(), *distill.engine.trainer.PLAIN_TRAINERS.values()]
 
 
 def private(name: str) -> bool:
@@ -265,13 +265,13 @@ def test_seams_module_uses_only_names_its_table_lists():
     ids=["stray call", "call on self", "private import", "unlisted override", "super call from elsewhere"],
 )
 def test_the_scan_catches_a_stray_private_name(source):
-    assert findings(source, "distill/trainer.py")
+    assert findings(source, "distill/engine/trainer.py")
 
 
 def test_the_scan_allows_only_the_listed_override_sites():
     source = "class LaunchMixin:\n    def _setup_ddp(self):\n        return super()._setup_ddp()\n"
-    assert not findings(source, "distill/trainer.py")
-    assert findings(source, "distill/model.py")
+    assert not findings(source, "distill/engine/trainer.py")
+    assert findings(source, "distill/engine/model.py")
 
 
 # -- each assumption still holds ----------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 
-from distill.export import Tolerance, compare, export_verified
+from distill.registry.export import Tolerance, compare, export_verified
 from distill.steps import tracking
 from distill.steps.evaluate import evaluate, split_images
 from distill.steps.register import register
@@ -44,7 +44,7 @@ NOT_BASE64 = "row 0: 'image' must be base64-encoded image bytes"
 def shape_models(tmp_path_factory) -> dict[str, dict[str, Path]]:
     """Per task, a small model that actually detects: synthetic shapes (32 train, 8 val, 64 px), 60 epochs."""
     import distill
-    from distill.synthetic import generate
+    from distill.data.synthetic import generate
 
     root = tmp_path_factory.mktemp("shape-models")
     out = {}
@@ -175,6 +175,9 @@ def test_registered_version_carries_a_verified_onnx_export_and_a_model_card(regi
     assert "| teacher |" in version.description and "| distilled |" in version.description
     assert "ONNX opset" in version.description and registered["task"] in version.description
     assert "The distilled student trained on 32 labelled images." in version.description  # no pool in this run
+    assert "Charts (this version's run, `evaluation/`)" in version.description
+    charts = {a.path for a in client.list_artifacts(version.run_id, "evaluation")}
+    assert {f"evaluation/{c}" for c in ("per_class.png", "learning_curves.png", "gate.png")} <= charts
     files = {a.path for a in client.list_artifacts(version.run_id, "model/artifacts")}
     assert {"model/artifacts/model.pt", "model/artifacts/model.onnx"} <= files
     uri = version.tags["onnx_artifact"]
@@ -313,7 +316,7 @@ def test_export_verification_catches_a_mismatch(shape_models, tmp_path, task):
 
 def test_export_formats_are_checked_before_any_work():
     from distill import DistillError
-    from distill.export import check_packages, parse_formats
+    from distill.registry.export import check_packages, parse_formats
 
     assert parse_formats("torchscript") == ("onnx", "torchscript")
     with pytest.raises(DistillError, match="unknown export format 'tflite'"):
@@ -326,8 +329,8 @@ def test_export_formats_are_checked_before_any_work():
 
 @pytest.mark.parametrize("registered", ["detect"], indirect=True)  # one task is enough: the path is the same
 def test_an_export_that_fails_verification_registers_nothing(registered, monkeypatch):
-    from distill import export
     from distill.errors import RunFailure
+    from distill.registry import export
 
     def mismatch(*args, **kwargs):
         return export.Verification(images=1, detections=1, problems=["image 0: box IoU 0.100, confidence 0.300"])

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import BCCD
 
-from distill import shards, storage
-from distill.shards import ShardError
+from distill.data import shards, storage
+from distill.data.shards import ShardError
 
 
 def sha(data: bytes) -> str:

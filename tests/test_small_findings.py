@@ -25,10 +25,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PythonModelContext
 from test_importers import EXAMPLE, WRITERS  # the importer tests' own dataset writers
 
-from distill import DistillError, storage
-from distill.dataset_files import split_images
-from distill.image_files import Where
-from distill.pool_data import with_pool
+from distill import DistillError
+from distill.data import storage
+from distill.data.dataset_files import split_images
+from distill.data.image_files import Where
+from distill.engine.pool_data import with_pool
 from distill.steps.prepare_data import import_dataset
 from distill.steps.pyfunc_model import LIMITS, NOT_BASE64, YoloModel, image_bytes
 from distill.steps.unlabeled_pool import build_pool, scan_pool
@@ -222,7 +223,7 @@ def test_symlinked_folders_of_a_pool_are_skipped_counted_and_said(tmp_path, capl
     assert len(said) == 1 and f"unlabelled source '{capture}': 1 symbolic links" in said[0]
     assert f"'{capture / 'linked'}'" in said[0]
 
-    from distill.pseudo_labels import find_images
+    from distill.engine.pseudo_labels import find_images
 
     caplog.clear()
     assert list(find_images(capture, tmp_path / "pseudo")) == ["a.png"]

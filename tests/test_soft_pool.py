@@ -1,4 +1,4 @@
-"""``pool_targets="soft"``: the task loss ignores the teacher's objects on pool images (distill/soft_pool.py).
+"""``pool_targets="soft"``: the task loss ignores the teacher's objects on pool images (distill/engine/soft_pool.py).
 
 Checked on Ultralytics' own assigner and criterion: the anchors assigned to a pool object leave the foreground and
 their class loss has no gradient, while a labelled object's anchors train as before; the dataset marks pool
@@ -12,7 +12,7 @@ import torch
 from ultralytics.utils.tal import TaskAlignedAssigner
 
 from distill import DistillConfig, DistillError
-from distill.soft_pool import IgnoreSoftTargets, SoftLabels, per_image_flags, soft_batch
+from distill.engine.soft_pool import IgnoreSoftTargets, SoftLabels, per_image_flags, soft_batch
 
 
 def _assign(soft_rows: list[bool]) -> tuple[tuple, tuple, torch.Tensor]:
@@ -78,7 +78,7 @@ def test_flags_follow_the_criterions_per_image_layout():
 def test_the_criterion_sees_real_classes_and_its_assigner_is_armed_for_one_call():
     from ultralytics.nn.tasks import DetectionModel
 
-    from distill.soft_pool import disarm
+    from distill.engine.soft_pool import disarm
 
     student = DetectionModel("yolov8n.yaml", nc=2, verbose=False)
     student.args = {"box": 7.5, "cls": 0.5, "dfl": 1.5}

@@ -14,10 +14,11 @@ import pytest
 import yaml
 from conftest import BCCD, DATA, TASK_DATA, TINY_STEP
 
-from distill import DistillError, storage
+from distill import DistillError
+from distill.data import storage
 from distill.errors import RunFailure
 from distill.steps import tracking, training
-from distill.steps.evaluate import PARTS
+from distill.steps.evaluate import CHARTS, PARTS, run_curves
 from distill.steps.prepare_data import prepare_data
 from distill.steps.register import register
 
@@ -206,7 +207,13 @@ def test_evaluate_step_compares_three_models(stack_env, evaluated, trained):
     assert "| distilled |" in storage.read_bytes(evaluated["report"]).decode()
     assert storage.read_bytes(evaluated["chart"])[:8] == b"\x89PNG\r\n\x1a\n"
     artifacts = {a.path for a in tracking.client().list_artifacts(evaluated["mlflow_run_id"])}
-    assert {"metrics.json", "report.md", "comparison.png"} <= artifacts
+    assert {"metrics.json", "report.md", "comparison.png", *CHARTS} <= artifacts
+    folder = evaluated["metrics"].rsplit("/", 1)[0]
+    for chart in CHARTS:  # the pictures, in S3 beside the report
+        assert storage.read_bytes(f"{folder}/{chart}")[:8] == b"\x89PNG\r\n\x1a\n", chart
+    curves = run_curves(report["uris"], v["primary_metric"])  # what learning_curves.png drew: both runs, from S3
+    assert set(curves) == {"baseline", "distilled"} and len(curves["distilled"]["epoch"]) == 2
+    assert "kd" in curves["distilled"] and "kd" not in curves["baseline"]  # the KD loss columns of distill.json
 
 
 def test_evaluate_in_a_fresh_pod_needs_no_train_images(stack_env, trained, tmp_path, monkeypatch):
@@ -298,7 +305,8 @@ def test_register_refuses_failed_or_mismatched_evaluation(stack_env, evaluated, 
     with pytest.raises(RunFailure, match="is incomplete: .*report.md' is missing or changed"):
         register(model, incomplete, "never-model", "x-4")
     legacy = _evaluation_with(evaluated, prefix, "legacy", 0.99, parts=None)
-    with pytest.raises(RunFailure, match="is incomplete \\(no record of report.md, comparison.png, image_stats.npz\\)"):
+    with pytest.raises(RunFailure, match="is incomplete \\(no record of report.md, comparison.png, image_stats.npz, "
+                                         "per_class.png, learning_curves.png, gate.png\\)"):  # fmt: skip
         register(model, legacy, "never-model", "x-5")
     with pytest.raises(DistillError, match="is not the distilled model evaluated"):
         register(trained["student"]["best"], evaluated["metrics"], "never-model", "x-2")

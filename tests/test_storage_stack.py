@@ -7,8 +7,9 @@ import os
 
 import pytest
 
-from distill import stack, storage
-from distill.storage import StorageError
+from distill import stack
+from distill.data import storage
+from distill.data.storage import StorageError
 
 
 def test_stack_serves_and_reports_status(stack_env):

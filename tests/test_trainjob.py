@@ -12,8 +12,8 @@ import json
 import pytest
 from fake_k8s import FakeCluster
 
-from distill import storage
 from distill.cli import build_parser
+from distill.data import storage
 from distill.errors import DistillError
 from distill.settings import command_line
 from distill.steps.common import CACHE_MOUNT

@@ -19,7 +19,8 @@ import pytest
 import yaml
 from conftest import cli, one_error_line
 
-from distill import DistillError, storage
+from distill import DistillError
+from distill.data import storage
 from distill.steps import tracking
 from distill.steps.common import fetch_pool
 from distill.steps.prepare_data import import_dataset, prepare_data

@@ -130,7 +130,7 @@ def completed_config(config: dict[str, Any], pool: bool = False) -> dict[str, An
     (``pool_kd`` true unless it had none: label-then-train); without a pool the setting is recorded as ``None``.)
     """
     from distill.config import DEFAULTS
-    from distill.rounds import ROUND
+    from distill.engine.rounds import ROUND
 
     ran = {**DEFAULTS, "logit_conf_weight": False, "extra": {}, **config}
     if "pool_kd" not in config:

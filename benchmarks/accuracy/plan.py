@@ -47,7 +47,7 @@ def synth_dataset(task: str, size: int, workdir: Path, images: tuple[int, int, i
     """Write (once) the synthetic set for ``task`` with ``yolo-distill synth``'s generator; return yaml and hash."""
     import hashlib
 
-    from distill.synthetic import generate
+    from distill.data.synthetic import generate
 
     train, val, test = images
     folder = workdir / f"synth-{task}-{size}-{train}-{val}-{test}"
@@ -86,8 +86,8 @@ def work_lock(workdir: Path) -> Iterator[None]:
 
 def yolo_dataset(folder: Path) -> tuple[Path, str]:
     """Return a YOLO dataset folder's ``data.yaml`` and a content hash of its files (it names the runs' folders)."""
-    from distill import storage
-    from distill.image_files import content_hash
+    from distill.data import storage
+    from distill.data.image_files import content_hash
 
     files = {str(p.relative_to(folder)): storage.sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()
              and p.suffix != ".cache"}  # fmt: skip
@@ -106,7 +106,7 @@ def score_split(data: Path) -> str:
 
     ``val`` is also where best.pt is picked: the same for every row (comparable), but optimistic.
     """
-    from distill.dataset_files import resolve_dataset
+    from distill.data.dataset_files import resolve_dataset
 
     return "test" if resolve_dataset(data).get("test") else "val"
 

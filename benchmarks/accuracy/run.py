@@ -35,7 +35,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     elif spec == "all-labels":
         run = distill.train(job["full_data"], job["model"], **common)
     elif spec == "pseudo":
-        from distill.pool_data import with_pool
+        from distill.engine.pool_data import with_pool
 
         defaults = distill.DistillConfig(teacher=job["teacher"])  # the pseudo-labels ours would use, when not given
         conf, ratio = job.get("pseudo_conf", defaults.pseudo_conf), job.get("unlabeled_ratio", defaults.unlabeled_ratio)
@@ -67,11 +67,11 @@ def reuse_first_round(job: dict[str, Any], config: Any, run: dict[str, Any], out
 
     Round 1 of a multi-round run *is* that run (same teacher, data, seed and config; the round count changes
     nothing in it), so its ``best.pt`` is recorded as round 1's result where :func:`distill.distill` looks for a
-    finished round (``<out>-round1/round.json``, for the inputs :func:`distill.api.round_inputs` names), instead of
-    training it again.
+    finished round (``<out>-round1/round.json``, for the inputs :func:`distill.engine.api.round_inputs` names), instead
+    of training it again.
     """
-    from distill.api import round_inputs
-    from distill.rounds import round_config
+    from distill.engine.api import round_inputs
+    from distill.engine.rounds import round_config
 
     done = out.with_name(f"{out.name}-round1") / "round.json"
     first = same_run({**job, "spec": {**job["spec"], "pool_rounds": 1}})

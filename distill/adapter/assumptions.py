@@ -64,7 +64,7 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
         "logger-handlers",
         ul_utils.set_logging,
         ("logger.addHandler(stream_handler)", "logger.propagate = False"),
-        "distill.trainer:HeldLogs.__init__, distill.trainer:HeldLogs.show",
+        "distill.engine.trainer:HeldLogs.__init__, distill.engine.trainer:HeldLogs.show",
         "Ultralytics prints only through LOGGER's own handlers (it does not propagate to the root logger), so swapping "
         "LOGGER.handlers holds all of its console output until the run is accepted.",
     ),
@@ -80,7 +80,7 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
             "self._build_train_pipeline()",
             "self.ema = ModelEMA(self.model)",
         ),
-        "distill.trainer:DistillTrainerMixin.set_model_attributes",
+        "distill.engine.trainer:DistillTrainerMixin.set_model_attributes",
         "the student is wrapped in the KDModel in set_model_attributes, before compile, freezing, the AMP check, the "
         "DDP wrap, the optimizer and the EMA copy; any of them moved earlier would see the bare student.",
         ordered=True,
@@ -89,7 +89,7 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
         "optimizer-from-model",
         BaseTrainer,
         ("def _build_train_pipeline(self):", "self.optimizer = self.build_optimizer(", "model=self.model,"),
-        "distill.trainer:DistillTrainerMixin.set_model_attributes",
+        "distill.engine.trainer:DistillTrainerMixin.set_model_attributes",
         "the optimizer is built in _build_train_pipeline from self.model (the KDModel by then), so the adapters and "
         "MGD generators train.",
         ordered=True,
@@ -98,7 +98,7 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
         "teacher-frozen-by-name",
         BaseTrainer._setup_train,
         ('freeze_layer_names.append("teacher_model.")', "if any(x in k for x in freeze_layer_names):"),
-        "distill.model:KDModel.__init__",
+        "distill.engine.model:KDModel.__init__",
         "the trainer freezes a DistillationModel's parameters named teacher_model.*: an offline teacher is registered "
         "under that name and frozen, an online one as online_teacher so that it trains.",
     ),
@@ -112,7 +112,7 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
             'self.run_callbacks("on_fit_epoch_end")',
             'self.run_callbacks("on_model_save")',
         ),
-        "distill.trainer:DistillCallbacks.attach",
+        "distill.engine.trainer:DistillCallbacks.attach",
         "our handlers are added under these event names with setdefault: a renamed event would never call them (no KD "
         "schedule, no mean teacher, no saved online teacher) and raise nothing.",
     ),
@@ -120,14 +120,14 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
         "ddp-ranks-get-callbacks",
         ul_dist.generate_ddp_file,
         ('"callbacks": trainer.callbacks,', '_callbacks=state["callbacks"]'),
-        "distill.trainer:DistillCallbacks.find",
+        "distill.engine.trainer:DistillCallbacks.find",
         "the DDP launcher hands trainer.callbacks to every rank's trainer: the KD config rides on them to the ranks.",
     ),
     Assumption(
         "fitness-after-validation",
         BaseTrainer,
         ("self.metrics, self.fitness = self.validate()", 'self.run_callbacks("on_fit_epoch_end")'),
-        "distill.trainer:DistillCallbacks.on_fit_epoch_end",
+        "distill.engine.trainer:DistillCallbacks.on_fit_epoch_end",
         "trainer.fitness holds this epoch's validation fitness (None where the rank did not validate) when "
         "on_fit_epoch_end runs; the auto hand-over to the mean teacher compares it with the teacher's.",
         ordered=True,
@@ -136,7 +136,7 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
         "fitness-in-results",
         DetMetrics,
         ('keys = [*self.keys, "fitness"]', "[*self.mean_results(), self.fitness]"),
-        "distill.trainer:teacher_fitness, distill.trainer:BestThroughTrainer.__call__",
+        "distill.engine.trainer:teacher_fitness, distill.engine.trainer:BestThroughTrainer.__call__",
         "a validation's results are metrics.keys plus the fitness property: teacher_fitness's metrics.fitness is the "
         "number the trainer scores the student by, and BestThroughTrainer keeps exactly these keys.",
     ),
@@ -144,7 +144,7 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
         "val-returns-metrics",
         Model.val,
         ("_callbacks=self.callbacks)", "return validator.metrics"),
-        "distill.trainer:teacher_fitness, distill.bootstrap:capture, distill.steps.evaluate:measure",
+        "distill.engine.trainer:teacher_fitness, distill.registry.bootstrap:capture, distill.steps.evaluate:measure",
         "YOLO.val runs its validator with the model's callbacks (where capture registers) and returns "
         "validator.metrics (fitness, results_dict).",
     ),
@@ -152,7 +152,7 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
         "final-eval-calls-validator",
         BaseTrainer.final_eval,
         ("self.validator.args.plots = self.args.plots", "self.metrics = self.validator(model=model)"),
-        "distill.trainer:LaunchMixin.final_eval, distill.trainer:BestThroughTrainer.__call__",
+        "distill.engine.trainer:LaunchMixin.final_eval, distill.engine.trainer:BestThroughTrainer.__call__",
         "the final evaluation only sets the validator's args and calls it with best.pt, so a BestThroughTrainer put "
         "in trainer.validator stands in for it on CPU ranks.",
     ),
@@ -160,7 +160,7 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
         "trainer-validation-scores-ema",
         BaseValidator.get_model,
         ("return trainer.ema.ema if trainer is not None",),
-        "distill.trainer:BestThroughTrainer.__call__",
+        "distill.engine.trainer:BestThroughTrainer.__call__",
         "validating with trainer= scores trainer.ema.ema: loading best.pt's weights into it is what makes the CPU "
         "ranks' final metrics best.pt's.",
     ),
@@ -168,7 +168,7 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
         "ema-drops-teacher",
         ModelEMA,
         ('if hasattr(self.ema, "teacher_model"):', "self.ema.teacher_model = None"),
-        "distill.model:KDModel.teacher_model",
+        "distill.engine.model:KDModel.teacher_model",
         "the EMA copy drops the teacher by assigning None to teacher_model; KDModel's setter routes that to whichever "
         "name holds it (online_teacher too), so EMA, validation and checkpoints carry no teacher.",
     ),
@@ -180,7 +180,7 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
             "self.decay = lambda x: decay * (1 - math.exp(-x / tau))",
             "self.updates += 1",
         ),
-        "distill.online_pool:EMATeacher.start, distill.trainer:DistillCallbacks.on_train_batch_end",
+        "distill.engine.online_pool:EMATeacher.start, distill.engine.trainer:DistillCallbacks.on_train_batch_end",
         "the mean teacher is a ModelEMA with tau=1 (its decay is ema_decay from the first update); updates counts "
         "EMA steps, which on_train_batch_end follows to move the mean teacher once per optimizer step.",
     ),
@@ -193,7 +193,7 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
             "def optimizer_step(self):",
             "self.ema.update(self.model)",
         ),
-        "distill.trainer:DistillCallbacks.on_train_batch_end",
+        "distill.engine.trainer:DistillCallbacks.on_train_batch_end",
         "on_train_batch_end runs after the batch's optimizer step, which updates the trainer's EMA (every batch runs "
         "it, stepped or not: trainer.ema.updates tells which).",
         ordered=True,
@@ -202,7 +202,7 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
         "nan-recovery-projector",
         BaseTrainer,
         ("model.projector.load_state_dict(ema.projector.state_dict())",),
-        "distill.model:KDModel.projector",
+        "distill.engine.model:KDModel.projector",
         "NaN recovery restores a DistillationModel's student and .projector from last.pt; KDModel.projector views the "
         "adapters and generators so that it restores them instead of failing.",
     ),
@@ -210,7 +210,7 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
         "checkpoints-hold-the-student",
         strip_optimizer,
         ('x["model"] = x["model"].student_model',),
-        "distill.api:distill",
+        "distill.engine.api:distill",
         "the final best.pt/last.pt hold the student alone: a plain YOLO checkpoint that evaluate, export and serving "
         "load with YOLO(path).",
     ),
@@ -223,7 +223,7 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
             "if isinstance(m, Detect):",
             "m.fuse()",
         ),
-        "distill.model:build_kd_model",
+        "distill.engine.model:build_kd_model",
         "fusing the frozen teacher folds Conv+BN in place (same outputs, same layers for the hooks) and calls its "
         "head's fuse.",
         ordered=True,
@@ -232,7 +232,7 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
         "head-fuse-branches",
         Detect.fuse,
         ('if name.startswith("one2one_"):', "setattr(self, name[8:] if end2end else name, None)"),
-        "distill.model:build_kd_model",
+        "distill.engine.model:build_kd_model",
         "a head's fuse drops its one2one_* branches, or for an end-to-end head the one-to-many branch the KD reads: "
         "build_kd_model fuses only heads that are not end2end.",
     ),
@@ -245,7 +245,7 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
             "label = deepcopy(self.labels[index])",
             "return self.update_labels_info(label)",
         ),
-        "distill.soft_pool:mark_pool_instances, distill.online_pool:mark_pool_regions",
+        "distill.engine.soft_pool:mark_pool_instances, distill.engine.online_pool:mark_pool_regions",
         "every image's label is a deep copy that passes through the instance's update_labels_info before "
         "augmentation, so replacing that attribute marks pool objects without touching the cached labels.",
     ),
@@ -253,7 +253,7 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
         "mix-tiles-through-update",
         BaseMixTransform,
         ("mix_labels = [self.dataset.get_image_and_label(i) for i in indexes]",),
-        "distill.soft_pool:mark_pool_instances, distill.online_pool:mark_pool_regions",
+        "distill.engine.soft_pool:mark_pool_instances, distill.engine.online_pool:mark_pool_regions",
         "mosaic, mixup and cutmix load their other tiles the same way, so pool tiles are marked too (else they would "
         "train as labelled).",
     ),
@@ -267,7 +267,7 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
             'bbox_format = label.pop("bbox_format")',
             'normalized = label.pop("normalized")',
         ),
-        "distill.online_pool:PoolRegions.__call__",
+        "distill.engine.online_pool:PoolRegions.__call__",
         "PoolRegions rewrites these raw label keys before the dataset builds Instances from them; renamed, a pool "
         "image would keep its pseudo-labels instead of its region.",
     ),
@@ -282,7 +282,7 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
             "gt_bboxes,",
             "mask_gt,",
         ),
-        "distill.soft_pool:IgnoreSoftTargets.__call__",
+        "distill.engine.soft_pool:IgnoreSoftTargets.__call__",
         "the loss calls its assigner with (scores, boxes, anchors, gt_labels, gt_bboxes, mask_gt) positionally: the "
         "wrapper's args[2] is gt_labels, whose (images, slots) shape lays out the soft flags.",
         ordered=True,
@@ -294,7 +294,7 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
             "def forward(self, pd_scores, pd_bboxes, anc_points, gt_labels, gt_bboxes, mask_gt, **extra):",
             "return target_labels, target_bboxes, target_scores, fg_mask.bool(), target_gt_idx",
         ),
-        "distill.soft_pool:IgnoreSoftTargets.__call__",
+        "distill.engine.soft_pool:IgnoreSoftTargets.__call__",
         "the wrapper unpacks these five outputs and takes soft objects' anchors (by target_gt_idx) out of fg_mask "
         "and target_scores.",
     ),
@@ -302,7 +302,7 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
         "criterion-layout",
         v8DetectionLoss,
         ("self.assigner = TaskAlignedAssigner(", "out[batch_idx, within_idx] = targets[:, 1:]"),
-        "distill.soft_pool:assigners, distill.soft_pool:per_image_flags",
+        "distill.engine.soft_pool:assigners, distill.engine.soft_pool:per_image_flags",
         "a criterion keeps its assigner as .assigner, and preprocess lays each image's targets out in row order, as "
         "per_image_flags lays out the soft flags.",
     ),
@@ -310,14 +310,14 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
         "end2end-criteria",
         E2ELoss,
         ("self.one2many = loss_fn(model", "self.one2one = loss_fn(model"),
-        "distill.soft_pool:assigners",
+        "distill.engine.soft_pool:assigners",
         "an end-to-end head's criterion holds its two criteria under these names, and both assigners are wrapped.",
     ),
     Assumption(
         "criterion-made-once",
         BaseModel.loss,
         ('if getattr(self, "criterion", None) is None:', "self.criterion = self.init_criterion()"),
-        "distill.soft_pool:soft_batch",
+        "distill.engine.soft_pool:soft_batch",
         "soft_batch builds the criterion as loss() would on its first call; loss() then keeps it, with the wrapped "
         "assigner.",
     ),
@@ -329,7 +329,7 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
             "box, cls, mask = x.split((4, nc, extra), 1)",
             "x = torch.cat((box, conf, j.float(), mask), 1)[filt]",
         ),
-        "distill.online_pool:online_batch, distill.online_pool:_targets",
+        "distill.engine.online_pool:online_batch, distill.engine.online_pool:_targets",
         "a detection row is x1 y1 x2 y2, conf, class, then the extra channels (mask coefficients, keypoints): "
         "online targets slice it by position.",
     ),
@@ -350,7 +350,7 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
         "val-batch-end-before-aggregation",
         BaseValidator.__call__,
         ("self.update_metrics(preds, batch)", 'self.run_callbacks("on_val_batch_end")', "stats = self.get_stats()"),
-        "distill.bootstrap:capture",
+        "distill.registry.bootstrap:capture",
         "on_val_batch_end runs after each batch's statistics are added and before get_stats aggregates and clears "
         "them, so its last call sees every image's.",
         ordered=True,
@@ -364,7 +364,7 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
             'self.stats["tp_p"] = []',
             "self.stats[k].append(stat[k])",
         ),
-        "distill.bootstrap:capture",
+        "distill.registry.bootstrap:capture",
         "validator.metrics.stats holds one array per image under these keys (tp_m masks, tp_p keypoints): the "
         "bootstrap resamples images from them.",
     ),
@@ -372,7 +372,7 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
         "ap-per-class-outputs",
         ap_per_class,
         ("return tp, fp, p, r, f1, ap, unique_classes.astype(int)",),
-        "distill.bootstrap:ImageStats._ap",
+        "distill.registry.bootstrap:ImageStats._ap",
         "out[5] is the AP per class and IoU threshold, out[6] its classes.",
     ),
     Assumption(
@@ -395,7 +395,7 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
         "refused-checkpoint-text",
         torch_safe_load,
         ("if safe_only and isinstance(e, pickle.UnpicklingError):", "references types outside the supported"),
-        "distill.model:read_checkpoint",
+        "distill.engine.model:read_checkpoint",
         "a restricted load refusing a pickle global is a TypeError with this text (a damaged file gets another): the "
         "only way to tell a refused file (hint: the trust opt-out) from a broken one.",
     ),
@@ -403,7 +403,7 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
         "unknown-argument-text",
         check_dict_alignment,
         ("is not a valid YOLO argument.", "raise SyntaxError(string)"),
-        "distill.api:_run",
+        "distill.engine.api:_run",
         "an unknown training argument is a SyntaxError with one such line per key, then the CLI help; _run keeps "
         "those lines as its one error line.",
     ),
@@ -418,7 +418,7 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
         "dataset-errors",
         check_det_dataset,
         ("raise SyntaxError(", "raise FileNotFoundError("),
-        "distill.dataset_files:resolve_dataset",
+        "distill.data.dataset_files:resolve_dataset",
         "a bad dataset yaml is one of the errors caught there, its first line the reason.",
     ),
     Assumption(
@@ -429,7 +429,7 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
             'ignoring corrupt image/label: {e}"',
             "return [None, None, None, None, None, nm, nf, ne, nc, msg]",
         ),
-        "distill.dataset_files:verify_split",
+        "distill.data.dataset_files:verify_split",
         "verify_split passes the arguments in this order and reads a refusal as a None first item, the reason after "
         "'ignoring corrupt image/label: ' in the last.",
     ),

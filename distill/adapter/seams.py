@@ -8,8 +8,8 @@ upgrade that renames or reshapes one fails in that one named test rather than de
 test refuses an underscored Ultralytics name anywhere else in ``distill/``.
 
 Calls go through the functions below. Overrides cannot (Python dispatches on the method's name), so the two
-``LaunchMixin`` overrides in :mod:`distill.trainer` keep their names and are listed here as ``override`` seams, with
-the caller in Ultralytics that must still reach them.
+``LaunchMixin`` overrides in :mod:`distill.engine.trainer` keep their names and are listed here as ``override`` seams,
+with the caller in Ultralytics that must still reach them.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ SEAMS: tuple[Seam, ...] = (
         "__init__",
         ("cfg", "overrides", "_callbacks"),
         "parameter",
-        "distill/trainer.py LaunchMixin.__init__, DistillTrainerMixin.__init__ (and their callers)",
+        "distill/engine/trainer.py LaunchMixin.__init__, DistillTrainerMixin.__init__ (and their callers)",
         "the trainer takes its callbacks only through the underscored _callbacks parameter; the DDP launcher "
         "re-creates our trainers with it, so our __init__ overrides keep the same signature",
     ),
@@ -108,7 +108,7 @@ SEAMS: tuple[Seam, ...] = (
         "_setup_ddp",
         (),
         "override",
-        "distill/trainer.py LaunchMixin._setup_ddp",
+        "distill/engine/trainer.py LaunchMixin._setup_ddp",
         "joins the process group; Ultralytics' assumes an accelerator, a CPU rank of an external torchrun needs gloo",
         relies_on=("self._setup_ddp()",),
     ),
@@ -117,7 +117,7 @@ SEAMS: tuple[Seam, ...] = (
         "_setup_train",
         (),
         "override",
-        "distill/trainer.py LaunchMixin._setup_train",
+        "distill/engine/trainer.py LaunchMixin._setup_train",
         "model, EMA, optimizer and DDP wrap in one private method: the only place to scope the CPU DDP swap to",
         relies_on=("self._setup_train()",),
     ),

@@ -11,16 +11,11 @@ off for the last epochs did not beat 1.0, constant (``benchmarks/README.md``, se
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import feature_loss
-
-if TYPE_CHECKING:
-    from ..config import DistillConfig
+from .registry import LossSettings, feature_loss
 
 
 @feature_loss("cwd", default_weight=1.0)
@@ -42,7 +37,7 @@ class ChannelWiseDistillationLoss(nn.Module):
         self.tau = tau
 
     @classmethod
-    def from_config(cls, config: DistillConfig, channels: int) -> ChannelWiseDistillationLoss:
+    def from_config(cls, config: LossSettings, channels: int) -> ChannelWiseDistillationLoss:
         """Return the loss at the configured temperature ``tau``."""
         return cls(tau=config.tau)
 

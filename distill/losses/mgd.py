@@ -9,15 +9,10 @@ Defaults are the paper's detection setting: λ = 0.65, α = 2e-5. Default weight
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
-from .registry import feature_loss
-
-if TYPE_CHECKING:
-    from ..config import DistillConfig
+from .registry import LossSettings, feature_loss
 
 
 def random_spatial_mask(feature: torch.Tensor, ratio: float) -> torch.Tensor:
@@ -58,7 +53,7 @@ class MaskedGenerativeLoss(nn.Module):
         )
 
     @classmethod
-    def from_config(cls, config: DistillConfig, channels: int) -> MaskedGenerativeLoss:
+    def from_config(cls, config: LossSettings, channels: int) -> MaskedGenerativeLoss:
         """Return the loss with a generator for ``channels`` and the configured ``mgd_ratio`` / ``mgd_alpha``."""
         return cls(channels, ratio=config.mgd_ratio, alpha=config.mgd_alpha)
 

@@ -8,16 +8,11 @@ Default weight 1.0: the error is already a mean per element, so it does not grow
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import feature_loss
-
-if TYPE_CHECKING:
-    from ..config import DistillConfig
+from .registry import LossSettings, feature_loss
 
 
 @feature_loss("mimic", default_weight=1.0)
@@ -31,7 +26,7 @@ class MimicLoss(nn.Module):
     """
 
     @classmethod
-    def from_config(cls, config: DistillConfig, channels: int) -> MimicLoss:
+    def from_config(cls, config: LossSettings, channels: int) -> MimicLoss:
         """Return the loss (it has no setting)."""
         return cls()
 

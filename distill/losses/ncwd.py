@@ -17,16 +17,11 @@ epoch 280 of 300); here that is ``distill_off_epochs="close_mosaic"``, the shipp
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
 from .cwd import ChannelWiseDistillationLoss
-from .registry import feature_loss
-
-if TYPE_CHECKING:
-    from ..config import DistillConfig
+from .registry import LossSettings, feature_loss
 
 
 def batch_standardize(feature: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -62,7 +57,7 @@ class NormalizedChannelWiseLoss(nn.Module):
         self.cwd = ChannelWiseDistillationLoss(tau=tau)
 
     @classmethod
-    def from_config(cls, config: DistillConfig, channels: int) -> NormalizedChannelWiseLoss:
+    def from_config(cls, config: LossSettings, channels: int) -> NormalizedChannelWiseLoss:
         """Return the loss at the configured temperature ``tau``."""
         return cls(tau=config.tau)
 

@@ -17,16 +17,11 @@ section 'Screening'): pass a smaller ``feat_weight``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import feature_loss
-
-if TYPE_CHECKING:
-    from ..config import DistillConfig
+from .registry import LossSettings, feature_loss
 
 
 def standardize_channels(feature: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -54,7 +49,7 @@ class PearsonDistillationLoss(nn.Module):
     """
 
     @classmethod
-    def from_config(cls, config: DistillConfig, channels: int) -> PearsonDistillationLoss:
+    def from_config(cls, config: LossSettings, channels: int) -> PearsonDistillationLoss:
         """Return the loss (it has no setting)."""
         return cls()
 

@@ -3,7 +3,7 @@
     @feature_loss("cwd", default_weight=1.0)
     class ChannelWiseDistillationLoss(nn.Module):
         @classmethod
-        def from_config(cls, config: DistillConfig, channels: int) -> ChannelWiseDistillationLoss:
+        def from_config(cls, config: LossSettings, channels: int) -> ChannelWiseDistillationLoss:
             return cls(tau=config.tau)
 
 As with torchdistill's ``@register_single_loss``, the name is what ``loss=`` selects; unlike it, that one line is read
@@ -32,7 +32,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..errors import DistillError
 
@@ -45,6 +45,17 @@ NONE = "none"
 _Class = TypeVar("_Class", bound=type)
 #: Loss classes by name, filled by :func:`feature_loss` as their modules are imported.
 _CLASSES: dict[str, type] = {}
+
+
+class LossSettings(Protocol):
+    """What a loss's ``from_config`` may read: the run's :class:`~distill.config.DistillConfig` has all of it.
+
+    Named here, not imported from the config, so the losses depend on no module above them.
+    """
+
+    tau: float
+    mgd_ratio: float
+    mgd_alpha: float
 
 
 @dataclass(frozen=True)

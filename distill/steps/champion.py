@@ -3,8 +3,8 @@
 Held apart from :mod:`distill.steps.register` (which creates and completes the version, then asks :func:`_promote`)
 because deciding a promotion is a concern of its own: reading and checking the current champion's record, comparing
 the challenger with it by the promotion gate, and moving the alias. ``champion`` moves to the new version only when
-its gain over the current champion on the *same* test images passes the gate (:mod:`distill.gate`: ``gate=ci``, the
-lower bound of the interval at ``gate_level`` at least ``min_gain``; ``point``: the difference) — the champion's
+its gain over the current champion on the *same* test images passes the gate (:mod:`distill.registry.gate`: ``gate=ci``,
+the lower bound of the interval at ``gate_level`` at least ``min_gain``; ``point``: the difference) — the champion's
 per-image matches come from its own evaluation of the same data, else it is validated again on the candidate's. A
 champion whose record cannot be read is no comparable champion: the version is promoted as if there were none
 (:func:`champion_record`, :class:`UnreadableChampion`). MLflow has no compare-and-set on aliases, so a move is read
@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import storage
-from ..bootstrap import ImageStats, load_stats
+from ..data import storage
 from ..errors import DistillError, RunFailure
-from ..gate import judge, run_noise
+from ..registry.bootstrap import ImageStats, load_stats
+from ..registry.gate import judge, run_noise
 from .common import EVAL_SPLITS, fetch_dataset, fetch_model
 from .evaluate import STATS, measure, primary_suffix
 

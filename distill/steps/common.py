@@ -9,10 +9,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .. import storage
+from ..data import storage
+from ..data.storage import S3Uri
 from ..errors import DistillError
 from ..paths import check_name, check_relative, confine
-from ..storage import S3Uri
 from ..yaml_files import read_yaml
 
 PREFIX_ENV = "YOLO_DISTILL_S3_PREFIX"
@@ -77,7 +77,7 @@ def fetch_dataset(uri: str, splits: tuple[str, ...] | None = None) -> Path:
 
     Accepts a dataset published by prepare-data (``s3://.../datasets/<hash>[/data.yaml]``) or a local dataset yaml;
     S3 datasets are downloaded once into the cache and every file is checked against the manifest. A sharded
-    dataset (:mod:`distill.shards`) is streamed shard by shard, several at a time; ``splits`` (e.g. ``("val",
+    dataset (:mod:`distill.data.shards`) is streamed shard by shard, several at a time; ``splits`` (e.g. ``("val",
     "test")`` for evaluation) fetches only those splits' shards and the common files. Datasets published before
     shards existed (one object per file) are read file by file, as they always were.
     """
@@ -207,7 +207,7 @@ def fetch_files(root: S3Uri, manifest: dict[str, Any], local: Path) -> None:
 
 def fetch_shards(root: S3Uri, manifest: dict[str, Any], local: Path, splits: tuple[str, ...] | None = None) -> int:
     """Stream a sharded folder's shards (those ``splits`` need) into ``local``; return how many were fetched."""
-    from .. import shards
+    from ..data import shards
 
     need = shards.wanted(manifest["shards"], splits)
     return shards.unpack_all(
@@ -246,10 +246,11 @@ def check_pool_source(unlabeled: str | None) -> None:
 
 
 def pool_arguments(unlabeled: str | None) -> dict[str, Any]:
-    """Return :func:`distill.api.distill`'s pool arguments for ``unlabeled`` (``{}`` without one).
+    """Return :func:`distill.engine.api.distill`'s pool arguments for ``unlabeled`` (``{}`` without one).
 
     A prepare-data pool (``s3://``) is fetched and checked against its manifest (:func:`fetch_pool`); its hash keys
-    the pseudo-labels' cache. A local folder is taken as it is (:mod:`distill.pool_data` checks it against val/test).
+    the pseudo-labels' cache. A local folder is taken as it is (:mod:`distill.engine.pool_data` checks it against
+    val/test).
     """
     check_pool_source(unlabeled)
     if not unlabeled:
@@ -262,7 +263,7 @@ def pool_arguments(unlabeled: str | None) -> dict[str, Any]:
 
 def fetch_model(uri: str, role: str) -> str:
     """Return a local model: a ``.yaml`` as is, weights fetched by URI and checked to load (error names the URI)."""
-    from ..api import model_task
+    from ..engine.api import model_task
 
     if Path(uri).suffix.lower() in {".yaml", ".yml"}:
         return uri

@@ -5,9 +5,9 @@ mask for segment and pose for pose), parameters, GFLOPs, weights size, and laten
 ``latency_images`` predictions after a warm-up) on the named device, and the validator's per-image matches. Writes
 ``metrics.json``, ``report.md``, ``comparison.png`` and ``image_stats.npz`` to ``<prefix>/runs/<run-id>/<name>/`` and
 to the step's MLflow run, and returns the verdict: distilled minus baseline — with the promotion gate's interval and
-decision (:mod:`distill.gate`) — and distilled versus teacher; the report adds AP50-95 per class. ``metrics.json``
-is uploaded last, after the MLflow run has everything, and records the other files' sha256: it is the completion
-marker :func:`check_complete` (and so the register step) insists on.
+decision (:mod:`distill.registry.gate`) — and distilled versus teacher; the report adds AP50-95 per class.
+``metrics.json`` is uploaded last, after the MLflow run has everything, and records the other files' sha256: it is the
+completion marker :func:`check_complete` (and so the register step) insists on.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import storage
-from ..bootstrap import ImageStats, save_stats
-from ..dataset_files import resolve_dataset
-from ..dataset_files import split_images as entry_images
+from ..data import storage
+from ..data.dataset_files import resolve_dataset
+from ..data.dataset_files import split_images as entry_images
 from ..devices import check_device
 from ..errors import DistillError, RunFailure
-from ..gate import judge, run_noise
+from ..registry import charts
+from ..registry.bootstrap import ImageStats, save_stats
+from ..registry.gate import judge, run_noise
 from ..settings import gate_settings, training
 from ..yaml_files import read_yaml
 from . import tracking
@@ -36,7 +37,9 @@ ROLES = ("teacher", "baseline", "distilled")
 #: What an evaluation publishes beside ``metrics.json``; ``metrics.json`` (the completion marker) records their sha256.
 #: ``image_stats.npz`` holds every model's per-image matches: register bootstraps the challenger against the champion
 #: from it without validating the challenger again.
-PARTS = ("report.md", "comparison.png", "image_stats.npz")
+#: The pictures a user looks at first (:mod:`distill.registry.charts`): in S3, the step's MLflow run, the model card.
+CHARTS = ("per_class.png", "learning_curves.png", "gate.png")
+PARTS = ("report.md", "comparison.png", "image_stats.npz", *CHARTS)
 STATS = "image_stats.npz"
 MARKER = "metrics.json"
 SUFFIX = {"detect": ("B",), "segment": ("B", "M"), "pose": ("B", "P")}
@@ -91,6 +94,7 @@ def evaluate(
         save_stats(files[STATS], stats)
         files["report.md"].write_text(_markdown(report))
         _chart(report, files["comparison.png"])
+        draw_charts(report, {part: files[part] for part in CHARTS})
         report["parts"] = {part: storage.upload_file(files[part], out.join(part)) for part in PARTS}
         files[MARKER].write_text(json.dumps(report, indent=2))
         for path in files.values():
@@ -116,7 +120,7 @@ def judged_verdict(
 ) -> tuple[str, dict[str, Any]]:
     """Return the models' task and the verdict, with the gate's judgement of distilled − baseline under ``gate``.
 
-    Each student's run noise comes from the training log beside its weights (:func:`distill.gate.run_noise`).
+    Each student's run noise comes from the training log beside its weights (:func:`distill.registry.gate.run_noise`).
     """
     tasks = {m["task"] for m in models.values()}
     if len(tasks) != 1:
@@ -172,12 +176,12 @@ def measure(
     """Validate one model and time it; every model gets exactly the same settings.
 
     With ``keep_stats`` the result also holds ``stats``: the validator's per-image matches
-    (:class:`distill.bootstrap.ImageStats`, for the paired bootstrap of the promotion gate; not JSON).
+    (:class:`distill.registry.bootstrap.ImageStats`, for the paired bootstrap of the promotion gate; not JSON).
     """
     from ultralytics import YOLO
     from ultralytics.utils.torch_utils import get_flops, get_num_params
 
-    from ..bootstrap import capture
+    from ..registry.bootstrap import capture
 
     model = YOLO(weights)
     captured = capture(model) if keep_stats else {}
@@ -348,6 +352,41 @@ def class_table(rows: list[dict[str, Any]] | None, metric: str, most: int = 3) -
     lost = [f"{r['class']} ({r['gain'] * 100:+.1f})" for r in reversed(rows[-most:]) if r["gain"] < 0]
     lines += ["", f"Gained most: {', '.join(gained) or 'none'}; lost most: {', '.join(lost) or 'none'}."]
     return lines
+
+
+def draw_charts(report: dict[str, Any], paths: dict[str, Path]) -> None:
+    """Draw :data:`CHARTS`: per-class AP, baseline and distilled learning curves, the gate's interval."""
+    metric = report["verdict"]["primary_metric"]
+    charts.per_class_chart(report.get("per_class") or [], metric, paths["per_class.png"], report["split"])
+    charts.learning_curves_chart(run_curves(report["uris"], metric), metric, paths["learning_curves.png"])
+    charts.gate_chart(report["verdict"]["gate"], paths["gate.png"], report["split"])
+
+
+def run_curves(uris: dict[str, str], metric: str) -> dict[str, dict[str, list[float]]]:
+    """Return the baseline's and the distilled student's validation curves, from their steps' ``results.csv``.
+
+    Each training step writes it beside ``best.pt`` (and, distilling, the KD loss columns' names in ``distill.json``);
+    a model trained elsewhere, with no such file, has no curve.
+    """
+    curves = {}
+    for role in ("baseline", "distilled"):
+        text = _beside(uris[role], "results.csv")
+        if text is None:
+            continue
+        plan = json.loads(_beside(uris[role], "distill.json") or "{}")
+        curves[role] = charts.read_curve(text, metric, plan.get("loss_columns"))
+    return curves
+
+
+def _beside(weights: str, name: str) -> str | None:
+    """Return the text of the file ``name`` next to ``weights`` (a step's S3 folder, or a local run's folder)."""
+    if storage.is_s3(weights):
+        uri = weights.rsplit("/", 1)[0] + "/" + name
+        return storage.read_bytes(uri).decode() if storage.head(uri) is not None else None
+    for folder in (Path(weights).parent, Path(weights).parent.parent):  # <out>/weights/best.pt: <out>/results.csv
+        if (folder / name).is_file():
+            return (folder / name).read_text()
+    return None
 
 
 def _chart(report: dict[str, Any], path: Path) -> None:

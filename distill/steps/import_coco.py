@@ -21,8 +21,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..data.image_files import IMAGE_SUFFIXES, Where
 from ..errors import DistillError
-from ..image_files import IMAGE_SUFFIXES, Where
 from .import_common import SPLITS, check_names, clip_box, find_root, number, put, write_yaml
 
 

@@ -1,6 +1,6 @@
 """What the dataset importers (YOLO, VOC, COCO) share: writing the YOLO layout, checking names, numbers and boxes.
 
-Errors name a file as the user knows it, through :class:`distill.image_files.Where`, never by the scratch folder it
+Errors name a file as the user knows it, through :class:`distill.data.image_files.Where`, never by the scratch folder it
 was extracted to.
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
+from ..data.image_files import Where
 from ..errors import DistillError
-from ..image_files import Where
 
 SPLITS = ("train", "val", "test")
 

@@ -13,8 +13,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ..data.image_files import IMAGE_SUFFIXES, Where, yolo_line
 from ..errors import DistillError
-from ..image_files import IMAGE_SUFFIXES, Where, yolo_line
 from .import_common import SPLITS, clip_box, find_root, number, put, write_yaml
 
 CORNERS = ("xmin", "ymin", "xmax", "ymax")

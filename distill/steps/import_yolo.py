@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..dataset_files import split_files
+from ..data.dataset_files import split_files
+from ..data.image_files import Where
 from ..errors import DistillError
-from ..image_files import Where
 from ..yaml_files import read_yaml
 from .import_common import SPLITS, check_names, find_root, put, write_yaml
 
@@ -40,7 +40,7 @@ def read_data_yaml(yaml_file: Path, where: Where) -> tuple[dict[str, Any], list[
 def _images(entry: Any, split: str, base: Path, inside, name: str, where: Where) -> list[Path]:
     """Return the image files a split entry names: folders (searched recursively) and ``.txt`` lists of image paths.
 
-    The same rules as the engine's (:func:`distill.dataset_files.split_files`: a split holds images, its paths are
+    The same rules as the engine's (:func:`distill.data.dataset_files.split_files`: a split holds images, its paths are
     folders or ``.txt`` lists), with the entry's paths resolved against ``base`` and a list's lines against the list,
     each kept ``inside`` the source; an image a list names must exist (it is copied).
     """

@@ -12,15 +12,16 @@ from its tags.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from .. import storage
-from ..export import Export
+from ..data import storage
+from ..registry.export import Export
 from . import tracking
 from .champion import TAG_DECISION, TAG_REASON
-from .evaluate import class_table, gate_line, model_table, training_line
+from .evaluate import CHARTS, class_table, gate_line, model_table, training_line
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 
@@ -30,10 +31,15 @@ def _log_evaluation(mlflow_client, child_id: str, metrics_uri: str, report: dict
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "metrics.json").write_text(json.dumps(report, indent=2))
         mlflow_client.log_artifact(child_id, str(Path(tmp) / "metrics.json"), "evaluation")
-        report_md = metrics_uri.rsplit("/", 1)[0] + "/report.md"
-        if storage.is_s3(report_md) and storage.head(report_md):
-            (Path(tmp) / "report.md").write_bytes(storage.read_bytes(report_md))
-            mlflow_client.log_artifact(child_id, str(Path(tmp) / "report.md"), "evaluation")
+        for part in ("report.md", *CHARTS):  # the report and its pictures, where the evaluation wrote them
+            uri = metrics_uri.rsplit("/", 1)[0] + "/" + part
+            if storage.is_s3(uri) and storage.head(uri):
+                (Path(tmp) / part).write_bytes(storage.read_bytes(uri))
+            elif Path(uri).is_file():
+                shutil.copyfile(uri, Path(tmp) / part)
+            else:
+                continue
+            mlflow_client.log_artifact(child_id, str(Path(tmp) / part), "evaluation")
         (Path(tmp) / "exports.json").write_text(json.dumps([e.to_dict() for e in exports], indent=2))
         mlflow_client.log_artifact(child_id, str(Path(tmp) / "exports.json"), "export")
 
@@ -109,6 +115,10 @@ def model_card(report: dict[str, Any], plan: dict[str, Any], data_hash: str, tag
         f"**Registry decision**: {decision} — {tags.get(TAG_REASON, '')}." if decision else "Decision pending.",
         "",
         *class_table(report.get("per_class"), v["primary_metric"]),
+        "",
+        f"Charts (this version's run, `evaluation/`): {', '.join(f'`{c}`' for c in CHARTS)} — per-class AP, the "
+        "learning curves of baseline and distilled with the KD phase shaded, the gate's interval against its "
+        f"threshold; also beside the evaluation `{tags.get('evaluation', '')}`.",
         "",
         f"Latency on {next(iter(models.values()))['device']}. Exports: {exports or 'none'}{onnx}, each verified "
         "against PyTorch before registering (`export/exports.json` in the register run).",

@@ -25,10 +25,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .. import storage
-from ..dataset_files import verify_split
+from ..data import storage
+from ..data.dataset_files import verify_split
+from ..data.image_files import Where, content_hash
 from ..errors import DistillError
-from ..image_files import Where, content_hash
 from ..yaml_files import read_yaml
 from . import tracking
 from .archive import safe_extract_zip
@@ -115,15 +115,15 @@ def prepare_data(
 def publish(folder: Path, manifest: dict[str, Any], target: storage.S3Uri, shard_bytes: int | None = None) -> bool:
     """Upload a content-addressed folder as shards and then its manifest, unless ``target`` has one.
 
-    The folder is packed into tar shards (:mod:`distill.shards`) beside it and uploaded several at a time; the
+    The folder is packed into tar shards (:mod:`distill.data.shards`) beside it and uploaded several at a time; the
     manifest — every file's sha256 plus the shards — goes last (``data.yaml`` is also uploaded as an object of its
     own, so the result's ``data`` URI can be read directly), so a prefix without a manifest is an interrupted upload
     (uploaded again by the next run), never a dataset or pool; one with a manifest holds this very content (its hash
     is the folder's name). Returns whether anything was uploaded. ``manifest`` gains ``shards``. ``shard_bytes``: the
-    largest shard (default :data:`distill.shards.SHARD_BYTES`; the data benchmark measures others). The manifest is
+    largest shard (default :data:`distill.data.shards.SHARD_BYTES`; the data benchmark measures others). The manifest is
     uploaded without its :data:`PROVENANCE` fields (see :func:`record_publication`).
     """
-    from .. import shards
+    from ..data import shards
 
     if storage.head(target.join("manifest.json")) is not None:
         return False
@@ -264,7 +264,7 @@ def verify_labels(out: Path, origins: dict[str, str]) -> dict[str, int]:
     coordinates outside the image, the wrong number of columns for the task — is one error naming the file it came
     from (``origins``: ``<split>/<image name>`` → the user's label or annotation file), because Ultralytics would drop
     that image's labels at training time and train on the image as if it held no objects. The check is the engine's
-    too (:func:`distill.dataset_files.verify_split`), so ``train`` refuses what prepare-data refuses.
+    too (:func:`distill.data.dataset_files.verify_split`), so ``train`` refuses what prepare-data refuses.
     """
     from ultralytics.utils import LOGGER
 

@@ -9,8 +9,8 @@ The version is a pyfunc model wrapping the ``.pt`` (see :mod:`distill.steps.pyfu
 its artifact and the evaluation report attached to the run; tags record the dataset hash, teacher, loss and layers,
 the metric, the code version and the pipeline run. The new version gets alias ``challenger``; ``champion`` moves to
 it only when its gain over the current champion on the *same* test images passes the promotion gate
-(:mod:`distill.gate`: ``gate=ci``, the lower bound of the interval at ``gate_level`` at least ``min_gain``; ``point``:
-the difference) — the champion's per-image matches come from its own evaluation of the same data, else it is
+(:mod:`distill.registry.gate`: ``gate=ci``, the lower bound of the interval at ``gate_level`` at least ``min_gain``;
+``point``: the difference) — the champion's per-image matches come from its own evaluation of the same data, else it is
 validated again on the candidate's — and never when the evaluation failed. A champion whose record cannot be read
 (its ``metric`` tag missing, not a number or ``nan``; its ``weights_uri`` missing where the gate needs its weights, or
 the weights gone) is no comparable champion: the version is promoted as if there were none, its reason and a warning
@@ -23,7 +23,7 @@ Inputs are checked before the registry is touched (the evaluation must be comple
 version is created with its pipeline-run tag in the same call, so a rerun after any fault finds and completes it.
 
 One version per pipeline run, whatever the timing: the whole register of run R (find or create the version, tags,
-gate) runs under a lease on ``<prefix>/registry/<name>/<R>.lock`` (:class:`distill.storage.Lease`, prefix
+gate) runs under a lease on ``<prefix>/registry/<name>/<R>.lock`` (:class:`distill.data.storage.Lease`, prefix
 ``$YOLO_DISTILL_S3_PREFIX``, else the evaluation's: the part before ``/runs/``, or its folder). MLflow offers nothing
 atomic to build this on (versions are numbered, tags and aliases are plain overwrites); S3's conditional writes are:
 the lease is taken with ``If-None-Match: *`` and handed on with ``If-Match``, which SeaweedFS evaluates atomically.
@@ -51,9 +51,10 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, storage
+from .. import __version__
+from ..data import storage
 from ..errors import DistillError
-from ..export import DEFAULT_FORMATS, Export, check_packages, export_verified, parse_formats
+from ..registry.export import DEFAULT_FORMATS, Export, check_packages, export_verified, parse_formats
 from ..settings import gate_settings
 from . import tracking
 from .champion import TAG_DECISION, TAG_REASON, Challenger, _promote, decision_tags

@@ -25,15 +25,16 @@ from typing import Any
 
 from ultralytics.utils import LOGGER
 
-from .. import api, storage
 from ..config import DistillConfig, check_arguments
+from ..data import storage
+from ..data.storage import S3Uri
 from ..devices import choose_devices
+from ..engine import api
+from ..engine.rounds import needs_rounds, run_rounds
+from ..engine.trainer import TEACHER_WEIGHTS
 from ..errors import DistillError
 from ..launch import current
-from ..rounds import needs_rounds, run_rounds
 from ..settings import split_kd, training
-from ..storage import S3Uri
-from ..trainer import TEACHER_WEIGHTS
 from . import tracking
 from .common import check_pool_source, fetch_dataset, fetch_model, pool_arguments, run_folder
 
@@ -118,7 +119,7 @@ def distill(
 
     ``unlabeled``: an unlabelled pool — prepare-data's pool URI (``s3://.../pools/<hash>``, fetched and checked
     against its manifest) or a local folder of images — that the teacher pseudo-labels and the student trains on
-    beside the labelled images (:mod:`distill.pool_data`); the result's ``pool`` says what trained.
+    beside the labelled images (:mod:`distill.engine.pool_data`); the result's ``pool`` says what trained.
     ``settings``: the KD settings (:class:`DistillConfig`'s fields, declared once: :data:`distill.settings.KD`; the
     library defaults for those not given), the training options (:data:`distill.settings.TRAINING`, as for
     :func:`train`) and any other Ultralytics train argument.

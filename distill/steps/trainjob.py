@@ -25,9 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import storage
+from ..data import storage
+from ..data.storage import S3Uri
 from ..errors import DistillError, Failure, RunFailure
-from ..storage import S3Uri
 from . import pods
 from .common import CACHE_ENV, CACHE_MOUNT
 

@@ -40,9 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import storage
+from ..data import storage
+from ..data.image_files import IMAGE_SUFFIXES, SHOWN, Where, classify, content_hash, walk, warn_links
 from ..errors import DistillError
-from ..image_files import IMAGE_SUFFIXES, SHOWN, Where, classify, content_hash, walk, warn_links
 
 #: The manifest's ``kind``: tells a pool's manifest from a dataset's.
 POOL_KIND = "unlabeled-pool"

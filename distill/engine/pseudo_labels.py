@@ -38,17 +38,16 @@ from typing import Any
 
 import yaml
 
-from .errors import DistillError
-from .image_files import IMAGE_SUFFIXES, yolo_line
-from .settings import training
+from ..data.image_files import IMAGE_SUFFIXES, yolo_line
+from ..errors import DistillError
+from ..progress import Progress
+from ..settings import training
 
 TASKS = ("detect", "segment", "pose")
 #: The record's name; its presence with a matching key is what makes ``out`` complete.
 RECORD = "pseudo.json"
 #: Bumped when the files written for the same key change, so older outputs are redone.
 FORMAT = 1
-#: Progress is logged every this many images (and at the end).
-LOG_EVERY = 100
 
 
 @dataclass(frozen=True)
@@ -135,7 +134,7 @@ def pseudo_label(
         >>> result.data, result.empty[:1]  # doctest: +SKIP
         (PosixPath('pseudo/data.yaml'), ['3f2a9c0d1e2b4a5c.jpg'])
     """
-    from .offline import configure
+    from ..offline import configure
 
     imgsz, batch = (training({"imgsz": imgsz, "batch": batch}, ["imgsz", "batch"])[k] for k in ("imgsz", "batch"))
     check_settings(conf, imgsz, batch, kpt_conf)
@@ -170,7 +169,7 @@ def find_images(images: Path, out: Path, *, warn: bool = True) -> dict[str, Path
         DistillError: ``images`` is not a folder, holds ``out`` or lies in what ``out`` replaces, holds no image, or
             two images share a stem (they would share a label file).
     """
-    from .image_files import Where, classify, walk, warn_links
+    from ..data.image_files import Where, classify, walk, warn_links
 
     if not images.is_dir():
         raise DistillError(f"images '{images}' is not a folder")
@@ -199,13 +198,13 @@ def find_images(images: Path, out: Path, *, warn: bool = True) -> dict[str, Path
 
 
 def load_teacher(teacher: str | Path) -> Teacher:
-    """Read a teacher checkpoint through the project's restricted loader (:func:`distill.model.read_checkpoint`).
+    """Read a teacher checkpoint through the project's restricted loader (:func:`distill.engine.model.read_checkpoint`).
 
     Raises:
         DistillError: The file is missing, is not a ``.pt``, is not a readable (or allowed) Ultralytics checkpoint,
             or its task is not detect, segment or pose.
     """
-    from . import storage
+    from ..data import storage
     from .model import read_checkpoint
 
     path = Path(teacher)
@@ -238,8 +237,8 @@ def cache_key(
     """
     import hashlib
 
-    from . import storage
-    from .image_files import content_hash
+    from ..data import storage
+    from ..data.image_files import content_hash
 
     images = pool_hash or content_hash({f"images/{n}": storage.sha256_file(p) for n, p in files.items()})
     fields = {"format": FORMAT, "teacher": teacher.sha256, "images": images, "conf": float(conf),
@@ -328,28 +327,24 @@ def _label(model: Teacher, files: dict[str, Path], out: Path, key: str, **settin
 def _predict(model: Teacher, out: Path, total: int, **settings: Any) -> dict[str, Any]:
     """Stream the predictor over ``out/images`` and write one label file per image; return the counts."""
     from ultralytics import YOLO
-    from ultralytics.utils import LOGGER
 
     kpt_conf = settings.pop("kpt_conf")
     stream = YOLO(str(model.path)).predict(source=str(out / "images"), stream=True, verbose=False, **settings)
     per_class: dict[int, int] = {}
     counts: dict[str, Any] = {"seen": set(), "empty": [], "dropped": 0, "per_class": per_class}
-    start = time.perf_counter()
-    for result in stream:
-        name = Path(result.path).name
-        rows, dropped = label_rows(result, model.task, kpt_conf)
-        _label_file(out, name).write_text("".join(f"{row}\n" for row in rows))
-        counts["seen"].add(name)
-        counts["dropped"] += dropped
-        if not rows:
-            counts["empty"].append(name)
-        for row in rows:
-            cls = int(row.split(" ", 1)[0])
-            per_class[cls] = per_class.get(cls, 0) + 1
-        done = len(counts["seen"])
-        if done % LOG_EVERY == 0 or done == total:
-            rate = done / max(time.perf_counter() - start, 1e-9)
-            LOGGER.info(f"pseudo-labels: {done}/{total} images, {done - len(counts['empty'])} labelled ({rate:.1f}/s)")
+    with Progress(total, "pseudo-labels", "images") as progress:
+        for result in stream:
+            name = Path(result.path).name
+            rows, dropped = label_rows(result, model.task, kpt_conf)
+            _label_file(out, name).write_text("".join(f"{row}\n" for row in rows))
+            counts["seen"].add(name)
+            counts["dropped"] += dropped
+            if not rows:
+                counts["empty"].append(name)
+            for row in rows:
+                cls = int(row.split(" ", 1)[0])
+                per_class[cls] = per_class.get(cls, 0) + 1
+            progress.update(1, f"{len(counts['seen']) - len(counts['empty'])} with objects")
     return counts
 
 

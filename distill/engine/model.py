@@ -34,14 +34,14 @@ from ultralytics.nn.distill_model import DistillationModel
 from ultralytics.nn.tasks import guess_model_task, load_checkpoint, yaml_model_load
 from ultralytics.utils.torch_utils import copy_attr
 
-from .adapter.seams import captured_features, clear_features, freeze_teacher, start_feature_capture
-from .config import DistillConfig
+from ..adapter.seams import captured_features, clear_features, freeze_teacher, start_feature_capture
+from ..config import DistillConfig
+from ..errors import DistillError
+from ..losses import DistributionLogitLoss, LogitLoss, head_dict, head_outputs, shared_outputs
+from ..losses.registry import build_feature_loss
+from ..offline import TRUST_ENV, trusts_checkpoints
 from .connectors import ChannelAdapter
-from .errors import DistillError
 from .layers import LayerShape, probe, resolve_layers
-from .losses import DistributionLogitLoss, LogitLoss, head_dict, head_outputs, shared_outputs
-from .losses.registry import build_feature_loss
-from .offline import TRUST_ENV, trusts_checkpoints
 
 
 class KDModel(DistillationModel):
@@ -201,7 +201,7 @@ class KDModel(DistillationModel):
             return task_loss, items
         return torch.cat([task_loss, torch.stack(terms) * bs]), items
 
-    # -- online pool targets (distill.online_pool) -------------------------------------------------------------
+    # -- online pool targets (distill.engine.online_pool) --------------------------------------------------------------
     @property
     def target_teacher(self) -> nn.Module | None:
         """The mean teacher once it took over (``pool_teacher`` ``ema`` or ``auto``), else ``None``: the frozen one."""
@@ -226,7 +226,7 @@ class KDModel(DistillationModel):
         The targets come from ``teacher_preds``, the target teacher's predictions on the batch (eval mode:
         ``(decoded, raw)``) — the mean teacher's once it took over, else the frozen teacher's; with ``strong_aug``
         the student sees a stronger view of the images that hold pool regions
-        (:func:`distill.online_pool.strong_view`).
+        (:func:`distill.engine.online_pool.strong_view`).
         """
         from .online_pool import has_regions, online_batch, strong_view
 
@@ -243,9 +243,9 @@ class KDModel(DistillationModel):
         """Return ``model``'s task loss (the student's, or an online teacher's), ignoring soft pool objects.
 
         With ``pool_targets="soft"`` pool instances arrive with their class shifted by ``nc``
-        (:func:`distill.soft_pool.mark_pool_instances`), with ``"online"`` the uncertain pool objects
-        (:func:`distill.online_pool.online_batch`); :func:`~distill.soft_pool.soft_batch` shifts them back and has the
-        criterion's assigner leave their anchors out of the loss, for this call only.
+        (:func:`distill.engine.soft_pool.mark_pool_instances`), with ``"online"`` the uncertain pool objects
+        (:func:`distill.engine.online_pool.online_batch`); :func:`~distill.engine.soft_pool.soft_batch` shifts them back
+        and has the criterion's assigner leave their anchors out of the loss, for this call only.
         """
         if self.distill_config.get("pool_targets", "pseudo") == "pseudo":
             return model.loss(batch, preds)
@@ -495,7 +495,7 @@ def _own_module_classes() -> list[type]:
     import pkgutil
     import sys
 
-    from . import losses
+    from .. import losses
 
     modules = [sys.modules[__name__], importlib.import_module(f"{__package__}.connectors")]
     modules += [importlib.import_module(f"{losses.__name__}.{m.name}") for m in pkgutil.iter_modules(losses.__path__)]
@@ -507,5 +507,34 @@ def _own_module_classes() -> list[type]:
     ]
 
 
+#: The modules whose classes a ``last.pt`` pickles, by the names they had before the engine became a package (issue
+#: 39; until then every module stood at the top of ``distill``): a run interrupted before that move names
+#: ``distill.model.KDModel`` and ``distill.connectors.ChannelAdapter``. Kept while such a run may still be resumed:
+#: remove it, with :func:`_answer_to_old_names` and its test, at the next version after 0.1.0.
+OLD_NAMES = {"distill.model": __name__, "distill.connectors": f"{__package__}.connectors"}
+
+
+def _answer_to_old_names(classes: list[type]) -> None:
+    """Let a checkpoint that names a class by its old module load: the one place where old names are mapped.
+
+    Both of Ultralytics' loaders read ``last.pt``, ours (:func:`read_checkpoint`) and its own resume alike. The
+    restricted one (the default, see :mod:`distill.offline`) looks each pickled name up in torch's allowlist, so each
+    class is registered under its old name too. The trusting one (``YOLO_DISTILL_TRUST_CHECKPOINTS=1``) imports the
+    pickled module by name, and Ultralytics answers a module it cannot import by trying to pip-install it: so the old
+    names stand in ``sys.modules`` for the modules that hold the classes now. Every process that can load a
+    ``last.pt`` imports this module first (the trainer and this reader live here).
+    """
+    import sys
+
+    for old, new in OLD_NAMES.items():
+        module = sys.modules[new]
+        sys.modules.setdefault(old, module)
+        torch.serialization.add_safe_globals(
+            [(obj, f"{old}.{obj.__qualname__}") for obj in classes if obj.__module__ == new]
+        )
+
+
 # Ultralytics' restricted loader (distill.offline) allows its own and torch's model classes; ours join the allowlist.
-torch.serialization.add_safe_globals(_own_module_classes())
+_CLASSES = _own_module_classes()
+torch.serialization.add_safe_globals(_CLASSES)
+_answer_to_old_names(_CLASSES)

@@ -2,7 +2,7 @@
 
 Two sources of noise sit between a measured gain and a real one, and the gate's interval holds both:
 
-* **the test images** — a few dozen of them; the paired bootstrap (:func:`distill.bootstrap.paired_difference`)
+* **the test images** — a few dozen of them; the paired bootstrap (:func:`distill.registry.bootstrap.paired_difference`)
   resamples them and scores both models on each draw: its standard error ``se``;
 * **the training run** — retrained with another seed, the same configuration scores up to a few points apart. One
   run cannot show that spread; what it can show is how far its own validation score still moved over its last
@@ -29,7 +29,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from . import storage
+from ..data import storage
 from .bootstrap import ImageStats, paired_difference
 
 #: Epochs at the end of a training log whose validation scores give the run's own noise (Ultralytics' default

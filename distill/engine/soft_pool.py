@@ -26,9 +26,9 @@ from typing import Any
 
 import torch
 
-from .errors import DistillError
+from ..errors import DistillError
 
-#: The key of a pool dataset's ``data.yaml`` (:mod:`distill.pool_data`) naming the folder of its pool images.
+#: The key of a pool dataset's ``data.yaml`` (:mod:`distill.engine.pool_data`) naming the folder of its pool images.
 POOL_IMAGES_KEY = "pool_images"
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from .config import DistillConfig
+from ..config import DistillConfig
 
 ROUND = "round"
 

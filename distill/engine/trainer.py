@@ -5,9 +5,9 @@ launcher re-creates the trainer in every rank from ``type(trainer)``, ``args``, 
 KD settings ride on a picklable callback object, :class:`DistillCallbacks`, which also applies the weight schedule and
 saves the online teacher. The distillation trainers override two small methods for KD:
 
-- ``set_model_attributes`` — after the stock attributes land on the student, wrap it in :class:`~distill.model.KDModel`.
-  It runs before compile, freezing, the AMP check, DDP wrapping, the EMA copy and the optimizer, so all of those see
-  the finished model (adapters included).
+- ``set_model_attributes`` — after the stock attributes land on the student, wrap it in
+  :class:`~distill.engine.model.KDModel`. It runs before compile, freezing, the AMP check, DDP wrapping, the EMA copy
+  and the optimizer, so all of those see the finished model (adapters included).
 - ``setup_model`` — on resume, rebuild the student from our checkpoint and keep the adapters/generators to restore
   (the stock code would rebuild a plain ``DistillationModel``).
 
@@ -45,11 +45,11 @@ from ultralytics.nn.tasks import load_checkpoint
 from ultralytics.utils import LOGGER, RANK
 from ultralytics.utils.torch_utils import unwrap_model
 
-from .adapter.seams import clear_features, cpu_ddp, drop_feature_hooks
-from .config import DistillConfig
-from .devices import check_batch_divides
-from .errors import DistillError
-from .launch import Launch, current
+from ..adapter.seams import clear_features, cpu_ddp, drop_feature_hooks
+from ..config import DistillConfig
+from ..devices import check_batch_divides
+from ..errors import DistillError
+from ..launch import Launch, current
 from .model import KDModel, build_kd_model
 from .online_pool import EMATeacher
 from .schedule import kd_scale, resolve_off_epochs

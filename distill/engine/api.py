@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, Any
 from ultralytics.nn.tasks import guess_model_task, yaml_model_load
 from ultralytics.utils import LOGGER
 
-from .config import DistillConfig, check_arguments, check_training
-from .errors import DistillError
+from ..config import DistillConfig, check_arguments, check_training
+from ..errors import DistillError
+from ..offline import configure
+from ..settings import training
+from ..yaml_files import read_yaml
 from .model import KDModel, load_weights, read_checkpoint
-from .offline import configure
 from .rounds import ROUND, needs_rounds, run_rounds
-from .settings import training
 from .trainer import DISTILL_TRAINERS, PLAIN_TRAINERS, TEACHER_WEIGHTS, DistillCallbacks, DistillTrainerMixin, held_logs
-from .yaml_files import read_yaml
 
 if TYPE_CHECKING:
     from .pool_data import PoolData
@@ -52,7 +52,7 @@ class RunResult:
     skipped_images: int | None = None  # training images Ultralytics' loader refused as corrupt
     rank: int = -1  # this process's global rank under torchrun (-1: a single-process run)
     world_size: int = 1  # ranks that trained together (over all nodes)
-    pool: dict[str, Any] | None = None  # with an unlabelled pool: what trained (distill.pool_data.PoolData.to_dict)
+    pool: dict[str, Any] | None = None  # with an unlabelled pool: what trained (pool_data.PoolData.to_dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable summary."""
@@ -92,14 +92,14 @@ def _check_data(data: str | Path) -> str:
 
     It exists, parses with the bounded YAML loader (an alias bomb is refused before Ultralytics reads it), its train
     and val splits name folders or ``.txt`` lists holding images, and its labels pass Ultralytics' verifier
-    (:func:`distill.dataset_files.check_dataset`).
+    (:func:`distill.data.dataset_files.check_dataset`).
     """
     path = Path(data)
     if path.suffix.lower() not in {".yaml", ".yml"}:
         raise DistillError(f"data '{data}' must be a dataset .yaml file")
     if not path.is_file():
         raise DistillError(f"data '{data}' not found (datasets are never downloaded: give a local data.yaml)")
-    from .dataset_files import check_dataset
+    from ..data.dataset_files import check_dataset
 
     check_dataset(data)
     return str(path.resolve())
@@ -119,7 +119,7 @@ def _run_args(train_args: dict[str, Any], resume: str | Path | None) -> dict[str
     own rules (:func:`distill.config.check_arguments`). The CLI, the pipeline steps and Python callers all come
     through here.
     """
-    from .devices import check_device
+    from ..devices import check_device
 
     args = training(train_args)
     if resume is not None:
@@ -314,7 +314,7 @@ def distill(
             ``config`` may then give the teacher's current location, ``out`` a new output folder).
         callbacks: Extra Ultralytics callbacks ``{event: [fn(trainer), ...]}`` (progress, tracking).
         unlabeled: A folder of unlabelled images: the teacher pseudo-labels them (``config.pseudo_conf``) and the
-            student trains on them beside ``data``'s labelled images (:mod:`distill.pool_data`; kept in
+            student trains on them beside ``data``'s labelled images (:mod:`distill.engine.pool_data`; kept in
             ``<out>/pool``). On resume, given with ``data``, the same pool dataset is made again (cached).
         pool_hash: The pool's content hash when known (a prepare-data pool), the pseudo-labels' cache key.
         **train_args: The training options and any other Ultralytics train argument, as for :func:`train`.
@@ -362,7 +362,7 @@ def distill(
 def _local_rounds(
     data: str | Path | None, student: str, pool: PoolInput, out: Path, run: dict[str, Any]
 ) -> Callable[[int, DistillConfig], str]:
-    """Return :func:`distill.rounds.run_rounds`' round trainer for a local run: round ``k`` in ``<out>-round<k>``.
+    """Return the local round trainer for :func:`distill.engine.rounds.run_rounds`: round ``k`` in ``<out>-round<k>``.
 
     A round whose ``round.json`` is there, written for the same inputs (teacher bytes, data, student, settings),
     finished before and is reused; any other is trained (again).
@@ -392,7 +392,7 @@ def round_inputs(
     The round's config, its teacher's bytes (sha256), the data, student, pool and training arguments (``run``:
     :func:`distill`'s keywords; callbacks do not count).
     """
-    from .storage import sha256_file
+    from ..data.storage import sha256_file
 
     teacher = sha256_file(config.teacher) if Path(config.teacher).is_file() else config.teacher
     asked = {"config": config.to_dict(), "teacher_sha256": teacher, "data": str(data), "student": str(student),
@@ -411,7 +411,7 @@ class PoolInput:
 
     def make(self, data: str | Path, config: DistillConfig, imgsz: int, out: str | Path) -> PoolData:
         """Pseudo-label the pool and write the labelled + pool dataset under ``<out>/pool`` (one folder per rank)."""
-        from .launch import current
+        from ..launch import current
         from .pool_data import with_pool
 
         launch = current()

@@ -33,8 +33,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import IO
 
-from .errors import DistillError, RunFailure, ServiceUnavailable
-from .paths import confine
+from ..errors import DistillError, RunFailure, ServiceUnavailable
+from ..paths import confine
 
 SHA256_META = "sha256"
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
@@ -248,8 +248,8 @@ def head(uri: str | S3Uri) -> dict | None:
 #: folder. A live writer touches its file every read buffer and gives up after the client's 60 s read timeout, so
 #: 15 minutes never catches one, even on a cache volume shared by pods whose clocks differ by a few minutes.
 STALE_PART_S = 15 * 60
-#: The partial files this module and :mod:`distill.shards` write: ``.<name>.<pid>-<thread>.part``, and the temporary
-#: file boto3 downloads it through (``<that>.<8 random characters>``).
+#: The partial files this module and :mod:`distill.data.shards` write: ``.<name>.<pid>-<thread>.part``, and the
+#: temporary file boto3 downloads it through (``<that>.<8 random characters>``).
 _PART_RE = re.compile(r"\..+\.\d+-\d+\.part(\.[0-9A-Za-z]{8})?")
 _swept: set[str] = set()
 _swept_lock = threading.Lock()

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import DistillError, RunFailure
+from ..errors import DistillError, RunFailure
 
 #: Formats the register step can ship, with the packages each needs and the file or folder Ultralytics writes.
 FORMATS: dict[str, tuple[tuple[str, ...], str]] = {

@@ -1,12 +1,12 @@
 """Training on an unlabelled pool: the labelled train split and the teacher's pseudo-labelled pool as one dataset.
 
 :func:`with_pool` turns a labelled ``data.yaml`` and a folder of unlabelled images into the dataset a student trains
-on (issue 21): the teacher labels the pool once (:func:`distill.pseudo_labels.pseudo_label`, cached by teacher, pool
-and settings), and a new ``data.yaml`` lists, as its ``train`` split, the pool images the teacher found objects in
+on (issue 21): the teacher labels the pool once (:func:`distill.engine.pseudo_labels.pseudo_label`, cached by teacher,
+pool and settings), and a new ``data.yaml`` lists, as its ``train`` split, the pool images the teacher found objects in
 and the labelled train images; ``val``/``test`` and every other key are the labelled dataset's. The trainer is
 Ultralytics' own, unmodified: its loader reads the list (a ``.txt`` of image paths, its documented format), its
 augmentation mixes labelled and pool images in every mosaic and batch, the task loss learns the pseudo-labels and
-the KD losses of :class:`distill.model.KDModel` run on every image — labelled or not — as they always do.
+the KD losses of :class:`distill.engine.model.KDModel` run on every image — labelled or not — as they always do.
 
 What is left out of the list, and why:
 
@@ -34,11 +34,11 @@ from typing import Any
 
 import yaml
 
-from . import storage
-from .dataset_files import resolve_dataset, split_images
-from .errors import DistillError
+from ..data import storage
+from ..data.dataset_files import resolve_dataset, split_images
+from ..errors import DistillError
+from ..yaml_files import read_yaml
 from .pseudo_labels import PseudoLabels, find_images, load_teacher, pseudo_label
-from .yaml_files import read_yaml
 
 #: What the record counts, besides the images used.
 COUNTS = ("empty", "leaked_into_val_test", "in_labelled_train")
@@ -113,7 +113,7 @@ def with_pool(
 
     Raises:
         DistillError: A bad setting, a pool made only of copies of the dataset's images, a teacher whose classes are
-            not the dataset's, no usable pool image, or an error of :func:`distill.pseudo_labels.pseudo_label`.
+            not the dataset's, no usable pool image, or an error of :func:`distill.engine.pseudo_labels.pseudo_label`.
     """
     if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not ratio >= 0 or math.isinf(ratio):
         raise DistillError(f"unlabeled_ratio must be a non-negative number, got {ratio!r}")
@@ -156,7 +156,7 @@ def labelled_copies(images: Path, out: Path, train: list[str], held_out: list[st
     A copy of a val/test image (``leaked_into_val_test``; it wins over an identical train image) would leak the
     held-out split into training; a copy of a train image (``in_labelled_train``) is already there with its real
     labels. Each kind is one warning with its count. ``out`` is where the pseudo-labels go (see
-    :func:`distill.pseudo_labels.find_images`, which also refuses a folder without images).
+    :func:`distill.engine.pseudo_labels.find_images`, which also refuses a folder without images).
 
     Raises:
         DistillError: Every pool image is such a copy: nothing is left for the teacher to label.

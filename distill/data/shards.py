@@ -20,14 +20,13 @@ import contextlib
 import hashlib
 import io
 import os
-import sys
 import tarfile
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from .paths import UnsafePath, check_relative, confine
+from ..paths import UnsafePath, check_relative, confine
+from ..progress import Progress
 from .storage import StorageError, part_path, sweep_stale_parts
 
 #: Largest shard, in bytes (the last shard of a split is smaller). Large enough that requests are few, small enough
@@ -246,18 +245,15 @@ def unpack_all(
             if close:
                 close()
 
-    total = sum(s.get("size", 0) for s in todo)
-    started, moved = time.perf_counter(), 0
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+    total, moved = sum(s.get("size", 0) for s in todo), 0
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool, Progress(len(todo), "fetch", "shards") as bar:
         futures = {pool.submit(one, s): s for s in todo}
-        for i, future in enumerate(as_completed(futures), 1):
+        for future in as_completed(futures):
             if future.exception() is not None:
                 pool.shutdown(wait=True, cancel_futures=True)  # the shards not started yet are left for a rerun
                 future.result()
             moved += futures[future].get("size", 0)
-            rate = moved / 1e6 / max(time.perf_counter() - started, 1e-6)
-            print(f"fetch: {i}/{len(todo)} shards, {moved / 1e6:.0f}/{total / 1e6:.0f} MB ({rate:.0f} MB/s)",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            bar.update(1, f"{moved / 1e6:.0f}/{total / 1e6:.0f} MB")
     return len(todo)
 
 

@@ -17,7 +17,7 @@ from ultralytics.nn.distill_model import FeatureHook
 from ultralytics.nn.modules.block import C2f
 from ultralytics.nn.modules.head import Detect
 
-from .errors import DistillError
+from ..errors import DistillError
 
 
 def detect_head(model: nn.Module) -> Detect:

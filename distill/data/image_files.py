@@ -1,9 +1,9 @@
 """The image files of a dataset or a pool: which files are images, how a file is named to the user, content hashes.
 
 Shared by the dataset importers and the pool scan (:mod:`distill.steps`) and by the pseudo-labeller
-(:mod:`distill.pseudo_labels`), which sits below the steps: the data layer, importing nothing of the layers above.
-Errors name a file as the user knows it (:class:`Where`): a file of a local folder by its path, a file of an archive
-or an S3 prefix by the source the user gave plus its path inside it (``s3://bucket/data.zip:coco/train.json``).
+(:mod:`distill.engine.pseudo_labels`), which sits below the steps: the data layer, importing nothing of the layers
+above. Errors name a file as the user knows it (:class:`Where`): a file of a local folder by its path, a file of an
+archive or an S3 prefix by the source the user gave plus its path inside it (``s3://bucket/data.zip:coco/train.json``).
 """
 
 from __future__ import annotations

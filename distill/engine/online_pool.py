@@ -12,7 +12,7 @@ predictions on the very augmented batch the student trains on (issue 38, after U
 - **What the pool holds** (:func:`online_batch`): in the loss, the target teacher's detections on the batch (NMS,
   Ultralytics' own) whose centre lies in a pool region become that image's targets: at or above ``pseudo_conf`` an
   object, between ``uncertain_conf`` and ``pseudo_conf`` *uncertain* — neither object nor background for the task
-  loss (the anchors are left out through :mod:`distill.soft_pool`'s assigner wrapper, Efficient Teacher's
+  loss (the anchors are left out through :mod:`distill.engine.soft_pool`'s assigner wrapper, Efficient Teacher's
   pseudo-label assigner without an objectness branch to train them on). Labelled tiles keep their true labels.
 - **Which teacher** (``pool_teacher``): ``frozen`` — the big teacher, whose forward the KD terms already pay for; or
   ``ema`` — after ``burn_in`` epochs, a mean teacher: an exponential moving average of the student (Ultralytics'
@@ -39,12 +39,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import DistillError
+from ..errors import DistillError
 from .soft_pool import POOL_IMAGES_KEY
 
 #: The tasks online pool targets are built for.
 TASKS = ("detect", "segment", "pose")
-#: A target keypoint is visible from this teacher confidence (:mod:`distill.pseudo_labels`' ``kpt_conf`` default).
+#: A target keypoint is visible from this teacher confidence (:mod:`distill.engine.pseudo_labels`' ``kpt_conf``
+#: default).
 KPT_CONF = 0.5
 #: IoU of Ultralytics' predictor and validator NMS (``iou`` in its ``default.yaml``).
 NMS_IOU = 0.7
@@ -80,7 +81,7 @@ class PoolRegions:
 def mark_pool_regions(dataset: Any, data: dict[str, Any]) -> int:
     """Make ``dataset`` (a training dataset) mark its pool images' regions; return how many images it lists there.
 
-    ``data`` is the trainer's dataset dict; without :data:`~distill.soft_pool.POOL_IMAGES_KEY` (no pool) nothing
+    ``data`` is the trainer's dataset dict; without :data:`~distill.engine.soft_pool.POOL_IMAGES_KEY` (no pool) nothing
     changes.
     """
     folder = data.get(POOL_IMAGES_KEY)
@@ -112,7 +113,7 @@ def online_batch(
     Returns:
         (dict): The batch with labelled rows unchanged, the region rows gone and, per image, the detections centred in
         one of its regions appended — objects with their class, uncertain ones with ``class + nc`` (read by
-        :func:`distill.soft_pool.soft_batch`) — rows ordered by image, as Ultralytics' loss expects them.
+        :func:`distill.engine.soft_pool.soft_batch`) — rows ordered by image, as Ultralytics' loss expects them.
     """
     from ultralytics.utils.nms import non_max_suppression
 
@@ -256,7 +257,7 @@ class EMATeacher:
         """Begin the average from the student as it is now (tau 1: the decay is ``decay`` from the first update)."""
         from ultralytics.utils.torch_utils import ModelEMA
 
-        from .adapter.seams import drop_feature_hooks
+        from ..adapter.seams import drop_feature_hooks
 
         self.ema = ModelEMA(student, decay=self.decay, tau=1)
         drop_feature_hooks(self.ema.ema)  # the student's feature hooks would fill the KD model's dicts

@@ -1,9 +1,9 @@
 """A local dataset's files as Ultralytics resolves them: the yaml's splits and the images each split names.
 
-One place for what the engine's input check (:func:`distill.api.train` / :func:`distill.api.distill`), the evaluate
-and register steps (latency and export samples), the unlabelled-pool dataset (:mod:`distill.pool_data`) and the
-benchmarks all need: Ultralytics' own resolution of a ``data.yaml`` (``check_det_dataset``, absolute split paths,
-names as a dict) and the image files of a split entry — a folder (searched recursively for Ultralytics'
+One place for what the engine's input check (:func:`distill.engine.api.train` / :func:`distill.engine.api.distill`), the
+evaluate and register steps (latency and export samples), the unlabelled-pool dataset (:mod:`distill.engine.pool_data`)
+and the benchmarks all need: Ultralytics' own resolution of a ``data.yaml`` (``check_det_dataset``, absolute split
+paths, names as a dict) and the image files of a split entry — a folder (searched recursively for Ultralytics'
 ``IMG_FORMATS``), a ``.txt`` list of image paths (``./`` relative to the list, as Ultralytics reads it), or a list of
 either.
 
@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import DistillError, plain_message
-from .yaml_files import read_yaml
+from ..errors import DistillError, plain_message
+from ..yaml_files import read_yaml
 
 #: How a split path is placed: ``place(text, None)`` for a split entry, ``place(text, list_file)`` for a line of a
 #: ``.txt`` list; it returns the absolute path, or refuses one (an archive's path leading outside it).
@@ -74,7 +74,7 @@ def _verified_memo(images: list[Path], labels: list[Path], spec: dict[str, Any])
     """
     import hashlib
 
-    from .offline import default_config_dir
+    from ..offline import default_config_dir
 
     digest = hashlib.sha256(repr((len(spec["names"]), spec.get("kpt_shape"))).encode())
     for path in (*images, *labels):
