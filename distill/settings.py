@@ -209,10 +209,15 @@ def training(args: Mapping[str, Any], names: Iterable[str] = TRAINING_NAMES) -> 
 
 def coerce_training(given: Mapping[str, Any]) -> dict[str, Any]:
     """Return training options from a pipeline (numbers may arrive as ``2.0``, ``""`` for none) typed and checked."""
-    options = {o.name: o for o in TRAINING}
+    return _coerce(TRAINING, given, "training option")
+
+
+def _coerce(declared: Iterable[Option], given: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """Return ``given`` typed by its ``declared`` options; a name not declared is refused, naming it (``what``)."""
+    options = {o.name: o for o in declared}
     unknown = sorted(set(given) - set(options))
     if unknown:
-        raise DistillError(f"unknown training option(s): {', '.join(unknown)}")
+        raise DistillError(f"unknown {what}(s): {', '.join(unknown)}")
     return {k: options[k].coerce(v) for k, v in given.items()}
 
 
@@ -298,11 +303,7 @@ def split_kd(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def coerce_kd(kd: dict[str, Any]) -> dict[str, Any]:
     """Return KD settings from a pipeline (values may arrive as text: ``"true"``, ``"0.5"``, ``""``) typed."""
-    options = {o.name: o for o in KD}
-    unknown = sorted(set(kd) - set(options))
-    if unknown:
-        raise DistillError(f"unknown distillation setting(s): {', '.join(unknown)}")
-    return {k: options[k].coerce(v) for k, v in kd.items()}
+    return _coerce(KD, kd, "distillation setting")
 
 
 def command_line(step: str, **kwargs: Any) -> list[str]:
