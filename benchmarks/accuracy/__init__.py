@@ -23,6 +23,15 @@ Usage::
 Finished runs are kept under ``--workdir`` and skipped when the same run is asked for again, so an interrupted
 benchmark picks up where it stopped; ``--reuse REPORT`` takes over the runs of a committed report (another machine,
 an earlier session). The report goes to ``benchmarks/results/accuracy-<profile>-<date>.json``.
+
+After training, each model is timed per image on ``--device`` (the teacher, one run per student row, the best row's
+ONNX export: the report's ``latency`` section) and ``accuracy-<...>-pareto.png`` drawn beside the report: test mAP
+against inference time (:mod:`benchmarks.accuracy.latency`). ``--no-latency`` skips it; ``--latency-only REPORT``
+adds the section to an existing report without training, with its runs' weights from ``--workdir`` where present
+(else their architecture, random weights), and redraws its figures::
+
+    python -m benchmarks.accuracy --latency-only benchmarks/results/accuracy-demo-pool-t60-online5-2026-12-07.json \
+        --synthetic 288,64,64 --workdir /tmp/work --results /tmp/out   # the --synthetic / --data-root it was made with
 """
 
 # The package, one concern a module, each importing only from those above it in this list:
@@ -32,7 +41,9 @@ an earlier session). The report goes to ``benchmarks/results/accuracy-<profile>-
 #   cache    which finished run is a job (work folder, other students' folders, --reuse reports)
 #   run      one run per worker process; training every job, or taking the finished ones
 #   tables   the report: summaries, paired gains, the printed tables
+#   latency  inference time per image of the teacher, each row and an ONNX export (the Pareto chart's x)
 #   cli      main(); __main__ runs it (``python -m benchmarks.accuracy``, and each ``--worker``)
+# (figure, which draws a written report, imports only metrics; latency reads its scores through it.)
 
 from benchmarks.accuracy.cache import (
     completed_config,
@@ -48,6 +59,14 @@ from benchmarks.accuracy.cache import (
     trained_as,
 )
 from benchmarks.accuracy.cli import main
+from benchmarks.accuracy.latency import (
+    architecture_weights,
+    latency_only,
+    latency_section,
+    report_profile,
+    time_per_image,
+    trained_weights,
+)
 from benchmarks.accuracy.metrics import METRIC, TASK_LOSSES, TASK_METRIC, kd_share, phases, results_rows, val_curve
 from benchmarks.accuracy.options import (
     BCCD,
@@ -78,6 +97,7 @@ from benchmarks.accuracy.plan import (
     score_split,
     synth_dataset,
     task_model,
+    work_folder,
     work_lock,
     yolo_dataset,
 )
@@ -102,7 +122,8 @@ __all__ = [
     "Profile", "arg_parser", "chosen_students", "parse_variant", "profile_settings",
     # plan (DEFAULTS: distill.config's, which a label-then-train row's pseudo-label settings default to)
     "DEFAULTS", "SYNTH_IMAGES", "Datasets", "benchmark_dataset", "dataset_name", "import_bccd", "plan_jobs",
-    "prepare_datasets", "pseudo_settings", "score_split", "synth_dataset", "task_model", "work_lock", "yolo_dataset",
+    "prepare_datasets", "pseudo_settings", "score_split", "synth_dataset", "task_model", "work_folder", "work_lock",
+    "yolo_dataset",
     # metrics
     "METRIC", "TASK_LOSSES", "TASK_METRIC", "kd_share", "phases", "results_rows", "val_curve",
     # cache
@@ -113,6 +134,8 @@ __all__ = [
     # tables
     "build_report", "markdown", "paired_gains", "pool_comparisons", "pool_rows", "report_tables", "run_config",
     "run_kd_share", "run_record", "run_val_curve", "summarise",
+    # latency
+    "architecture_weights", "latency_only", "latency_section", "report_profile", "time_per_image", "trained_weights",
     # cli
     "main",
 ]  # fmt: skip

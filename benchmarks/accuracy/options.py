@@ -214,6 +214,20 @@ def arg_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train nothing: the report of the runs already finished in the work folder (e.g. after a time limit)",
     )
+    ap.add_argument(
+        "--no-latency",
+        action="store_true",
+        help="skip the latency section (inference time per image of the teacher, each row and an ONNX export; "
+        "measured after training, on --device)",
+    )
+    ap.add_argument(
+        "--latency-only",
+        type=Path,
+        default=None,
+        metavar="REPORT",
+        help="train nothing: add the latency section to REPORT (its runs looked for under --workdir, weights absent: "
+        "their architecture) and draw its figures; written to --results if given, else over REPORT",
+    )
     reports.add_report_args(ap)
     return ap
 

@@ -37,6 +37,16 @@ def import_bccd(source: Path, workdir: Path) -> tuple[Path, str]:
 SYNTH_IMAGES = (300, 60, 60)
 
 
+def work_folder(workdir: Path, profile: Profile, task: str) -> Path:
+    """Return the folder of an invocation's runs under ``--workdir``: named by image size, batch and student model.
+
+    Runs are cached by their settings, not the profile's name, so profiles that share these share every run they both
+    ask for (``screen`` and ``cpu``); ``--latency-only`` finds a report's runs here.
+    """
+    student = Path(task_model(profile.student, task)).stem
+    return (workdir / f"accuracy-{profile.imgsz}px-b{profile.batch}-{student}").resolve()
+
+
 def task_model(yaml_name: str, task: str) -> str:
     """Return the task's variant of a detect model yaml: ``yolov8n.yaml`` → ``yolov8n-seg.yaml`` / ``-pose``."""
     suffix = {"detect": "", "segment": "-seg", "pose": "-pose"}[task]
