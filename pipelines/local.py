@@ -3,20 +3,28 @@
 The components run in subprocesses of this interpreter, so they use the installed package and the stack's
 environment (S3 endpoint, credentials, MLflow). Afterwards the outputs are collected from where the steps wrote them
 — S3 and the MLflow registry — into one summary.
+
+While it runs, stderr says which step runs and how far the run is (``[3/6] distill ...``), and after each step how
+long it took (:class:`StepLines`); each step logs its own work in between.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from .. import stack
 from ..data import storage
 from ..errors import DistillError
+from ..progress import Stage, duration, say
 from ..settings import pipeline_arguments
 from ..steps import tracking
 from ..steps.common import run_folder
@@ -52,10 +60,98 @@ def run_local(params: dict[str, Any], stack_dir: str | None = None, pipeline_roo
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root)
     started = time.time()
     pipeline = build_pipeline(cluster=False)  # the sweep variant is for clusters: see the README
-    gate = pipeline(**params).output
+    with step_lines(pipeline) as lines:
+        gate = pipeline(**params).output
+    if lines is not None:
+        say(lines.summary(time.time() - started))
     summary = collect({**parameter_defaults(pipeline), **params}, gate)  # report the values in force
     summary.update({"seconds": round(time.time() - started, 1), "pipeline_root": root})
     return summary
+
+
+class StepLines:
+    """Lines around each of the pipeline's tasks as kfp.local runs them: ``[3/6] distill ...``, then its time.
+
+    A step is numbered when it first starts (kfp.local runs the tasks one after another, in dependency order); a
+    retried step keeps its number (``(attempt 2)``). ``n`` counts every container task in the compiled pipeline, so a
+    step the gate skips (register) leaves the count short: :meth:`summary` names it.
+    """
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.tasks = _container_tasks(spec["root"]["dag"], spec["components"])
+        self.numbers: dict[str, int] = {}
+        self.attempts: dict[str, int] = {}
+        self._lock = threading.Lock()  # a ParallelFor runs tasks side by side
+
+    def run(self, real: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one task through kfp.local's ``real`` dispatcher between its two lines; return what it returns."""
+        name = self.label(kwargs.get("component_name", ""), kwargs.get("arguments") or {})
+        with self._lock:
+            number = self.numbers.setdefault(name, len(self.numbers) + 1)
+            attempt = self.attempts[name] = self.attempts.get(name, 0) + 1
+        again = f" (attempt {attempt})" if attempt > 1 else ""
+        with Stage(f"[{number}/{len(self.tasks)}] {name}{again}") as stage:
+            result = real(*args, **kwargs)
+            task_status = result[1] if isinstance(result, tuple) and len(result) == 2 else None  # (outputs, status)
+            stage.failed = getattr(task_status, "name", "") == "FAILURE"  # a failed task returns, it does not raise
+        return result
+
+    def label(self, component: str, arguments: dict[str, Any]) -> str:
+        """Return the task's display name (``train-teacher``): the task of ``component`` whose constants match."""
+        candidates = [t for t in self.tasks if t["component"] == component]
+        for task in candidates:
+            if all(arguments.get(k) == v for k, v in task["constants"].items()):
+                return task["display"]
+        return candidates[0]["display"] if candidates else component.removeprefix("comp-")
+
+    def summary(self, seconds: float) -> str:
+        """Return the run's last progress line: steps run of all, the time, and the steps that did not run."""
+        left = [t["display"] for t in self.tasks if t["display"] not in self.numbers]
+        skipped = f" (not run: {', '.join(left)})" if left else ""
+        return f"run-local: {len(self.numbers)}/{len(self.tasks)} steps in {duration(seconds)}{skipped}"
+
+
+def _container_tasks(dag: dict[str, Any], components: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return every task that runs a container under ``dag`` (conditions' DAGs included) of a compiled spec (dict)."""
+    out = []
+    for name, task in dag.get("tasks", {}).items():
+        component = task["componentRef"]["name"]
+        if "dag" in components[component]:
+            out += _container_tasks(components[component]["dag"], components)
+            continue
+        parameters = task.get("inputs", {}).get("parameters", {})
+        constants = {k: v["runtimeValue"]["constant"] for k, v in parameters.items() if "runtimeValue" in v}
+        out.append({"component": component, "display": task.get("taskInfo", {}).get("name", name),
+                    "constants": constants})  # fmt: skip
+    return out
+
+
+@contextmanager
+def step_lines(pipeline: Any) -> Iterator[StepLines | None]:
+    """Write each step's number and time while kfp.local runs ``pipeline`` (yields ``None`` where it cannot).
+
+    kfp.local runs the whole pipeline in one ``pipeline(**params)`` call and has no public hook per task, so the
+    seam is the one function its orchestrators call, through the module and with keyword arguments, for each
+    container task: ``kfp.local.task_dispatcher.run_single_task_implementation`` (kfp 2.17's
+    ``orchestrator/task_executor.py``, used by both its orchestrators, and the older ``local/dag_orchestrator.py``
+    alike). It is wrapped for this call only and restored after. A wrapper around each component function instead
+    would run in the task's subprocess, where the step's place in the run is unknown (and ``components/`` would
+    carry local-only code to the cluster). Should a later kfp drop the function, the run goes on without the lines.
+    """
+    try:
+        from google.protobuf import json_format
+        from kfp.local import task_dispatcher
+
+        real = task_dispatcher.run_single_task_implementation
+    except (ImportError, AttributeError):
+        yield None
+        return
+    lines = StepLines(json_format.MessageToDict(pipeline.pipeline_spec))
+    task_dispatcher.run_single_task_implementation = functools.wraps(real)(functools.partial(lines.run, real))
+    try:
+        yield lines
+    finally:
+        task_dispatcher.run_single_task_implementation = real
 
 
 def parameter_defaults(pipeline: Any) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -16,6 +17,8 @@ from distill.steps import tracking
 from distill.steps.common import CACHE_MOUNT
 
 TRAINING = {"train-teacher", "train-student", "distill"}
+#: Every step of the plain pipeline, by display name.
+STEP_NAMES = ["prepare-data", "train-teacher", "train-student", "distill", "evaluate", "register"]
 #: With nodes > 1, each training step is a light pod that submits a TrainJob and waits for it.
 LAUNCHERS = {f"{name} (TrainJob)" for name in TRAINING}
 
@@ -114,7 +117,37 @@ def test_compiled_pipeline_carries_cluster_settings(compiled):
     assert "register" in condition["triggerPolicy"]["condition"]
 
 
-def test_run_local_registers_then_gate_skips_register(stack_env, tmp_path):
+@pytest.mark.fast
+def test_run_local_numbers_and_times_each_step_through_kfp_local_dispatcher(monkeypatch, capsys):
+    """The seam exists in the installed kfp, is wrapped only during the run, and names the steps as the UI does."""
+    from kfp.local import status, task_dispatcher
+
+    from distill.pipelines.local import step_lines
+    from distill.pipelines.pipeline import build_pipeline
+
+    calls = []
+
+    def dispatcher(**kwargs):  # stands in for kfp.local's own: the first distill attempt fails, a retry succeeds
+        calls.append(kwargs["component_name"])
+        failed = kwargs["component_name"] == "comp-distill" and calls.count("comp-distill") == 1
+        return {}, status.Status.FAILURE if failed else status.Status.SUCCESS
+
+    monkeypatch.setattr(task_dispatcher, "run_single_task_implementation", dispatcher)
+    with step_lines(build_pipeline(cluster=False)) as lines:
+        for component, name in [("prepare-data", ""), ("train", "teacher"), ("train-2", "student"),
+                                ("distill", "distill"), ("distill", "distill"), ("evaluate", "evaluate")]:  # fmt: skip
+            kfp_call = task_dispatcher.run_single_task_implementation  # looked up as kfp's orchestrators do
+            kfp_call(component_name=f"comp-{component}", arguments={"name": name} if name else {}, runner=None)
+    assert task_dispatcher.run_single_task_implementation is dispatcher  # restored after the run
+    assert [line.split(" done in ")[0].split(" failed after ")[0] for line in capsys.readouterr().err.splitlines()] == [
+        "[1/6] prepare-data ...", "[1/6] prepare-data", "[2/6] train-teacher ...", "[2/6] train-teacher",
+        "[3/6] train-student ...", "[3/6] train-student", "[4/6] distill ...", "[4/6] distill",
+        "[4/6] distill (attempt 2) ...", "[4/6] distill (attempt 2)", "[5/6] evaluate ...", "[5/6] evaluate",
+    ]  # fmt: skip
+    assert lines.summary(75) == "run-local: 5/6 steps in 1 min 15 s (not run: register)"
+
+
+def test_run_local_registers_then_gate_skips_register(stack_env, tmp_path, capfd):
     common = {
         "data_source": str(TASK_DATA["detect"].parent), "teacher_epochs": 1, "student_epochs": 1, "imgsz": 64,
         "batch": 4, "device": "cpu", "registry_name": "local-pipeline-model",
@@ -122,6 +155,13 @@ def test_run_local_registers_then_gate_skips_register(stack_env, tmp_path):
     }  # fmt: skip
     first = run_local({**common, "run_id": "kfp-local-1"}, stack_dir=stack_env["STACK_DIR"])
     assert {s["status"] for s in first["steps"].values()} == {"succeeded"}
+    out = capfd.readouterr()
+    done = re.findall(r"^\[(\d)/6\] (\S+) done in \d.*$", out.err, re.M)  # in kfp.local's (dependency) order
+    assert [int(n) for n, _ in done] == [1, 2, 3, 4, 5, 6] and done[0][1] == "prepare-data", out.err[-3000:]
+    assert sorted(step for _, step in done) == sorted(STEP_NAMES) and [s for _, s in done[-2:]] == STEP_NAMES[-2:]
+    assert re.search(r"^run-local: 6/6 steps in .+$", out.err, re.M)
+    for said in (r"export: ONNX \(imgsz 64, dynamic\) done in ", r"verify: ONNX vs PyTorch on \d+ images done in "):
+        assert re.search(said, out.out), said  # register's own lines, streamed by kfp.local into stdout
     assert first["registry"]["aliases"] == ["challenger", "champion"]
     assert first["champion"]["version"] == first["registry"]["version"] and first["champion"]["run_id"] == "kfp-local-1"
     assert set(first["evaluation"]["models"]) == {"teacher", "baseline", "distilled"}
@@ -167,6 +207,7 @@ def test_run_local_registers_then_gate_skips_register(stack_env, tmp_path):
     assert "gate point: difference" in second["steps"]["register"]["reason"] and "< min_gain 100.00" in \
         second["steps"]["register"]["reason"]  # fmt: skip
     assert second["champion"]["run_id"] == "kfp-local-1"
+    assert "run-local: 5/6 steps in " in capfd.readouterr().err  # register: not run (the gate)
     versions = client.search_model_versions("name = 'local-pipeline-model'")
     assert [v.version for v in versions] == [first["registry"]["version"]]  # register never ran
     assert client.get_model_version_by_alias("local-pipeline-model", "champion").version == first["registry"]["version"]

@@ -14,6 +14,7 @@ import base64
 import functools
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -299,14 +300,24 @@ def test_local_batch_use_opts_in_to_paths(registered, monkeypatch):
 
 
 @pytest.mark.parametrize("task", ["detect", "pose"])
-def test_export_verification_catches_a_mismatch(shape_models, tmp_path, task):
+def test_export_verification_catches_a_mismatch(shape_models, tmp_path, task, capsys):
     """The comparison is real: the export verifies, another model's predictions do not pass as this one's."""
     from ultralytics import YOLO
 
     weights, data = shape_models[task]["weights"], Path(shape_models[task]["data"])
     images = split_images(data, "val")
+    capsys.readouterr()
     records = export_verified(weights, images, 64, tmp_path, tolerance=TIGHT)
     assert records[0].verification.ok and records[0].verification.matched >= 3, records[0].to_dict()
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith(("export: ", "verify"))]
+    n, check = len(images), records[0].verification
+    assert said[:2] == ["export: ONNX (imgsz 64, dynamic) ...", said[1]], said  # what happens, then its time
+    assert re.fullmatch(r"export: ONNX \(imgsz 64, dynamic\) done in \d[^(]* \(model\.onnx, [0-9.]+ MB\)", said[1])
+    assert said[2:4] == [f"verify: ONNX vs PyTorch on {n} images ...", said[3]], said
+    assert re.fullmatch(rf"verify ONNX: {n}/{n} images \([0-9.]+ images/s\)", said[3])  # the count, off a terminal
+    matched = rf"\({check.matched}/{check.detections} detections matched\)"
+    assert re.fullmatch(rf"verify: ONNX vs PyTorch on {n} images done in \d[^(]* {matched}", said[4]), said
+    assert len(said) == 5, said
     mine = YOLO(str(weights)).predict([str(i) for i in images], imgsz=64, conf=CONF, verbose=False)
     other_task = "segment" if task == "detect" else "detect"
     other = YOLO(str(shape_models[other_task]["weights"])).predict([str(i) for i in images], imgsz=64, conf=CONF,
@@ -328,7 +339,7 @@ def test_export_formats_are_checked_before_any_work():
 
 
 @pytest.mark.parametrize("registered", ["detect"], indirect=True)  # one task is enough: the path is the same
-def test_an_export_that_fails_verification_registers_nothing(registered, monkeypatch):
+def test_an_export_that_fails_verification_registers_nothing(registered, monkeypatch, capsys):
     from distill.errors import RunFailure
     from distill.registry import export
 
@@ -338,4 +349,6 @@ def test_an_export_that_fails_verification_registers_nothing(registered, monkeyp
     monkeypatch.setattr(export, "compare", mismatch)
     with pytest.raises(RunFailure, match="onnx export of .* does not match PyTorch: image 0: box IoU 0.100"):
         register(registered["weights"], registered["evaluation"], "never-exported", run_id="bad-export")
+    said = capsys.readouterr().err  # the failure is timed; what went wrong is the error's own line (the CLI's)
+    assert re.search(r"^verify: ONNX vs PyTorch on \d+ images failed after \d.*$", said, re.M), said[-2000:]
     assert tracking.client().search_registered_models("name = 'never-exported'") == []

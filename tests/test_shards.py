@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import tarfile
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from conftest import BCCD
 
 from distill.data import shards, storage
 from distill.data.shards import ShardError
+from distill.progress import size_note
 
 
 def sha(data: bytes) -> str:
@@ -40,9 +42,13 @@ def make_folder(root: Path) -> dict[str, str]:
 
 
 @pytest.mark.fast
-def test_packing_groups_by_split_caps_the_size_and_is_deterministic(tmp_path):
+def test_packing_groups_by_split_caps_the_size_and_is_deterministic(tmp_path, capsys):
     files = make_folder(tmp_path / "src")
     packed = shards.pack(tmp_path / "src", files, tmp_path / "a", shard_bytes=4000)
+    total = sum((tmp_path / "src" / rel).stat().st_size for rel in files)
+    size = size_note(total, total)
+    said = capsys.readouterr().err  # off a terminal: one line at the end (and one every 30 s before)
+    assert re.fullmatch(rf"pack: {len(packed)}/{len(packed)} shards, {size} \([0-9.]+ shards/s\)\n", said), said
     assert {s["split"] for s in packed} == {"", "train", "val"}
     assert all(len({shards.split_of(r) for r in s["files"]}) == 1 for s in packed)  # one split per shard
     assert sorted(r for s in packed for r in s["files"]) == sorted(files)  # every file exactly once
@@ -57,13 +63,15 @@ def test_packing_groups_by_split_caps_the_size_and_is_deterministic(tmp_path):
 
 
 @pytest.mark.fast
-def test_unpack_round_trip_and_split_only(tmp_path):
+def test_unpack_round_trip_and_split_only(tmp_path, capsys):
     files = make_folder(tmp_path / "src")
     packed = shards.pack(tmp_path / "src", files, tmp_path / "shards", shard_bytes=4000)
     need = shards.wanted(packed, ("val",))
     assert {s["split"] for s in need} == {"", "val"}
+    capsys.readouterr()
     fetched = shards.unpack_all(need, files, tmp_path / "out", shards.open_local(tmp_path / "shards"))
     assert fetched == len(need)
+    assert capsys.readouterr().err.startswith(f"fetch: {len(need)}/{len(need)} shards, ")
     got = {p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file()}
     assert {r for r in got if not r.startswith(".shards/")} == {"data.yaml", "images/val/v.jpg", "labels/val/v.txt"}
     assert shards.unpack_all(need, files, tmp_path / "out", shards.open_local(tmp_path / "shards")) == 0  # done
@@ -126,13 +134,17 @@ def test_a_truncated_shard_is_damaged(tmp_path, cut):
 
 
 # -- through S3, as the steps fetch ---------------------------------------------------------------------------------
-def test_prepare_data_publishes_shards_and_steps_fetch_only_what_they_need(stack_env, tmp_path, monkeypatch):
+def test_prepare_data_publishes_shards_and_steps_fetch_only_what_they_need(stack_env, tmp_path, monkeypatch, capsys):
     from distill.steps.common import fetch_dataset
     from distill.steps.prepare_data import prepare_data
 
     monkeypatch.setenv("YOLO_DISTILL_CACHE", str(tmp_path / "cache"))
     result = prepare_data(str(BCCD), "voc")
     manifest = json.loads(storage.read_bytes(f"{result['uri']}/manifest.json"))
+    said = capsys.readouterr().err
+    uploads = len(manifest["shards"]) + 1  # and data.yaml as an object of its own
+    upload_said = re.search(rf"^upload: {uploads}/{uploads} files, [0-9.]+/[0-9.]+ [kMG]B \(", said, re.M)
+    assert (upload_said is not None) == result["uploaded"], said  # said when published now (not by an earlier test)
     root = storage.parse_s3_uri(result["uri"]).key
     keys = sorted(storage.list_keys(result["uri"]))
     shard_keys = [f"{root}/shards/{s['name']}" for s in manifest["shards"]]

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..paths import UnsafePath, check_relative, confine
-from ..progress import Progress
+from ..progress import Progress, size_note
 from .storage import StorageError, part_path, sweep_stale_parts
 
 #: Largest shard, in bytes (the last shard of a split is smaller). Large enough that requests are few, small enough
@@ -91,16 +91,20 @@ def pack(folder: Path, files: dict[str, str], out: Path, shard_bytes: int = SHAR
     sizes = {rel: (folder / rel).stat().st_size for rel in files}
     shards = plan(files, sizes, shard_bytes)
     out.mkdir(parents=True, exist_ok=True)
-    for shard in shards:
-        path = out / shard["name"]
-        with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
-            for rel in shard["files"]:
-                info = tarfile.TarInfo(rel)
-                info.size, info.mode, info.mtime = sizes[rel], 0o644, 0
-                with open(folder / rel, "rb") as fh:
-                    tar.addfile(info, fh)
-        shard["size"] = path.stat().st_size
-        shard["sha256"] = _sha256(path)
+    total, packed = sum(sizes.values()), 0
+    with Progress(len(shards), "pack", "shards") as bar:  # GBs of images are written and hashed once more
+        for shard in shards:
+            path = out / shard["name"]
+            with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+                for rel in shard["files"]:
+                    info = tarfile.TarInfo(rel)
+                    info.size, info.mode, info.mtime = sizes[rel], 0o644, 0
+                    with open(folder / rel, "rb") as fh:
+                        tar.addfile(info, fh)
+            shard["size"] = path.stat().st_size
+            shard["sha256"] = _sha256(path)
+            packed += sum(sizes[rel] for rel in shard["files"])
+            bar.update(1, size_note(packed, total))
     return shards
 
 
@@ -253,7 +257,7 @@ def unpack_all(
                 pool.shutdown(wait=True, cancel_futures=True)  # the shards not started yet are left for a rerun
                 future.result()
             moved += futures[future].get("size", 0)
-            bar.update(1, f"{moved / 1e6:.0f}/{total / 1e6:.0f} MB")
+            bar.update(1, size_note(moved, total))
     return len(todo)
 
 

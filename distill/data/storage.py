@@ -35,6 +35,7 @@ from typing import IO
 
 from ..errors import DistillError, RunFailure, ServiceUnavailable
 from ..paths import confine
+from ..progress import Progress, size_note
 
 SHA256_META = "sha256"
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
@@ -355,17 +356,29 @@ def upload_dir(folder: str | Path, uri: str | S3Uri) -> dict[str, str]:
     return out
 
 
-def upload_files(pairs: list[tuple[Path, str | S3Uri]], concurrency: int = 8) -> list[str]:
+def upload_files(
+    pairs: list[tuple[Path, str | S3Uri]], concurrency: int = 8, desc: str = "upload", unit: str = "files"
+) -> list[str]:
     """Upload several files side by side (each multipart above 8 MiB); return their sha256s, in order.
 
-    The first failure is raised once the uploads in flight have ended (nothing is left half-written: an S3 object
-    appears only when its upload completes).
+    Progress is counted in files (``desc``, ``unit``: what the progress line calls them), with the bytes sent in its
+    note: publishing a dataset's shards can take minutes. The first failure is raised once the uploads in flight have
+    ended; those not started are not (nothing is left half-written: an S3 object appears only when its upload
+    completes).
     """
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor, as_completed
 
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        futures = [pool.submit(upload_file, path, uri) for path, uri in pairs]
-        return [f.result() for f in futures]
+    sizes = [Path(path).stat().st_size for path, _ in pairs]
+    total, sent = sum(sizes), 0
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool, Progress(len(pairs), desc, unit) as bar:
+        futures = {pool.submit(upload_file, path, uri): i for i, (path, uri) in enumerate(pairs)}
+        for future in as_completed(futures):
+            if future.exception() is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+                future.result()
+            sent += sizes[futures[future]]
+            bar.update(1, size_note(sent, total))
+    return [f.result() for f in futures]  # in the order of ``pairs`` (a dict keeps its insertion order)
 
 
 def open_stream(uri: str | S3Uri) -> IO[bytes]:

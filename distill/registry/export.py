@@ -6,7 +6,9 @@ TorchScript or OpenVINO by suffix) and matches the detections one by one — sam
 confidence within ``conf_tol``, keypoints within ``kpt_tol_px`` pixels, mask IoU ≥ ``min_iou`` — in both
 directions, ignoring only detections whose confidence sits within ``conf_tol`` of the threshold (they may fall on
 either side of it). A mismatch is a :class:`~distill.errors.RunFailure`: the register step exports and verifies
-before it touches the registry, so an export that fails verification leaves nothing registered.
+before it touches the registry, so an export that fails verification leaves nothing registered. Both take seconds
+to minutes, so each says on stderr what it does and, when done, how long it took (``export: ONNX (imgsz 640, dynamic)
+...``, ``verify: ONNX vs PyTorch on 8 images ...``; the verification counts its images as it goes).
 
 Formats come only from packages installed from the registry: ``onnx`` needs ``onnx`` + ``onnxruntime`` (+
 ``onnxslim``, dependencies of yolo-distill), ``openvino`` the ``openvino`` package; a format whose package is missing
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DistillError, RunFailure
+from ..progress import Progress, Stage
 
 #: Formats the register step can ship, with the packages each needs and the file or folder Ultralytics writes.
 FORMATS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -30,6 +33,8 @@ FORMATS: dict[str, tuple[tuple[str, ...], str]] = {
     "openvino": (("openvino",), "_openvino_model"),
 }
 DEFAULT_FORMATS = ("onnx",)
+#: How the progress lines name each format.
+_LABELS = {"onnx": "ONNX", "torchscript": "TorchScript", "openvino": "OpenVINO"}
 
 
 @dataclass(frozen=True)
@@ -139,23 +144,70 @@ def export_verified(
     if Path(weights).resolve() != local.resolve():
         shutil.copyfile(weights, local)
     reference = YOLO(str(local))
-    task = reference.task
-    expected = reference.predict([str(i) for i in images], imgsz=imgsz, conf=tolerance.conf, verbose=False)
+    expected: list[Any] = []  # PyTorch's predictions, made once (during the first verification)
     records = []
     for fmt in formats:
         dynamic = fmt == "onnx"
+        exported = _export(local, fmt, imgsz, dynamic, weights)
+        export = YOLO(str(exported), task=reference.task)
+        check = _verify(reference, export, fmt, images, imgsz, tolerance, expected, weights)
+        records.append(Export(fmt, exported, imgsz, _opset(exported), dynamic, check))
+    return records
+
+
+def _export(local: Path, fmt: str, imgsz: int, dynamic: bool, weights: str | Path) -> Path:
+    """Export ``local`` to ``fmt`` with Ultralytics' exporter (seconds to minutes): say so, and how long it took."""
+    from ultralytics import YOLO
+
+    shape = f"imgsz {imgsz}" + (", dynamic" if dynamic else "")
+    with Stage(f"export: {_LABELS[fmt]} ({shape})") as stage:
         try:
-            exported = YOLO(str(local)).export(format=fmt, imgsz=imgsz, dynamic=dynamic, device="cpu", verbose=False)
+            exported = Path(YOLO(str(local)).export(format=fmt, imgsz=imgsz, dynamic=dynamic, device="cpu",
+                                                    verbose=False))  # fmt: skip
         except Exception as e:  # the exporter's own failure (an unsupported layer, a converter error)
             raise RunFailure(f"{fmt} export of '{weights}' failed: {type(e).__name__}: {e}") from None
-        got = YOLO(str(exported), task=task).predict(
-            [str(i) for i in images], imgsz=imgsz, conf=tolerance.conf, verbose=False
-        )
+        stage.note = f"{exported.name}, {_size(exported) / 1e6:.1f} MB"
+    return exported
+
+
+def _verify(
+    reference: Any,
+    exported: Any,
+    fmt: str,
+    images: list[Path],
+    imgsz: int,
+    tolerance: Tolerance,
+    expected: list[Any],
+    weights: str | Path,
+) -> Verification:
+    """Predict every image with the export (and PyTorch, the first time: ``expected`` is filled) and compare.
+
+    One image at a time, so the progress counts images; each call is what a list would do image by image (batch 1).
+    Raises :class:`RunFailure` when the predictions differ beyond ``tolerance``.
+    """
+    with Stage(f"verify: {_LABELS[fmt]} vs PyTorch on {len(images)} images") as stage:
+        got = []
+        with Progress(len(images), f"verify {_LABELS[fmt]}", "images") as bar:
+            for i, image in enumerate(images):
+                if i == len(expected):
+                    expected.append(_predict(reference, image, imgsz, tolerance))
+                got.append(_predict(exported, image, imgsz, tolerance))
+                bar.update(1)
         check = compare(expected, got, tolerance)
         if not check.ok:
             raise RunFailure(f"{fmt} export of '{weights}' does not match PyTorch: {'; '.join(check.problems[:3])}")
-        records.append(Export(fmt, Path(exported), imgsz, _opset(Path(exported)), dynamic, check))
-    return records
+        stage.note = f"{check.matched}/{check.detections} detections matched"
+    return check
+
+
+def _predict(model: Any, image: Path, imgsz: int, tolerance: Tolerance) -> Any:
+    """Return Ultralytics' ``Results`` for one image at the comparison's threshold."""
+    return model.predict(str(image), imgsz=imgsz, conf=tolerance.conf, verbose=False)[0]
+
+
+def _size(path: Path) -> int:
+    """Bytes of an exported file, or of every file in an exported folder (OpenVINO writes a folder)."""
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def _opset(path: Path) -> int | None:
