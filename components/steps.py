@@ -91,9 +91,8 @@ def train(
         name: Step name (``teacher``, ``student``), its folder under ``runs/<run_id>/``.
         run_id: The pipeline run id (outputs under ``runs/<run_id>/``; tracked as its MLflow child run).
         prefix: ``s3://bucket/prefix`` the step writes under; empty: ``$YOLO_DISTILL_S3_PREFIX``.
-        training: The training options (``distill.settings.TRAINING``: ``epochs``, ``imgsz``, ``batch``, ``device``,
-            ``seed``, ``workers``; typed back here as declared). ``device`` empty: every GPU of the pod (DDP), else
-            the CPU.
+        training: The training options (``distill.settings.TRAINING``; typed back here as declared, a missing one at
+            its default). ``device`` empty: every GPU of the pod (DDP), else the CPU.
         experiment: MLflow experiment; empty: ``$MLFLOW_EXPERIMENT_NAME`` or ``yolo-distill``.
         existing_weights: Weights URI to use instead of training (the teacher of an earlier run); empty: train.
         nodes: Nodes to train on: 1 in this pod, more as a TrainJob.
@@ -163,9 +162,8 @@ def distill(
         prefix: ``s3://bucket/prefix`` the step writes under; empty: ``$YOLO_DISTILL_S3_PREFIX``.
         kd: The KD settings (``distill.settings.KD``; the pipeline hands them over as text, typed back here).
         sweep_item: The sweep's ``{loss, layers}`` over ``kd`` (``{}`` outside a sweep).
-        training: The training options (``distill.settings.TRAINING``: ``epochs``, ``imgsz``, ``batch``, ``device``,
-            ``seed``, ``workers``; typed back here as declared). ``device`` empty: every GPU of the pod (DDP), else
-            the CPU.
+        training: The training options (``distill.settings.TRAINING``; typed back here as declared, a missing one at
+            its default). ``device`` empty: every GPU of the pod (DDP), else the CPU.
         experiment: MLflow experiment; empty: ``$MLFLOW_EXPERIMENT_NAME`` or ``yolo-distill``.
         name: Step name, its folder under ``runs/<run_id>/``; empty: ``distill-<loss>-<layers>``.
         nodes: Nodes to train on: 1 in this pod, more as a TrainJob.
@@ -219,9 +217,7 @@ def evaluate(
     prefix: str,
     training: dict,
     experiment: str,
-    min_gain: float,
-    gate: str,
-    gate_level: float,
+    gate: dict,
     name: str,
     metrics: Output[Metrics],
     report: Output[Markdown],
@@ -235,13 +231,12 @@ def evaluate(
         distilled: The distilled student's weights URI.
         run_id: The pipeline run id (outputs under ``runs/<run_id>/``; tracked as its MLflow child run).
         prefix: ``s3://bucket/prefix`` the step writes under; empty: ``$YOLO_DISTILL_S3_PREFIX``.
-        training: The training options the models are validated with (``imgsz``, ``batch``, ``device``; typed back
-            here as ``distill.settings.TRAINING`` declares them). ``device`` empty: a GPU if the pod has one, else
-            the CPU.
+        training: The training options the models are validated with (``distill.settings.EVALUATE_TRAINING``; typed
+            back here as declared, a missing one at its default). ``device`` empty: a GPU if the pod has one, else the
+            CPU.
         experiment: MLflow experiment; empty: ``$MLFLOW_EXPERIMENT_NAME`` or ``yolo-distill``.
-        min_gain: Minimum gain of the primary metric over the baseline to go on to register.
-        gate: ``ci`` (the lower bound of the gain's interval must reach ``min_gain``) or ``point`` (the gain must).
-        gate_level: Two-sided confidence level of the gate's interval.
+        gate: The promotion gate's settings (``distill.settings.GATE``; typed back here as declared, a missing one at
+            its default): distilled − baseline must pass the gate to go on to register.
         name: Step name; empty: ``evaluate-<distill step>`` (one evaluation per distill step of a sweep).
         metrics: The output artifact the step writes (see Returns).
         report: The output artifact the step writes (see Returns).
@@ -256,14 +251,13 @@ def evaluate(
 
     distill.configure()  # Ultralytics offline, before any step module imports it
     from distill.data import storage
-    from distill.settings import coerce_training
+    from distill.settings import EVALUATE_TRAINING, coerce_gate, coerce_training
     from distill.steps.evaluate import evaluate as step
 
     name = name or "evaluate-" + distilled.rstrip("/").split("/")[-2]  # sweep: one evaluation per distill step
     result = step(
         data, teacher, baseline, distilled, run_id=run_id, prefix=prefix or None, name=name,
-        experiment=experiment or None, min_gain=min_gain, gate=gate, gate_level=gate_level,
-        **coerce_training(training),
+        experiment=experiment or None, **coerce_gate(gate), **coerce_training(training, EVALUATE_TRAINING),
     )  # fmt: skip
     for role, figures in result["models"].items():
         for key, value in figures["metrics"].items():
@@ -303,24 +297,21 @@ def register(
     evaluation: Input[Metrics],
     name: str,
     run_id: str,
-    min_gain: float,
-    gate: str,
-    gate_level: float,
+    gate: dict,
     experiment: str,
 ) -> str:
     """Register the distilled student (default: the one the evaluation measured); return the result as JSON.
 
-    The version gets alias ``challenger``; ``champion`` moves to it only when it beats the current champion by at
-    least ``min_gain`` on the same data. One version per pipeline run: a rerun finishes and reports that version.
+    The version gets alias ``challenger``; ``champion`` moves to it only when its gain over the current champion on
+    the same data passes the promotion gate. One version per pipeline run: a rerun finishes and reports that version.
 
     Args:
         distilled: The distilled student's weights URI; empty: the one ``evaluation`` measured.
         evaluation: The evaluate (or select-best) ``metrics`` output whose ``metrics.json`` decides.
         name: Registered model name.
         run_id: The pipeline run id (one version per pipeline run).
-        min_gain: Minimum gain of the primary metric over the current champion to promote (≥ 0).
-        gate: ``ci`` (the lower bound of the gain's interval must reach ``min_gain``) or ``point`` (the gain must).
-        gate_level: Two-sided confidence level of the gate's interval.
+        gate: The promotion gate's settings (``distill.settings.GATE``; typed back here as declared, a missing one at
+            its default): the gain over the current champion must pass the gate to promote.
         experiment: MLflow experiment; empty: ``$MLFLOW_EXPERIMENT_NAME`` or ``yolo-distill``.
 
     Returns:
@@ -331,11 +322,12 @@ def register(
     import distill
 
     distill.configure()  # Ultralytics offline, before any step module imports it
+    from distill.settings import coerce_gate
     from distill.steps.register import register as step
 
     result = step(
         distilled or evaluation.metadata["distilled"], evaluation.metadata["s3_uri"], name, run_id=run_id,
-        experiment=experiment or None, min_gain=min_gain, gate=gate, gate_level=gate_level,
+        experiment=experiment or None, **coerce_gate(gate),
     )  # fmt: skip
     return json.dumps(result)
 

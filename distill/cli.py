@@ -207,7 +207,7 @@ def _step_parsers(step: argparse.ArgumentParser) -> None:
     p.add_argument("--distilled", required=True, help="distilled student weights URI")
     p.add_argument("--name", default="evaluate", help="step name (default: evaluate)")
     for option in settings.TRAINING:
-        if option.name in {"imgsz", "batch", "device"}:  # the size and device the models are validated at
+        if option.name in settings.EVALUATE_TRAINING:  # the size and device the models are validated at
             option.add_to(p)
     p.add_argument("--latency-images", type=int, default=16, help="images timed per model (batch 1)")
     for option in settings.GATE:  # one declaration: distill.settings

@@ -207,9 +207,18 @@ def training(args: Mapping[str, Any], names: Iterable[str] = TRAINING_NAMES) -> 
     return {**defaults, **{k: v for k, v in args.items() if v is not None}}
 
 
-def coerce_training(given: Mapping[str, Any]) -> dict[str, Any]:
-    """Return training options from a pipeline (numbers may arrive as ``2.0``, ``""`` for none) typed and checked."""
-    return _coerce(TRAINING, given, "training option")
+#: The training options the evaluate step validates the models with (the image size, batch and device): the keys of
+#: the evaluate component's ``training``, as the pipeline hands them over; the others are training's alone.
+EVALUATE_TRAINING: tuple[str, ...] = ("imgsz", "batch", "device")
+
+
+def coerce_training(given: Mapping[str, Any], names: Iterable[str] = TRAINING_NAMES) -> dict[str, Any]:
+    """Return training options from a pipeline (numbers may arrive as ``2.0``, ``""`` for none) typed and checked.
+
+    Only the options of ``names`` are taken (e.g. :data:`EVALUATE_TRAINING`): another one is refused, naming it.
+    """
+    wanted = set(names)
+    return _coerce((o for o in TRAINING if o.name in wanted), given, "training option")
 
 
 def _coerce(declared: Iterable[Option], given: Mapping[str, Any], what: str) -> dict[str, Any]:
@@ -231,8 +240,23 @@ UNLABELED = Option(
     optional=True,
 )
 
+
+def _check_min_gain(value: float) -> None:
+    """Refuse a negative ``min_gain``: a gate that lets a worse model through is no gate."""
+    if not value >= 0:
+        raise DistillError(f"min_gain must be >= 0 (mAP as a fraction: 0.01 is one point), got {value}")
+
+
+def _check_level(value: float) -> None:
+    """Refuse a ``gate_level`` outside (0, 1): a confidence level, its interval's ``z`` finite and positive."""
+    if not 0 < value < 1:
+        raise DistillError(f"gate_level must be between 0 and 1 (e.g. 0.9), got {value}")
+
+
 #: The promotion gate (issue 24): evaluate's decision to go on to register (distilled over baseline) and register's
-#: decision to move ``champion`` (challenger over champion) follow the same rule, with these settings.
+#: decision to move ``champion`` (challenger over champion) follow the same rule, with these settings — the CLI flags
+#: of ``step evaluate`` and ``step register``, the keys of the evaluate and register components' ``gate``, and the
+#: pipeline's parameters of the same names.
 GATE: tuple[Option, ...] = (
     Option(
         "min_gain",
@@ -240,6 +264,7 @@ GATE: tuple[Option, ...] = (
         0.0,
         "minimum gain of the primary metric (a fraction: 0.01 is one mAP point) over the "
         "baseline to register and over the champion to promote",
+        check=_check_min_gain,
     ),  # fmt: skip
     Option(
         "gate",
@@ -250,26 +275,26 @@ GATE: tuple[Option, ...] = (
         "the difference itself must",
         choices=("ci", "point"),
     ),  # fmt: skip
-    Option("gate_level", float, 0.9, "two-sided confidence level of the gate's interval (between 0 and 1)"),
+    Option(
+        "gate_level",
+        float,
+        0.9,
+        "two-sided confidence level of the gate's interval (between 0 and 1)",
+        check=_check_level,
+    ),
 )
 
 
-def gate_settings(**given: Any) -> dict[str, Any]:
-    """Return the gate settings (missing ones: the default), each typed by its declaration and checked.
+def coerce_gate(given: Mapping[str, Any]) -> dict[str, Any]:
+    """Return every gate setting from ``given`` (a missing one at its default), typed by its declaration and checked.
 
-    Called by every layer that takes them (evaluate, register, the pipeline's arguments): one error names the value.
+    Called by every layer that takes them (the evaluate and register steps and components, the pipeline's arguments):
+    numbers may arrive from a pipeline as text or doubles; a bad value is one error naming it.
     """
-    options = {o.name: o for o in GATE}
-    unknown = sorted(set(given) - set(options))
-    if unknown:
-        raise DistillError(f"unknown gate setting(s): {', '.join(unknown)}")
-    out = {name: option.coerce(given.get(name, option.default)) for name, option in options.items()}
-    if out["gate"] not in options["gate"].choices:
-        raise DistillError(f"gate must be one of {', '.join(options['gate'].choices)}, got {out['gate']!r}")
-    if not out["min_gain"] >= 0:
-        raise DistillError(f"min_gain must be >= 0 (mAP as a fraction: 0.01 is one point), got {out['min_gain']}")
-    if not 0 < out["gate_level"] < 1:
-        raise DistillError(f"gate_level must be between 0 and 1 (e.g. 0.9), got {out['gate_level']}")
+    out = {o.name: o.default for o in GATE} | _coerce(GATE, given, "gate setting")
+    for option in GATE:  # the CLI's argparse checks choices itself; a pipeline's text is checked here
+        if option.choices and out[option.name] not in option.choices:
+            raise DistillError(f"{option.name} must be one of {', '.join(option.choices)}, got {out[option.name]!r}")
     return out
 
 
@@ -340,7 +365,8 @@ def pipeline_arguments(params: dict[str, Any]) -> dict[str, Any]:
             kd[option.name] = option.coerce(out[option.name])
             out[option.name] = option.pipeline_value(kd[option.name])
     config = DistillConfig(teacher="teacher.pt", **kd)
-    gate_settings(**{o.name: out[o.name] for o in GATE if o.name in out})
+    gate = coerce_gate({o.name: out[o.name] for o in GATE if o.name in out})
+    out.update({o.name: o.pipeline_value(gate[o.name]) for o in GATE if o.name in out})
     out.update(_training_numbers(out))
     if "student_epochs" in out:
         config.check_run(out["student_epochs"], bool(out.get("unlabeled_source")))

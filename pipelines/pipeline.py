@@ -26,7 +26,7 @@ from kfp import dsl, kubernetes
 
 from ..components.steps import build_components
 from ..errors import DistillError
-from ..settings import GATE, KD, PIPELINE_TRAINING
+from ..settings import EVALUATE_TRAINING, GATE, KD, PIPELINE_TRAINING
 from ..steps import pods
 from ..steps.common import CACHE_ENV, CACHE_MOUNT
 
@@ -196,17 +196,15 @@ class _Builder:
         evaluate_name = "evaluate" if name else ""  # "": the component names it after its distill step (sweep)
         ev = self.c.evaluate(teacher=teacher.outputs["Output"], baseline=student.outputs["Output"],
                              distilled=kd_task.outputs["Output"], name=evaluate_name,
-                             training={k: p[k] for k in ("imgsz", "batch", "device")},
-                             **{o.name: p[o.name] for o in GATE}, **common)  # fmt: skip
+                             training={k: p[k] for k in EVALUATE_TRAINING}, gate=gate(p), **common)  # fmt: skip
         _common(ev, self.s, self.s.light_memory).set_display_name("evaluate")
         return kd_task, ev
 
-    def register(self, gate, kd_output, evaluation, p: dict) -> None:
-        """Add register under the gate (``register`` from evaluate or select-best)."""
-        with dsl.If(gate == "register", name="distilled-beats-baseline"):
+    def register(self, decision, kd_output, evaluation, p: dict) -> None:
+        """Add register under the gate's ``decision`` (``register`` from evaluate or select-best)."""
+        with dsl.If(decision == "register", name="distilled-beats-baseline"):
             reg = self.c.register(distilled=kd_output, evaluation=evaluation, name=p["registry_name"],
-                                  run_id=p["run_id"], experiment=p["experiment"],
-                                  **{o.name: p[o.name] for o in GATE})  # fmt: skip
+                                  run_id=p["run_id"], experiment=p["experiment"], gate=gate(p))  # fmt: skip
             _common(reg, self.s, self.s.light_memory).set_display_name("register")
 
     def plain(self, p: dict) -> str:
@@ -237,15 +235,22 @@ def training(p: dict, who: str) -> dict:
             if not name.endswith("_epochs") or name == f"{who}_epochs"}  # fmt: skip
 
 
+def gate(p: dict) -> dict:
+    """Return the promotion gate's settings from the run's parameters: each of :data:`distill.settings.GATE` is one."""
+    return {option.name: p[option.name] for option in GATE}
+
+
 #: KD settings the sweep variant takes from each ``sweep_configs`` item instead of a parameter.
 SWEPT = ("loss", "layers")
 
 
 def pipeline_parameters(sweep: bool) -> list[tuple[str, type, object]]:
-    """Return the pipeline's parameters ``(name, type, default)``: run inputs, every KD setting, ``train_args``.
+    """Return the pipeline's parameters ``(name, type, default)``: run inputs, every setting, ``train_args``.
 
-    The KD settings come from their one declaration (:data:`distill.settings.KD`: typed, with the library default;
-    optional ones are ``""``); ``train_args`` is a mapping of other Ultralytics train arguments.
+    The KD settings, the training options and the promotion gate come from their one declaration
+    (:data:`distill.settings.KD`, :data:`~distill.settings.PIPELINE_TRAINING`, :data:`~distill.settings.GATE`: typed,
+    with the library default; optional ones are ``""``); ``train_args`` is a mapping of other Ultralytics train
+    arguments.
     """
     head = [("data_source", str, inspect.Parameter.empty)]
     head += [("sweep_configs", list, DEFAULT_SWEEP)] if sweep else []

@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import functools
 import http.server
+import importlib
 import importlib.util
 import json
 import os
@@ -128,6 +129,48 @@ def test_every_pipeline_parameter_is_in_the_pipeline_reference():
     assert {o.name for o in (*settings.KD, *settings.GATE)} <= set(plain)
 
 
+def component_sections(markdown: str) -> dict[str, tuple[str, dict[str, set[str]]]]:
+    """The generated components reference by component (``## `name` ``): its own tables' text and, by input, the key
+    names of each settings mapping (``### `training` keys of `train` ``)."""
+    parts = re.split(r"^## `([^`]+)`$", markdown, flags=re.MULTILINE)
+    out = {}
+    for name, text in zip(parts[1::2], parts[2::2], strict=True):
+        own, *keys = re.split(r"^### ", text, flags=re.MULTILINE)
+        out[name] = own, {re.match(r"`(\w+)` keys of", k).group(1): table_names(k) for k in keys}
+    return out
+
+
+@pytest.mark.fast
+def test_every_component_input_and_output_is_in_the_components_reference():
+    """Each component of the pipeline, each of its inputs and outputs, and the keys of its settings mappings."""
+    from distill.components.steps import build_components
+
+    sections = component_sections(hook().components_block("reference/components.md"))
+    built = vars(build_components("registry.example/y:1"))
+    assert set(sections) == {c.component_spec.name for c in built.values()} and len(built) >= 6
+    for component in built.values():
+        spec = component.component_spec
+        own, keys = sections[spec.name]
+        assert set(spec.inputs) | set(spec.outputs or {}) <= table_names(own), spec.name
+        for name, given in spec.inputs.items():
+            assert given.description, f"{spec.name}: input '{name}' has no Args text in its docstring"
+            assert name not in {"training", "gate", "kd"} or keys.get(name), f"{spec.name}: keys of '{name}' missing"
+    for name in ("evaluate", "register"):
+        assert sections[name][1]["gate"] == {o.name for o in settings.GATE}, name
+    assert sections["evaluate"][1]["training"] == set(settings.EVALUATE_TRAINING)
+    assert sections["train"][1]["training"] == sections["distill"][1]["training"] == settings.TRAINING_NAMES
+    assert sections["distill"][1]["kd"] == {o.name for o in settings.KD}
+
+
+@pytest.mark.fast
+def test_components_readme_is_the_generated_reference():
+    from distill.components import readme
+
+    committed = (ROOT / "components" / "README.md").read_text(encoding="utf-8")
+    assert committed == readme.readme_text(), f"components/README.md is out of date: run `{readme.COMMAND}`"
+    assert readme.render() in committed and readme.render() == hook().components_block("reference/components.md")
+
+
 @pytest.mark.fast
 def test_every_parameter_has_a_description_and_pages_ask_for_every_block():
     from distill.pipelines.pipeline import pipeline_parameters
@@ -140,7 +183,8 @@ def test_every_parameter_has_a_description_and_pages_ask_for_every_block():
 
 @pytest.mark.fast
 def test_table_cells_cannot_break_a_table_or_inject_html():
-    h = hook()
+    h = importlib.import_module("distill.components.readme")  # the hook's helpers, shared with components/README.md
+    assert hook().cell is h.cell and hook().option_row is h.option_row
     assert h.cell("a | b\n<script>") == "a \\| b &lt;script&gt;"
     assert h.cell("under `runs/<run_id>/` & <x>") == "under `runs/<run_id>/` &amp; &lt;x&gt;"  # code spans as written
     assert h.code("a`b") == "`` a`b ``"
@@ -183,12 +227,15 @@ def test_site_builds_strictly_with_generated_reference_and_charts(site):
         "index.html",
         "unlabelled/index.html",
         "reference/settings/index.html",
+        "reference/components/index.html",
         "benchmarks/notebook/index.html",
     ):
         assert (site / page).is_file(), page
     settings_page = (site / "reference" / "settings" / "index.html").read_text()
     assert "logit_tau" in settings_page and "min_gain" in settings_page
     assert "data_source" in (site / "reference" / "pipeline" / "index.html").read_text()
+    components_page = (site / "reference" / "components" / "index.html").read_text()
+    assert 'id="gate-keys-of-register"' in components_page and "gate_level" in components_page
     charts = sorted(p.name for p in (ROOT / "benchmarks" / "results").glob("*.png"))
     assert charts and charts == sorted(p.name for p in (site / "benchmarks" / "results").glob("*.png"))
     assert not (site / "hooks").exists()  # the hook is code, not a page

@@ -6,11 +6,12 @@ from __future__ import annotations
 import ast
 import inspect
 import json
+import re
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, cli, one_error_line
+from conftest import ROOT, cli, cli_here, one_error_line
 
 from distill import settings
 from distill.cli import build_parser
@@ -135,31 +136,69 @@ def test_command_line_round_trip_keeps_ultralytics_arguments():
 
 @pytest.mark.fast
 def test_gate_settings_are_declared_once_and_reach_every_layer(tmp_path):
-    """The promotion gate's settings (issue 24): CLI evaluate and register, both components, the compiled pipeline."""
+    """The promotion gate's settings (issue 24, 39): CLI evaluate and register, both components' one ``gate`` mapping,
+    the compiled pipeline's parameters and the mapping each task is handed."""
     from distill.components.steps import evaluate, register
 
     names = {o.name for o in settings.GATE}
     assert names == {"min_gain", "gate", "gate_level"}
-    changed = ["--gate", "point", "--gate-level", "0.8", "--min-gain", "0.02"]
+    changed = {"gate": "point", "gate_level": 0.8, "min_gain": 0.02}
+    flags = [w for o in settings.GATE for w in o.to_args(changed[o.name])]
     evaluate_args = ["step", "evaluate", "--data", "d", "--teacher", "t", "--baseline", "b", "--distilled", "s",
                      "--run-id", "r"]  # fmt: skip
     register_args = ["step", "register", "--model", "m", "--evaluation", "e", "--name", "n", "--run-id", "r"]
+    defaults = {o.name: o.default for o in settings.GATE}
     for words in (evaluate_args, register_args):
-        given = settings.values(settings.GATE, build_parser().parse_args([*words, *changed]))
-        assert settings.gate_settings(**given) == {"gate": "point", "gate_level": 0.8, "min_gain": 0.02}
-        defaults = settings.values(settings.GATE, build_parser().parse_args(words))
-        assert settings.gate_settings(**defaults) == settings.gate_settings() == {"gate": "ci", "gate_level": 0.9,
-                                                                                  "min_gain": 0.0}  # fmt: skip
-    for component in (evaluate, register):
-        assert names <= set(inspect.signature(component).parameters), component
+        given = settings.values(settings.GATE, build_parser().parse_args([*words, *flags]))
+        assert settings.coerce_gate(given) == changed
+        given = settings.values(settings.GATE, build_parser().parse_args(words))
+        assert settings.coerce_gate(given) == settings.coerce_gate({}) == defaults
+    for component in (evaluate, register):  # one mapping, not retyped inputs
+        parameters = inspect.signature(component).parameters
+        assert parameters["gate"].annotation is dict and not set(parameters) & (names - {"gate"}), component.__name__
+    as_kfp = {"gate": "point", "gate_level": "0.8", "min_gain": "0.02"}  # a struct's placeholders may arrive as text
+    assert settings.coerce_gate(as_kfp) == changed and settings.coerce_gate({"min_gain": 0}) == defaults
     path = compile_pipeline(str(tmp_path / "p.yaml"), ClusterSettings(image="registry.example/y:1"))
-    params = next(yaml.safe_load_all(Path(path).read_text()))["root"]["inputDefinitions"]["parameters"]
+    spec = next(yaml.safe_load_all(Path(path).read_text()))
+    params = spec["root"]["inputDefinitions"]["parameters"]
     for option in settings.GATE:
         assert params[option.name]["defaultValue"] == option.pipeline_default, option.name
-    with pytest.raises(DistillError, match="gate_level must be between 0 and 1"):
-        settings.pipeline_arguments({"data_source": "x", "gate_level": 0.0})
-    with pytest.raises(DistillError, match="gate must be one of ci, point, got 'strict'"):
-        settings.pipeline_arguments({"data_source": "x", "gate": "strict"})
+    tasks = {t["taskInfo"]["name"]: t for c in spec["components"].values() for t in c.get("dag", {}).get("tasks",
+             {}).values()} | {t["taskInfo"]["name"]: t for t in spec["root"]["dag"]["tasks"].values()}  # fmt: skip
+    for task in ("evaluate", "register"):
+        given = tasks[task]["inputs"]["parameters"]["gate"]["runtimeValue"]["constant"]
+        assert set(given) == names and all(f"pipelinechannel--{k}" in v for k, v in given.items()), task
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"gate_level": 0.0}, "gate_level must be between 0 and 1 (e.g. 0.9), got 0.0"),
+        ({"gate_level": "1"}, "gate_level must be between 0 and 1"),
+        ({"min_gain": -0.1}, "min_gain must be >= 0"),
+        ({"gate": "strict"}, "gate must be one of ci, point, got 'strict'"),
+        ({"min_gain": "much"}, "min_gain must be float, got 'much'"),
+        ({"gate_levels": 0.9}, "unknown gate setting(s): gate_levels"),
+    ],
+)
+def test_gate_settings_are_refused_naming_the_value(given, message):
+    """One check for each layer: the pipeline's arguments, the components' mapping, the steps' keywords."""
+    pattern = re.escape(message)
+    with pytest.raises(DistillError, match=pattern):
+        settings.coerce_gate(given)
+    if "gate_levels" not in given:  # the pipeline has no such parameter to check
+        with pytest.raises(DistillError, match=pattern):
+            settings.pipeline_arguments({"data_source": "x", **given})
+
+
+@pytest.mark.fast
+def test_cli_refuses_a_bad_gate_setting_in_one_line():
+    words = ["step", "register", "--model", "m", "--evaluation", "e", "--name", "n", "--run-id", "r"]
+    for flags, message in ((["--gate-level", "1.5"], "gate_level must be between 0 and 1"),
+                           (["--min-gain", "-0.1"], "min_gain must be >= 0"),
+                           (["--gate", "maybe"], "argument --gate: invalid choice: 'maybe'")):  # fmt: skip
+        one_error_line(cli_here(*words, *flags), 2, contains=message, alone=True)
 
 
 #: A value for every training option that differs from its default (a new option without one here fails the test).
@@ -195,6 +234,10 @@ def test_training_and_tracking_options_are_declared_once_and_reach_every_layer(t
     as_kfp = {k: float(v) if isinstance(v, int) else v for k, v in TRAINING_CHANGED.items()}  # a struct's doubles
     assert settings.coerce_training(as_kfp) == TRAINING_CHANGED
     assert settings.coerce_training({"device": "", "workers": ""}) == {"device": None, "workers": None}
+    evaluated = {k: TRAINING_CHANGED[k] for k in settings.EVALUATE_TRAINING}  # evaluate's training: only these
+    assert settings.coerce_training(evaluated, settings.EVALUATE_TRAINING) == evaluated
+    with pytest.raises(DistillError, match=r"unknown training option\(s\): epochs"):
+        settings.coerce_training({"epochs": 3}, settings.EVALUATE_TRAINING)
     path = compile_pipeline(str(tmp_path / "p.yaml"), ClusterSettings(image="registry.example/y:1"))
     spec = next(yaml.safe_load_all(Path(path).read_text()))
     params = spec["root"]["inputDefinitions"]["parameters"]
@@ -206,15 +249,19 @@ def test_training_and_tracking_options_are_declared_once_and_reach_every_layer(t
                          ("distill", "student_epochs")):  # fmt: skip
         given = json.dumps(tasks[task]["inputs"]["parameters"]["training"])
         assert f"pipelinechannel--{epochs}" in given and "pipelinechannel--workers" in given, task
+    assert set(tasks["evaluate"]["inputs"]["parameters"]["training"]["runtimeValue"]["constant"]) == set(
+        settings.EVALUATE_TRAINING)  # fmt: skip
 
 
 @pytest.mark.fast
-def test_no_layer_retypes_a_training_option():
-    """The training options' defaults live in distill.settings alone: no other signature gives one a default."""
-    named = settings.TRAINING_NAMES - {"device", "workers"}
+def test_no_layer_retypes_a_training_option_or_a_gate_setting():
+    """The training options' and the gate's defaults live in distill.settings alone: no other signature gives one a
+    default, and no module looks one up by hand (``TRAINING[2]``, ``GATE[0].default``)."""
+    named = (settings.TRAINING_NAMES - {"device", "workers"}) | {o.name for o in settings.GATE}
     other = {("synthetic.py", "generate", "seed"): "the synthetic dataset's own seed",
              ("bootstrap.py", "paired_difference", "seed"): "the bootstrap's resampling seed",
              ("gate.py", "run_noise", "epochs"): "how many late epochs measure the run-to-run noise"}  # fmt: skip
+    checked = 0
     for folder in ("distill", "components", "pipelines"):
         for path in (ROOT / folder).rglob("*.py"):
             if path.name == "settings.py":
@@ -229,5 +276,7 @@ def test_no_layer_retypes_a_training_option():
                                                              is None)  # fmt: skip
                         if (path.name, node.name, arg.arg) not in other:  # the same word, another setting
                             assert not (arg.arg in named and given), f"{path}:{node.lineno} {node.name}({arg.arg}=)"
+                            checked += arg.arg in named
                 if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name):
-                    assert node.value.id != "TRAINING", f"{path}:{node.lineno} looks a default up by hand"
+                    assert node.value.id not in {"TRAINING", "GATE"}, f"{path}:{node.lineno} looks a default up by hand"
+    assert checked >= 5  # the walk saw the settings' names (the steps' imgsz, the components' gate, ...)

@@ -87,7 +87,7 @@ def judge(
         reference: The reference's (the baseline or the champion), on the same images.
         suffix: The primary metric (``B`` boxes, ``M`` masks, ``P`` keypoints).
         noise: ``run_noise`` of the challenger and the reference (``None``: no training log).
-        settings: :func:`distill.settings.gate_settings`.
+        settings: The gate's settings, as :func:`distill.settings.coerce_gate` returns them.
         against: What the reference is, for the sentence (``the baseline``, ``champion v3``).
 
     Returns:

@@ -28,7 +28,7 @@ from ..errors import DistillError, RunFailure
 from ..registry import charts
 from ..registry.bootstrap import ImageStats, save_stats
 from ..registry.gate import judge, run_noise
-from ..settings import gate_settings, training
+from ..settings import coerce_gate, training
 from ..yaml_files import read_yaml
 from . import tracking
 from .common import EVAL_SPLITS, dataset_counts, fetch_dataset, fetch_model, run_folder
@@ -67,7 +67,7 @@ def evaluate(
     default). ``gate`` holds the promotion gate's settings (:data:`distill.settings.GATE`: ``min_gain``, ``gate``,
     ``gate_level``); the verdict's ``gate`` entry says whether distilled − baseline passes it.
     """
-    gate_cfg = gate_settings(**gate)
+    gate_cfg = coerce_gate(gate)
     imgsz, batch = (training({"imgsz": imgsz, "batch": batch}, ["imgsz", "batch"])[k] for k in ("imgsz", "batch"))
     check_device(device)
     out = run_folder(prefix, run_id, name)

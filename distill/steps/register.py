@@ -55,7 +55,7 @@ from .. import __version__
 from ..data import storage
 from ..errors import DistillError
 from ..registry.export import DEFAULT_FORMATS, Export, check_packages, export_verified, parse_formats
-from ..settings import gate_settings
+from ..settings import coerce_gate
 from . import tracking
 from .champion import TAG_DECISION, TAG_REASON, Challenger, _promote, decision_tags
 from .common import EVAL_SPLITS, PREFIX_ENV, fetch_dataset, fetch_model
@@ -118,7 +118,7 @@ def register(
         gate: The promotion gate's settings (:data:`distill.settings.GATE`): ``min_gain`` over the champion,
             ``gate`` (``ci``: the lower bound of the interval must reach it; ``point``: the difference), ``gate_level``.
     """
-    gate_cfg = gate_settings(**gate)
+    gate_cfg = coerce_gate(gate)
     formats, metrics_uri, report = _checked_inputs(model, evaluation, name, export)
     weights = fetch_model(model, "model")
     data_hash = dataset_hash(report["data"])
@@ -162,7 +162,7 @@ def _checked_inputs(
 
     Refused: an invalid model name, an unknown export format (or its package missing), an incomplete evaluation
     (:func:`check_complete`) and a ``model`` other than the distilled one it measured. (The gate settings are checked
-    before this, by :func:`distill.settings.gate_settings`.)
+    before this, by :func:`distill.settings.coerce_gate`.)
     """
     if not _NAME_RE.match(name or ""):
         raise DistillError(f"registered model name '{name}' is invalid (letters, digits, _ . -)")

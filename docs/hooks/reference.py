@@ -6,6 +6,8 @@ A page asks for a generated block with a marker on a line of its own, ``<!-- ref
 - ``settings`` — every group of declared settings in :mod:`distill.settings` (each public :class:`Option` or tuple of
   them: ``KD``, ``GATE``, ...), then the options of each pipeline step (``STEP_OPTIONS``);
 - ``pipeline`` — the pipeline's parameters, :func:`distill.pipelines.pipeline.pipeline_parameters`;
+- ``components`` — each KFP component's inputs, outputs and settings mappings, from its component spec
+  (:func:`distill.components.readme.render`, which also writes ``components/README.md``);
 - ``seams`` / ``assumptions`` — what the engine relies on in Ultralytics (:mod:`distill.adapter`);
 - ``charts`` — every benchmark report's chart in ``benchmarks/results/``.
 
@@ -23,13 +25,16 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import logging
 import posixpath
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+# The markdown helpers are shared with the components' reference (components/README.md): one escaping for every table.
+from distill.components import readme
+from distill.components.readme import cell, code, from_rst, meaning, option_row, table, value_text
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -101,47 +106,6 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
     return MARKER.sub(replace, markdown)
 
 
-# -- markdown helpers ------------------------------------------------------------------------------------------------
-
-
-def cell(text: Any) -> str:
-    """Return ``text`` safe in a markdown table cell: one line; outside code spans no raw HTML, ``|``, ``_``, ``*``.
-
-    Code spans are kept as written (a pipe inside one does not split the cell, and an entity there would show).
-    """
-    parts = re.split(r"(`[^`]+`)", " ".join(str(text).split()))
-    for i in range(0, len(parts), 2):
-        part = parts[i].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-        parts[i] = re.sub(r"([|_*])", r"\\\1", part)  # no cell split, no emphasis from __init__ or *
-    return "".join(parts)
-
-
-def code(text: Any) -> str:
-    """Return ``text`` as inline code (a double delimiter when it holds a backtick)."""
-    text = " ".join(str(text).split())
-    return f"`` {text} ``" if "`" in text else f"`{text}`"
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    """Return a markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def value_text(value: Any) -> str:
-    """Return a default as the user types it: ``true``/``false``, JSON for containers, ``""`` for the empty text."""
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return code(str(value).lower())
-    if isinstance(value, list | tuple | dict):
-        return code(json.dumps(value))
-    if value == "":
-        return code('""')
-    return code(value)
-
-
 # -- the command line ------------------------------------------------------------------------------------------------
 
 
@@ -188,12 +152,6 @@ def argument_row(action: argparse.Action) -> list[str]:
     else:
         default = value_text(action.default)
     return [written, default, meaning(action.help or "", action.choices)]
-
-
-def strip_default(text: str) -> str:
-    """Drop a trailing ``(default: ...)`` from a help text: the table has a default column."""
-    head, sep, tail = text.rpartition(" (default: ")
-    return head if sep and tail.endswith(")") and tail.count("(") < tail.count(")") else text
 
 
 def cli_block(_page: str) -> str:
@@ -246,32 +204,6 @@ def doc_comments(path: Path) -> dict[str, str]:
             if isinstance(target, ast.Name) and above:
                 out[target.id] = " ".join(above)
     return out
-
-
-def from_rst(text: str) -> str:
-    """Return a docstring-style comment as markdown: ``:func:`~x.y``` and ````x```` become `` `x.y` `` and `` `x` ``."""
-    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"`\1`", text)
-    return re.sub(r"``([^`]+)``", r"`\1`", text)
-
-
-def option_row(option) -> list[str]:
-    """Return the table row of one declared setting: name, type, default, and its help with its choices."""
-    kind = option.kind.__name__ + (", optional" if option.optional else "")
-    if option.required:
-        default = "required"
-    elif option.default is None:
-        default = "— (the library chooses)" if option.optional else "—"
-    else:
-        default = value_text(option.default)
-    return [code(option.name), cell(kind), default, meaning(option.help, option.choices)]
-
-
-def meaning(help_text: str, choices) -> str:
-    """Return a help text for a table cell, with the choices it allows (when it has a fixed set)."""
-    text = cell(strip_default(help_text))
-    if choices:
-        text += ("; " if text else "") + "one of " + " ".join(code(c) for c in choices)
-    return text
 
 
 def group_title(name: str) -> str:
@@ -373,6 +305,14 @@ def pipeline_block(_page: str) -> str:
     return "\n".join(out)
 
 
+# -- the components --------------------------------------------------------------------------------------------------
+
+
+def components_block(_page: str) -> str:
+    """Return every KFP component's reference, as ``components/README.md`` has it (from each component's spec)."""
+    return readme.render()
+
+
 # -- Ultralytics -----------------------------------------------------------------------------------------------------
 
 
@@ -421,6 +361,7 @@ BLOCKS: dict[str, Callable[[str], str]] = {
     "cli": cli_block,
     "settings": settings_block,
     "pipeline": pipeline_block,
+    "components": components_block,
     "seams": seams_block,
     "assumptions": assumptions_block,
     "charts": charts_block,
