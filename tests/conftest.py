@@ -29,6 +29,8 @@ TASK_DATA = {
 STUDENT = {"detect": "yolov8n.yaml", "segment": "yolov8n-seg.yaml", "pose": "yolov8n-pose.yaml"}
 TEACHER = {"detect": "yolov8s.yaml", "segment": "yolov8s-seg.yaml", "pose": "yolov8s-pose.yaml"}
 TINY = {"epochs": 1, "imgsz": 64, "batch": 4, "device": "cpu", "plots": False, "workers": 0}
+#: The same tiny run as the CLI's flags (``plots=False`` goes on as an Ultralytics override where wanted).
+TINY_FLAGS = ("--epochs", "1", "--imgsz", "64", "--batch", "4", "--device", "cpu")
 
 
 def _is_loopback(address) -> bool:
@@ -186,14 +188,7 @@ def teachers(tmp_path_factory) -> dict[str, Path]:
         str(TASK_DATA["detect"]),
         "--model",
         TEACHER["detect"],
-        "--epochs",
-        "1",
-        "--imgsz",
-        "64",
-        "--batch",
-        "4",
-        "--device",
-        "cpu",
+        *TINY_FLAGS,
         "--out",
         str(root / "detect"),
         "plots=False",
@@ -257,7 +252,7 @@ def stack_env(tmp_path_factory):
     stack.down(folder)
 
 
-TINY_STEP = {"epochs": 1, "imgsz": 64, "batch": 4, "device": "cpu", "plots": False, "workers": 0}
+TINY_STEP = TINY  # the steps take the API's keywords
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from copy import deepcopy
 import polars as pl
 import pytest
 import torch
-from conftest import DATA, STUDENT, TASK_DATA, TEACHER, TINY, cli, fresh_process_check
+from conftest import DATA, STUDENT, TASK_DATA, TEACHER, TINY, TINY_FLAGS, cli, fresh_process_check
 from ultralytics.nn.tasks import load_checkpoint
 from ultralytics.utils.torch_utils import unwrap_model
 
@@ -171,14 +171,7 @@ def test_cli_distill_writes_the_documented_layout(tmp_path, teachers):
         str(teachers["detect"]),
         "--loss",
         "cwd",
-        "--epochs",
-        "1",
-        "--imgsz",
-        "64",
-        "--batch",
-        "4",
-        "--device",
-        "cpu",
+        *TINY_FLAGS,
         "--out",
         str(out),
         "plots=False",
@@ -210,12 +203,7 @@ def test_cli_bad_input_is_one_clear_error_and_nonzero_exit(tmp_path, teachers, a
         "yolov8n.yaml",
         "--teacher",
         str(teachers["detect"]),
-        "--epochs",
-        "1",
-        "--imgsz",
-        "64",
-        "--device",
-        "cpu",
+        *TINY_FLAGS,
         "--out",
         str(tmp_path / "bad"),
         *args,
