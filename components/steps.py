@@ -112,6 +112,7 @@ def train(
 
     distill.configure()  # Ultralytics offline, before any step module imports it
     from distill.settings import coerce_training
+    from distill.steps.common import record_weights
     from distill.steps.trainjob import run_training_step
 
     if existing_weights:
@@ -126,11 +127,7 @@ def train(
         return existing_weights
     step = dict(data=data, model=model, experiment=experiment or None, **coerce_training(training), **train_args)
     result = run_training_step("train", nodes, gpus, accelerator, trainjob, name, run_id, prefix or None, **step)
-    best = result["outputs"]["best.pt"]
-    weights.metadata.update({"s3_uri": best["uri"], "sha256": best["sha256"], "mlflow_run_id": result["mlflow_run_id"]})
-    with open(weights.path, "w") as f:
-        json.dump(result, f)
-    return result["best"]
+    return record_weights(weights, result)
 
 
 def distill(
@@ -180,12 +177,11 @@ def distill(
             id and (with a pool) the labelled and unlabelled images trained on as metadata.
         Output: The distilled ``best.pt`` URI.
     """
-    import json
-
     import distill
 
     distill.configure()  # Ultralytics offline, before any step module imports it
     from distill.settings import coerce_kd, coerce_training
+    from distill.steps.common import record_weights
     from distill.steps.trainjob import run_training_step
 
     kd = coerce_kd({**kd, **sweep_item})
@@ -193,19 +189,11 @@ def distill(
     step = dict(data=data, teacher=teacher, student=student, experiment=experiment or None,
                 unlabeled=unlabeled or None, **coerce_training(training), **kd, **train_args)  # fmt: skip
     result = run_training_step("distill", nodes, gpus, accelerator, trainjob, name, run_id, prefix or None, **step)
-    best = result["outputs"]["best.pt"]
-    weights.metadata.update(
-        {"s3_uri": best["uri"], "sha256": best["sha256"], "loss": kd["loss"], "layers": str(kd["layers"]),
-         "logit_loss": kd["logit_loss"] if kd["logit"] else "", "mlflow_run_id": result["mlflow_run_id"]}
-    )  # fmt: skip
-    if result.get("pool"):
-        pool = result["pool"]
-        weights.metadata.update({"labelled_images": pool["labelled"], "unlabeled_images": pool["used"],
-                                 "pseudo_labels": pool["instances"], "pseudo_conf": pool["conf"],
-                                 "pool_rounds": pool.get("rounds", 1)})  # fmt: skip
-    with open(weights.path, "w") as f:
-        json.dump(result, f)
-    return result["best"]
+    pool = result.get("pool") or {}
+    counts = {"labelled_images": pool["labelled"], "unlabeled_images": pool["used"], "pseudo_labels": pool["instances"],
+              "pseudo_conf": pool["conf"], "pool_rounds": pool.get("rounds", 1)} if pool else {}  # fmt: skip
+    return record_weights(weights, result, loss=kd["loss"], layers=str(kd["layers"]),
+                          logit_loss=kd["logit_loss"] if kd["logit"] else "", **counts)  # fmt: skip
 
 
 def evaluate(

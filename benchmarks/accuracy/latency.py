@@ -5,8 +5,9 @@ times each model with Ultralytics' own predictor — one image per call (batch 1
 device asked for — and keeps Ultralytics' own per-image ``speed`` (preprocess, inference, postprocess in ms; it
 synchronises the accelerator), as the median over the scored split's images after a short warm-up. The models are
 the teacher's ``best.pt``, one run per student row (the first seed whose weights are in the work folder) and the ONNX
-export of the row with the best mean score, exported and verified by the register step's own
-:func:`~distill.registry.export.export_verified` and scored on the same split with ``YOLO(onnx).val``.
+export of the best-scoring row whose weights are here (else the best row's architecture), exported and verified by
+the register step's own :func:`~distill.registry.export.export_verified` and scored on the same split with
+``YOLO(onnx).val``.
 
 A row whose weights are not on this machine (runs taken over from an earlier report with ``--reuse``) is timed as
 its architecture built from its yaml with random weights, and recorded so (``"weights": "architecture only"``):
@@ -278,8 +279,13 @@ def onnx_model(
     scores: dict[str, dict[str, Any]], report: dict[str, Any], student: str, bench: Bench,
     built: dict[str, tuple[Path, dict[str, Any]]],
 ) -> dict[str, Any]:  # fmt: skip
-    """Return the ONNX entry of the row with the best mean (the one to ship); a failure is recorded, not raised."""
-    best = max(scores, key=lambda name: scores[name]["mean"])
+    """Return the ONNX entry of the row to ship; a failure is recorded, not raised.
+
+    That is the row with the best mean among those whose trained weights are on this machine (an export that can be
+    scored), else the best row of all, exported as its architecture.
+    """
+    trained = [name for name in scores if row_weights(report, name, bench.workdir)[0] is not None]
+    best = max(trained or scores, key=lambda name: scores[name]["mean"])
     weights, seed = row_weights(report, best, bench.workdir)
     source = weights if weights is not None else built[student][0]  # its architecture, built when the row was timed
     try:

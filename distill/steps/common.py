@@ -273,3 +273,18 @@ def fetch_model(uri: str, role: str) -> str:
     except DistillError as e:
         raise DistillError(f"{role} '{uri}': {e}") from None
     return local
+
+
+def record_weights(artifact: Any, result: dict[str, Any], **metadata: Any) -> str:
+    """Record a training step's ``best.pt`` in the component's output artifact; return its URI for the next step.
+
+    The artifact's metadata carries the weights' S3 URI, sha256 and MLflow run id (lineage in the KFP UI; the same
+    URIs are in MLflow) plus ``metadata``; its file is the step's whole result as JSON. ``artifact`` is a KFP output
+    artifact (``.metadata``, ``.path``), typed loosely so this module never imports kfp.
+    """
+    best = result["outputs"]["best.pt"]
+    artifact.metadata.update(
+        {"s3_uri": best["uri"], "sha256": best["sha256"], "mlflow_run_id": result["mlflow_run_id"], **metadata}
+    )
+    Path(artifact.path).write_text(json.dumps(result))
+    return result["best"]
