@@ -44,7 +44,11 @@ COPY README.md ./
 COPY distill ./distill
 COPY components ./components
 COPY pipelines ./pipelines
+# Installed as a package (the top-level components/ and pipelines/ become distill.components and distill.pipelines),
+# then the source tree goes: left in the working directory it would shadow the installed package for every
+# `python -m` or `python -c` run here (the working directory comes first on sys.path) and lacks those two packages.
 RUN pip install --no-deps --no-build-isolation . \
+    && rm -rf distill components pipelines build ./*.egg-info \
     && python -c "import distill, distill.components.steps, distill.pipelines.pipeline"
 
 # Any UID works (OpenShift-style random UIDs too): config, caches and the input cache live under /tmp (a pod's

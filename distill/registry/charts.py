@@ -41,7 +41,7 @@ def per_class_chart(rows: list[dict[str, Any]], metric: str, path: Path, split: 
     ax.set_xlabel(f"{label} (points, {split} images)")
     ax.set_title(f"Per-class {label}: distilled − baseline, largest gain first")
     if rows:
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # beside the bars, never on them
     else:
         ax.text(0.5, 0.5, "no per-class figures in this evaluation", ha="center", transform=ax.transAxes)
     ax.grid(axis="x", alpha=0.3)
