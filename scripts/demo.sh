@@ -70,6 +70,10 @@ else:
 # with the most seeds, the newest of those — the demo regime's pool reports (scored as the demo scores), their pool
 # row run with today's defaults.
 import glob
+
+import distill
+
+distill.configure()  # resolving the default config loads Ultralytics: offline, its settings in our cache folder
 from benchmarks.accuracy import completed_config, resolved_config
 
 shipped = resolved_config({"spec": {"unlabeled": True}, "teacher": None}, task="detect")  # the demo distils with a pool
