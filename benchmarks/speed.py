@@ -7,12 +7,17 @@ task + KD losses, backward and the optimizer step (``nbs = batch``, so every ste
 is excluded. The median of the steps after warm-up is reported.
 
 Variants: ``plain`` (student alone), ``teacher`` (teacher inference alone, no grad, half precision on CUDA, on the
-same batches), our ``cwd``/``mgd``/``mimic``/``logit``/``cwd+logit`` (offline) and ``online-cwd``, and
-``ultralytics-kd`` (``distill_model=``). Ratios:
+same batches), our ``cwd``/``mgd``/``mimic``/``logit``/``cwd+logit`` (offline) and ``online-cwd``,
+``ultralytics-kd`` (``distill_model=``) and ``pool-online``: an unlabelled pool with ``pool_targets="online"``
+and no KD term, where half of every epoch's images are pool images whose targets the teacher makes on each batch.
+Ratios:
 
 - ``kd_over_floor[pair/variant]`` = KD step / (plain step + teacher inference) — what KD costs beyond the work it
   cannot avoid (target ≤ 1.05 offline). For ``online-cwd`` the floor is plain step + a plain teacher training step.
 - ``ours_over_native[pair]`` = our shipped default's step / Ultralytics KD's step (target ≤ 1.0).
+- ``pool_over_ltt[pair/variant]`` = a pool step / the plain step, for ``pool-online`` and ``default`` (offline
+  pseudo-labels + KD): what a pool epoch costs against label-then-train's, whose step is a plain step on the
+  labelled and pseudo-labelled images (issue 38's cost target: ≤ 1.3 for the online teacher).
 
 Each variant runs in a fresh Python process, one after another within one benchmark run, so its peak memory (RSS,
 or CUDA peak allocated) is its own. The same work differs by up to ~10% between processes on a shared VM, so the
@@ -73,7 +78,10 @@ VARIANTS: dict[str, Any] = {
     "online-cwd": {"loss": "cwd", "logit": False, "online": True},
     "teacher-train": None,
     "ultralytics-kd": None,
+    "pool-online": {"pool_targets": "online", "pool_kd": False},  # trains on half labelled, half pool images
 }
+#: variants that train on an unlabelled pool: half of the batches' images come from it (:func:`pool_dataset`)
+POOL_VARIANTS = ("pool-online",)
 BREAKDOWN = ("teacher_forward", "student_forward", "losses", "backward_optimizer")
 PROFILES = {
     "quick": {"pairs": ["v8s-v8n"], "steps": 8, "warmup": 3, "rounds": 1,
@@ -106,6 +114,29 @@ def repeated_dataset(source: Path, out: Path, images: int) -> Path:
     spec.update(path=str(out), train="images/train", val=str(val))
     (out / "data.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     return out / "data.yaml"
+
+
+def pool_dataset(source: Path, out: Path, images: int) -> tuple[Path, Path]:
+    """Write the pool variants' data: ``images // 2`` labelled images and the rest as an unlabelled pool folder.
+
+    Pool images are ``source``'s train images mirrored left to right, each with one pixel set to its index, so no
+    two are byte copies of each other or of a labelled image (the pool refuses copies); the same size and content
+    as the labelled ones, so a step costs what it would on new images. Returns ``(data.yaml, pool folder)``.
+    """
+    import cv2
+
+    from distill.yaml_files import read_yaml
+
+    data = repeated_dataset(source, out / "data", images // 2)
+    spec = read_yaml(source / "data.yaml", f"data '{source / 'data.yaml'}'")
+    train = sorted(p for p in (source / spec["train"]).iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    pool = out / "pool"
+    pool.mkdir(parents=True, exist_ok=True)
+    for i in range(images - images // 2):
+        image = cv2.flip(cv2.imread(str(train[i % len(train)])), 1)
+        image[0, 0] = (i % 256, i // 256 % 256, 255)
+        cv2.imwrite(str(pool / f"pool{i:05d}.png"), image)
+    return data, pool
 
 
 # -- one variant, in its own process --------------------------------------------------------------------------------
@@ -262,7 +293,9 @@ def run_variant(job: dict[str, Any]) -> dict[str, Any]:
     elif name == "ultralytics-kd":
         distill.train(job["data"], job["student"], distill_model=job["teacher"], **common)
     else:
-        distill.distill(job["data"], job["student"], distill.DistillConfig(teacher=job["teacher"], **spec), **common)
+        unlabeled = job["pool"] if name in POOL_VARIANTS else None
+        config = distill.DistillConfig(teacher=job["teacher"], **spec)
+        distill.distill(job["data"], job["student"], config, unlabeled=unlabeled, **common)
     times = timer.times[job["warmup"] :]
     parts = breakdown.medians(times, job["warmup"]) if name != "teacher" else {}
     if name == "teacher":  # the plain run above only supplied the data pipeline; time the teacher on its batches
@@ -376,6 +409,22 @@ def ratios(results: dict[str, dict[str, Any]], key: str = "median_s") -> tuple[d
     return kd_over_floor, ours_over_native
 
 
+def pool_over_ltt(results: dict[str, dict[str, Any]], key: str = "median_s") -> dict[str, float]:
+    """Return ``pair/variant`` → a pool variant's (or the offline KD ``default``'s) step / the plain step, on ``key``.
+
+    Label-then-train's step is a plain step (its pool images carry the teacher's labels from before training), so
+    this is what a pool epoch costs against label-then-train's at the same images per epoch.
+    """
+    out: dict[str, float] = {}
+    for pair, variants in results.items():
+        plain = variants.get("plain", {}).get(key)
+        for name in (*POOL_VARIANTS, "default"):
+            seconds = variants.get(name, {}).get(key)
+            if plain and seconds:
+                out[f"{pair}/{name}"] = round(seconds / plain, 3)
+    return out
+
+
 def markdown(report: dict[str, Any]) -> str:
     """Return the README table: per pair and variant the step (median · p10), its ratios, breakdown, peak memory."""
     rows = ["| pair | variant | step ms median · p10 | / floor median (rounds) · p10 | / Ultralytics KD median · p10 | "
@@ -419,6 +468,8 @@ def summarise(results: dict[str, dict[str, Any]], head: dict[str, Any]) -> dict[
         "kd_over_floor_range": ratio_ranges(results),
         "kd_over_floor_p10": kd_over_floor_p10,
         "ours_over_native_p10": ours_over_native_p10,
+        "pool_over_ltt": pool_over_ltt(results),
+        "pool_over_ltt_p10": pool_over_ltt(results, key="p10_s"),
     }
 
 
@@ -434,7 +485,8 @@ def resummarise(path: Path) -> dict[str, Any]:
         for r in variants.values():
             if r.get("times_s"):
                 r.update(step_figures(r["times_s"]))
-    head = {k: v for k, v in old.items() if k not in ("results",) and not k.startswith(("kd_over", "ours_over"))}
+    derived = ("kd_over", "ours_over", "pool_over")
+    head = {k: v for k, v in old.items() if k != "results" and not k.startswith(derived)}
     return summarise(results, dict(head, resummarised_from=path.name))
 
 
@@ -447,8 +499,10 @@ def report_lines(report: dict[str, Any]) -> None:
         "kd_over_floor_range",
         "kd_over_floor_p10",
         "ours_over_native_p10",
+        "pool_over_ltt",
+        "pool_over_ltt_p10",
     ):
-        print(f"{key}:", json.dumps(report[key]))
+        print(f"{key}:", json.dumps(report.get(key, {})))
 
 
 def report_name(profile: str, device: str) -> str:
@@ -516,19 +570,27 @@ def measure_pair(
     """
     from ultralytics import YOLO
 
+    from distill.yaml_files import read_yaml
+
     task, teacher_yaml, student_yaml, data_name = PAIRS[pair]
     source = data_root / data_name
     if not (source / "data.yaml").is_file():
         raise SystemExit(f"dataset '{source}' not found (pass --data-root)")
     images = settings["batch"] * (settings["warmup"] + settings["steps"])
     data = repeated_dataset(source, scratch / pair / "data", images)
+    pooled = pool_dataset(source, scratch / pair / "pooled", images) if set(variants) & set(POOL_VARIANTS) else None
     teacher = scratch / pair / f"{Path(teacher_yaml).stem}.pt"
-    YOLO(teacher_yaml, task=task).save(teacher)  # random init: speed does not depend on the values
+    model = YOLO(teacher_yaml, task=task)  # random init: speed does not depend on the values
+    names = read_yaml(source / "data.yaml", f"data '{source / 'data.yaml'}'")["names"]
+    model.model.names = names if isinstance(names, dict) else dict(enumerate(names))  # the pool checks the classes
+    model.save(teacher)
     measured: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     for i in range(rounds):  # interleaved: round 1 of every variant, then round 2, ...
         for variant in variants:
             job = dict(pair=pair, variant=variant, round=i, data=str(data), teacher=str(teacher),
                        student=student_yaml, **settings)  # fmt: skip
+            if variant in POOL_VARIANTS:
+                job.update(data=str(pooled[0]), pool=str(pooled[1]))
             r = measure(job, scratch / pair)
             measured[variant].append(r)
             shown = f"{r['median_s'] * 1000:.0f} ms/step" if "median_s" in r else f"FAILED: {r['error']}"

@@ -21,12 +21,15 @@ def test_speed_ratios_divide_by_the_floor_and_by_ultralytics():
         "v8s-v8n": {
             "plain": _variant(0.4), "teacher": _variant(0.2), "cwd": _variant(0.63), "default": _variant(0.6),
             "online-cwd": _variant(1.5), "teacher-train": _variant(1.1), "ultralytics-kd": _variant(0.75),
+            "pool-online": _variant(0.62),
         },
         "v8l-v8n": {"plain": _variant(0.4), "default": _variant(1.0)},  # no teacher timing: no ratio
     }  # fmt: skip
     kd_over_floor, ours_over_native = speed.ratios(results)
-    assert kd_over_floor == {"v8s-v8n/cwd": 1.05, "v8s-v8n/default": 1.0, "v8s-v8n/online-cwd": 1.0}
+    assert kd_over_floor == {"v8s-v8n/cwd": 1.05, "v8s-v8n/default": 1.0, "v8s-v8n/online-cwd": 1.0,
+                             "v8s-v8n/pool-online": 1.033}  # fmt: skip
     assert ours_over_native == {"v8s-v8n": 0.8}
+    assert speed.pool_over_ltt(results) == {"v8s-v8n/pool-online": 1.55, "v8s-v8n/default": 1.5, "v8l-v8n/default": 2.5}
     table = speed.markdown({"results": results, "kd_over_floor": kd_over_floor})
     assert "| v8s-v8n | cwd | 630 | 1.050 | 0.840 |" in table
 
@@ -99,9 +102,12 @@ def _bench(module: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_speed_benchmark_smoke(tmp_path):
-    """A real run of the speed script (64 px, the quick profile's few steps, 2 rounds) writes a complete report."""
+    """A real run of the speed script (64 px, the quick profile's few steps, 2 rounds) writes a complete report.
+
+    ``pool-online`` trains on a pool the script writes (half of the batches' images), its targets made by the teacher.
+    """
     proc = _bench("benchmarks.speed", "--profile", "quick", "--imgsz", "64", "--batch", "4", "--rounds", "2",
-                  "--variants", "plain,teacher,default,ultralytics-kd", "--data-root", str(DATA),
+                  "--variants", "plain,teacher,default,ultralytics-kd,pool-online", "--data-root", str(DATA),
                   "--results", str(tmp_path))  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     (path,) = tmp_path.glob("speed-quick-*.json")
@@ -117,6 +123,8 @@ def test_speed_benchmark_smoke(tmp_path):
     assert 0 < low <= high and report["settings"]["rounds"] == 2
     assert 0 < pair["default"]["p10_s"] <= pair["default"]["median_s"] and report["ours_over_native_p10"]["v8s-v8n"] > 0
     assert report["machine"]["device"] == "cpu" and report["machine"]["ultralytics"]
+    assert report["pool_over_ltt"]["v8s-v8n/pool-online"] > 0 and report["pool_over_ltt"]["v8s-v8n/default"] > 0
+    assert pair["pool-online"]["breakdown_s"]["teacher_forward"] > 0  # the teacher ran on the pool's batches
 
 
 @pytest.mark.slow
