@@ -116,6 +116,11 @@ class DistillConfig:
             uncertain — neither object nor background for the task loss; ``pseudo_conf`` itself: none is.
         strong_aug (bool): ``online`` targets: the student sees a stronger view (colour, noise, erased patches) of
             the images holding pool regions than the teacher that makes their targets.
+        pool_keep_empty (bool | None): With an unlabelled pool: also train on the pool images the teacher found no
+            object in at ``pseudo_conf`` on the clean image. ``None`` (the default): kept with ``online`` targets
+            (each view's targets are made anew, so a view may hold objects), left out otherwise; ``true`` with
+            ``pseudo`` targets trains them as background; ``false`` with ``online`` trains the pool images the
+            offline pseudo-labels keep — label-then-train's image list, so the two differ only in their targets.
         pool_rounds (int): With an unlabelled pool: self-training rounds (:mod:`distill.engine.rounds`). 1: the teacher
             labels the pool once; from round 2 the previous round's student, which learnt from the pool and usually
             ends above its teacher, labels it again and teaches a new student. Each round costs a whole run.
@@ -186,6 +191,11 @@ class DistillConfig:
     strong_aug: bool = field(
         default=False, metadata=_kd(bool, "pool_targets=online: the student sees a stronger view than the teacher")
     )
+    pool_keep_empty: bool | None = field(
+        default=None,
+        metadata=_kd(bool, "unlabelled pool: also train on pool images the teacher found nothing in; unset "
+                     "(pipeline: empty): with pool_targets=online only", optional=True),
+    )  # fmt: skip
     pool_rounds: int = field(
         default=1, metadata=_kd(int, "unlabelled pool: self-training rounds, each round's student teaching the next")
     )
@@ -242,8 +252,9 @@ class DistillConfig:
             raise DistillError(f"uncertain_conf {self.uncertain_conf} must not exceed pseudo_conf {self.pseudo_conf}")
         if not isinstance(self.strong_aug, bool):
             raise DistillError(f"strong_aug must be true or false, got {self.strong_aug!r}")
-        if self.pool_kd is not None and not isinstance(self.pool_kd, bool):
-            raise DistillError(f"pool_kd must be true or false, got {self.pool_kd!r}")
+        for name in ("pool_kd", "pool_keep_empty"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
+                raise DistillError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.pool_targets == "soft" and self.pool_kd is False:
             raise DistillError("pool_targets=soft teaches the pool through the KD terms alone: it needs pool_kd")
         if self.pool_targets == "online" and self.online:
@@ -263,6 +274,11 @@ class DistillConfig:
     def has_features(self) -> bool:
         """Whether a feature loss is configured."""
         return self.loss != "none"
+
+    @property
+    def keeps_empty(self) -> bool:
+        """Whether the pool images without a pseudo-label are trained on (``pool_keep_empty``, resolved)."""
+        return self.pool_keep_empty if self.pool_keep_empty is not None else self.pool_targets == "online"
 
     @property
     def distils(self) -> bool:

@@ -103,6 +103,15 @@ def test_a_pool_run_is_label_then_train_unless_the_kd_terms_are_asked_for_or_the
     assert DistillConfig(teacher="t.pt", pool_targets="online").for_pool(True, "detect").pool_targets == "online"
 
 
+def test_pool_images_without_a_pseudo_label_are_kept_for_online_targets_unless_asked_otherwise():
+    assert DistillConfig(teacher="t.pt", pool_targets="online").keeps_empty
+    assert not DistillConfig(teacher="t.pt", pool_targets="online", pool_keep_empty=False).keeps_empty
+    assert not DistillConfig(teacher="t.pt").keeps_empty  # pseudo: only the images it found objects in
+    assert DistillConfig(teacher="t.pt", pool_keep_empty=True).keeps_empty  # as background
+    with pytest.raises(DistillError, match="pool_keep_empty must be true or false, got 'no'"):
+        DistillConfig(teacher="t.pt", pool_keep_empty="no")
+
+
 def test_round_trip_and_unknown_keys():
     cfg = DistillConfig(teacher="t.pt", loss="mgd", layers="2,4", online=True)
     assert DistillConfig.from_dict(cfg.to_dict()) == cfg

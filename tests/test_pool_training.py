@@ -48,6 +48,24 @@ def trained_list(run_dir: Path) -> list[str]:
     return [label["im_file"] for label in labels]
 
 
+def test_pool_images_the_teacher_found_nothing_in_are_kept_only_as_asked(teachers, tmp_path):
+    """At ``pseudo_conf`` 1 the teacher labels nothing: online targets keep the images, ``pool_keep_empty=false``
+    (and the offline pseudo-labels) leave them out — through the seam :func:`distill.distill` makes its pool with."""
+    from distill.engine.api import PoolInput
+
+    pool = PoolInput(make_pool("detect", tmp_path), None, "cpu", 4)
+    online = DistillConfig(teacher=str(teachers["detect"]), pseudo_conf=1.0, pool_targets="online")
+    kept = pool.make(TASK_DATA["detect"], online, 64, tmp_path / "kept")
+    given = len(list(Path(pool.images).iterdir()))
+    assert (kept.used, kept.empty, kept.instances) == (given - 2, 0, 0)  # every image but the two copies
+    for config in (
+        DistillConfig(teacher=online.teacher, pseudo_conf=1.0, pool_targets="online", pool_keep_empty=False),
+        DistillConfig(teacher=online.teacher, pseudo_conf=1.0),
+    ):
+        with pytest.raises(DistillError, match=f"none of the {given} unlabelled images can train the student"):
+            pool.make(TASK_DATA["detect"], config, 64, tmp_path / "dropped")  # fmt: skip
+
+
 @pytest.mark.parametrize("task", ["detect", "segment", "pose"])
 def test_student_trains_on_labelled_and_pseudo_labelled_pool(teachers, tmp_path, task):
     pool = make_pool(task, tmp_path)

@@ -26,6 +26,7 @@ CHANGED = {
     "mgd_ratio": 0.5, "mgd_alpha": 3e-5, "schedule": "cosine", "distill_off_epochs": 3, "pseudo_conf": 0.3,
     "unlabeled_ratio": 2.0, "pool_targets": "soft", "pool_rounds": 2, "pool_teacher": "ema", "burn_in": 3,
     "ema_decay": 0.9, "uncertain_conf": 0.2, "strong_aug": True, "pool_kd": True,
+    "pool_keep_empty": True,
 }  # fmt: skip
 
 

@@ -418,7 +418,7 @@ class PoolInput:
         folder = Path(out).resolve() / ("pool" if not launch.distributed else f"pool-rank{launch.rank}")
         return with_pool(data, config.teacher, self.images, folder, conf=config.pseudo_conf,
                          ratio=config.unlabeled_ratio, imgsz=imgsz, device=self.device, batch=self.batch,
-                         pool_hash=self.pool_hash, keep_empty=config.pool_targets == "online")  # fmt: skip
+                         pool_hash=self.pool_hash, keep_empty=config.keeps_empty)  # fmt: skip
 
 
 def _checkpoint(path: str | Path) -> Path:
