@@ -9,13 +9,15 @@ is excluded. The median of the steps after warm-up is reported.
 Variants: ``plain`` (student alone), ``teacher`` (teacher inference alone, no grad, half precision on CUDA, on the
 same batches), our ``cwd``/``mgd``/``mimic``/``logit``/``cwd+logit`` (offline) and ``online-cwd``,
 ``ultralytics-kd`` (``distill_model=``) and ``pool-online``: an unlabelled pool with ``pool_targets="online"``
-and no KD term, where half of every epoch's images are pool images whose targets the teacher makes on each batch.
+and no KD term, where half of every epoch's images are pool images whose targets the teacher makes on each batch;
+``pool-online-ema`` the same with the mean teacher (``pool_teacher="ema"`` from the first step: an EMA of the
+student makes the targets and the big teacher is not run; its forward counts under ``losses`` in the breakdown).
 Ratios:
 
 - ``kd_over_floor[pair/variant]`` = KD step / (plain step + teacher inference) — what KD costs beyond the work it
   cannot avoid (target ≤ 1.05 offline). For ``online-cwd`` the floor is plain step + a plain teacher training step.
 - ``ours_over_native[pair]`` = our shipped default's step / Ultralytics KD's step (target ≤ 1.0).
-- ``pool_over_ltt[pair/variant]`` = a pool step / the plain step, for ``pool-online`` and ``default`` (offline
+- ``pool_over_ltt[pair/variant]`` = a pool step / the plain step, for the ``pool-*`` variants and ``default`` (offline
   pseudo-labels + KD): what a pool epoch costs against label-then-train's, whose step is a plain step on the
   labelled and pseudo-labelled images (issue 38's cost target: ≤ 1.3 for the online teacher).
 
@@ -79,9 +81,11 @@ VARIANTS: dict[str, Any] = {
     "teacher-train": None,
     "ultralytics-kd": None,
     "pool-online": {"pool_targets": "online", "pool_kd": False},  # trains on half labelled, half pool images
+    # the same with the mean teacher (an EMA of the student, student-sized) from the first step
+    "pool-online-ema": {"pool_targets": "online", "pool_kd": False, "pool_teacher": "ema", "burn_in": 0},
 }
 #: variants that train on an unlabelled pool: half of the batches' images come from it (:func:`pool_dataset`)
-POOL_VARIANTS = ("pool-online",)
+POOL_VARIANTS = ("pool-online", "pool-online-ema")
 BREAKDOWN = ("teacher_forward", "student_forward", "losses", "backward_optimizer")
 PROFILES = {
     "quick": {"pairs": ["v8s-v8n"], "steps": 8, "warmup": 3, "rounds": 1,
@@ -398,6 +402,8 @@ def ratios(results: dict[str, dict[str, Any]], key: str = "median_s") -> tuple[d
         floor = step["plain"] + step["teacher"]
         for name, seconds in step.items():
             if name in ("plain", "teacher", "teacher-train", "ultralytics-kd"):
+                continue
+            if VARIANTS[name].get("pool_teacher") == "ema":  # the big teacher is not run: pool_over_ltt says it
                 continue
             if VARIANTS[name].get("online"):
                 if "teacher-train" in step:

@@ -21,7 +21,7 @@ def test_speed_ratios_divide_by_the_floor_and_by_ultralytics():
         "v8s-v8n": {
             "plain": _variant(0.4), "teacher": _variant(0.2), "cwd": _variant(0.63), "default": _variant(0.6),
             "online-cwd": _variant(1.5), "teacher-train": _variant(1.1), "ultralytics-kd": _variant(0.75),
-            "pool-online": _variant(0.62),
+            "pool-online": _variant(0.62), "pool-online-ema": _variant(0.5),
         },
         "v8l-v8n": {"plain": _variant(0.4), "default": _variant(1.0)},  # no teacher timing: no ratio
     }  # fmt: skip
@@ -29,7 +29,8 @@ def test_speed_ratios_divide_by_the_floor_and_by_ultralytics():
     assert kd_over_floor == {"v8s-v8n/cwd": 1.05, "v8s-v8n/default": 1.0, "v8s-v8n/online-cwd": 1.0,
                              "v8s-v8n/pool-online": 1.033}  # fmt: skip
     assert ours_over_native == {"v8s-v8n": 0.8}
-    assert speed.pool_over_ltt(results) == {"v8s-v8n/pool-online": 1.55, "v8s-v8n/default": 1.5, "v8l-v8n/default": 2.5}
+    assert speed.pool_over_ltt(results) == {"v8s-v8n/pool-online": 1.55, "v8s-v8n/pool-online-ema": 1.25,
+                                            "v8s-v8n/default": 1.5, "v8l-v8n/default": 2.5}  # fmt: skip
     table = speed.markdown({"results": results, "kd_over_floor": kd_over_floor})
     assert "| v8s-v8n | cwd | 630 | 1.050 | 0.840 |" in table
 
