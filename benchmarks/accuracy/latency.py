@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -30,9 +29,9 @@ from benchmarks import report as reports
 from benchmarks.accuracy.cache import relative
 from benchmarks.accuracy.options import ROOT, Profile
 from benchmarks.accuracy.plan import plan_jobs, prepare_datasets, task_model, work_folder
+from distill.registry import latency
+from distill.registry.latency import PARTS
 
-#: Ultralytics' per-image timings, in the order a prediction runs them.
-PARTS = ("preprocess", "inference", "postprocess")
 #: Images predicted (and not timed) before the timed pass: the first calls allocate and pick kernels.
 WARMUP = 5
 #: Images the ONNX export is verified on against PyTorch before it is timed.
@@ -42,34 +41,13 @@ TRAINED = "trained"
 
 
 def time_per_image(weights: Path, images: list[Path], imgsz: int, device: str) -> dict[str, Any]:
-    """Return the median per-image time (ms) of ``weights`` over ``images`` at batch 1, and its parts.
+    """Time ``weights`` as the evaluate step times a model (:func:`distill.registry.latency.time_per_image`).
 
-    Each image is its own ``predict`` call: Ultralytics batches a list of images into one batch, and its per-image
-    ``speed`` would then be that batch's mean. The total is the median of each image's preprocess + inference +
-    postprocess (not the sum of the parts' medians). ``threads`` is what the run used, as Ultralytics left it: torch's
-    (its ``select_device`` sets ``min(8, cores - 1)`` on CPU) or ONNX Runtime's intra-op setting (0: its default,
-    the physical cores).
+    The benchmark warms up longer (:data:`WARMUP`): it times many models one after another in one process.
     """
-    import torch
     from ultralytics import YOLO
 
-    model = YOLO(str(weights))
-    for k in range(WARMUP):
-        model.predict(str(images[k % len(images)]), imgsz=imgsz, device=device, verbose=False)
-    parts: dict[str, list[float]] = {part: [] for part in PARTS}
-    for image in images:
-        (result,) = model.predict(str(image), imgsz=imgsz, device=device, verbose=False)
-        for part in PARTS:
-            parts[part].append(float(result.speed[part]))
-    totals = [sum(values) for values in zip(*parts.values(), strict=True)]
-    backend = getattr(getattr(model.predictor, "model", None), "backend", None)
-    session = getattr(backend, "session", None)
-    return {
-        "ms_per_image": round(statistics.median(totals), 3),
-        **{f"{part}_ms": round(statistics.median(parts[part]), 3) for part in PARTS},
-        "threads": session.get_session_options().intra_op_num_threads if session else torch.get_num_threads(),
-        "providers": session.get_providers() if session is not None else None,  # ONNX Runtime's, where it ran
-    }
+    return latency.time_per_image(YOLO(str(weights)), images, imgsz, device, warmup=WARMUP)
 
 
 def architecture_weights(yaml_name: str, data: Path, out: Path) -> Path:

@@ -19,6 +19,7 @@ from ultralytics.data.base import BaseDataset
 from ultralytics.data.dataset import YOLODataset
 from ultralytics.data.utils import check_det_dataset, verify_image_label
 from ultralytics.engine.model import Model
+from ultralytics.engine.predictor import BasePredictor
 from ultralytics.engine.trainer import BaseTrainer
 from ultralytics.engine.validator import BaseValidator
 from ultralytics.nn.modules import head as ul_head
@@ -451,6 +452,20 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
         ('for key in ("clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "wandb"):',),
         "distill.offline:_settings_off",
         "the logger integrations a trainer loads are these settings, all switched off; a new one would be on.",
+    ),
+    Assumption(
+        "per-image-speed",
+        BasePredictor.stream_inference,
+        (
+            "self.results[i].speed = {",
+            '"preprocess": profilers[0].dt * 1e3 / n,',
+            '"inference": profilers[1].dt',
+            '"postprocess": profilers[2].dt',
+        ),
+        "distill.registry.latency:time_per_image",
+        "each result of a predict call carries its image's preprocess, inference and postprocess time in ms (the "
+        "batch's time over its images): the latency the evaluate step records and the benchmark charts is their sum.",
+        ordered=True,
     ),
     Assumption(
         "fonts-in-config-dir",

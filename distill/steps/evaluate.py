@@ -1,8 +1,9 @@
 """Step 4, evaluate: teacher, baseline student and distilled student on the same split with identical settings.
 
 The split is the dataset's ``test`` split when it has one, else ``val``. Per model: mAP50-95 and mAP50 (box, plus
-mask for segment and pose for pose), parameters, GFLOPs, weights size, and latency per image (batch 1, median of
-``latency_images`` predictions after a warm-up) on the named device, and the validator's per-image matches. Writes
+mask for segment and pose for pose), parameters, GFLOPs, weights size, and latency per image (batch 1, the median of
+Ultralytics' own per-image time over ``latency_images`` predictions after a warm-up,
+:func:`distill.registry.latency.time_per_image`) on the named device, and the validator's per-image matches. Writes
 ``metrics.json``, ``report.md``, ``comparison.png`` and ``image_stats.npz`` to ``<prefix>/runs/<run-id>/<name>/`` and
 to the step's MLflow run, and returns the verdict: distilled minus baseline — with the promotion gate's interval and
 decision (:mod:`distill.registry.gate`) — and distilled versus teacher; the report adds AP50-95 per class.
@@ -14,9 +15,7 @@ from __future__ import annotations
 
 import json
 import platform
-import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +181,7 @@ def measure(
     from ultralytics.utils.torch_utils import get_flops, get_num_params
 
     from ..registry.bootstrap import capture
+    from ..registry.latency import time_per_image
 
     model = YOLO(weights)
     captured = capture(model) if keep_stats else {}
@@ -195,22 +195,15 @@ def measure(
     for suffix in SUFFIX.get(task, ("B",)):
         for key in (f"metrics/mAP50-95({suffix})", f"metrics/mAP50({suffix})"):
             metrics[key] = round(float(results.results_dict.get(key, 0.0)), 5)
-    images = split_images(data_yaml, split)[: max(1, latency_images)]
-    for image in images[:2]:  # warm-up
-        model.predict(str(image), imgsz=imgsz, device=device, verbose=False)
-    times = []
-    for image in images:
-        start = time.perf_counter()
-        model.predict(str(image), imgsz=imgsz, device=device, verbose=False)
-        times.append((time.perf_counter() - start) * 1000)
+    timing = time_per_image(model, split_images(data_yaml, split)[: max(1, latency_images)], imgsz, device)
     return {
         "task": task,
         "metrics": metrics,
         "params": int(get_num_params(model.model)),
         "gflops": round(float(get_flops(model.model, imgsz) or 0.0), 3),
         "size_mb": round(Path(weights).stat().st_size / 1e6, 3) if Path(weights).is_file() else None,
-        "latency_ms": round(statistics.median(times), 3),
-        "latency_images": len(times),
+        "latency_ms": timing["ms_per_image"],
+        "latency_images": timing["images"],
         "device": _device_name(device),
         **({"stats": captured["stats"]} if keep_stats else {}),
     }
