@@ -199,11 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--late", default="5,10", help="epochs at the end of training for the run-to-run term (a list)")
     ap.add_argument("--seed", type=int, default=0)
     reports.add_report_args(ap)
-    args = ap.parse_args(argv)
-
-    import distill
-
-    distill.configure()  # offline Ultralytics, before it loads
+    args = reports.start(ap, argv)
     settings = {k: v for k, v in vars(args).items() if k in {"resamples", "level", "late", "seed"}}
     out: dict[str, Any] = {"settings": settings | {"workdirs": [str(w) for w in args.workdirs]}, "folders": {},
                            "machine": reports.machine("cpu")}  # fmt: skip

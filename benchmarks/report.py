@@ -15,6 +15,7 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,23 @@ def add_report_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--results", type=Path, default=None, help="report folder (default: benchmarks/results)")
     ap.add_argument("--no-report", action="store_true", help="print the table, write no results file")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
+
+
+def start(
+    parser: argparse.ArgumentParser, argv: list[str] | None, worker: Callable[[str], None] | None = None
+) -> argparse.Namespace | None:
+    """Parse ``argv``, configure Ultralytics offline before it loads, and run a ``--worker`` job if that is the call.
+
+    Every benchmark's ``main`` begins here; ``None`` means the worker job ran and ``main`` returns 0.
+    """
+    args = parser.parse_args(argv)
+    import distill
+
+    distill.configure()  # offline Ultralytics, before it loads (here and in the workers)
+    if worker is not None and getattr(args, "worker", None):
+        worker(args.worker)
+        return None
+    return args
 
 
 def publish(args: argparse.Namespace, name: str, report: dict[str, Any]) -> None:

@@ -606,12 +606,8 @@ def measure_pair(
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, measure every pair × variant in turn, write and print the report."""
-    args = arg_parser().parse_args(argv)
-    import distill
-
-    distill.configure()  # offline Ultralytics, before it loads (here and in the workers)
-    if args.worker:
-        _worker(args.worker)
+    args = reports.start(arg_parser(), argv, _worker)
+    if args is None:
         return 0
     if args.from_report:
         return republish(args)

@@ -25,12 +25,8 @@ from benchmarks.accuracy.tables import build_report, report_tables
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, train the teacher and every student (in parallel), write and print the report."""
-    args = arg_parser().parse_args(argv)
-    import distill
-
-    distill.configure()  # offline Ultralytics, before it loads (here and in the workers)
-    if args.worker:
-        _worker(args.worker)
+    args = reports.start(arg_parser(), argv, _worker)
+    if args is None:
         return 0
     if args.latency_only:
         return latency_only_main(args)
