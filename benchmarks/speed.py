@@ -35,7 +35,7 @@ speed over all rounds) with the same ratios on it (``kd_over_floor_p10``, ``ours
 p10 ratios disagree, the machine moved, not the work. ``--from-report`` recomputes every ratio and the table from an
 earlier report's recorded steps, without measuring again. Usage::
 
-    python -m benchmarks.speed                        # CPU, the committed table (~70 min on 2 cores: 3 rounds)
+    python -m benchmarks.speed                        # CPU, the committed table (~80 min on 2 cores: 3 rounds)
     python -m benchmarks.speed --profile quick        # smoke: one pair, few steps
     python -m benchmarks.speed --device 0             # CUDA (teacher in half precision)
 """
