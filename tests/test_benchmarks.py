@@ -128,6 +128,16 @@ def test_speed_benchmark_smoke(tmp_path):
     assert pair["pool-online"]["breakdown_s"]["teacher_forward"] > 0  # the teacher ran on the pool's batches
 
 
+def test_accuracy_report_records_the_synthetic_set_it_was_given(tmp_path):
+    """``--synthetic`` is the set the runs train on: the report's settings say it, not the profile's (96, 64, 64)."""
+    proc = _bench("benchmarks.accuracy", "--profile", "quick", "--synthetic", "8,4,4", "--students", "baseline",
+                  "--finished-only", "--no-latency", "--workdir", str(tmp_path / "work"),
+                  "--results", str(tmp_path))  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (path,) = tmp_path.glob("accuracy-quick-*.json")
+    assert json.loads(path.read_text())["settings"]["synthetic"] == [8, 4, 4]
+
+
 @pytest.mark.slow
 def test_accuracy_benchmark_smoke(tmp_path):
     """A real quick-profile run on BCCD (three students, one seed) writes the report the README table comes from."""

@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = {**asdict(profile), "seeds": list(seeds), "epochs": epochs, "jobs": jobs,
                 "label_fraction": args.label_fraction, "teacher_labels": args.teacher_labels,
                 "workers": args.workers, "cache": "ram" if args.cache else False}  # fmt: skip
+    if args.synthetic:  # the set the runs trained on, not the profile's (reports before 2026-12-07 recorded that)
+        settings["synthetic"] = [int(v) for v in args.synthetic.split(",")]
     report = build_report(args, settings, sets.data_hash, teacher, finished, started)
     print(report_tables(report))
     if not args.no_latency:

@@ -308,9 +308,10 @@ def report_profile(report: dict[str, Any]) -> Profile:
 def latency_only(args: argparse.Namespace) -> dict[str, Any]:
     """Return the report ``--latency-only`` names with its ``latency`` section measured (no training).
 
-    The dataset is made again from the report's settings and the dataset options given (``--data-root``,
-    ``--synthetic``: a report records its profile's synthetic set, not ``--synthetic``), and must be the one the
-    report's runs were scored on (same hash); runs and the teacher are looked for under ``--workdir``.
+    The dataset is made again from the report's settings and the dataset options given (``--data-root``;
+    ``--synthetic`` for a report written before 2026-12-07, which recorded its profile's synthetic set instead of the
+    one given), and must be the one the report's runs were scored on (same hash); runs and the teacher are looked for
+    under ``--workdir``.
     """
     report = json.loads(Path(args.latency_only).read_text())
     profile, settings = report_profile(report), report["settings"]
