@@ -63,7 +63,7 @@ def test_pool_images_the_teacher_found_nothing_in_are_kept_only_as_asked(teacher
         DistillConfig(teacher=online.teacher, pseudo_conf=1.0),
     ):
         with pytest.raises(DistillError, match=f"none of the {given} unlabelled images can train the student"):
-            pool.make(TASK_DATA["detect"], config, 64, tmp_path / "dropped")  # fmt: skip
+            pool.make(TASK_DATA["detect"], config, 64, tmp_path / "dropped")
 
 
 @pytest.mark.parametrize("task", ["detect", "segment", "pose"])
