@@ -97,15 +97,21 @@ PROFILES = {
 }  # fmt: skip
 
 
+def source_split(source: Path) -> tuple[dict[str, Any], list[Path]]:
+    """Return ``source``'s ``data.yaml`` and its train images, sorted (what the benchmark's datasets are made of)."""
+    from distill.yaml_files import read_yaml
+
+    spec = read_yaml(source / "data.yaml", f"data '{source / 'data.yaml'}'")
+    train = sorted(p for p in (source / spec["train"]).iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    return spec, train
+
+
 def repeated_dataset(source: Path, out: Path, images: int) -> Path:
     """Write a dataset of ``images`` training images cycling through ``source``'s train split (links + label copies).
 
     Validation uses the source's val split as is. Returns the new ``data.yaml``.
     """
-    from distill.yaml_files import read_yaml
-
-    spec = read_yaml(source / "data.yaml", f"data '{source / 'data.yaml'}'")
-    train = sorted(p for p in (source / spec["train"]).iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    spec, train = source_split(source)
     (out / "images" / "train").mkdir(parents=True, exist_ok=True)
     (out / "labels" / "train").mkdir(parents=True, exist_ok=True)
     label_dir = source / "labels" / Path(spec["train"]).name
@@ -130,11 +136,8 @@ def pool_dataset(source: Path, out: Path, images: int) -> tuple[Path, Path]:
     """
     import cv2
 
-    from distill.yaml_files import read_yaml
-
     data = repeated_dataset(source, out / "data", images // 2)
-    spec = read_yaml(source / "data.yaml", f"data '{source / 'data.yaml'}'")
-    train = sorted(p for p in (source / spec["train"]).iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    train = source_split(source)[1]
     pool = out / "pool"
     pool.mkdir(parents=True, exist_ok=True)
     for i in range(images - images // 2):
@@ -452,8 +455,6 @@ def measure_pair(
     """
     from ultralytics import YOLO
 
-    from distill.yaml_files import read_yaml
-
     task, teacher_yaml, student_yaml, data_name = PAIRS[pair]
     source = data_root / data_name
     if not (source / "data.yaml").is_file():
@@ -463,7 +464,7 @@ def measure_pair(
     pooled = pool_dataset(source, scratch / pair / "pooled", images) if set(variants) & set(POOL_VARIANTS) else None
     teacher = scratch / pair / f"{Path(teacher_yaml).stem}.pt"
     model = YOLO(teacher_yaml, task=task)  # random init: speed does not depend on the values
-    names = read_yaml(source / "data.yaml", f"data '{source / 'data.yaml'}'")["names"]
+    names = source_split(source)[0]["names"]
     model.model.names = names if isinstance(names, dict) else dict(enumerate(names))  # the pool checks the classes
     model.save(teacher)
     measured: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
