@@ -7,16 +7,17 @@ the keys of a mapping input that holds declared settings (``training``, ``kd``, 
 ``components/README.md``, and a test fails while the committed file differs; ``docs/hooks/reference.py`` puts the same
 text in the docs' ``reference/components.md`` when the site is built.
 
-The markdown helpers here (:func:`cell`, :func:`table`, :func:`option_row`, ...) are the docs hook's too: every
-generated table is escaped one way.
+Tables are written with :mod:`distill.markdown` (one escaping for every generated table); :func:`option_row`, a
+declared setting as a row, is the docs hook's too.
 """
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 from typing import Any
+
+from distill.markdown import cell, code, from_rst, table, value_text
 
 #: The committed reference this module writes.
 README = Path(__file__).resolve().with_name("README.md")
@@ -25,53 +26,7 @@ COMMAND = "python -m components.readme"
 #: KFP's parameter types by the Python annotation the component functions use.
 PYTHON_TYPES = {"String": "str", "Integer": "int", "Float": "float", "Boolean": "bool", "Dict": "dict", "List": "list"}
 
-# -- markdown helpers (the docs hook's too) --------------------------------------------------------------------------
-
-
-def cell(text: Any) -> str:
-    """Return ``text`` safe in a markdown table cell: one line; outside code spans no raw HTML, ``|``, ``_``, ``*``.
-
-    Code spans are kept as written (a pipe inside one does not split the cell, and an entity there would show).
-    """
-    parts = re.split(r"(`[^`]+`)", " ".join(str(text).split()))
-    for i in range(0, len(parts), 2):
-        part = parts[i].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-        parts[i] = re.sub(r"([|_*])", r"\\\1", part)  # no cell split, no emphasis from __init__ or *
-    return "".join(parts)
-
-
-def code(text: Any) -> str:
-    """Return ``text`` as inline code (a double delimiter when it holds a backtick)."""
-    text = " ".join(str(text).split())
-    return f"`` {text} ``" if "`" in text else f"`{text}`"
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    """Return a markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def value_text(value: Any) -> str:
-    """Return a default as the user types it: ``true``/``false``, JSON for containers, ``""`` for the empty text."""
-    import json
-
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return code(str(value).lower())
-    if isinstance(value, list | tuple | dict):
-        return code(json.dumps(value))
-    if value == "":
-        return code('""')
-    return code(value)
-
-
-def from_rst(text: str) -> str:
-    """Return a docstring-style text as markdown: ``:func:`~x.y``` and ````x```` become `` `x.y` `` and `` `x` ``."""
-    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"`\1`", text)
-    return re.sub(r"``([^`]+)``", r"`\1`", text)
+# -- a declared setting as a table row ------------------------------------------------------------------------
 
 
 def strip_default(text: str) -> str:

@@ -183,14 +183,17 @@ def test_every_parameter_has_a_description_and_pages_ask_for_every_block():
 
 @pytest.mark.fast
 def test_table_cells_cannot_break_a_table_or_inject_html():
-    h = importlib.import_module("distill.components.readme")  # the hook's helpers, shared with components/README.md
-    assert hook().cell is h.cell and hook().option_row is h.option_row
-    assert h.cell("a | b\n<script>") == "a \\| b &lt;script&gt;"
-    assert h.cell("under `runs/<run_id>/` & <x>") == "under `runs/<run_id>/` &amp; &lt;x&gt;"  # code spans as written
-    assert h.code("a`b") == "`` a`b ``"
-    assert h.strip_default("MLflow experiment (default: yolo-distill)") == "MLflow experiment"
-    assert h.strip_default("per loss (pkd: 10) (default: chosen by the library)") == "per loss (pkd: 10)"
-    assert h.value_text(True) == "`true`" and h.value_text("") == '`""`' and h.value_text(None) == "—"
+    md = importlib.import_module("distill.markdown")  # one escaping for every generated table
+    readme = importlib.import_module("distill.components.readme")
+    assert hook().cell is md.cell and hook().option_row is readme.option_row
+    assert importlib.import_module("distill.steps.evaluate").table_lines is md.table_lines  # the report's tables too
+    assert md.cell("a | b\n<script>") == "a \\| b &lt;script&gt;"
+    assert md.cell("under `runs/<run_id>/` & <x>") == "under `runs/<run_id>/` &amp; &lt;x&gt;"  # code spans as written
+    assert md.code("a`b") == "`` a`b ``"
+    assert readme.strip_default("MLflow experiment (default: yolo-distill)") == "MLflow experiment"
+    assert readme.strip_default("per loss (pkd: 10) (default: chosen by the library)") == "per loss (pkd: 10)"
+    assert md.table(["a", "b"], [["1", "2"]]) == "| a | b |\n|---|---|\n| 1 | 2 |"
+    assert md.value_text(True) == "`true`" and md.value_text("") == '`""`' and md.value_text(None) == "—"
 
 
 @pytest.mark.fast

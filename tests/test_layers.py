@@ -30,7 +30,7 @@ LAYERS: dict[str, int] = {
         (3, "steps"),
         (2, "engine"),
         (1, "data registry stack"),
-        (0, "distill errors config settings paths yaml_files adapter offline launch devices losses progress"),
+        (0, "distill errors config settings paths yaml_files adapter offline launch devices losses progress markdown"),
     )
     for name in names.split()
 }

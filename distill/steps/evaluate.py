@@ -24,6 +24,7 @@ from ..data.dataset_files import resolve_dataset
 from ..data.dataset_files import split_images as entry_images
 from ..devices import check_device
 from ..errors import DistillError, RunFailure
+from ..markdown import table_lines
 from ..registry import charts
 from ..registry.bootstrap import ImageStats, save_stats
 from ..registry.gate import judge, run_noise
@@ -295,7 +296,7 @@ def model_table(models: dict[str, dict[str, Any]], size: bool = True) -> list[st
          *([f"{m['size_mb']}"] if size else []), f"{m['latency_ms']:.1f}"]
         for role, m in models.items()
     ]  # fmt: skip
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
+    return table_lines(head, rows)
 
 
 def _markdown(report: dict[str, Any]) -> str:
@@ -337,10 +338,8 @@ def class_table(rows: list[dict[str, Any]] | None, metric: str, most: int = 3) -
         return []
     roles = [r for r in ROLES if r in rows[0]]
     name = metric.removeprefix("metrics/").replace("mAP", "AP")
-    lines = [f"Per-class {name}:", "", "| class | " + " | ".join(roles) + " | distilled − baseline |",
-             "|---|" + "---|" * (len(roles) + 1)]  # fmt: skip
-    lines += [f"| {r['class']} | " + " | ".join(f"{r[role]:.4f}" for role in roles) + f" | {r['gain'] * 100:+.2f} |"
-              for r in rows]  # fmt: skip
+    cells = [[str(r["class"]), *(f"{r[role]:.4f}" for role in roles), f"{r['gain'] * 100:+.2f}"] for r in rows]
+    lines = [f"Per-class {name}:", "", *table_lines(["class", *roles, "distilled − baseline"], cells)]
     gained = [f"{r['class']} ({r['gain'] * 100:+.1f})" for r in rows[:most] if r["gain"] > 0]
     lost = [f"{r['class']} ({r['gain'] * 100:+.1f})" for r in reversed(rows[-most:]) if r["gain"] < 0]
     lines += ["", f"Gained most: {', '.join(gained) or 'none'}; lost most: {', '.join(lost) or 'none'}."]

@@ -32,9 +32,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-# The markdown helpers are shared with the components' reference (components/README.md): one escaping for every table.
+# One escaping for every generated table (distill.markdown); a setting's row is the components' reference's own.
 from distill.components import readme
-from distill.components.readme import cell, code, from_rst, meaning, option_row, table, value_text
+from distill.components.readme import meaning, option_row
+from distill.markdown import cell, code, from_rst, table, value_text
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
