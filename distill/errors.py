@@ -51,3 +51,13 @@ def plain_message(error: BaseException) -> str:
 
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
     return next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
+
+
+def shown(value: object, width: int = 80) -> str:
+    """Return ``repr(value)`` for a message, cut to ``width`` characters with its closing quote or bracket kept.
+
+    A user's bad value is named in the error, but a path or a mapping can be as long as they like; a plain
+    ``{value!r:.80}`` would cut the closing quote off and make the value look like it ends mid-word.
+    """
+    text = repr(value)
+    return text if len(text) <= width else f"{text[: width - 4]}...{text[-1]}"

@@ -17,7 +17,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import DistillError
+from .errors import DistillError, shown
 
 #: What a name that becomes one path segment or key segment may hold: letters, digits, ``.``, ``_``, ``-``; it
 #: starts with a letter, digit or ``_`` (no hidden file, no ``.``/``..``, no ``-`` a command line would take for a
@@ -72,14 +72,14 @@ def check_relative(rel: object, what: str) -> str:
         distill.paths.UnsafePath: file 'images/../../etc/passwd' would leave its folder (absolute, or an empty, '.' or '..' segment)
     """  # noqa: E501
     if not isinstance(rel, str):
-        raise UnsafePath(f"{what} {rel!r:.80} is not a path (text)")
-    shown = repr(rel[:120])[1:-1]
+        raise UnsafePath(f"{what} {shown(rel)} is not a path (text)")
+    text = repr(rel[:120])[1:-1]
     if _CONTROL_RE.search(rel):
-        raise UnsafePath(f"{what} '{shown}' holds a control character (NUL, a line break, ...)")
+        raise UnsafePath(f"{what} '{text}' holds a control character (NUL, a line break, ...)")
     if rel.startswith("/") or any(part in {"", ".", ".."} for part in rel.split("/")):
-        raise UnsafePath(f"{what} '{shown}' would leave its folder (absolute, or an empty, '.' or '..' segment)")
+        raise UnsafePath(f"{what} '{text}' would leave its folder (absolute, or an empty, '.' or '..' segment)")
     if any(len(os.fsencode(part)) > NAME_MAX for part in rel.split("/")):
-        raise UnsafePath(f"{what} '{shown}' has a segment longer than {NAME_MAX} bytes")
+        raise UnsafePath(f"{what} '{text}' has a segment longer than {NAME_MAX} bytes")
     return rel
 
 

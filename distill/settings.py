@@ -19,7 +19,7 @@ from functools import partial
 from typing import Any
 
 from .config import DistillConfig, check_arguments, check_training
-from .errors import DistillError
+from .errors import DistillError, shown
 from .paths import check_name
 
 
@@ -419,7 +419,7 @@ def check_train_args(train_args: Any) -> dict[str, Any]:
         except json.JSONDecodeError as e:
             raise DistillError(f"train_args is not a JSON object: {e}") from None
     if not isinstance(train_args, dict):
-        raise DistillError(f"train_args must be a mapping of Ultralytics train arguments, got {train_args!r:.60}")
+        raise DistillError(f"train_args must be a mapping of Ultralytics train arguments, got {shown(train_args, 60)}")
     own = sorted(set(train_args) & (TRAINING_NAMES | KD_NAMES | {"model", "data", "name"}))
     if own:
         raise DistillError(f"train_args: '{own[0]}' has its own pipeline parameter; set it there")

@@ -316,6 +316,17 @@ def publish_crafted(tmp_path: Path, manifest: dict, where: str, folder: Path) ->
     return target
 
 
+@pytest.mark.fast
+def test_a_long_hostile_value_is_named_with_its_closing_quote():
+    """A path of any length in a manifest is named cut short, still quoted (the message's regex above relies on it)."""
+    digest = "/" + "deep/" * 40 + "outside"
+    with pytest.raises(DistillError) as refused:
+        parse_manifest(json.dumps({"hash": digest, "files": {}}).encode(), "s3://b/manifest.json")
+    named = re.search(r"its hash ('[^']*') is not a content hash", str(refused.value))
+    assert named and named.group(1).startswith("'/deep/deep/") and named.group(1).endswith("...'"), refused.value
+    assert len(named.group(1)) == 80
+
+
 @pytest.mark.parametrize("kind", ["absolute", "climbing"])
 def test_a_dataset_manifest_whose_hash_leaves_the_cache_is_refused(stack_env, victim, tmp_path, kind):
     from distill.steps.common import fetch_dataset

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import DistillError, plain_message
+from ..errors import DistillError, plain_message, shown
 from ..yaml_files import read_yaml
 
 #: How a split path is placed: ``place(text, None)`` for a split entry, ``place(text, list_file)`` for a line of a
@@ -113,7 +113,7 @@ def split_files(
     files: list[Path] = []
     for item in items:
         if not isinstance(item, str | Path) or not str(item).strip():
-            raise DistillError(f"{what}: the {split} split entry {item!r:.40} must be a path")
+            raise DistillError(f"{what}: the {split} split entry {shown(item, 40)} must be a path")
         path = place(str(item), None)
         if path.is_dir():
             files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix[1:].lower() in IMG_FORMATS)
@@ -128,8 +128,8 @@ def split_files(
         else:
             raise DistillError(f"{what}: the {split} split '{show(path)}' not found")
     if not files:
-        shown = ", ".join(show(place(str(item), None)) for item in items)
-        raise DistillError(f"{what}: the {split} split '{shown}' holds no images")
+        listed = ", ".join(show(place(str(item), None)) for item in items)
+        raise DistillError(f"{what}: the {split} split '{listed}' holds no images")
     return files
 
 

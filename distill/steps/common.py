@@ -11,7 +11,7 @@ from typing import Any
 
 from ..data import storage
 from ..data.storage import S3Uri
-from ..errors import DistillError
+from ..errors import DistillError, shown
 from ..paths import check_name, check_relative, confine
 from ..yaml_files import read_yaml
 
@@ -140,7 +140,7 @@ def parse_manifest(data: bytes, where: str) -> dict[str, Any]:
             raise DistillError(f"a JSON {type(manifest).__name__}, not an object")
         digest = manifest.get("hash")
         if not isinstance(digest, str) or not _HASH_RE.fullmatch(digest):
-            raise DistillError(f"its hash {digest!r:.80} is not a content hash (8 to 64 hex digits)")
+            raise DistillError(f"its hash {shown(digest)} is not a content hash (8 to 64 hex digits)")
         _check_files(manifest.get("files"))
         if manifest.get("shards") is not None:
             _check_shards(manifest["shards"], manifest["files"])
@@ -160,7 +160,7 @@ def _check_files(files: Any) -> None:
     for rel, digest in files.items():
         check_relative(rel, "file")
         if not isinstance(digest, str) or not _SHA256_RE.fullmatch(digest):
-            raise DistillError(f"file '{rel}' has {digest!r:.80} for its sha256 (64 hex digits)")
+            raise DistillError(f"file '{rel}' has {shown(digest)} for its sha256 (64 hex digits)")
 
 
 def _check_shards(shards: Any, files: dict[str, str]) -> None:
@@ -170,7 +170,7 @@ def _check_shards(shards: Any, files: dict[str, str]) -> None:
     names: set[str] = set()
     for shard in shards:
         if not isinstance(shard, dict):
-            raise DistillError(f"a shard is {shard!r:.80}, not an object")
+            raise DistillError(f"a shard is {shown(shard)}, not an object")
         name = check_name(shard.get("name"), "shard name")
         if name in names:
             raise DistillError(f"shard '{name}' is listed twice")
@@ -179,7 +179,7 @@ def _check_shards(shards: Any, files: dict[str, str]) -> None:
             raise DistillError(f"shard '{name}' lacks a split (text) or files (a list)")
         unlisted = [rel for rel in shard["files"] if not isinstance(rel, str) or rel not in files]
         if unlisted:
-            raise DistillError(f"shard '{name}' holds {unlisted[0]!r:.80}, which its files do not list")
+            raise DistillError(f"shard '{name}' holds {shown(unlisted[0])}, which its files do not list")
         if not isinstance(shard.get("sha256", ""), str) or type(shard.get("size", 0)) is not int:
             raise DistillError(f"shard '{name}' has a sha256 that is not text or a size that is not a number")
 

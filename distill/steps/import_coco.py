@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.image_files import IMAGE_SUFFIXES, Where
-from ..errors import DistillError
+from ..errors import DistillError, shown
 from .import_common import SPLITS, check_names, clip_box, find_root, number, put, write_yaml
 
 
@@ -32,13 +32,13 @@ def _items(spec: dict[str, Any], key: str, name: str, required: bool = True) -> 
         raise DistillError(f"COCO file '{name}': '{key}' must be a list, got {type(items).__name__}")
     for index, item in enumerate(items):
         if not isinstance(item, dict):
-            raise DistillError(f"COCO file '{name}': {key}[{index}] must be an object, got {item!r:.40}")
+            raise DistillError(f"COCO file '{name}': {key}[{index}] must be an object, got {shown(item, 40)}")
     return items
 
 
 def _int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise DistillError(f"{what} must be an integer, got {value!r:.40}")
+        raise DistillError(f"{what} must be an integer, got {shown(value, 40)}")
     return value
 
 
@@ -46,7 +46,7 @@ def _unique(values: list[Any], what: str) -> None:
     seen = set()
     for value in values:
         if value in seen:
-            raise DistillError(f"{what} {value!r:.40} appears twice")
+            raise DistillError(f"{what} {shown(value, 40)} appears twice")
         seen.add(value)
 
 
@@ -69,7 +69,7 @@ def read_coco_file(json_file: Path, where: Where) -> dict[str, Any]:
         entry = f"COCO file '{name}': images[{index}]"
         _int(img.get("id"), f"{entry}.id")
         if not isinstance(img.get("file_name"), str) or not Path(img["file_name"]).name:
-            raise DistillError(f"{entry}.file_name must be a file name, got {img.get('file_name')!r:.40}")
+            raise DistillError(f"{entry}.file_name must be a file name, got {shown(img.get('file_name'), 40)}")
         for key in ("width", "height"):
             if number(img.get(key), f"{entry}.{key}") <= 0:
                 raise DistillError(f"{entry}.{key} must be positive, got {img[key]!r}")
@@ -83,7 +83,7 @@ def read_coco_file(json_file: Path, where: Where) -> dict[str, Any]:
             raise DistillError(f"{entry}: category_id {ann['category_id']} is not among the categories {sorted(known)}")
         bbox = ann.get("bbox")
         if not isinstance(bbox, list) or len(bbox) != 4:
-            raise DistillError(f"{entry}: bbox must be [x, y, width, height], got {bbox!r:.60}")
+            raise DistillError(f"{entry}: bbox must be [x, y, width, height], got {shown(bbox, 60)}")
         x, y, w, h = (number(v, f"{entry}: bbox value") for v in bbox)
         if w < 0 or h < 0:
             raise DistillError(f"{entry}: bbox {bbox} has a negative width or height")

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from ..data.image_files import Where
-from ..errors import DistillError
+from ..errors import DistillError, shown
 
 SPLITS = ("train", "val", "test")
 
@@ -55,7 +55,7 @@ def check_names(names: Any, what: str) -> list[str]:
         raise DistillError(f"{what}: no class names")
     for index, name in enumerate(names):
         if not isinstance(name, str) or not name.strip():
-            raise DistillError(f"{what}: class {index} has no name (got {name!r:.40})")
+            raise DistillError(f"{what}: class {index} has no name (got {shown(name, 40)})")
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise DistillError(f"{what}: class name '{repeated[0]}' is given to more than one class")
@@ -69,9 +69,9 @@ def number(value: Any, what: str) -> float:
     try:
         result = float(value.strip() if isinstance(value, str) else value)
     except (TypeError, ValueError):
-        raise DistillError(f"{what} must be a number, got {value!r:.40}") from None
+        raise DistillError(f"{what} must be a number, got {shown(value, 40)}") from None
     if not math.isfinite(result):
-        raise DistillError(f"{what} must be a finite number, got {value!r:.40}")
+        raise DistillError(f"{what} must be a finite number, got {shown(value, 40)}")
     return result
 
 
