@@ -59,6 +59,18 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", _guard_getaddrinfo(socket.getaddrinfo))
 
 
+#: The files whose tests take longest in all (their fixtures train for minutes: run-local twice, three served models,
+#: the gate's weekly runs, MLflow outages): run first, so that under ``make test``'s workers (pytest-xdist, a file to
+#: a worker, in this order: ``--no-loadscope-reorder``) no worker starts one of them when the other is nearly done.
+LONGEST_FILES = ("test_pipeline.py", "test_serving.py", "test_gate.py", "test_faults.py", "test_steps.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put the tests of :data:`LONGEST_FILES` first, in that order; the rest keep their order."""
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 #: Session fixtures that train or start servers: a test that needs one is not fast.
 SLOW_FIXTURES = frozenset({"teachers", "stack_env", "datasets", "trained", "evaluated"})
 
