@@ -209,16 +209,11 @@ class DistillConfig:
     def __post_init__(self) -> None:
         """Normalise and validate every field; raise :class:`DistillError` naming the first bad value."""
         self.teacher = str(self.teacher)
-        self.loss = str(self.loss).lower()
-        if self.loss not in FEATURE_LOSSES:
-            raise DistillError(f"unknown loss '{self.loss}': choose one of {', '.join(FEATURE_LOSSES)}")
-        self.logit_loss = str(self.logit_loss).lower()
-        if self.logit_loss not in LOGIT_LOSSES:
-            raise DistillError(f"unknown logit_loss '{self.logit_loss}': choose one of {', '.join(LOGIT_LOSSES)}")
+        self.loss = choose("loss", self.loss, FEATURE_LOSSES)
+        self.logit_loss = choose("logit_loss", self.logit_loss, LOGIT_LOSSES)
         if self.logit_conf_weight is not None and not isinstance(self.logit_conf_weight, bool):
             raise DistillError(f"logit_conf_weight must be true or false, got {self.logit_conf_weight!r}")
-        if self.schedule not in SCHEDULES:
-            raise DistillError(f"unknown schedule '{self.schedule}': choose one of {', '.join(SCHEDULES)}")
+        self.schedule = choose("schedule", self.schedule, SCHEDULES)
         self.layers = parse_layers(self.layers, "layers")
         if self.teacher_layers is not None:
             self.teacher_layers = parse_layers(self.teacher_layers, "teacher_layers")
@@ -232,18 +227,14 @@ class DistillConfig:
         self.mgd_ratio = _number(self, "mgd_ratio", "in [0, 1)", lambda v: 0 <= v < 1)
         self.distill_off_epochs = parse_off_epochs(self.distill_off_epochs)
         self.pseudo_conf = _number(self, "pseudo_conf", "in (0, 1]", lambda v: 0 < v <= 1)
-        self.pool_targets = str(self.pool_targets).lower()
-        if self.pool_targets not in POOL_TARGETS:
-            raise DistillError(f"unknown pool_targets '{self.pool_targets}': choose one of {', '.join(POOL_TARGETS)}")
+        self.pool_targets = choose("pool_targets", self.pool_targets, POOL_TARGETS)
         if isinstance(self.pool_rounds, bool) or not isinstance(self.pool_rounds, int) or self.pool_rounds < 1:
             raise DistillError(f"pool_rounds must be a whole number >= 1, got {self.pool_rounds!r}")
         self._check_online_pool()
 
     def _check_online_pool(self) -> None:
         """Validate the settings of ``pool_targets="online"`` (checked whatever the targets, like every field)."""
-        self.pool_teacher = str(self.pool_teacher).lower()
-        if self.pool_teacher not in POOL_TEACHERS:
-            raise DistillError(f"unknown pool_teacher '{self.pool_teacher}': choose one of {', '.join(POOL_TEACHERS)}")
+        self.pool_teacher = choose("pool_teacher", self.pool_teacher, POOL_TEACHERS)
         if isinstance(self.burn_in, bool) or not isinstance(self.burn_in, int) or self.burn_in < 0:
             raise DistillError(f"burn_in must be a whole number of epochs >= 0, got {self.burn_in!r}")
         self.ema_decay = _number(self, "ema_decay", "in (0, 1)", lambda v: 0 < v < 1)
@@ -323,6 +314,18 @@ class DistillConfig:
         if unknown:
             raise DistillError(f"unknown distillation setting(s): {', '.join(unknown)}")
         return cls(**data)
+
+
+def choose(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    """Return ``value`` as one of ``choices``, in any case (``MIMIC`` is ``mimic``), or refuse it naming the choices.
+
+    The one check of every setting with a fixed set of values: :class:`DistillConfig` and the settings spec
+    (:meth:`distill.settings.Option.coerce`: flags, pipeline text, step options) call it alike.
+    """
+    text = str(value).strip().lower()
+    if text not in choices:
+        raise DistillError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return text
 
 
 def _number(config: DistillConfig, name: str, rule: str, valid: Callable[[float], bool]) -> float:

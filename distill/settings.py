@@ -18,7 +18,7 @@ from dataclasses import MISSING, dataclass, fields
 from functools import partial
 from typing import Any
 
-from .config import DistillConfig, check_arguments, check_training
+from .config import DistillConfig, check_arguments, check_training, choose
 from .errors import DistillError, shown
 from .paths import check_name
 
@@ -29,7 +29,8 @@ class Option:
 
     ``optional`` settings accept ``None`` (the library picks: e.g. the per-loss feature weight); in the pipeline,
     which has no ``None``, they are ``""``. ``parse`` turns text (a flag value, a pipeline string) into the value.
-    ``check`` refuses a typed value that is out of range (raises :class:`DistillError`); numbers are always finite.
+    ``check`` refuses a typed value that is out of range (raises :class:`DistillError`); numbers are always finite;
+    a setting with ``choices`` takes one of them in any case (``MIMIC`` is ``mimic``), from a flag or a pipeline alike.
     """
 
     name: str
@@ -82,6 +83,8 @@ class Option:
         result = self._typed(value)
         if isinstance(result, float) and not math.isfinite(result):  # NaN passes every comparison check after this
             raise DistillError(f"{self.name} must be a finite number, got {value!r}")
+        if self.choices:  # the library's own check (DistillConfig's): any case, one refusal naming the choices
+            result = choose(self.name, result, self.choices)
         if self.check is not None:
             self.check(result)
         return result
@@ -291,11 +294,7 @@ def coerce_gate(given: Mapping[str, Any]) -> dict[str, Any]:
     Called by every layer that takes them (the evaluate and register steps and components, the pipeline's arguments):
     numbers may arrive from a pipeline as text or doubles; a bad value is one error naming it.
     """
-    out = {o.name: o.default for o in GATE} | _coerce(GATE, given, "gate setting")
-    for option in GATE:  # the CLI's argparse checks choices itself; a pipeline's text is checked here
-        if option.choices and out[option.name] not in option.choices:
-            raise DistillError(f"{option.name} must be one of {', '.join(option.choices)}, got {out[option.name]!r}")
-    return out
+    return {o.name: o.default for o in GATE} | _coerce(GATE, given, "gate setting")
 
 
 STEP_OPTIONS: dict[str, tuple[Option, ...]] = {

@@ -29,7 +29,8 @@ from distill.steps.prepare_data import prepare_data
     [
         (("train", "--data", str(TASK_DATA["detect"]), "--model", "yolov8n.yaml", "--epochs", "-1"),
          "'epochs=-1' is an invalid value. 'epochs' must be >= 1"),
-        (("distill", "--loss", "foo"), "argument --loss: invalid choice: 'foo'"),
+        (("distill", "--loss", "foo"),
+         "argument --loss: loss must be one of cwd, mgd, mimic, ncwd, pkd, none, got 'foo'"),
         (("train", "--data", str(TASK_DATA["detect"]), "--model", "yolov8n.yaml", "--imgsz", "x"),
          "argument --imgsz: imgsz must be int, got 'x'"),
         (("step", "train", "--data", str(TASK_DATA["detect"]), "--model", "yolov8n.yaml", "--name", "t",

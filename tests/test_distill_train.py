@@ -188,7 +188,7 @@ def test_cli_distill_writes_the_documented_layout(tmp_path, teachers):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--loss", "kl"], "invalid choice: 'kl'"),
+        (["--loss", "kl"], "loss must be one of cwd, mgd, mimic, ncwd, pkd, none, got 'kl'"),
         (["--layers", "15,18,99"], "student layer 99 does not exist"),
         (["--layers", "abc"], "layers='abc' is neither a preset"),
         (["lr00=0.1"], "'lr00' is not a valid YOLO argument"),

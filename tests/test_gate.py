@@ -121,7 +121,7 @@ def test_gate_settings_are_refused_in_one_line(stack_env, weekly):
     for flags, message in (
         (("--gate-level", "1.5"), "gate_level must be between 0 and 1"),
         (("--min-gain", "-0.1"), "min_gain must be >= 0"),
-        (("--gate", "maybe"), "argument --gate: invalid choice: 'maybe'"),
+        (("--gate", "maybe"), "argument --gate: gate must be one of ci, point, got 'maybe'"),
     ):
         proc = cli("step", "register", "--model", weekly["long"], "--evaluation", ev["metrics"], "--name",
                    "gate-bad", "--run-id", "gate-bad", *flags, check=False)  # fmt: skip

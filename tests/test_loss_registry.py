@@ -128,12 +128,24 @@ def test_every_declared_loss_is_a_config_and_a_cli_choice_with_its_declared_weig
 def test_an_unknown_loss_is_refused_as_before(capsys):
     with pytest.raises(DistillError) as e:
         DistillConfig(teacher="t.pt", loss="kl")
-    assert str(e.value) == "unknown loss 'kl': choose one of cwd, mgd, mimic, ncwd, pkd, none"
+    assert str(e.value) == "loss must be one of cwd, mgd, mimic, ncwd, pkd, none, got 'kl'"
     with pytest.raises(SystemExit):
         build_parser().parse_args([*CLI_BASE, "--loss", "kl"])
-    assert "invalid choice: 'kl'" in capsys.readouterr().err
+    assert "argument --loss: loss must be one of cwd, mgd, mimic, ncwd, pkd, none, got 'kl'" in capsys.readouterr().err
     with pytest.raises(DistillError, match="'none' has no feature-loss module"):
         build_feature_loss(DistillConfig(teacher="t.pt", loss="none"), 8)
+
+
+@fast
+def test_a_choice_is_taken_in_any_case_from_a_flag_or_a_pipeline_as_the_library_takes_it():
+    from distill import settings
+
+    assert DistillConfig(teacher="t.pt", loss="MIMIC").loss == "mimic"  # the library always did
+    assert build_parser().parse_args([*CLI_BASE, "--loss", "MIMIC", "--pool-targets", "Online"]).loss == "mimic"
+    assert settings.coerce_kd({"logit_loss": " KL "})["logit_loss"] == "kl"  # a pipeline's text
+    assert settings.coerce_gate({"gate": "Point"})["gate"] == "point"
+    with pytest.raises(DistillError, match="^pool_teacher must be one of frozen, ema, auto, got 'mean'$"):
+        settings.coerce_kd({"pool_teacher": "mean"})
 
 
 @fast
@@ -162,7 +174,7 @@ def test_every_registered_class_is_declared_in_its_own_module():
 
 @fast
 def test_one_new_file_is_a_new_loss(losses_folder, monkeypatch, capsys):
-    with pytest.raises(DistillError, match="unknown loss 'scaledl1'"):
+    with pytest.raises(DistillError, match="loss must be one of .*, got 'scaledl1'"):
         DistillConfig(teacher="t.pt", loss="scaledl1")
 
     (losses_folder / "scaled_l1.py").write_text(NEW_LOSS)

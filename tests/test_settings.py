@@ -98,7 +98,7 @@ def test_compiled_pipeline_has_every_setting_with_its_default(tmp_path, sweep):
         ({"train_args": {"lr0": -1}}, "'lr0=-1' is an invalid value"),
         ({"train_args": {"epochs": 3}}, "train_args: 'epochs' has its own pipeline parameter"),
         ({"train_args": "[1, 2]"}, "train_args must be a mapping"),
-        ({"loss": "foo"}, "unknown loss 'foo'"),
+        ({"loss": "foo"}, "loss must be one of .*, got 'foo'"),
         ({"logit": "maybe"}, "logit must be true or false"),
         ({"tau": True}, "tau must be float, got True"),
         ({"distill_off_epochs": -5}, "distill_off_epochs must be"),
@@ -198,7 +198,8 @@ def test_cli_refuses_a_bad_gate_setting_in_one_line():
     words = ["step", "register", "--model", "m", "--evaluation", "e", "--name", "n", "--run-id", "r"]
     for flags, message in ((["--gate-level", "1.5"], "gate_level must be between 0 and 1"),
                            (["--min-gain", "-0.1"], "min_gain must be >= 0"),
-                           (["--gate", "maybe"], "argument --gate: invalid choice: 'maybe'")):  # fmt: skip
+                           (["--gate", "maybe"],
+                            "argument --gate: gate must be one of ci, point, got 'maybe'")):  # fmt: skip
         one_error_line(cli_here(*words, *flags), 2, contains=message, alone=True)
 
 

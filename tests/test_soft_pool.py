@@ -108,5 +108,5 @@ def test_pool_instances_are_shifted_and_labelled_ones_are_not(tmp_path):
 @pytest.mark.fast
 def test_pool_targets_is_validated():
     assert DistillConfig(teacher="t.pt").pool_targets == "pseudo"
-    with pytest.raises(DistillError, match="unknown pool_targets 'hard'"):
+    with pytest.raises(DistillError, match="pool_targets must be one of pseudo, soft, online, got 'hard'"):
         DistillConfig(teacher="t.pt", pool_targets="hard")
