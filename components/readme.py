@@ -26,7 +26,7 @@ COMMAND = "python -m components.readme"
 #: KFP's parameter types by the Python annotation the component functions use.
 PYTHON_TYPES = {"String": "str", "Integer": "int", "Float": "float", "Boolean": "bool", "Dict": "dict", "List": "list"}
 
-# -- a declared setting as a table row ------------------------------------------------------------------------
+# -- a declared setting as a table row -------------------------------------------------------------------------------
 
 
 def strip_default(text: str) -> str:
