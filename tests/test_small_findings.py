@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -31,7 +32,7 @@ from distill.data.dataset_files import split_images
 from distill.data.image_files import Where
 from distill.engine.pool_data import with_pool
 from distill.steps.prepare_data import import_dataset
-from distill.steps.pyfunc_model import LIMITS, NOT_BASE64, YoloModel, image_bytes
+from distill.steps.pyfunc_model import LIMITS, NOT_BASE64, YoloModel, image_bytes, request_options
 from distill.steps.unlabeled_pool import build_pool, scan_pool
 
 COCO8 = TASK_DATA["detect"]
@@ -246,6 +247,18 @@ def test_base64_with_mime_line_breaks_decodes_and_the_alphabet_is_still_checked(
     for bad in (mime.decode().replace("\n", "\n*", 1), "\n \t\n"):
         with pytest.raises(MlflowException, match=NOT_BASE64):
             image_bytes(bad, 0, limits, False)
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("params, named", [
+    ({"backend": "tensorrt-" * 8}, r"params\.backend ('[^']*') must be one of torch, onnx"),
+    ({"conf": "0." + "9" * 40}, r"params\.conf must be a number in \[0, 1\], got ('[^']*')$"),
+])  # fmt: skip
+def test_the_served_model_names_a_long_bad_param_with_its_closing_quote(params, named):
+    with pytest.raises(MlflowException) as refused:
+        request_options(params, default_imgsz=64, max_imgsz=2048)
+    shown = re.search(named, refused.value.message)
+    assert shown and len(shown.group(1)) == 20 and shown.group(1).endswith("...'"), refused.value.message
 
 
 @pytest.mark.fast

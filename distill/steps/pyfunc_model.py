@@ -176,6 +176,15 @@ def decode(raw: bytes, row: int):
     return image
 
 
+def shown(value: Any, width: int = 20) -> str:
+    """Return ``repr(value)`` cut to ``width`` characters with its closing quote kept.
+
+    The twin of ``distill.errors.shown``: this module imports nothing of yolo-distill (see above).
+    """
+    text = repr(value)
+    return text if len(text) <= width else f"{text[: width - 4]}...{text[-1]}"
+
+
 def request_options(params: dict[str, Any], default_imgsz: int, max_imgsz: int) -> tuple[str, dict[str, Any]]:
     """Return the backend and Ultralytics predict options of a request's params, each checked against its bound."""
     unknown = sorted(set(params) - set(PARAMS))
@@ -183,14 +192,14 @@ def request_options(params: dict[str, Any], default_imgsz: int, max_imgsz: int) 
         raise bad_request(f"unknown params {unknown}: use {', '.join(PARAMS)}")
     conf = 0.25 if params.get("conf") is None else params["conf"]
     if isinstance(conf, bool) or not isinstance(conf, numbers.Real) or not 0 <= conf <= 1:
-        raise bad_request(f"params.conf must be a number in [0, 1], got {conf!r:.20}")
+        raise bad_request(f"params.conf must be a number in [0, 1], got {shown(conf)}")
     imgsz = default_imgsz if params.get("imgsz") is None else params["imgsz"]
     if isinstance(imgsz, bool) or not isinstance(imgsz, numbers.Integral) or not MIN_IMGSZ <= imgsz <= max_imgsz:
         raise bad_request(f"params.imgsz must be an integer in [{MIN_IMGSZ}, {max_imgsz}] "
-                          f"(YOLO_DISTILL_MAX_IMGSZ), got {imgsz!r:.20}")  # fmt: skip
+                          f"(YOLO_DISTILL_MAX_IMGSZ), got {shown(imgsz)}")  # fmt: skip
     backend = str(params.get("backend") or "torch")
     if backend not in BACKENDS:
-        raise bad_request(f"params.backend '{backend:.20}' must be one of {', '.join(BACKENDS)}")
+        raise bad_request(f"params.backend {shown(backend)} must be one of {', '.join(BACKENDS)}")
     options = {"conf": float(conf), "imgsz": int(imgsz), "verbose": False}
     if params.get("device") is not None:
         options["device"] = params["device"]
@@ -261,7 +270,7 @@ class YoloModel(PythonModel):
         """Check the whole request against the bounds (count, params, bytes, headers), then decode and predict."""
         if isinstance(model_input, pd.DataFrame):
             if "image" not in model_input.columns:
-                raise bad_request(f"the input needs a column 'image', got {list(model_input.columns)!r:.80}")
+                raise bad_request(f"the input needs a column 'image', got {shown(list(model_input.columns), 80)}")
             images = model_input["image"].tolist()
         elif isinstance(model_input, list | tuple):
             images = list(model_input)
