@@ -153,7 +153,8 @@ def test_run_local_registers_then_gate_skips_register(stack_env, tmp_path, capfd
         "batch": 4, "device": "cpu", "registry_name": "local-pipeline-model",
         "gate": "point",  # one-epoch models score ~0: only today's point rule (0 >= min_gain 0) reaches register
     }  # fmt: skip
-    first = run_local({**common, "run_id": "kfp-local-1"}, stack_dir=stack_env["STACK_DIR"])
+    first = run_local({**common, "run_id": "kfp-local-1"}, stack_dir=stack_env["STACK_DIR"],
+                      pipeline_root=str(tmp_path / "kfp-1"))  # fmt: skip
     assert {s["status"] for s in first["steps"].values()} == {"succeeded"}
     out = capfd.readouterr()
     done = re.findall(r"^\[(\d)/6\] (\S+) done in \d.*$", out.err, re.M)  # in kfp.local's (dependency) order
@@ -181,7 +182,7 @@ def test_run_local_registers_then_gate_skips_register(stack_env, tmp_path, capfd
         {**common, "run_id": "kfp-local-2", "teacher_weights": first["steps"]["teacher"]["best"], "min_gain": 1.0,
          "distill_off_epochs": 0, "tau": 2.0, "train_args": {"lr0": 0.02}, "unlabeled_source": str(pool),
          "pseudo_conf": 1e-5, "pool_rounds": 2},
-        stack_dir=stack_env["STACK_DIR"],
+        stack_dir=stack_env["STACK_DIR"], pipeline_root=str(tmp_path / "kfp-2"),
     )  # fmt: skip
     trained = second["steps"]["distill"]["pool"]
     assert trained["labelled"] == 4 and trained["pool"] == 8 and 0 < trained["used"] <= 8 and trained["conf"] == 1e-5
