@@ -39,6 +39,7 @@ from typing import Any
 
 from benchmarks import report as reports
 from benchmarks.latency_proxy import LatencyProxy
+from distill import markdown as md
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILES = {"quick": {"sizes": [60], "delays": [0, 20]}, "default": {"sizes": [1000, 3200], "delays": [0, 20]}}
@@ -251,21 +252,22 @@ def markdown(report: dict[str, Any]) -> str:
     def get(f: dict[str, Any], name: str, key: str = "s") -> Any:
         return f[name][key] if name in f else "—"
 
-    rows = ["| images (files, MB, import s) | link | publish old → shards (s) | fetch old → shards (s) | "
-            "fetch val+test (s) | one object up / down / untar (s) | fetch requests old → shards | "
-            "fetch RSS growth (MB) |",
-            "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    rows = []
     for row in report["sizes"]:
         for link, f in row["links"].items():
-            rows.append(
-                f"| {row['images']} ({row['files']}, {row['bytes'] / 1e6:.0f}, {row.get('import_s', '—')}) | {link} | "
-                f"{get(f, 'publish_old')} → {f['publish_shards']['s']} | {get(f, 'fetch_old')} → "
-                f"{f['fetch_shards']['s']} | {f['fetch_shards_val_test']['s']} | {f['one_object_up']['s']} / "
-                f"{f['one_object_down']['s']} / {f['one_object_untar']['s']} | {get(f, 'fetch_old', 'requests')} → "
-                f"{f['fetch_shards']['requests']} | {get(f, 'fetch_old', 'rss_growth_mb')} → "
-                f"{f['fetch_shards']['rss_growth_mb']} |"
-            )
-    return "\n".join(rows)
+            rows.append([
+                f"{row['images']} ({row['files']}, {row['bytes'] / 1e6:.0f}, {row.get('import_s', '—')})", link,
+                f"{get(f, 'publish_old')} → {f['publish_shards']['s']}",
+                f"{get(f, 'fetch_old')} → {f['fetch_shards']['s']}",
+                str(f["fetch_shards_val_test"]["s"]),
+                f"{f['one_object_up']['s']} / {f['one_object_down']['s']} / {f['one_object_untar']['s']}",
+                f"{get(f, 'fetch_old', 'requests')} → {f['fetch_shards']['requests']}",
+                f"{get(f, 'fetch_old', 'rss_growth_mb')} → {f['fetch_shards']['rss_growth_mb']}",
+            ])  # fmt: skip
+    header = ["images (files, MB, import s)", "link", "publish old → shards (s)", "fetch old → shards (s)",
+              "fetch val+test (s)", "one object up / down / untar (s)", "fetch requests old → shards",
+              "fetch RSS growth (MB)"]  # fmt: skip
+    return md.table(header, rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,6 +45,7 @@ import numpy as np
 
 from benchmarks import report as reports
 from benchmarks.paired import paired_gain
+from distill import markdown as md
 from distill.registry.gate import LATE_EPOCHS, RUN_FLOOR, run_noise
 
 RUN_RE = re.compile(r"^(?P<config>.+)-s(?P<seed>\d+)-(?P<data>[0-9a-f]{16})$")
@@ -182,12 +183,13 @@ def table(name: str, result: dict[str, Any]) -> str:
     def rate(pair: list[int]) -> str:
         return f"{pair[0]}/{pair[1]} ({100 * pair[0] / max(pair[1], 1):.0f} %)"
 
-    lines = [f"{name} (level {result['level']}; {len(result['differences'])} real differences)",
-             "| rule | seed-only pairs promoted | better promoted | worse promoted |", "|---|---|---|---|"]  # fmt: skip
-    for rule, swaps in result["noise_swaps"].items():
-        real = result["real"][rule]
-        lines.append(f"| {rule} | {rate(swaps)} | {rate(real['better_promoted'])} | {rate(real['worse_promoted'])} |")
-    return "\n".join(lines)
+    rows = [
+        [rule, rate(swaps), rate(result["real"][rule]["better_promoted"]), rate(result["real"][rule]["worse_promoted"])]
+        for rule, swaps in result["noise_swaps"].items()
+    ]
+    header = ["rule", "seed-only pairs promoted", "better promoted", "worse promoted"]
+    return "\n".join([f"{name} (level {result['level']}; {len(result['differences'])} real differences)",
+                      *md.table_lines(header, rows)])  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,8 @@ from typing import Any
 
 from scipy import stats
 
+from distill import markdown as md
+
 
 def paired_gain(student: dict[int, float], baseline: dict[int, float], level: float = 0.95) -> dict[str, Any]:
     """Compare two students seed by seed.
@@ -81,24 +83,22 @@ def markdown(
     """
     seeds = sorted({r["seed"] for r in runs if r["name"] in students})
     table = paired_table(runs, students, metric, baseline)
-    head = "| student | " + " | ".join(f"seed {s}" for s in seeds) + " | mean gain | 95% CI | wins |"
-    rows = [head, "|" + "---|" * (len(seeds) + 4)]
 
-    def cells(name: str) -> str:
+    def cells(name: str) -> list[str]:
         scores = by_seed(runs, name, metric)
-        return " | ".join(f"{scores[s] * scale:.1f}" if s in scores else "" for s in seeds)
+        return [f"{scores[s] * scale:.1f}" if s in scores else "" for s in seeds]
 
-    rows.append(f"| {baseline} | {cells(baseline)} | | | |")
+    rows = [[baseline, *cells(baseline), "", "", ""]]
     order = sorted(table, key=lambda s: -(table[s]["mean"] if table[s]["mean"] is not None else -math.inf))
     for name in order:
         p = table[name]
         label = f"**{name}** (default)" if name == default else name
         if p["n"] == 0:
-            rows.append(f"| {label} | {cells(name)} | | | |")
+            rows.append([label, *cells(name), "", "", ""])
             continue
         ci = "" if p["ci"] is None else f"{p['ci'][0] * scale:+.1f} … {p['ci'][1] * scale:+.1f}"
-        rows.append(f"| {label} | {cells(name)} | {p['mean'] * scale:+.2f} | {ci} | {p['wins']}/{p['n']} |")
-    return "\n".join(rows)
+        rows.append([label, *cells(name), f"{p['mean'] * scale:+.2f}", ci, f"{p['wins']}/{p['n']}"])
+    return md.table(["student", *(f"seed {s}" for s in seeds), "mean gain", "95% CI", "wins"], rows)
 
 
 def curve_gains(runs: list[dict[str, Any]], students: list[str], baseline: str = "baseline") -> dict[str, Any]:
@@ -142,11 +142,15 @@ def curve_markdown(gains: dict[str, Any], every: int = 5, scale: float = 100.0) 
         return ""
     epochs = max(len(g["mean"]) for g in gains.values())
     shown = sorted({*range(every, epochs + 1, every), epochs})
-    rows = ["| student | seeds | " + " | ".join(f"epoch {e}" for e in shown) + " |", "|" + "---|" * (len(shown) + 2)]
-    for name, g in gains.items():
-        cells = " | ".join(f"{g['mean'][e - 1] * scale:+.1f}" if e <= len(g["mean"]) else "" for e in shown)
-        rows.append(f"| {name} | {len(g['seeds'])} | {cells} |")
-    return "\n".join(rows)
+    rows = [
+        [
+            name,
+            str(len(g["seeds"])),
+            *(f"{g['mean'][e - 1] * scale:+.1f}" if e <= len(g["mean"]) else "" for e in shown),
+        ]
+        for name, g in gains.items()
+    ]
+    return md.table(["student", "seeds", *(f"epoch {e}" for e in shown)], rows)
 
 
 def span_gains(

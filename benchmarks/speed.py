@@ -57,6 +57,7 @@ import yaml
 
 from benchmarks import report as reports
 from benchmarks.step_timing import StepBreakdown, StepTimer, teacher_inference
+from distill import markdown as md
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_DATA = ROOT / "tests" / "data"  # coco8, coco8-seg, coco8-pose ship with the repository
@@ -312,16 +313,14 @@ def pool_over_ltt(results: dict[str, dict[str, Any]], key: str = "median_s") -> 
 
 def markdown(report: dict[str, Any]) -> str:
     """Return the README table: per pair and variant the step (median · p10), its ratios, breakdown, peak memory."""
-    rows = ["| pair | variant | step ms median · p10 | / floor median (rounds) · p10 | / Ultralytics KD median · p10 | "
-            "teacher fwd / student fwd / losses / backward+opt ms | peak RSS MB | peak CUDA MB |",
-            "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    rows: list[list[str]] = []
     spread = report.get("kd_over_floor_range", {})
     fast = report.get("kd_over_floor_p10", {})
     for pair, variants in report["results"].items():
         native = variants.get("ultralytics-kd", {})
         for name, r in variants.items():
             if "error" in r:
-                rows.append(f"| {pair} | {name} | failed: {r['error'][:80]} | | | | | |")
+                rows.append([pair, name, f"failed: {r['error'][:80]}", "", "", "", "", ""])
                 continue
             key = f"{pair}/{name}"
             over, low, high = report["kd_over_floor"].get(key), *spread.get(key, (None, None))
@@ -335,10 +334,11 @@ def markdown(report: dict[str, Any]) -> str:
             cuda = "" if r["peak_cuda_mb"] is None else f"{r['peak_cuda_mb']:.0f}"
             parts = r.get("breakdown_s") or {}
             split = " / ".join(f"{parts[k] * 1000:.0f}" for k in BREAKDOWN if k in parts)
-            rows.append(
-                f"| {pair} | {name} | {step} | {shown} | {vs_native} | {split} | {r['peak_rss_mb']:.0f} | {cuda} |"
-            )
-    return "\n".join(rows)
+            rows.append([pair, name, step, shown, vs_native, split, f"{r['peak_rss_mb']:.0f}", cuda])
+    header = ["pair", "variant", "step ms median · p10", "/ floor median (rounds) · p10",
+              "/ Ultralytics KD median · p10", "teacher fwd / student fwd / losses / backward+opt ms",
+              "peak RSS MB", "peak CUDA MB"]  # fmt: skip
+    return md.table(header, rows)
 
 
 def summarise(results: dict[str, dict[str, Any]], head: dict[str, Any]) -> dict[str, Any]:

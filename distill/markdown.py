@@ -31,8 +31,12 @@ def code(text: Any) -> str:
 
 
 def table_lines(header: list[str], rows: list[list[str]]) -> list[str]:
-    """Return the lines of a markdown table: the header, the rule, one line per row (cells as given)."""
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+    """Return the lines of a markdown table: the header, the rule, one line per row (cells as given; empty: ``| |``)."""
+    return [_line(header), "|" + "---|" * len(header), *(_line(r) for r in rows)]
+
+
+def _line(cells: list[str]) -> str:
+    return "|" + "|".join(f" {c} " if c else " " for c in cells) + "|"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:

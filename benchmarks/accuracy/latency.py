@@ -29,6 +29,7 @@ from benchmarks import report as reports
 from benchmarks.accuracy.cache import relative
 from benchmarks.accuracy.options import ROOT, Profile
 from benchmarks.accuracy.plan import plan_jobs, prepare_datasets, task_model, work_folder
+from distill import markdown as md
 from distill.registry import latency
 from distill.registry.latency import PARTS
 
@@ -280,18 +281,19 @@ def markdown(section: dict[str, Any]) -> str:
         f"Inference time per image (batch 1, {section['imgsz']} px, device {section['device']}, median over "
         f"{section['images']} {section['split']} images):",
         "",
-        f"| model | format | weights | ms / image | pre- · inference · postprocess | {section['split']} {metric} |",
-        "|---|---|---|---|---|---|",
     ]
+    rows: list[list[str]] = []
     for m in section["models"]:
         if "ms_per_image" not in m:
-            lines.append(f"| {m['name']} | {m['format']} | | failed: {m.get('error', '')} | | |")
+            rows.append([m["name"], m["format"], "", f"failed: {m.get('error', '')}", "", ""])
             continue
         parts = " · ".join(f"{m[f'{part}_ms']:.2f}" for part in PARTS)
         ci = f" ± {m['map']['ci95'] * 100:.1f}" if m["map"].get("ci95") is not None else ""
-        lines.append(f"| {m['name']} | {m['format']} | {m['weights']} | {m['ms_per_image']:.2f} | {parts} | "
-                     f"{m['map']['mean'] * 100:.1f}{ci} |")  # fmt: skip
-    return "\n".join(lines)
+        rows.append([m["name"], m["format"], m["weights"], f"{m['ms_per_image']:.2f}", parts,
+                     f"{m['map']['mean'] * 100:.1f}{ci}"])  # fmt: skip
+    header = ["model", "format", "weights", "ms / image", "pre- · inference · postprocess",
+              f"{section['split']} {metric}"]  # fmt: skip
+    return "\n".join([*lines, *md.table_lines(header, rows)])
 
 
 def report_profile(report: dict[str, Any]) -> Profile:

@@ -17,6 +17,7 @@ from benchmarks import report as reports
 from benchmarks.accuracy.cache import job_key, pooled, ran_config, relative, resolved_config
 from benchmarks.accuracy.metrics import METRIC, TASK_METRIC, kd_share, phases, val_curve
 from benchmarks.accuracy.plan import dataset_name, task_model
+from distill import markdown as md
 
 
 def run_config(result: dict[str, Any]) -> dict[str, Any] | None:
@@ -93,18 +94,15 @@ def summarise(name: str, results: list[dict[str, Any]]) -> dict[str, Any]:
 def markdown(report: dict[str, Any]) -> str:
     """Return the README table: one row per student, best mean first, gain over the baseline."""
     base = next((s["map50_95_mean"] for s in report["students"] if s["name"] == "baseline"), None)
-    rows = [
-        "| student | mAP50-95 (test) | mAP50 (test) | vs baseline | KD share of loss (last epoch) | train s / run |",
-        "|---|---|---|---|---|---|",
-    ]
+    rows = []
     for s in sorted(report["students"], key=lambda s: -s["map50_95_mean"]):
         share = "" if not s.get("kd_share_of_loss") else f"{s['kd_share_of_loss']['last_epoch']:.0%}"
         gain = "" if base is None or s["name"] == "baseline" else f"{s['map50_95_mean'] - base:+.4f}"
-        rows.append(
-            f"| {s['name']} | {s['map50_95_mean']:.4f} ± {s['map50_95_std']:.4f} | "
-            f"{s['map50_mean']:.4f} ± {s['map50_std']:.4f} | {gain} | {share} | {s['train_s_mean']:.0f} |"
-        )
-    return "\n".join(rows)
+        box = f"{s['map50_95_mean']:.4f} ± {s['map50_95_std']:.4f}", f"{s['map50_mean']:.4f} ± {s['map50_std']:.4f}"
+        rows.append([s["name"], *box, gain, share, f"{s['train_s_mean']:.0f}"])
+    header = ["student", "mAP50-95 (test)", "mAP50 (test)", "vs baseline", "KD share of loss (last epoch)",
+              "train s / run"]  # fmt: skip
+    return md.table(header, rows)
 
 
 def build_report(
