@@ -7,6 +7,7 @@ pieces: its launcher file (``generate_ddp_file``) and a 2-process gloo group wra
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,7 @@ def test_two_gloo_ranks_have_nonzero_kd_and_identical_adapters(tmp_path):
         capture_output=True,
         text=True,
         timeout=600,
+        env={**os.environ, "TMPDIR": str(tmp_path)},  # torchrun's log folder: here, not the system's temp folder
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = json.loads(out.read_text())

@@ -43,7 +43,7 @@ def start_nodes(args: list[str], folders: list[Path], envs: list[dict[str, str]]
             subprocess.Popen(
                 cmd,
                 cwd=folder,
-                env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+                env={**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(folder), **env},  # torchrun logs here
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 text=True,
