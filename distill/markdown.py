@@ -1,6 +1,7 @@
 """Markdown for every generated table: the evaluate step's report, the model card, the components' reference, the docs.
 
-One escaping and one table layout, so a report, ``components/README.md`` and the docs site render a cell the same way.
+One escaping and one table layout, so a report, ``components/README.md``, the docs site and the benchmarks' reports
+render a cell the same way.
 Text from a user or a docstring goes through :func:`cell` (or :func:`code`); numbers the product formats itself are
 safe as they are.
 """
