@@ -104,10 +104,11 @@ class FakeCluster(ThreadingHTTPServer):
             extra = self.node_env[rank] if rank < len(self.node_env) else {}
             log = folder / "log.txt"
             path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # the image's torchrun
+            # TMPDIR: a pod's temp folder is its own (torchrun's log folder goes there, not into this machine's /tmp)
             proc = subprocess.Popen(
                 trainer["command"] + trainer["args"],
                 cwd=folder,
-                env={**os.environ, "PATH": path, "OMP_NUM_THREADS": "1", **env, **pet, **extra},
+                env={**os.environ, "PATH": path, "OMP_NUM_THREADS": "1", "TMPDIR": str(folder), **env, **pet, **extra},
                 stdout=log.open("w"),
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
