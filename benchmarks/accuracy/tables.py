@@ -98,8 +98,8 @@ def markdown(report: dict[str, Any]) -> str:
     for s in sorted(report["students"], key=lambda s: -s["map50_95_mean"]):
         share = "" if not s.get("kd_share_of_loss") else f"{s['kd_share_of_loss']['last_epoch']:.0%}"
         gain = "" if base is None or s["name"] == "baseline" else f"{s['map50_95_mean'] - base:+.4f}"
-        box = f"{s['map50_95_mean']:.4f} ± {s['map50_95_std']:.4f}", f"{s['map50_mean']:.4f} ± {s['map50_std']:.4f}"
-        rows.append([s["name"], *box, gain, share, f"{s['train_s_mean']:.0f}"])
+        maps = f"{s['map50_95_mean']:.4f} ± {s['map50_95_std']:.4f}", f"{s['map50_mean']:.4f} ± {s['map50_std']:.4f}"
+        rows.append([s["name"], *maps, gain, share, f"{s['train_s_mean']:.0f}"])
     header = ["student", "mAP50-95 (test)", "mAP50 (test)", "vs baseline", "KD share of loss (last epoch)",
               "train s / run"]  # fmt: skip
     return md.table(header, rows)
