@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
-from .errors import DistillError, plain_message
+from .errors import DistillError, plain_message, shown
 from .losses.registry import feature_loss_weights
 
 #: Default weight of each feature loss, by name: what each loss module declares on its class (why: its docstring), read
@@ -324,7 +324,7 @@ def choose(name: str, value: Any, choices: tuple[str, ...]) -> str:
     """
     text = str(value).strip().lower()
     if text not in choices:
-        raise DistillError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        raise DistillError(f"{name} must be one of {', '.join(choices)}, got {shown(value)}")
     return text
 
 
